@@ -121,6 +121,15 @@ def test_tour_pipeline_ls_wc(tmp_path: Path) -> None:
     assert done.failed is None
 
 
+def test_tour_section_prints_what_it_ran(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskkit._tour_pipeline import tour_section
+
+    tour_section()
+    out = capsys.readouterr().out
+    assert "ls -l | wc -l" in out
+    assert "[0, 0]" in out
+
+
 # -- 1. real OS pipes; the parent keeps no end; everything reaped -------------------------
 
 

@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import threading
-import tty
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -194,6 +193,8 @@ class Engine:
 
     def start(self, reactor: Reactor) -> None:
         """Spawn every stage, wired by pipes, then watch the parent's ends with ``reactor``."""
+        if os.name != "posix":
+            raise NotImplementedError("taskkit pipelines need a POSIX system (Linux, macOS, BSD)")
         self._reactor = reactor
         opts = self.options
         envs = [_merged_env(stage, opts.unbuffered) for stage in self.stages]
@@ -212,6 +213,8 @@ class Engine:
             child_ends.append(last_out)
             parent_ends.append((self._stdout_fd, self._on_stdout))
             if opts.pty:
+                import tty  # POSIX only; imported here so taskkit imports everywhere
+
                 tty.setraw(last_out)  # no "\n" -> "\r\n" translation, no echo
             for index, (stage, env) in enumerate(zip(self.stages, envs, strict=True)):
                 if index == len(self.stages) - 1:
