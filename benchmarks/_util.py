@@ -1,0 +1,56 @@
+"""Shared helpers for the benchmark modules: timing, medians, ratio tables."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Row", "median_time", "print_table"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured line: what ran, its median, and the peer it is compared with."""
+
+    name: str
+    seconds: float
+    baseline: str | None = None  # the name of the row this one is compared with
+    target: str = ""  # the goal in words, e.g. "<= 1.0x"
+    note: str = ""
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Return the median wall time of ``fn()`` over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _fmt(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:8.3f} s "
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:8.3f} ms"
+    return f"{seconds * 1e6:8.2f} us"
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    """Print ``rows`` with each row's ratio to its baseline row (lower is better)."""
+    by_name = {row.name: row for row in rows}
+    print(f"\n## {title}")
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        ratio = ""
+        if row.baseline is not None and row.baseline in by_name:
+            base = by_name[row.baseline].seconds
+            ratio = f"{row.seconds / base:6.2f}x {row.baseline}" if base > 0 else ""
+        target = f"target {row.target}" if row.target else ""
+        extra = "  ".join(part for part in (ratio, target, row.note) if part)
+        print(f"  {row.name:<{width}}  {_fmt(row.seconds)}  {extra}")

@@ -1,0 +1,78 @@
+"""taskkit: run Python callables concurrently behind one Executor interface.
+
+``open_executor(backend)`` gives an ``Executor`` for the process, thread,
+asyncio, coroutine, dask or serial backend (or ``open_executor(workload=...)``
+picks one from ``WORKLOADS``); its ``submit`` returns a ``Future`` that is
+also awaitable.  The guide is in ``docs/``.
+"""
+
+from ._backends import BACKENDS as BACKENDS
+from ._backends import WORKLOADS as WORKLOADS
+from ._backends import BackendName as BackendName
+from ._backends import WorkloadName as WorkloadName
+from ._backends import open_executor as open_executor
+from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import Deadlock as Deadlock
+from ._errors import ExecutorClosed as ExecutorClosed
+from ._errors import PipelineFailed as PipelineFailed
+from ._errors import PipelineTimeout as PipelineTimeout
+from ._errors import QueueClosed as QueueClosed
+from ._errors import RemoteError as RemoteError
+from ._errors import SerializationError as SerializationError
+from ._errors import TaskkitError as TaskkitError
+from ._errors import TaskTimeout as TaskTimeout
+from ._errors import WorkerCrashed as WorkerCrashed
+from ._executor import Executor as Executor
+from ._executor import Statistics as Statistics
+from ._executor import TaskOptions as TaskOptions
+from ._future import Future as Future
+from ._future import as_completed as as_completed
+from ._pipeline import Completed as Completed
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import StageResult as StageResult
+from ._pipeline import cmd as cmd
+from ._pipeline import shell as shell
+
+__version__ = "0.1.0"
+
+__all__ = (
+    # executors
+    "open_executor",
+    "Executor",
+    "Future",
+    "as_completed",
+    "Statistics",
+    "TaskOptions",
+    "BACKENDS",
+    "WORKLOADS",
+    "BackendName",
+    "WorkloadName",
+    # subprocess pipelines
+    "cmd",
+    "shell",
+    "Pipeline",
+    "Completed",
+    "StageResult",
+    # errors
+    "TaskkitError",
+    "ExecutorClosed",
+    "BackendUnavailable",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "SerializationError",
+    "RemoteError",
+    "QueueClosed",
+    "PipelineFailed",
+    "PipelineTimeout",
+    "Deadlock",
+)
+
+# Tracebacks and docs say ``taskkit.Future``, not ``taskkit._future.Future``.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = "taskkit"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,184 @@
+"""The ``thread`` backend: a pool of threads, for blocking I/O.
+
+Data flow::
+
+    submit ──► _Task ──► SimpleQueue ──► worker threads (started lazily, up to max_workers)
+                                              │ run fn, report through the base
+    deadline thread: a task overran ──► its future fails with TaskTimeout now;
+                                        its thread is *abandoned* and a new one started
+
+A Python thread cannot be killed.  So a per-task ``timeout`` fails the future
+on time, the stuck thread is marked abandoned (it exits when its call finally
+returns, and its result is dropped) and a replacement thread is started at
+once, so ``max_workers`` threads keep doing useful work.  Abandoned threads
+are daemon threads: they do not keep the interpreter alive.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, final
+
+from .._executor import Executor, _Task
+
+__all__ = ["ThreadExecutor"]
+
+
+class _Worker:
+    __slots__ = ("abandoned", "task", "thread")
+
+    def __init__(self) -> None:
+        self.task: _Task | None = None
+        self.abandoned = False
+        self.thread: threading.Thread | None = None
+
+
+_live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+_exiting = False
+
+
+def _at_exit() -> None:
+    # Like concurrent.futures: let queued work finish before the interpreter
+    # exits, since worker threads are daemons (so that abandoned ones never
+    # block exit).
+    global _exiting
+    _exiting = True
+    for executor in list(_live_executors):
+        executor.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+
+@final
+class ThreadExecutor(Executor):
+    """Run tasks on a pool of threads."""
+
+    backend = "thread"
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "taskkit-thread",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        super().__init__(max_workers=max_workers)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        self._initializer, self._initargs = initializer, initargs
+        self._prefix = thread_name_prefix
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._workers_lock = threading.Lock()
+        self._workers: set[_Worker] = set()
+        self._started = 0
+        self._stopping = False
+        _live_executors.add(self)
+
+    # --------------------------------------------------------------- workers
+
+    def _dispatch(self, task: _Task) -> None:
+        self._queue.put(task)
+        if self._idle.acquire(blocking=False):
+            return  # an idle worker will take it
+        with self._workers_lock:
+            if len(self._workers) < self._max_workers and not self._stopping:
+                self._start_worker()
+
+    def _start_worker(self) -> None:
+        worker = _Worker()
+        self._started += 1
+        thread = threading.Thread(
+            target=self._work,
+            args=(worker,),
+            name=f"{self._prefix}-{self._started}",
+            daemon=True,
+        )
+        worker.thread = thread
+        self._workers.add(worker)
+        thread.start()
+
+    def _work(self, worker: _Worker) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException as exc:
+                self._fail_queued(exc)
+                return
+        get, run, idle = self._queue.get, self._run_inline, self._idle.release
+        while True:
+            task = get()
+            if task is None:
+                self._queue.put(None)  # wake the next worker too
+                with self._workers_lock:
+                    self._workers.discard(worker)
+                return
+            worker.task = task
+            try:
+                run(task)
+            except BaseException as exc:
+                # Already reported, unless taskkit itself failed: never lose a task.
+                task.future._try_set_exception(exc)
+            worker.task = None
+            if worker.abandoned:
+                return  # a replacement took this thread's place when it overran
+            idle()
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        # A failing initializer makes the pool unusable, as in concurrent.futures.
+        with self._workers_lock:
+            self._stopping = True
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if task is not None:
+                task.future._try_set_exception(
+                    RuntimeError(f"the thread pool's initializer failed: {exc!r}")
+                )
+            else:
+                self._queue.put(None)
+                return
+
+    def _stop_overrunning(self, task: _Task) -> None:
+        with self._workers_lock:
+            for worker in self._workers:
+                if worker.task is task:
+                    worker.abandoned = True
+                    self._workers.discard(worker)
+                    if not self._stopping:
+                        self._start_worker()
+                    return
+
+    def _timeout_detail(self) -> str:
+        return (
+            "a thread cannot be killed, so it was abandoned to finish on its own "
+            "and a new thread took its place"
+        )
+
+    def _worker_count(self) -> int:
+        return len(self._workers)
+
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._workers_lock:
+            self._stopping = True
+            workers = list(self._workers)
+        self._queue.put(None)
+        _live_executors.discard(self)
+        if wait and not kill:
+            current = threading.current_thread()
+            for worker in workers:
+                if worker.thread is not None and worker.thread is not current:
+                    worker.thread.join()
+
+
+backend_class = ThreadExecutor

@@ -1,0 +1,655 @@
+"""The ``Executor`` base class: everything the backends share.
+
+A backend subclasses ``Executor`` and supplies only what differs:
+
+* ``_dispatch(task)`` -- start or queue one task (the base has already made
+  its future and counted it);
+* ``_shutdown_workers(wait, kill)`` -- stop the workers;
+* optionally ``_stop_running(task)`` -- stop a running task (kill a process,
+  cancel a coroutine), ``_worker_count()``, ``_submit_chunk(...)`` and the
+  primitive factories.
+
+The data flow every backend follows::
+
+    submit(fn, *args) ──► _Task(fn, args, options, future) ──► backend._dispatch(task)
+                                                                   │
+       worker: _begin(task) → run fn ──► _succeeded(task, value)  │
+                                    └──► _failed(task, exc) ──► retries left? ──► _dispatch again
+    future settles ──► _settled(task): statistics, join() wakes
+
+``map`` and ``amap`` (see ``_map.py``), options, statistics, close/join,
+shutdown and both context managers are written once, here.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import inspect
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from typing_extensions import ParamSpec, Self
+
+from ._calls import ChunkResult, call, run_chunk
+from ._errors import ExecutorClosed, TaskTimeout
+from ._future import Future
+
+if TYPE_CHECKING:
+    from ._timer import Deadline
+
+__all__ = ["Executor", "Statistics", "TaskOptions"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_task_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task options, set with ``ex.options(timeout=..., retries=..., name=...)``.
+
+    Attributes:
+        timeout: seconds a task may run before it fails with ``TaskTimeout``.
+        retries: how many more times a failing task is run before its error is kept.
+        name: a name for the task, shown in errors and statistics.
+    """
+
+    timeout: float | None = None
+    retries: int = 0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
+
+
+_NO_OPTIONS = TaskOptions()
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """A snapshot of an executor's counters, from ``ex.statistics()``.
+
+    Calls made by ``map`` count one each, however they were chunked.
+
+    Attributes:
+        backend: the backend's name.
+        submitted: calls submitted so far.
+        pending: calls submitted and not yet started.
+        running: calls running now.
+        done: calls that returned a value.
+        failed: calls that raised (after their retries).
+        cancelled: calls cancelled before they finished.
+        retried: re-runs after a failure.
+        timed_out: calls that overran their per-task timeout.
+        workers: workers alive now (threads, processes; 1 for one event loop).
+        max_workers: the most workers the executor will run at once.
+    """
+
+    backend: str
+    submitted: int
+    pending: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+    retried: int
+    timed_out: int
+    workers: int
+    max_workers: int
+
+
+class _Task:
+    """One submitted call (or one chunk of a map) and its bookkeeping."""
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "deadline",
+        "fn",
+        "future",
+        "kwargs",
+        "name",
+        "options",
+        "started",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        weight: int,
+    ) -> None:
+        self.fn, self.args, self.kwargs, self.options = fn, args, kwargs, options
+        self.weight = weight
+        self.name: str | None = None
+        self.attempt = 0
+        self.started = False
+        self.deadline: Deadline | None = None
+        self.future: Future[Any] = Future()
+        self.future._task = self
+
+    def describe(self) -> str:
+        """The task's name, for errors: its ``name`` option or the function's name and a number."""
+        if self.name is None:
+            self.name = _task_name(self.fn, self.options)
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<task {self.name} attempt {self.attempt}>"
+
+
+def _task_name(fn: Callable[..., Any], options: TaskOptions) -> str:
+    if options.name is not None:
+        return options.name
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{name}#{next(_task_ids)}"
+
+
+class Executor(concurrent.futures.Executor, abc.ABC):
+    """Run callables concurrently; the one interface every taskkit backend provides.
+
+    Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
+    ``concurrent.futures.Executor``, so code that takes one keeps working.
+    """
+
+    #: The backend's name, as given to ``open_executor``.
+    backend: ClassVar[str] = "?"
+    #: ``map``'s default window (items in flight) for this backend, or 0 for ``_default_window()``.
+    _fixed_window: ClassVar[int] = 0
+    #: How long one automatically sized map chunk should take, in seconds.
+    _chunk_target: ClassVar[float] = 0.002
+
+    def __init__(self, *, max_workers: int) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        self._max_workers = max_workers
+        self._closed = False
+        self._killed = False
+        # One lock guards the counters and the unfinished count; join() waits on it.
+        self._state_lock = threading.Lock()
+        self._all_done = threading.Condition(self._state_lock)
+        self._unfinished = 0
+        self._n_submitted = self._n_running = self._n_done = self._n_failed = 0
+        self._n_cancelled = self._n_retried = self._n_timed_out = 0
+        self._live: dict[Future[Any], _Task] = {}
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; ``submit(fn, *args).result()`` returns ``fn(*args)``.
+
+        Args:
+            fn: any callable; an ``async def`` function is awaited on backends
+                that run coroutines and run to completion elsewhere.
+            *args: positional arguments for ``fn``.
+            **kwargs: keyword arguments for ``fn`` (executor options go to
+                ``ex.options(...)``, never here).
+
+        Returns:
+            A ``taskkit.Future`` for the call's result.
+
+        Raises:
+            ExecutorClosed: after ``close()`` or ``shutdown()``.
+            TypeError: ``fn`` is not callable.
+        """
+        return self._submit(fn, args, kwargs, _NO_OPTIONS)
+
+    def options(
+        self,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        name: str | None = None,
+    ) -> _Configured:
+        """Return a view of this executor whose ``submit`` and ``map`` apply these options.
+
+        ``ex.options(timeout=5, retries=2).submit(fn, x)`` runs ``fn(x)`` with a
+        5-second deadline per attempt and up to two re-runs if it fails.
+
+        Args:
+            timeout: seconds each attempt may run; an overrun fails the future
+                with ``TaskTimeout`` (process tasks are killed; a thread cannot be
+                killed, so it is abandoned and replaced).
+            retries: re-runs of a failing task (exceptions, crashes and timeouts;
+                not cancellation).
+            name: the task's name in errors and statistics.
+        """
+        return _Configured(self, TaskOptions(timeout=timeout, retries=retries, name=name))
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        weight: int = 1,
+    ) -> Future[Any]:
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
+        self._check_arguments(fn, args, kwargs)
+        task = _Task(fn, args, kwargs, options, weight)
+        task.future._on_settled = self._settled
+        with self._state_lock:
+            if self._closed:
+                raise ExecutorClosed(
+                    f"cannot submit {task.describe()}: the {self.backend} executor is closed"
+                )
+            self._unfinished += 1
+            self._n_submitted += weight
+            self._live[task.future] = task
+        try:
+            self._dispatch(task)
+        except BaseException as exc:
+            task.future._try_set_exception(exc)
+            raise
+        return task.future
+
+    def _run_inline(self, task: _Task) -> None:
+        """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
+        if not self._begin(task):
+            return
+        try:
+            value = call(task.fn, task.args, task.kwargs)
+        except BaseException as exc:
+            self._failed(task, exc)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C and SystemExit still reach the caller
+        else:
+            self._succeeded(task, value)
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Reject arguments the backend cannot carry (the process backend checks pickling)."""
+
+    # ------------------------------------------------- what backends call back
+
+    def _begin(self, task: _Task) -> bool:
+        """Mark ``task`` running; False if it was cancelled and must be skipped."""
+        if task.started:
+            return not task.future.done()
+        if not task.future._start():
+            return False
+        task.started = True
+        with self._state_lock:
+            self._n_running += task.weight
+        if task.options.timeout is not None:
+            from ._timer import call_later
+
+            task.deadline = call_later(task.options.timeout, lambda: self._deadline_passed(task))
+        return True
+
+    def _succeeded(self, task: _Task, value: Any) -> None:
+        """Report that ``task`` returned ``value``."""
+        if task.deadline is not None:
+            task.deadline.cancel()
+        task.future._try_set_result(value)
+
+    def _failed(self, task: _Task, exc: BaseException) -> None:
+        """Report that ``task`` raised ``exc``; re-run it if it has retries left."""
+        if task.deadline is not None:
+            task.deadline.cancel()
+        if (
+            isinstance(exc, Exception)
+            and task.attempt < task.options.retries
+            and not task.future.done()
+            and not self._killed
+        ):
+            task.attempt += 1
+            with self._state_lock:
+                self._n_retried += 1
+            try:
+                self._dispatch(task)
+            except BaseException as dispatch_error:
+                task.future._try_set_exception(dispatch_error)
+            return
+        if isinstance(exc, TaskTimeout):
+            with self._state_lock:
+                self._n_timed_out += task.weight
+        task.future._try_set_exception(exc)
+
+    def _deadline_passed(self, task: _Task) -> None:
+        """Called on the deadline thread when a task overran its timeout."""
+        if task.future.done():
+            return
+        timeout = task.options.timeout
+        self._stop_overrunning(task)
+        self._failed(task, TaskTimeout(task.describe(), timeout, self._timeout_detail()))
+
+    def _stop_overrunning(self, task: _Task) -> None:
+        """Stop a task that overran its deadline (default: nothing can be stopped)."""
+        self._stop_running(task)
+
+    def _timeout_detail(self) -> str:
+        return ""
+
+    def _settled(self, future: Future[Any]) -> None:
+        """Called once when a task's future finishes, fails or is cancelled."""
+        with self._state_lock:
+            task = self._live.pop(future, None)
+            if task is None:
+                return
+            if task.started:
+                self._n_running -= task.weight
+            if future.cancelled():
+                self._n_cancelled += task.weight
+            elif future.exception() is not None:
+                self._n_failed += task.weight
+            else:
+                self._count_success(task, future)
+            self._unfinished -= 1
+            if self._unfinished == 0:
+                self._all_done.notify_all()
+        if task.deadline is not None:
+            task.deadline.cancel()
+
+    def _count_success(self, task: _Task, future: Future[Any]) -> None:
+        if task.fn is run_chunk and task.weight > 1:
+            # A map chunk stops at its first failing call: count what really ran.
+            _, failed_at, _, _ = future.result()
+            if failed_at >= 0:
+                self._n_done += failed_at
+                self._n_failed += 1
+                self._n_cancelled += task.weight - failed_at - 1
+                return
+        self._n_done += task.weight
+
+    # ----------------------------------------------------------- backend hooks
+
+    @abc.abstractmethod
+    def _dispatch(self, task: _Task) -> None:
+        """Run or queue ``task``; call ``_begin``, then ``_succeeded`` or ``_failed``."""
+
+    @abc.abstractmethod
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        """Stop the workers once the queued work is done (or at once, if ``kill``)."""
+
+    def _stop_running(self, task: _Task) -> bool:
+        """Stop a running task; True if it will stop.  Default: it cannot be stopped."""
+        return False
+
+    def _worker_count(self) -> int:
+        return 0
+
+    def _default_window(self) -> int:
+        return self._fixed_window or max(16 * self._max_workers, 4096)
+
+    def _submit_chunk(
+        self, fn: Callable[..., Any], items: list[tuple[Any, ...]], options: TaskOptions
+    ) -> Future[ChunkResult]:
+        """Submit one map chunk; backends that await coroutines override this."""
+        return self._submit(run_chunk, (fn, items), {}, options, weight=len(items))
+
+    # ------------------------------------------------------------------- map
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        window: int | None = None,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[T]:
+        """Return an iterator of ``fn(*args)`` for args drawn from ``iterables`` in step.
+
+        The same as the builtin ``map`` but concurrent and lazy: at most ``window``
+        calls are in flight, so an infinite input works in bounded memory; the
+        first ``window`` calls start at once; the rest start as results are
+        consumed.  Stops at the shortest iterable.
+
+        Args:
+            fn: the callable.
+            *iterables: one iterable per positional argument of ``fn``.
+            ordered: yield results in input order (True) or as they finish.
+            window: the most calls in flight; default: a few thousand.
+            chunksize: calls sent to a worker at once; ``None`` chooses from
+                measured call durations (tiny calls are batched, slow ones are not).
+            timeout: seconds from this call after which waiting for the next
+                result raises ``TaskTimeout``.
+            progress: show a progress bar (needs ``pip install "taskkit[progress]"``).
+
+        Raises:
+            ExecutorClosed: the executor is closed.
+            ValueError: a bad ``window``, ``chunksize`` or ``timeout``.
+            Exception: a call's exception, when its result is reached.
+        """
+        return self._map(fn, iterables, ordered, window, chunksize, timeout, progress, _NO_OPTIONS)
+
+    def amap(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        window: int | None = None,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """The async twin of ``map``: ``async for y in ex.amap(fn, xs)``.
+
+        Usable from asyncio code and from tasks on the coroutine backend;
+        ``fn`` may be an ``async def`` function.
+        """
+        from ._map import MapRun
+
+        run = MapRun(self, fn, iterables, ordered, window, chunksize, timeout, _NO_OPTIONS)
+        return run.aiter()
+
+    def _map(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        ordered: bool,
+        window: int | None,
+        chunksize: int | None,
+        timeout: float | None,
+        progress: bool,
+        options: TaskOptions,
+    ) -> Iterator[Any]:
+        from ._map import MapRun, with_progress
+
+        run = MapRun(self, fn, iterables, ordered, window, chunksize, timeout, options)
+        results = run.iter()
+        return with_progress(results, iterables) if progress else results
+
+    # -------------------------------------------------------------- lifetime
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` or ``shutdown()`` was called."""
+        return self._closed
+
+    @property
+    def max_workers(self) -> int:
+        """The most workers this executor runs at once."""
+        return self._max_workers
+
+    def close(self) -> None:
+        """Accept no new work; what was submitted still runs (the ``Pool.close()`` idiom)."""
+        with self._state_lock:
+            self._closed = True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted task has finished; True unless ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._all_done:
+            while self._unfinished:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._all_done.wait(remaining)
+        return True
+
+    def shutdown(
+        self,
+        wait: bool = True,
+        *,
+        cancel_pending: bool = False,
+        kill: bool = False,
+        cancel_futures: bool | None = None,
+    ) -> None:
+        """Close the executor and release its workers.
+
+        Args:
+            wait: wait for the remaining work and the workers to finish.
+            cancel_pending: cancel tasks that have not started.
+            kill: also stop running tasks now (process workers are killed; their
+                futures are cancelled).  The executor is then closed, not broken.
+            cancel_futures: the ``concurrent.futures`` name for ``cancel_pending``.
+        """
+        if cancel_futures is not None:
+            cancel_pending = cancel_pending or cancel_futures
+        with self._state_lock:
+            self._closed = True
+            if kill:
+                self._killed = True
+            live = list(self._live.values())
+        if cancel_pending or kill:
+            for task in live:
+                if not task.started:
+                    task.future.cancel()
+        if kill:
+            for task in live:
+                if task.started and not task.future.done() and self._stop_running(task):
+                    task.future._force_cancelled()
+        if wait and not kill:
+            self.join()
+        self._shutdown_workers(wait=wait, kill=kill)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None or issubclass(exc_type, Exception):
+            self.shutdown(wait=True)
+        else:
+            # Ctrl-C or SystemExit: stop now rather than wait for the work.
+            self.shutdown(wait=True, cancel_pending=True, kill=True)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.shutdown(wait=True, cancel_pending=True, kill=True)
+            return
+        await self._await_idle()
+        self.shutdown(wait=True)
+
+    async def _await_idle(self) -> None:
+        """Wait for the submitted work without blocking the caller's event loop."""
+        self.close()
+        with self._state_lock:
+            futures = list(self._live)
+        for future in futures:
+            if not future.done():
+                await asyncio.wait([asyncio.wrap_future(future)])
+
+    # ------------------------------------------------------------ statistics
+
+    def statistics(self) -> Statistics:
+        """Return a snapshot of the executor's counters."""
+        with self._state_lock:
+            finished = self._n_done + self._n_failed + self._n_cancelled
+            return Statistics(
+                backend=self.backend,
+                submitted=self._n_submitted,
+                pending=max(0, self._n_submitted - self._n_running - finished),
+                running=self._n_running,
+                done=self._n_done,
+                failed=self._n_failed,
+                cancelled=self._n_cancelled,
+                retried=self._n_retried,
+                timed_out=self._n_timed_out,
+                workers=self._worker_count(),
+                max_workers=self._max_workers,
+            )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<taskkit {self.backend} executor, {state}, max_workers={self._max_workers}>"
+
+
+class _Configured:
+    """``ex.options(...)``: the executor's ``submit`` and ``map`` with per-task options."""
+
+    __slots__ = ("_executor", "_options")
+
+    def __init__(self, executor: Executor, options: TaskOptions) -> None:
+        self._executor, self._options = executor, options
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Like ``Executor.submit``, with these options."""
+        return self._executor._submit(fn, args, kwargs, self._options)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        window: int | None = None,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        progress: bool = False,
+    ) -> Iterator[T]:
+        """Like ``Executor.map``, with these options applied to every call.
+
+        With a per-task ``timeout`` and no ``chunksize``, each call is its own
+        task, so the deadline applies to each call.
+        """
+        return self._executor._map(
+            fn, iterables, ordered, window, chunksize, timeout, progress, self._options
+        )
+
+    def options(
+        self, *, timeout: float | None = None, retries: int | None = None, name: str | None = None
+    ) -> _Configured:
+        """Return a view with some options replaced."""
+        current = self._options
+        return _Configured(
+            self._executor,
+            TaskOptions(
+                timeout=current.timeout if timeout is None else timeout,
+                retries=current.retries if retries is None else retries,
+                name=current.name if name is None else name,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self._executor!r} with {self._options}>"
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """True if calling ``fn`` returns a coroutine (``async def``, or a partial of one)."""
+    while hasattr(fn, "func"):  # functools.partial
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )

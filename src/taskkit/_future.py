@@ -1,0 +1,154 @@
+"""``taskkit.Future``: a ``concurrent.futures.Future`` that is also awaitable.
+
+A taskkit future is a drop-in ``concurrent.futures.Future``, so
+``concurrent.futures.wait``, ``as_completed``, ``asyncio.wrap_future`` and
+``loop.run_in_executor`` keep working.  On top of that it adds:
+
+* ``await fut`` from asyncio code, and from tasks on taskkit's own coroutine
+  scheduler (which installs an *await hook* for its thread);
+* ``cancel()`` of a *running* task, where the backend can stop it (a process
+  worker is killed and replaced; a coroutine is cancelled at its next await);
+* transitions that notify ``as_completed``/``wait`` waiters at once on
+  cancellation, so a cancelled future never leaves a waiter hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Future", "as_completed", "set_await_hook"]
+
+T = TypeVar("T")
+
+# The coroutine scheduler runs tasks on its own thread and sets a hook there:
+# ``hook(future)`` returns the generator that the awaiting task delegates to.
+_await_hooks = threading.local()
+
+
+def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | None) -> None:
+    """Install (or clear, with ``None``) how futures are awaited on the current thread."""
+    _await_hooks.hook = hook
+
+
+class Future(concurrent.futures.Future[T], Generic[T]):
+    """The result of a submitted task: ``fut.result()`` returns what ``fn(*args)`` returned.
+
+    Awaitable: ``await fut`` in asyncio code or in a coroutine task gives the
+    same value, or raises the same exception, as ``fut.result()``.
+    """
+
+    # Set by the backend while the task runs: stops a running task; returns
+    # True if it will stop (the backend then finishes the future as cancelled).
+    _stop_running: Callable[[], bool] | None = None
+    # Set by the executor: told once when the future finishes by any path
+    # (result, exception, cancellation), before the user's done-callbacks.
+    _on_settled: Callable[[Future[Any]], None] | None = None
+    _task: Any = None  # the executor's record of the task, if any
+
+    @property
+    def name(self) -> str:
+        """The task's name (its ``name`` option, or the function's name and a number)."""
+        return "task" if self._task is None else str(self._task.describe())
+
+    def _invoke_callbacks(self) -> None:
+        settled, self._on_settled = self._on_settled, None
+        if settled is not None:
+            settled(self)
+        super()._invoke_callbacks()  # type: ignore[misc]
+
+    def cancel(self) -> bool:
+        """Cancel the task; returns True if it will not complete normally.
+
+        A pending task is simply dropped.  A running task is stopped where the
+        backend can stop it (process: its worker is killed and replaced;
+        coroutine and asyncio: cancelled at its next await); on the thread and
+        serial backends a running task cannot be stopped and this returns False.
+        """
+        with self._condition:
+            state = self._state
+            if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            if state == FINISHED:
+                return False
+            stop = self._stop_running if state == RUNNING else None
+            if state == RUNNING and stop is None:
+                return False
+        if stop is not None:
+            return stop() and self._force_cancelled()
+        if not super().cancel():
+            return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+        # Tell as_completed()/wait() waiters now rather than when a worker
+        # next looks at the queue: a pending future may never be looked at.
+        self.set_running_or_notify_cancel()
+        return True
+
+    def _start(self) -> bool:
+        """Move PENDING to RUNNING; False if the future was cancelled meanwhile."""
+        with self._condition:
+            if self._state != PENDING:
+                return False
+            self._state = RUNNING
+            return True
+
+    def _force_cancelled(self) -> bool:
+        """Mark a running future cancelled and wake every waiter (backend-side)."""
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+        return True
+
+    def _try_set_result(self, result: T) -> bool:
+        """Set the result unless the future already finished or was cancelled."""
+        try:
+            self.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            return False
+        return True
+
+    def _try_set_exception(self, exception: BaseException) -> bool:
+        """Set the exception unless the future already finished or was cancelled."""
+        try:
+            self.set_exception(exception)
+        except concurrent.futures.InvalidStateError:
+            return False
+        return True
+
+    def __await__(self) -> Generator[Any, None, T]:
+        hook = getattr(_await_hooks, "hook", None)
+        if hook is not None:
+            return (yield from hook(self))  # type: ignore[no-any-return]
+        return (yield from asyncio.wrap_future(self).__await__())
+
+    def __repr__(self) -> str:
+        with self._condition:
+            state = self._state
+        return f"<taskkit.Future {self.name} {state.lower()}>"
+
+
+def as_completed(
+    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+) -> Iterator[concurrent.futures.Future[T]]:
+    """Yield each future once, as it finishes (or is cancelled).
+
+    The same as ``concurrent.futures.as_completed``: duplicates are yielded
+    once, and ``TimeoutError`` is raised if ``timeout`` seconds pass first.
+    """
+    return concurrent.futures.as_completed(futures, timeout=timeout)

@@ -1,0 +1,80 @@
+"""One daemon thread that fires deadline callbacks, shared by every executor.
+
+Per-task timeouts need a clock that watches many deadlines cheaply: a heap of
+``(deadline, sequence, callback)`` entries and one thread that sleeps until the
+earliest.  Callbacks run on that thread, so they must be quick (fail a future,
+kill a worker) and must not block.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["Deadline", "call_at", "call_later"]
+
+
+class Deadline:
+    """A scheduled callback; ``cancel()`` it if the task finishes first."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
+
+    def cancel(self) -> None:
+        """Stop the callback from running (harmless if it already ran)."""
+        self.cancelled = True
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._counter = itertools.count()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Deadline:
+        deadline = Deadline(when, callback)
+        with self._wakeup:
+            heapq.heappush(self._heap, (when, next(self._counter), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                # Started lazily, and again after a fork (threads do not survive one).
+                self._thread = threading.Thread(
+                    target=self._run, name="taskkit-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._wakeup.notify()
+        return deadline
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while True:
+                    while self._heap and self._heap[0][2].cancelled:
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        due = heapq.heappop(self._heap)[2]
+                        break
+                    self._wakeup.wait(None if not self._heap else self._heap[0][0] - now)
+            if not due.cancelled:
+                due.cancelled = True
+                due.callback()
+
+
+_clock = _Clock()
+
+
+def call_at(when: float, callback: Callable[[], object]) -> Deadline:
+    """Run ``callback()`` on the deadline thread once ``time.monotonic()`` reaches ``when``."""
+    return _clock.call_at(when, callback)
+
+
+def call_later(delay: float, callback: Callable[[], object]) -> Deadline:
+    """Run ``callback()`` on the deadline thread after ``delay`` seconds."""
+    return _clock.call_at(time.monotonic() + delay, callback)
