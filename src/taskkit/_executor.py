@@ -290,10 +290,18 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         with self._state_lock:
             self._n_running += task.weight
         if task.options.timeout is not None:
-            from ._timer import call_later
-
-            task.deadline = call_later(task.options.timeout, lambda: self._deadline_passed(task))
+            task.deadline = self._schedule_deadline(task, task.options.timeout)
         return True
+
+    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+        """Arrange for ``_deadline_passed(task)`` after ``timeout`` seconds.
+
+        The default uses the shared deadline thread; a backend with its own
+        clock (the coroutine scheduler's virtual time) overrides this.
+        """
+        from ._timer import call_later
+
+        return call_later(timeout, lambda: self._deadline_passed(task))
 
     def _succeeded(self, task: _Task, value: Any) -> None:
         """Report that ``task`` returned ``value``."""
