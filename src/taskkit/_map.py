@@ -119,12 +119,12 @@ class MapRun:
         """Submit chunks until ``window`` calls are in flight or the input ends."""
         while not self._exhausted and self._in_flight < self._window:
             size = min(self._next_chunksize(), self._window - self._in_flight)
+            items: list[tuple[Any, ...]] = []
             try:
-                items = list(islice(self._source, size))
+                items.extend(islice(self._source, size))
             except Exception as exc:
                 # Raised to the consumer once the results before it are out.
                 self._source_error, self._exhausted = exc, True
-                items = []
             if len(items) < size:
                 self._exhausted = True
             if not items:

@@ -1,0 +1,84 @@
+"""Shared fixtures: the backends the contract suite runs on, and Hypothesis settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import taskkit
+from taskkit._backends import backend_class
+
+settings.register_profile(
+    "taskkit",
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("TASKKIT_HYPOTHESIS_PROFILE", "taskkit"))
+
+
+def available_backends() -> list[str]:
+    """Every registered backend that imports here (a backend joins the suite by existing)."""
+    names = []
+    for name in taskkit.BACKENDS:
+        try:
+            backend_class(name)
+        except taskkit.BackendUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
+BACKENDS = available_backends()
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """One real two-worker LocalCluster on 127.0.0.1 for every dask test of the session."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_executor(
+    backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., taskkit.Executor]]:
+    """Open executors of the parametrized backend; every one is shut down after the test."""
+    opened: list[taskkit.Executor] = []
+
+    def make(**options: Any) -> taskkit.Executor:
+        if backend == "dask" and "client" not in options and "address" not in options:
+            options["client"] = request.getfixturevalue("dask_client")
+        ex = taskkit.open_executor(backend, **options)  # type: ignore[arg-type]
+        opened.append(ex)
+        return ex
+
+    yield make
+    for ex in opened:
+        ex.shutdown(wait=True, cancel_pending=True, kill=True)
+
+
+@pytest.fixture
+def executor(make_executor: Callable[..., taskkit.Executor]) -> taskkit.Executor:
+    return make_executor()

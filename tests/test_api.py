@@ -1,0 +1,135 @@
+"""The public face: exports, the workload table, argument checking, the error tree."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+
+import pytest
+
+import taskkit
+from taskkit._errors import describe_exit
+
+
+def test_all_matches_the_exports() -> None:
+    public = {name for name in dir(taskkit) if not name.startswith("_")}
+    submodules = {"testing"}  # imported as taskkit.testing, not re-exported
+    assert set(taskkit.__all__) == public - submodules
+    assert len(taskkit.__all__) == len(set(taskkit.__all__))
+
+
+def test_exported_classes_say_taskkit() -> None:
+    for name in taskkit.__all__:
+        obj = getattr(taskkit, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "taskkit", name
+
+
+def test_workloads_map_to_backends() -> None:
+    assert set(taskkit.WORKLOADS.values()) <= set(taskkit.BACKENDS)
+    assert taskkit.WORKLOADS["cpu"] == "process"
+    assert taskkit.WORKLOADS["io"] == "thread"
+    assert taskkit.WORKLOADS["async"] == "asyncio"
+    assert taskkit.WORKLOADS["lightweight"] == "coroutine"
+    assert taskkit.WORKLOADS["cluster"] == "dask"
+    assert {"process", "thread", "asyncio", "coroutine", "dask", "serial"} == set(taskkit.BACKENDS)
+
+
+def test_open_executor_by_workload() -> None:
+    with taskkit.open_executor(workload="io") as ex:
+        assert ex.backend == "thread"
+    with taskkit.open_executor(workload="debug") as ex:
+        assert ex.backend == "serial"
+
+
+def test_unknown_backend_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"process.*thread"):
+        taskkit.open_executor("threads")  # type: ignore[arg-type]
+
+
+def test_unknown_workload_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"cpu.*io"):
+        taskkit.open_executor(workload="gpu")  # type: ignore[arg-type]
+
+
+def test_backend_and_workload_must_agree() -> None:
+    with pytest.raises(ValueError, match="workload 'cpu'"):
+        taskkit.open_executor("thread", workload="cpu")
+
+
+def test_max_workers_must_be_positive_int() -> None:
+    with pytest.raises(ValueError):
+        taskkit.open_executor("thread", max_workers=0)
+    with pytest.raises(TypeError):
+        taskkit.open_executor("thread", max_workers=1.5)  # type: ignore[arg-type]
+
+
+def test_missing_backend_is_a_taskkit_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> object:
+        if name == "taskkit._backends.serial":
+            raise ModuleNotFoundError("No module named 'taskkit._backends.serial'", name=name)
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(taskkit.BackendUnavailable, match="serial"):
+        taskkit.open_executor("serial")
+
+
+def test_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> object:
+        if name == "taskkit._backends.dask":
+            raise ModuleNotFoundError("No module named 'distributed'", name="distributed")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(taskkit.BackendUnavailable, match=r'pip install "taskkit\[dask\]"'):
+        taskkit.open_executor("dask")
+
+
+def test_errors_subclass_the_stdlib_errors_they_resemble() -> None:
+    assert issubclass(taskkit.TaskTimeout, TimeoutError)
+    assert issubclass(taskkit.ExecutorClosed, RuntimeError)
+    assert issubclass(taskkit.SerializationError, TypeError)
+    assert issubclass(taskkit.PipelineFailed, subprocess.CalledProcessError)
+    assert issubclass(taskkit.PipelineTimeout, subprocess.TimeoutExpired)
+    for name in taskkit.__all__:
+        obj = getattr(taskkit, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, taskkit.TaskkitError), name
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        taskkit.TaskTimeout("resize#3", 2.5, "killed"),
+        taskkit.WorkerCrashed("resize#3", 1234, -9),
+        taskkit.SerializationError("argument 1", "generator", "cannot pickle"),
+        taskkit.RemoteError("MyError", "text", "Traceback ..."),
+        taskkit.ExecutorClosed(),
+        taskkit.QueueClosed(),
+        taskkit.Deadlock("stuck", {"t1": "lock A"}),
+    ],
+)
+def test_errors_pickle_with_their_fields(error: Exception) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)
+
+
+def test_worker_crashed_names_pid_signal_and_cause() -> None:
+    error = taskkit.WorkerCrashed("job#1", 4321, -9)
+    assert error.signal == 9
+    assert "4321" in str(error)
+    assert "SIGKILL" in str(error)
+    assert "out-of-memory" in str(error)
+    assert "exited with status 3" in describe_exit(3)
+    assert "SIGSEGV" in describe_exit(-11)

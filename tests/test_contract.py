@@ -1,0 +1,411 @@
+"""The Executor contract, run on every backend that is available.
+
+A new backend joins this suite by being registered in ``taskkit.BACKENDS``
+and importing: the ``backend`` fixture (conftest.py) is parametrized over them.
+Functions used as tasks live at module level so that the process and dask
+backends can ship them by reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import taskkit
+
+ASYNC_NATIVE = {"coroutine", "asyncio"}
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int, *, z: int = 0) -> int:
+    return x + y + z
+
+
+def takes_fn(fn: int) -> int:
+    return fn + 1
+
+
+def fail_on(x: int, bad: int) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def boom(message: str) -> None:
+    raise KeyError(message)
+
+
+def flaky(path: str, failures: int) -> int:
+    """Fail the first ``failures`` calls, counted in a file so processes share the count."""
+    with open(path, "a") as f:
+        f.write("x")
+    calls = pathlib.Path(path).stat().st_size
+    if calls <= failures:
+        raise RuntimeError(f"attempt {calls} fails")
+    return calls
+
+
+def wait_for_file(path: str) -> str:
+    """Block until ``path`` exists (a gate the test opens; works across processes)."""
+    while not os.path.exists(path):
+        time.sleep(0.002)
+    return "opened"
+
+
+async def await_file(path: str) -> str:
+    while not os.path.exists(path):
+        await _async_sleep(0.002)
+    return "opened"
+
+
+def sleep_for(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+async def asleep_for(seconds: float) -> str:
+    await _async_sleep(seconds)
+    return "slept"
+
+
+async def _async_sleep(seconds: float) -> None:
+    # On the coroutine backend a task awaits taskkit.sleep; elsewhere asyncio's.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        await taskkit.sleep(seconds)  # type: ignore[attr-defined]
+    else:
+        await asyncio.sleep(seconds)
+
+
+def gate_fn(backend: str) -> Callable[[str], Any]:
+    return await_file if backend in ASYNC_NATIVE else wait_for_file
+
+
+def sleep_fn(backend: str) -> Callable[[float], Any]:
+    return asleep_for if backend in ASYNC_NATIVE else sleep_for
+
+
+# --------------------------------------------------------------------- submit
+
+
+def test_submit_returns_taskkit_future(executor: taskkit.Executor) -> None:
+    fut = executor.submit(square, 7)
+    assert isinstance(fut, taskkit.Future)
+    assert isinstance(fut, concurrent.futures.Future)
+    assert fut.result(timeout=30) == 49
+    assert fut.done()
+    assert not fut.cancelled()
+
+
+def test_executor_is_a_concurrent_futures_executor(executor: taskkit.Executor) -> None:
+    assert isinstance(executor, concurrent.futures.Executor)
+    assert isinstance(executor, taskkit.Executor)
+
+
+def test_submit_passes_args_and_kwargs(executor: taskkit.Executor) -> None:
+    assert executor.submit(add, 1, 2, z=3).result(timeout=30) == 6
+
+
+def test_fn_is_positional_only(executor: taskkit.Executor) -> None:
+    assert executor.submit(takes_fn, fn=1).result(timeout=30) == 2
+
+
+def test_exception_is_reraised_with_type_and_message(executor: taskkit.Executor) -> None:
+    fut = executor.submit(boom, "the message")
+    with pytest.raises(KeyError, match="the message"):
+        fut.result(timeout=30)
+    assert isinstance(fut.exception(), KeyError)
+
+
+def test_non_callable_is_a_type_error(executor: taskkit.Executor) -> None:
+    with pytest.raises(TypeError):
+        executor.submit(42)  # type: ignore[arg-type]
+
+
+def test_as_completed_yields_each_future_once(executor: taskkit.Executor) -> None:
+    futures = [executor.submit(square, i) for i in range(20)]
+    seen = list(taskkit.as_completed(futures + futures[:5], timeout=60))
+    assert len(seen) == 20
+    assert set(seen) == set(futures)
+    assert sorted(f.result() for f in seen) == [i * i for i in range(20)]
+
+
+def test_concurrent_futures_wait_works(executor: taskkit.Executor) -> None:
+    futures = [executor.submit(square, i) for i in range(5)]
+    done, not_done = concurrent.futures.wait(futures, timeout=60)
+    assert not not_done
+    assert {f.result() for f in done} == {0, 1, 4, 9, 16}
+
+
+def test_future_is_awaitable_from_asyncio(executor: taskkit.Executor) -> None:
+    async def main() -> int:
+        return await executor.submit(square, 9)
+
+    assert asyncio.run(main()) == 81
+
+
+def test_awaiting_a_failed_future_raises(executor: taskkit.Executor) -> None:
+    async def main() -> None:
+        await executor.submit(boom, "awaited")
+
+    with pytest.raises(KeyError, match="awaited"):
+        asyncio.run(main())
+
+
+# ------------------------------------------------------------------------ map
+
+
+def test_map_is_ordered_and_matches_builtin_map(executor: taskkit.Executor) -> None:
+    assert [square(i) for i in range(100)] == list(executor.map(square, range(100)))
+
+
+def test_map_stops_at_the_shortest_iterable(executor: taskkit.Executor) -> None:
+    assert list(executor.map(add, [1, 2], [10, 11, 12])) == [11, 13]
+    assert list(executor.map(square, [])) == []
+
+
+def test_map_unordered_yields_every_result(executor: taskkit.Executor) -> None:
+    assert sorted(square(i) for i in range(50)) == sorted(
+        executor.map(square, range(50), ordered=False)
+    )
+
+
+@pytest.mark.parametrize(("window", "chunksize"), [(1, None), (3, 1), (5, 2), (7, 100)])
+def test_map_window_and_chunksize(executor: taskkit.Executor, window: int, chunksize: int) -> None:
+    assert [square(i) for i in range(23)] == list(
+        executor.map(square, range(23), window=window, chunksize=chunksize)
+    )
+
+
+def test_map_consumes_an_infinite_input_lazily(executor: taskkit.Executor) -> None:
+    pulled = itertools.count()
+
+    def source() -> Any:
+        for i in itertools.count():
+            next(pulled)
+            yield i
+
+    results = executor.map(square, source(), window=8)
+    first = list(itertools.islice(results, 20))
+    assert [i * i for i in range(20)] == first
+    # At most `window` items beyond what was consumed were read from the input.
+    assert next(pulled) <= 20 + 8
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_map_raises_at_the_failing_item(executor: taskkit.Executor) -> None:
+    results = executor.map(fail_on, range(10), [4] * 10, chunksize=3)
+    assert [next(results) for _ in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="bad item 4"):
+        next(results)
+
+
+def test_map_raises_an_error_of_the_input_after_earlier_results(
+    executor: taskkit.Executor,
+) -> None:
+    def source() -> Any:
+        yield from range(3)
+        raise OSError("input broke")
+
+    results = executor.map(square, source())
+    assert [next(results) for _ in range(3)] == [0, 1, 4]
+    with pytest.raises(OSError, match="input broke"):
+        next(results)
+
+
+def test_map_rejects_bad_arguments(executor: taskkit.Executor) -> None:
+    with pytest.raises(ValueError):
+        executor.map(square, range(3), window=0)
+    with pytest.raises(ValueError):
+        executor.map(square, range(3), chunksize=0)
+    with pytest.raises(TypeError):
+        executor.map(42, range(3))  # type: ignore[arg-type]
+
+
+def test_amap_from_asyncio(executor: taskkit.Executor) -> None:
+    async def main() -> list[int]:
+        return [y async for y in executor.amap(square, range(30))]
+
+    assert [i * i for i in range(30)] == asyncio.run(main())
+
+
+def test_amap_unordered_from_asyncio(executor: taskkit.Executor) -> None:
+    async def main() -> list[int]:
+        return [y async for y in executor.amap(square, range(30), ordered=False)]
+
+    assert sorted(i * i for i in range(30)) == sorted(asyncio.run(main()))
+
+
+# -------------------------------------------------------------------- options
+
+
+def test_retries_rerun_a_failing_task(executor: taskkit.Executor, tmp_path: pathlib.Path) -> None:
+    counter = str(tmp_path / "calls")
+    fut = executor.options(retries=2).submit(flaky, counter, 2)
+    assert fut.result(timeout=60) == 3
+    assert executor.statistics().retried == 2
+
+
+def test_retries_are_bounded(executor: taskkit.Executor, tmp_path: pathlib.Path) -> None:
+    counter = str(tmp_path / "calls")
+    fut = executor.options(retries=1).submit(flaky, counter, 5)
+    with pytest.raises(RuntimeError, match="attempt 2 fails"):
+        fut.result(timeout=60)
+
+
+def test_timeout_fails_the_future_on_time(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    ex = make_executor(max_workers=2)
+    slow = ex.options(timeout=0.2, name="slow-one").submit(sleep_fn(backend), 2.0)
+    start = time.monotonic()
+    with pytest.raises(taskkit.TaskTimeout, match="slow-one") as info:
+        slow.result(timeout=30)
+    assert isinstance(info.value, TimeoutError)
+    if backend != "serial":  # serial runs the call inline, inside submit()
+        assert time.monotonic() - start < 1.5
+    assert ex.statistics().timed_out == 1
+
+
+def test_options_reject_bad_values(executor: taskkit.Executor) -> None:
+    with pytest.raises(ValueError):
+        executor.options(timeout=-1)
+    with pytest.raises(ValueError):
+        executor.options(retries=-1)
+
+
+def test_map_with_options(executor: taskkit.Executor) -> None:
+    assert list(executor.options(timeout=30, retries=1).map(square, range(3))) == [0, 1, 4]
+
+
+def test_map_timeout(backend: str, make_executor: Callable[..., taskkit.Executor]) -> None:
+    if backend == "serial":
+        pytest.skip("serial computes each result inline, when it is reached")
+    ex = make_executor(max_workers=1)
+    results = ex.map(sleep_fn(backend), [1.0, 1.0], timeout=0.1)
+    with pytest.raises(taskkit.TaskTimeout):
+        next(results)
+
+
+# ------------------------------------------------------------- cancel, close
+
+
+def test_cancel_a_pending_task(
+    backend: str, make_executor: Callable[..., taskkit.Executor], tmp_path: pathlib.Path
+) -> None:
+    if backend == "serial":
+        pytest.skip("serial runs every task inside submit(): none is ever pending")
+    gate = str(tmp_path / "gate")
+    ex = make_executor(max_workers=1)
+    blocker = ex.submit(gate_fn(backend), gate)
+    victims = [ex.submit(square, i) for i in range(3)]
+    assert all(v.cancel() for v in victims)
+    assert all(v.cancelled() for v in victims)
+    pathlib.Path(gate).touch()
+    assert blocker.result(timeout=60) == "opened"
+    done, _ = concurrent.futures.wait(victims, timeout=10)
+    assert set(done) == set(victims)
+    with pytest.raises(concurrent.futures.CancelledError):
+        victims[0].result()
+    ex.join()
+    stats = ex.statistics()
+    assert stats.cancelled == 3
+    assert stats.done == 1
+
+
+def test_submit_after_shutdown_is_refused(executor: taskkit.Executor) -> None:
+    executor.submit(square, 2).result(timeout=30)
+    executor.shutdown()
+    assert executor.closed
+    with pytest.raises(taskkit.ExecutorClosed):
+        executor.submit(square, 2)
+    with pytest.raises(taskkit.ExecutorClosed):
+        executor.map(square, range(3))
+
+
+def test_close_then_join_waits_for_all(executor: taskkit.Executor) -> None:
+    futures = [executor.submit(square, i) for i in range(10)]
+    executor.close()
+    with pytest.raises(taskkit.ExecutorClosed):
+        executor.submit(square, 1)
+    assert executor.join(timeout=60)
+    assert all(f.done() for f in futures)
+    assert [i * i for i in range(10)] == [f.result() for f in futures]
+
+
+def test_with_block_waits_for_submitted_work(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    with make_executor(max_workers=2) as ex:
+        futures = [ex.submit(sleep_fn(backend), 0.01) for _ in range(4)]
+    assert all(f.done() and f.result() == "slept" for f in futures)
+
+
+def test_async_with_waits_for_submitted_work(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    ex = make_executor(max_workers=2)
+
+    async def main() -> list[Any]:
+        async with ex:
+            futures = [ex.submit(square, i) for i in range(5)]
+        return [f.result(timeout=0) for f in futures]
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+    assert ex.closed
+
+
+def test_shutdown_cancel_pending(
+    backend: str, make_executor: Callable[..., taskkit.Executor], tmp_path: pathlib.Path
+) -> None:
+    if backend == "serial":
+        pytest.skip("serial runs every task inside submit(): none is ever pending")
+    gate = str(tmp_path / "gate")
+    ex = make_executor(max_workers=1)
+    blocker = ex.submit(gate_fn(backend), gate)
+    pending = [ex.submit(square, i) for i in range(3)]
+    pathlib.Path(gate).touch()
+    ex.shutdown(wait=True, cancel_pending=True)
+    assert blocker.result(timeout=0) == "opened"
+    # Each queued task was either cancelled or had already started and finished.
+    for fut in pending:
+        assert fut.done()
+        assert fut.cancelled() or fut.result() in {0, 1, 4}
+
+
+def test_statistics_count_calls(executor: taskkit.Executor) -> None:
+    list(executor.map(square, range(37)))
+    executor.submit(boom, "x").exception(timeout=30)
+    executor.join()
+    stats = executor.statistics()
+    assert isinstance(stats, taskkit.Statistics)
+    assert stats.backend == executor.backend
+    assert stats.submitted == 38
+    assert stats.done == 37
+    assert stats.failed == 1
+    assert stats.running == 0
+    assert stats.pending == 0
+    with pytest.raises(AttributeError):
+        stats.done = 0  # type: ignore[misc]
+
+
+def test_max_workers_below_one_is_rejected(backend: str) -> None:
+    with pytest.raises(ValueError, match="max_workers"):
+        taskkit.open_executor(backend, max_workers=0)  # type: ignore[arg-type]
+
+
+def test_unknown_option_is_rejected(backend: str) -> None:
+    with pytest.raises(TypeError, match="no_such_option"):
+        taskkit.open_executor(backend, no_such_option=1)  # type: ignore[arg-type]
