@@ -115,9 +115,9 @@ class WorkerCrashed(TaskkitError, RuntimeError):
     """
 
     def __init__(self, task: str, pid: int | None, exitcode: int | None) -> None:
+        how = describe_exit(exitcode) if exitcode is not None else "its exit status is unknown"
         super().__init__(
-            f"worker {pid} running {task} died ({describe_exit(exitcode)}); "
-            "the pool replaced it and keeps running"
+            f"worker {pid} running {task} died ({how}); the pool replaced it and keeps running"
         )
         self.task, self.pid, self.exitcode = task, pid, exitcode
         self.signal: int | None = -exitcode if exitcode is not None and exitcode < 0 else None

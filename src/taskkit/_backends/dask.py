@@ -1,0 +1,406 @@
+"""The ``dask`` backend: the same Executor on a Dask distributed cluster.
+
+Data flow::
+
+    submit ──► _Task ──► _dispatch: cloudpickle (fn, args, kwargs) once, _begin(task),
+                         client.submit(run_payload, payload, pure=False) ──► Dask future
+                                                                                │
+    client IO loop: _watch awaits the Dask future (results are fetched concurrently)
+                         │ (task, attempt, status, outcome)
+                         ▼
+    "taskkit-dask-results" thread: decode ──► _succeeded / _failed (retries re-dispatch)
+                                                 KilledWorker ──► WorkerCrashed
+
+    task with a timeout: run_payload logs "started" on a Dask event topic ──►
+        the client arms the deadline then (not while the task waits in the
+        scheduler's queue); when it passes, the Dask future is cancelled.
+
+Futures are settled on taskkit's own thread, never on the Dask client's IO
+loop, so a done-callback that blocks (or submits) cannot stall the client.
+
+What Dask cannot do, and taskkit therefore does not promise here: a call
+that is already running on a worker cannot be interrupted.  Cancelling it
+(``cancel()``, a per-task ``timeout``, ``shutdown(kill=True)``) releases it on
+the cluster and drops its result; the call itself runs on in its worker
+thread until it returns, unless the executor owns the cluster and closes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import queue
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, final
+
+import cloudpickle
+import distributed as _distributed
+
+from .._calls import run_chunk
+from .._dask._cluster import Connection, connect
+from .._dask._remote import decode, run_payload
+from .._errors import SerializationError, WorkerCrashed
+from .._executor import Executor, _Task
+from .._timer import Deadline, call_later
+
+if TYPE_CHECKING:
+    from .._dask._primitives import DaskEvent, DaskLock, DaskQueue, DaskSemaphore, DaskValue
+
+__all__ = ["DaskExecutor"]
+
+_ADDRESS_VARIABLE = "TASKKIT_DASK_ADDRESS"
+
+# distributed is only partly typed: its objects are handled as Any here.
+distributed: Any = _distributed
+
+
+class _ArmedOnStart(Deadline):
+    """A task's deadline that starts counting when a worker starts the task.
+
+    A task may wait in the scheduler's queue for a long time; its ``timeout``
+    is about how long it *runs*, as on every other backend.
+    """
+
+    __slots__ = ("armed",)
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        super().__init__(math.inf, callback)
+        self.armed: Deadline | None = None
+
+    def arm(self, timeout: float) -> None:
+        if not self.cancelled and self.armed is None:
+            self.armed = call_later(timeout, self.callback)
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.armed is not None:
+            self.armed.cancel()
+
+
+_Outcome = tuple[_Task, int, int, str, Any]
+
+
+@final
+class DaskExecutor(Executor):
+    """Run tasks on a Dask cluster: a private ``LocalCluster`` or an existing scheduler."""
+
+    backend = "dask"
+    # Dask spends about 2 ms on each task, so map chunks aim well above that.
+    _chunk_target = 0.05
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        address: str | None = None,
+        client: Any = None,
+        processes: bool = True,
+        threads_per_worker: int = 1,
+        local_directory: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 5.0,
+        ship_modules: Iterable[ModuleType | str] = (),
+        cluster_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Start a local cluster, or connect to an existing one.
+
+        Args:
+            max_workers: with a local cluster, the number of worker processes
+                (default: one per CPU); with an existing cluster, only how
+                ``map`` divides work (default: the cluster's thread count).
+            address: an existing scheduler, e.g. ``"tcp://10.0.0.5:8786"``;
+                default: ``$TASKKIT_DASK_ADDRESS`` if set, else a local cluster.
+            client: an existing ``distributed.Client`` to use (and not close).
+            processes: local cluster only: workers are processes (True) or
+                threads of this process (False).
+            threads_per_worker: local cluster only: tasks run at once per worker.
+            local_directory: local cluster only: where workers keep files
+                (default: a temporary directory, removed at shutdown).
+            connect_timeout: seconds to wait for ``address`` to answer.
+            ship_modules: modules (or their names) that are not installed on
+                the workers: their functions are sent by value with each task.
+            cluster_options: more keyword arguments for ``distributed.LocalCluster``.
+        """
+        if address is not None and client is not None:
+            raise ValueError("give address= or client=, not both")
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
+        if threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker must be at least 1, got {threads_per_worker}")
+        if client is None and address is None:
+            address = os.environ.get(_ADDRESS_VARIABLE) or None
+        local = client is None and address is None
+        if max_workers is not None:
+            super().__init__(max_workers=max_workers)  # validates it before a cluster starts
+        for module in ship_modules:
+            _ship(module)
+        self._connection: Connection = connect(
+            address=address,
+            client=client,
+            n_workers=max_workers or os.cpu_count() or 1,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            local_directory=local_directory,
+            connect_timeout=connect_timeout,
+            cluster_options=dict(cluster_options or {}),
+        )
+        self._client: Any = self._connection.client
+        if max_workers is None:
+            max_workers = (
+                (os.cpu_count() or 1) * threads_per_worker if local else self._cluster_threads()
+            )
+            super().__init__(max_workers=max(1, max_workers))
+        self._running: dict[_Task, Any] = {}
+        self._starts: dict[int, _Task] = {}
+        self._tokens = itertools.count()
+        self._checked = threading.local()
+        self._topic = f"taskkit-started-{uuid.uuid4().hex}"
+        self._client.subscribe_topic(self._topic, self._started)
+        self._outcomes: queue.SimpleQueue[_Outcome | None] = queue.SimpleQueue()
+        self._settler = threading.Thread(
+            target=self._settle_outcomes, name="taskkit-dask-results", daemon=True
+        )
+        self._settler.start()
+        self._close_lock = threading.Lock()
+        self._closing = False
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` this executor submits through."""
+        return self._client
+
+    @property
+    def scheduler_address(self) -> str:
+        """The scheduler's address, e.g. ``"tcp://127.0.0.1:40123"``."""
+        return self._connection.address
+
+    def _cluster_threads(self) -> int:
+        return sum(self._client.nthreads().values())
+
+    # ------------------------------------------------------------- submitting
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle at submit, so an unpicklable argument is the caller's error
+        # there; _dispatch reuses the bytes.
+        self._checked.last = (fn, args, kwargs, _pickle_call(fn, args, kwargs))
+
+    def _payload(self, task: _Task) -> bytes:
+        last = getattr(self._checked, "last", None)
+        if last is not None:
+            self._checked.last = None
+            if last[0] is task.fn and last[1] is task.args and last[2] is task.kwargs:
+                return last[3]  # type: ignore[no-any-return]
+        return _pickle_call(task.fn, task.args, task.kwargs)
+
+    def _dispatch(self, task: _Task) -> None:
+        payload = self._payload(task)
+        if not self._begin(task):
+            return
+        token = next(self._tokens)
+        topic = None
+        if task.options.timeout is not None and isinstance(task.deadline, _ArmedOnStart):
+            topic = self._topic
+            self._starts[token] = task
+        attempt = task.attempt
+        future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
+        self._running[task] = future
+        task.future._stop_running = lambda: self._stop_running(task)
+        self._client.loop.add_callback(self._watch, future, task, attempt, token)
+
+    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+        return _ArmedOnStart(lambda: self._deadline_passed(task))
+
+    def _started(self, event: tuple[float, int]) -> None:
+        # On the client's IO loop: a worker started an attempt that has a deadline.
+        task = self._starts.pop(event[1], None)
+        if task is not None and isinstance(task.deadline, _ArmedOnStart):
+            timeout = task.options.timeout
+            if timeout is not None:
+                task.deadline.arm(timeout)
+
+    async def _watch(self, future: Any, task: _Task, attempt: int, token: int) -> None:
+        # On the client's IO loop, one coroutine per task, so results are
+        # fetched concurrently; settling happens on our own thread.
+        try:
+            outcome = await future._result(raiseit=False)
+            status = future.status
+        except BaseException as exc:  # the connection to the cluster was lost
+            outcome, status = exc, "error"
+        self._outcomes.put((task, attempt, token, status, outcome))
+
+    def _settle_outcomes(self) -> None:
+        get = self._outcomes.get
+        while (item := get()) is not None:
+            task = item[0]
+            try:
+                self._settle(*item)
+            except BaseException as exc:
+                task.future._try_set_exception(exc)  # never leave a future hanging
+
+    def _settle(self, task: _Task, attempt: int, token: int, status: str, outcome: Any) -> None:
+        self._starts.pop(token, None)
+        if task.attempt != attempt or task.future.done():
+            return  # an attempt that was cancelled or timed out, and perhaps retried
+        self._running.pop(task, None)
+        task.future._stop_running = None
+        if status == "finished":
+            ok, value = decode(outcome)
+            if ok:
+                self._succeeded(task, value)
+            else:
+                self._failed(task, value)
+        elif status == "cancelled":
+            task.future._force_cancelled()  # cancelled on the cluster, not by us
+        else:
+            self._failed(task, self._remote_error(task, outcome))
+
+    def _remote_error(self, task: _Task, outcome: Any) -> BaseException:
+        if isinstance(outcome, tuple) and len(outcome) == 3:
+            exc: BaseException = outcome[1].with_traceback(outcome[2])
+        else:
+            exc = outcome
+        if isinstance(exc, distributed.KilledWorker):
+            worker = getattr(exc, "last_worker", None)
+            crashed = WorkerCrashed(task.describe(), getattr(worker, "pid", None), None)
+            crashed.__cause__ = exc
+            return crashed
+        return exc
+
+    # --------------------------------------------------------------- stopping
+
+    def _stop_running(self, task: _Task) -> bool:
+        future = self._running.pop(task, None)
+        if future is None:
+            return False
+        task.future._stop_running = None
+        if self._client.status != "running":
+            return True  # the cluster is gone, and the call with it
+        future.cancel()
+        return True
+
+    def _timeout_detail(self) -> str:
+        return (
+            "Dask cannot interrupt a running call, so it was cancelled on the cluster "
+            "and its result will be dropped; it may run on in its worker until it returns"
+        )
+
+    def _worker_count(self) -> int:
+        if self._closing:
+            return 0
+        try:
+            return len(self._client.scheduler_info()["workers"])
+        except Exception:
+            return 0
+
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        if wait or kill:
+            self._close()
+        else:
+            # Work may still be running: close the cluster once it is done.
+            threading.Thread(target=self._close_when_idle, daemon=True).start()
+
+    def _close_when_idle(self) -> None:
+        self.join()
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            if self._client.status == "running":
+                self._client.unsubscribe_topic(self._topic)
+            self._connection.close()
+        finally:
+            self._outcomes.put(None)
+            if threading.current_thread() is not self._settler:
+                self._settler.join()
+
+    # ------------------------------------------------------------- primitives
+
+    def queue(self, maxsize: int = 0) -> DaskQueue:
+        """Return a queue shared by this program and its tasks (a Dask ``Queue``)."""
+        from .._dask._primitives import DaskQueue
+
+        return DaskQueue(self._client, maxsize)
+
+    def lock(self) -> DaskLock:
+        """Return a lock shared by this program and its tasks (a Dask ``Lock``)."""
+        from .._dask._primitives import DaskLock
+
+        return DaskLock(self._client)
+
+    def event(self) -> DaskEvent:
+        """Return an event shared by this program and its tasks (a Dask ``Event``)."""
+        from .._dask._primitives import DaskEvent
+
+        return DaskEvent(self._client)
+
+    def semaphore(self, value: int = 1) -> DaskSemaphore:
+        """Return a semaphore with ``value`` permits (a Dask ``Semaphore``)."""
+        from .._dask._primitives import DaskSemaphore
+
+        return DaskSemaphore(self._client, value)
+
+    def value(self, initial: Any = None) -> DaskValue:
+        """Return a shared value (a Dask ``Variable`` guarded by a Dask ``Lock``)."""
+        from .._dask._primitives import DaskValue
+
+        return DaskValue(self._client, initial)
+
+
+def _ship(module: ModuleType | str) -> None:
+    if isinstance(module, str):
+        import importlib
+
+        module = importlib.import_module(module)
+    cloudpickle.register_pickle_by_value(module)
+
+
+def _key(task: _Task) -> str:
+    # Dask groups tasks by the key's prefix on its dashboard; a number per
+    # task would make a group per task, so only the function's name is used.
+    fn = task.args[0] if task.fn is run_chunk else task.fn
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "call"
+    name = re.sub(r"[^0-9A-Za-z_.]+", "_", name).strip("_") or "call"
+    prefix = "map_" if task.fn is run_chunk else ""
+    return f"{prefix}{name}-{uuid.uuid4().hex}"
+
+
+def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    try:
+        payload: bytes = cloudpickle.dumps((fn, args, kwargs))
+    except Exception as exc:
+        raise _unpicklable(fn, args, kwargs, exc) from exc
+    return payload
+
+
+def _unpicklable(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+) -> SerializationError:
+    """Name the part of a call that would not pickle."""
+    if fn is run_chunk:  # a map chunk: (user function, list of argument tuples)
+        fn, items = args
+        candidates = [("the function", fn)]
+        for index, item in enumerate(items):
+            candidates += [(f"argument {i + 1} of map item {index}", a) for i, a in enumerate(item)]
+    else:
+        candidates = [("the function", fn)]
+        candidates += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
+        candidates += [(f"keyword {k!r}", v) for k, v in kwargs.items()]
+    for what, value in candidates:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as inner:
+            return SerializationError(what, type(value).__name__, str(inner))
+    return SerializationError("the call", type(fn).__name__, str(exc))
+
+
+backend_class = DaskExecutor

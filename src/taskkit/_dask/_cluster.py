@@ -1,0 +1,168 @@
+"""Getting a ``distributed.Client``: start a private ``LocalCluster``, or connect to one.
+
+``open_executor("dask")`` owns what it starts and closes it (client first,
+then cluster); ``address=`` connects a new client it owns to an existing
+scheduler; ``client=`` uses the caller's client and closes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import dask
+import distributed as _distributed
+
+from .._errors import BackendUnavailable
+
+__all__ = ["Connection", "connect"]
+
+# distributed is only partly typed: its objects are handled as Any here.
+distributed: Any = _distributed
+
+# Our own cluster reports a worker killed mid-task at once (taskkit's
+# ``retries`` decides what to do next) rather than re-running the task on up
+# to three more workers first; and a one-thread worker holds only the task it
+# runs, so a crash never takes an innocent queued task down with it.
+_OWN_CLUSTER_CONFIG = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
+class _QuietQueueTimeouts(logging.Filter):
+    """Drop the scheduler's error log for a ``Queue.get``/``put`` that timed out.
+
+    Dask answers the caller with ``TimeoutError`` (which taskkit turns into
+    ``queue.Empty``/``queue.Full``) *and* logs the same timeout on the
+    scheduler with a traceback, as if it were a fault.  Only that message is
+    dropped, and only from the scheduler inside our own cluster.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Exception while handling op queue_"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TimeoutError)
+
+
+_quiet_queue_timeouts = _QuietQueueTimeouts()
+_quiet_users = 0
+_quiet_lock = threading.Lock()
+
+
+def _quiet(on: bool) -> None:
+    """Install the filter while at least one of our clusters is open."""
+    global _quiet_users
+    logger = logging.getLogger("distributed.core")
+    with _quiet_lock:
+        _quiet_users += 1 if on else -1
+        if _quiet_users > 0:
+            logger.addFilter(_quiet_queue_timeouts)
+        else:
+            logger.removeFilter(_quiet_queue_timeouts)
+
+
+class Connection:
+    """A client and what must be closed with it."""
+
+    def __init__(
+        self,
+        client: Any,
+        cluster: Any | None,
+        owns_client: bool,
+        directory: str | None,
+    ) -> None:
+        self.client, self.cluster = client, cluster
+        self.owns_client, self.directory = owns_client, directory
+
+    @property
+    def address(self) -> str:
+        return str(self.client.scheduler.address)
+
+    def close(self) -> None:
+        """Close the client (if ours), then the cluster (if ours), then its directory."""
+        try:
+            if self.owns_client:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if self.cluster is not None:
+                _quiet(False)
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def connect(
+    *,
+    address: str | None,
+    client: Any | None,
+    n_workers: int,
+    threads_per_worker: int,
+    processes: bool,
+    local_directory: str | os.PathLike[str] | None,
+    connect_timeout: float,
+    cluster_options: Mapping[str, Any],
+) -> Connection:
+    """Return a connection to the cluster the executor should use."""
+    if client is not None:
+        if not isinstance(client, distributed.Client):
+            raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+        return Connection(client, None, owns_client=False, directory=None)
+    if address is not None:
+        try:
+            new = distributed.Client(address, timeout=connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"could not reach a Dask scheduler at {address} within {connect_timeout:g} s "
+                f"({type(exc).__name__}: {exc}); is the scheduler running and the address "
+                "right (tcp://host:port)?"
+            ) from exc
+        return Connection(new, None, owns_client=True, directory=None)
+    return _start_local(n_workers, threads_per_worker, processes, local_directory, cluster_options)
+
+
+def _start_local(
+    n_workers: int,
+    threads_per_worker: int,
+    processes: bool,
+    local_directory: str | os.PathLike[str] | None,
+    cluster_options: Mapping[str, Any],
+) -> Connection:
+    directory = None
+    if local_directory is None:
+        directory = local_directory = tempfile.mkdtemp(prefix="taskkit-dask-")
+    options: dict[str, Any] = {
+        "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "processes": processes,
+        # The HTTP server always starts, on port 8787 unless told otherwise:
+        # a random loopback port never collides with another cluster.
+        "dashboard_address": "127.0.0.1:0",
+        "local_directory": os.fspath(local_directory),
+    }
+    if processes:
+        options["host"] = "127.0.0.1"  # with processes=False it is in-process anyway
+    options.update(cluster_options)
+    _quiet(True)
+    try:
+        with dask.config.set(_OWN_CLUSTER_CONFIG):
+            cluster = distributed.LocalCluster(**options)
+        try:
+            client = distributed.Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
+    except BaseException:
+        _quiet(False)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Connection(client, cluster, owns_client=True, directory=directory)
