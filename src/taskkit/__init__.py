@@ -11,6 +11,9 @@ from ._backends import WORKLOADS as WORKLOADS
 from ._backends import BackendName as BackendName
 from ._backends import WorkloadName as WorkloadName
 from ._backends import open_executor as open_executor
+from ._coroutine import BlockingWarning as BlockingWarning
+from ._coroutine import checkpoint as checkpoint
+from ._coroutine import sleep as sleep
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import Deadlock as Deadlock
 from ._errors import ExecutorClosed as ExecutorClosed
@@ -47,6 +50,10 @@ __all__ = (
     "WORKLOADS",
     "BackendName",
     "WorkloadName",
+    # cooperative tasks (coroutine backend, asyncio)
+    "sleep",
+    "checkpoint",
+    "BlockingWarning",
     # subprocess pipelines
     "cmd",
     "shell",

@@ -1,0 +1,288 @@
+"""The ``coroutine`` backend: very many cooperative tasks on taskkit's own scheduler.
+
+Data flow::
+
+    submit(fn, *args) ──► _Task ──► scheduler inbox ──► loop thread: admit (max_workers)
+                                                            │ _begin(task); fn(*args)
+        async def / generator function ──► a scheduler Task ┤ (runs until each await/yield)
+        plain function ──────────────────► ran inline, once ┘
+    Task finishes ──► _succeeded / _failed ──► the taskkit.Future settles (any thread may wait)
+
+    inside a task:  ex.spawn(fn, *args) ──► a Task on the same thread, no Future, no hand-off
+    map(async_fn, xs): one chunk = one hand-off; its calls run as concurrent Tasks
+
+No asyncio is involved: a switch between tasks is a generator ``send``.  Everything
+runs on one thread, so tasks need no locks between them -- and one blocking call
+stalls them all, which the scheduler reports with a ``BlockingWarning``.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from threading import get_ident
+from types import CoroutineType, GeneratorType
+from typing import Any, Literal, TypeVar, final
+
+from typing_extensions import ParamSpec
+
+from .._calls import ChunkResult, run_chunk
+from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
+from .._executor import Executor, _Task, is_async_callable
+from .._timer import Deadline
+
+__all__ = ["CoroutineExecutor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_live_executors: weakref.WeakSet[CoroutineExecutor] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    # As for threads: let submitted work finish before the interpreter exits.
+    for executor in list(_live_executors):
+        executor.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+
+@final
+class CoroutineExecutor(Executor):
+    """Run ``async def`` and generator functions as cooperative tasks on one thread."""
+
+    backend = "coroutine"
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        clock: Literal["real", "virtual"] = "real",
+        order: Literal["fifo", "random"] | PickNext = "fifo",
+        seed: int = 0,
+        blocking_warning: float | None = 0.1,
+    ) -> None:
+        """Start the scheduler thread.
+
+        Args:
+            max_workers: the most submitted tasks that run at once (the others wait
+                their turn); None, the default, starts every task at once.
+            clock: ``"real"`` time, or ``"virtual"``: whenever no task can run,
+                time jumps to the next sleeper, so sleeps end at once (for tests).
+            order: which ready task runs next: ``"fifo"`` (the same order every
+                run), ``"random"`` (drawn from ``random.Random(seed)``), or a
+                function that removes the next task from the ready deque and returns it.
+            seed: the seed for ``order="random"``.
+            blocking_warning: warn (``BlockingWarning``) when a task holds the
+                thread this many seconds without awaiting; None turns it off.
+        """
+        super().__init__(max_workers=1 if max_workers is None else max_workers)
+        if clock not in ("real", "virtual"):
+            raise ValueError(f"clock must be 'real' or 'virtual', got {clock!r}")
+        if order == "fifo":
+            pick: PickNext = fifo
+        elif order == "random":
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            pick = seeded_random(seed)
+        elif callable(order):
+            pick = order
+        else:
+            raise ValueError(f"order must be 'fifo', 'random' or a function, got {order!r}")
+        if blocking_warning is not None and not blocking_warning > 0:
+            raise ValueError(
+                f"blocking_warning must be > 0 seconds or None, got {blocking_warning!r}"
+            )
+        self._limit = max_workers
+        self._threshold = blocking_warning
+        self._admitting: collections.deque[_Task] = collections.deque()
+        self._running_submitted = 0
+        self._scheduler = Scheduler(
+            self, clock=clock, pick=pick, blocking_threshold=blocking_warning
+        )
+        _live_executors.add(self)
+
+    # ----------------------------------------------------------- public extras
+
+    def spawn(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:
+        """Start ``fn(*args, **kwargs)`` as a new task beside the caller; return its handle.
+
+        The cheap way to make many tasks: no ``Future`` and no hand-off between
+        threads, so it costs about a microsecond.  Only code running in one of this
+        executor's tasks may call it; ``await handle`` returns the task's result.
+        From other threads use ``submit`` or ``map``.
+
+        Raises:
+            RuntimeError: called from outside this executor's tasks.
+            TypeError: ``fn`` is not an ``async def`` or generator function.
+        """
+        scheduler = self._scheduler
+        if get_ident() != scheduler._ident:
+            raise RuntimeError(
+                "spawn() can only be called from a task of this executor; "
+                "from other code use submit() or map()"
+            )
+        coro = fn(*args, **kwargs)
+        if type(coro) is not CoroutineType and type(coro) is not GeneratorType:
+            raise TypeError(
+                f"spawn() needs an async def or generator function; {fn!r} returned "
+                f"{type(coro).__name__}"
+            )
+        # Scheduler.spawn, inlined: this is the path that makes tasks by the hundred thousand.
+        task = Task(coro)
+        scheduler._ready.append(task)
+        scheduler._live += 1
+        return task
+
+    def time(self) -> float:
+        """The scheduler's clock in seconds (simulated time under ``clock="virtual"``)."""
+        return self._scheduler.now()
+
+    # ------------------------------------------------------- executor hooks
+
+    def _dispatch(self, task: _Task) -> None:
+        self._scheduler.send(task)
+
+    def _start_on_scheduler(self, task: _Task) -> None:
+        """Loop thread: start a submitted task, or queue it while max_workers run."""
+        if self._limit is not None and self._running_submitted >= self._limit:
+            self._admitting.append(task)
+        else:
+            self._start(task)
+
+    def _start(self, task: _Task) -> None:
+        if not self._begin(task):
+            return  # cancelled while it waited
+        self._running_submitted += 1
+        fn, args = task.fn, task.args
+        start = time.perf_counter()
+        try:
+            if fn is run_chunk and _runs_as_task(args[0]):
+                coro: Any = _run_chunk_concurrently(*args)
+            else:
+                coro = fn(*args, **task.kwargs)
+        except BaseException as exc:
+            self._report(task, None, exc)
+            return
+        is_gen = type(coro) is GeneratorType and _is_generator_function(fn)
+        if type(coro) is CoroutineType or is_gen:
+            ct = self._scheduler.spawn(coro, task)
+        else:
+            # A plain function ran inline, on the scheduler's thread.
+            elapsed = time.perf_counter() - start
+            if self._threshold is not None and elapsed > self._threshold:
+                self._scheduler.report_blocking(task.describe(), None, elapsed)
+            self._report(task, coro, None)
+            return
+        task.future._stop_running = functools.partial(self._request_stop, ct)
+
+    def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
+        """Loop thread: a submitted task's coroutine ended."""
+        owner = ct._owner
+        assert owner is not None
+        if ct._detached:
+            self._release()  # cancelled or timed out: its future was settled already
+        else:
+            self._report(owner, value, error)
+
+    def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        if error is None:
+            self._succeeded(task, value)
+        else:
+            self._failed(task, error)
+        self._release()
+
+    def _release(self) -> None:
+        self._running_submitted -= 1
+        admitting, limit = self._admitting, self._limit
+        while admitting and (limit is None or self._running_submitted < limit):
+            self._start(admitting.popleft())
+
+    def _request_stop(self, ct: Task) -> bool:
+        """Any thread: cancel a running task at its next await."""
+        scheduler = self._scheduler
+        if scheduler.on_loop():
+            scheduler._cancel(ct)
+        else:
+            scheduler.send(functools.partial(scheduler._cancel, ct))
+        return True
+
+    def _stop_running(self, task: _Task) -> bool:
+        stop = task.future._stop_running
+        return stop() if stop is not None else False
+
+    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+        # _begin runs on the loop thread, so the scheduler's own timer heap is safe here,
+        # and a virtual clock times the deadline in simulated time.
+        scheduler = self._scheduler
+        return scheduler.call_at(scheduler.now() + timeout, lambda: self._deadline_passed(task))
+
+    def _timeout_detail(self) -> str:
+        return "it was cancelled at its next await"
+
+    def _worker_count(self) -> int:
+        return 1 if self._scheduler.alive else 0
+
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        _live_executors.discard(self)
+        self._scheduler.stop(kill=kill)
+        if wait:
+            self._scheduler.join()
+
+
+def _is_generator_function(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.isgeneratorfunction(fn)
+
+
+def _runs_as_task(fn: Callable[..., Any]) -> bool:
+    return is_async_callable(fn) or _is_generator_function(fn)
+
+
+async def _run_chunk_concurrently(
+    fn: Callable[..., Any], items: list[tuple[Any, ...]]
+) -> ChunkResult:
+    """A map chunk of an async function: every call is its own task, all at once.
+
+    Returns what ``run_chunk`` returns: the results before the first failing call
+    (in input order), its index and exception; the calls after it are cancelled.
+    """
+    scheduler = current_scheduler()
+    assert scheduler is not None
+    tasks: list[Task] = []
+    error: Exception | None = None
+    for item in items:
+        try:
+            coro = fn(*item)
+        except Exception as exc:
+            error = exc
+            break
+        tasks.append(scheduler.spawn(coro))
+    results: list[Any] = []
+    try:
+        for i, task in enumerate(tasks):
+            try:
+                results.append(await task)
+            except Exception as exc:
+                for rest in tasks[i + 1 :]:
+                    rest.cancel()
+                return results, i, exc, 0.0
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    if error is not None:
+        return results, len(results), error, 0.0
+    # The calls ran concurrently, so the chunk's wall time says nothing about the cost of
+    # one call: report none, and map grows later chunks to its fair-share cap.
+    return results, -1, None, 0.0
+
+
+backend_class = CoroutineExecutor
