@@ -24,7 +24,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from threading import get_ident
 from types import CoroutineType, GeneratorType
 from typing import Any, Literal, TypeVar, final
@@ -130,10 +130,12 @@ class CoroutineExecutor(Executor):
             )
         coro = fn(*args, **kwargs)
         if type(coro) is not CoroutineType and type(coro) is not GeneratorType:
-            raise TypeError(
-                f"spawn() needs an async def or generator function; {fn!r} returned "
-                f"{type(coro).__name__}"
-            )
+            if not inspect.isawaitable(coro):
+                raise TypeError(
+                    f"spawn() needs an async def or generator function; {fn!r} returned "
+                    f"{type(coro).__name__}"
+                )
+            coro = _await(coro)  # e.g. spawn(taskkit.sleep, 1)
         # Scheduler.spawn, inlined: this is the path that makes tasks by the hundred thousand.
         task = Task(coro)
         scheduler._ready.append(task)
@@ -234,6 +236,10 @@ class CoroutineExecutor(Executor):
         self._scheduler.stop(kill=kill)
         if wait:
             self._scheduler.join()
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 def _is_generator_function(fn: Callable[..., Any]) -> bool:

@@ -440,6 +440,8 @@ class Scheduler:
                 continue
             if self._stopping and self._live == 0:
                 return
+            while timers and _stale(timers[0]):
+                heapq.heappop(timers)  # so neither clock waits for a timer that is void
             if timers and self.virtual:
                 # Nothing can run now: jump to the next sleeper's wake-up time.
                 self._virtual_now = max(self._virtual_now, timers[0][0])
@@ -588,6 +590,14 @@ class Scheduler:
             warnings.warn_explicit(message, BlockingWarning, filename, lineno)
         except Exception:
             pass  # warnings turned into errors must not stop the scheduler
+
+
+def _stale(entry: tuple[float, int, Any]) -> bool:
+    """True for a timer entry that will do nothing: a woken task's, a cancelled deadline's."""
+    target = entry[2]
+    if type(target) is Task:
+        return target._parked is not entry
+    return bool(target.cancelled)
 
 
 _STOP = object()

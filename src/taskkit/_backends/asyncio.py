@@ -1,0 +1,334 @@
+"""The ``asyncio`` backend: a real asyncio event loop runs the tasks.
+
+Data flow::
+
+    submit(fn, *args) ──► _Task ──► incoming deque ──(one call_soon_threadsafe per burst)──►
+        loop thread: _drain ──► admit (max_workers) ──► _begin(task)
+            async def fn ──► loop.create_task(fn(*args)) ──┐
+            plain fn ─────► loop.run_in_executor(None, …) ─┤ done-callback
+                                                           ▼
+                                  _succeeded / _failed ──► the taskkit.Future settles
+
+The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
+and installed), or an existing loop passed as ``loop=``, which the executor uses
+but never stops or closes.  Per-task timeouts are ``loop.call_later`` timers and
+cancellation is asyncio's own: ``CancelledError`` is raised inside the task at
+its next ``await``, so its ``finally`` blocks and ``async with`` exits run.
+A map chunk of an ``async def`` function runs its calls as concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, final
+
+from .._calls import ChunkResult, call, run_chunk
+from .._executor import Executor, _Task, is_async_callable
+from .._timer import Deadline
+
+__all__ = ["AsyncioExecutor"]
+
+_live_executors: weakref.WeakSet[AsyncioExecutor] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    # As for threads: let submitted work finish before the interpreter exits.
+    for executor in list(_live_executors):
+        executor.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+
+class _LoopDeadline(Deadline):
+    """A per-task deadline kept by the event loop's own timer."""
+
+    __slots__ = ("handle", "loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], object]
+    ):
+        super().__init__(loop.time() + delay, callback)
+        self.loop = loop
+        self.handle = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        # TimerHandle.cancel is not thread-safe; off the loop, the timer fires as a no-op.
+        if asyncio._get_running_loop() is self.loop:
+            self.handle.cancel()
+
+
+@final
+class AsyncioExecutor(Executor):
+    """Run ``async def`` functions on an asyncio event loop (plain functions on its executor)."""
+
+    backend = "asyncio"
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        uvloop: bool = False,
+    ) -> None:
+        """Start the event loop's thread, or adopt ``loop``.
+
+        Args:
+            max_workers: the most submitted tasks that run at once (the others wait
+                their turn); None, the default, starts every task at once.
+            loop: an existing event loop (usually the running one) to run tasks on;
+                the executor never stops or closes it.
+            uvloop: run the executor's own loop on uvloop if it is installed (it is
+                never required: without it, asyncio's loop is used).
+        """
+        super().__init__(max_workers=1 if max_workers is None else max_workers)
+        if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"loop must be an asyncio event loop, got {type(loop).__name__}")
+        if loop is not None and uvloop:
+            raise ValueError("uvloop=True applies to the executor's own loop, not to loop=")
+        self._limit = max_workers
+        self._incoming: collections.deque[_Task] = collections.deque()
+        self._drain_scheduled = False
+        self._admitting: collections.deque[_Task] = collections.deque()
+        self._running_submitted = 0
+        self._stop_when_idle = False
+        self._thread: threading.Thread | None = None
+        if loop is not None:
+            self._loop = loop
+        else:
+            self._loop = _new_loop(uvloop)
+            self._thread = threading.Thread(
+                target=self._run_loop, name="taskkit-asyncio", daemon=True
+            )
+            self._thread.start()
+            _live_executors.add(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the tasks run on."""
+        return self._loop
+
+    # ------------------------------------------------------------ the loop
+
+    def _run_loop(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Then clean up as asyncio.run() does.
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def _on_loop(self) -> bool:
+        return asyncio._get_running_loop() is self._loop
+
+    # ------------------------------------------------------- executor hooks
+
+    def _dispatch(self, task: _Task) -> None:
+        if self._on_loop():
+            self._admit(task)
+            return
+        self._incoming.append(task)
+        if not self._drain_scheduled:
+            # One wake-up of the loop per burst of submits, not one per task.
+            self._drain_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                self._drain_scheduled = False
+                raise
+
+    def _drain(self) -> None:
+        # Clear the flag first: a submit that sees it set is taken by this drain.
+        self._drain_scheduled = False
+        incoming, admit = self._incoming, self._admit
+        while incoming:
+            admit(incoming.popleft())
+
+    def _admit(self, task: _Task) -> None:
+        if self._limit is not None and self._running_submitted >= self._limit:
+            self._admitting.append(task)
+        else:
+            self._start(task)
+
+    def _start(self, task: _Task) -> None:
+        if not self._begin(task):
+            return  # cancelled while it waited
+        self._running_submitted += 1
+        fn, args, kwargs = task.fn, task.args, task.kwargs
+        done = functools.partial(self._done, task, task.attempt)
+        if fn is run_chunk and is_async_callable(args[0]):
+            coro: Any = _gather_chunk(*args)
+        elif is_async_callable(fn):
+            try:
+                coro = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._report(task, None, exc)
+                return
+        else:
+            # Plain functions run on the loop's default executor (a thread pool), so
+            # they never block the loop; a running one cannot be cancelled.
+            self._loop.run_in_executor(None, call, fn, args, kwargs).add_done_callback(done)
+            return
+        atask = self._loop.create_task(coro)
+        atask.add_done_callback(done)
+        task.future._stop_running = functools.partial(self._request_cancel, atask)
+
+    def _done(self, task: _Task, attempt: int, outcome: asyncio.Future[Any]) -> None:
+        """Loop thread: a task's coroutine (or executor call) ended."""
+        if task.attempt != attempt or task.future.done():
+            self._release()  # cancelled, timed out or retried: already reported
+            return
+        if outcome.cancelled():
+            self._report(task, None, asyncio.CancelledError())
+            return
+        error = outcome.exception()
+        self._report(task, None if error is not None else outcome.result(), error)
+
+    def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        if error is None:
+            self._succeeded(task, value)
+        else:
+            self._failed(task, error)
+        self._release()
+
+    def _release(self) -> None:
+        self._running_submitted -= 1
+        admitting, limit = self._admitting, self._limit
+        while admitting and (limit is None or self._running_submitted < limit):
+            self._start(admitting.popleft())
+        if self._stop_when_idle:
+            self._stop_if_idle()
+
+    def _request_cancel(self, atask: asyncio.Task[Any]) -> bool:
+        """Any thread: cancel a running task at its next await."""
+        if self._on_loop():
+            atask.cancel()
+        else:
+            self._loop.call_soon_threadsafe(atask.cancel)
+        return True
+
+    def _stop_running(self, task: _Task) -> bool:
+        stop = task.future._stop_running
+        return stop() if stop is not None else False
+
+    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+        # _begin runs on the loop thread: the loop's own timer keeps the deadline.
+        return _LoopDeadline(self._loop, timeout, lambda: self._deadline_passed(task))
+
+    def _timeout_detail(self) -> str:
+        return "it was cancelled at its next await (a plain function runs on to its end)"
+
+    def _worker_count(self) -> int:
+        return 1 if self._loop.is_running() else 0
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted task has finished; True unless ``timeout`` passed first.
+
+        Raises:
+            RuntimeError: called on the executor's event loop with work still running,
+                which could never finish while the loop is blocked (use ``async with``).
+        """
+        if self._on_loop() and self.statistics().pending + self.statistics().running:
+            raise RuntimeError(
+                "join() on the executor's own event loop would block the tasks it waits for; "
+                "use `async with` (or await the futures) instead"
+            )
+        return super().join(timeout)
+
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        _live_executors.discard(self)
+        if self._thread is None:
+            return  # a loop we were given: never stopped or closed by us
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._begin_stop, kill)
+        except RuntimeError:
+            return  # the loop already closed
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _begin_stop(self, kill: bool) -> None:
+        if kill:
+            self._loop.stop()
+        else:
+            self._stop_when_idle = True
+            self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        if not self._running_submitted and not self._admitting and not self._incoming:
+            self._loop.stop()
+
+
+def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass  # never required: fall back to asyncio's own loop
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def _gather_chunk(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> ChunkResult:
+    """A map chunk of an async function: every call is its own asyncio task, all at once.
+
+    Returns what ``run_chunk`` returns: the results before the first failing call
+    (in input order), its index and exception; the calls after it are cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+    error: Exception | None = None
+    for item in items:
+        try:
+            tasks.append(loop.create_task(fn(*item)))
+        except Exception as exc:
+            error = exc
+            break
+    results: list[Any] = []
+    try:
+        for i, task in enumerate(tasks):
+            try:
+                results.append(await task)
+            except Exception as exc:
+                for rest in tasks[i + 1 :]:
+                    rest.cancel()
+                return results, i, exc, 0.0
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    if error is not None:
+        return results, len(results), error, 0.0
+    # The calls ran concurrently, so the chunk's wall time says nothing about the cost of
+    # one call: report none, and map grows later chunks to its fair-share cap.
+    return results, -1, None, 0.0
+
+
+backend_class = AsyncioExecutor
