@@ -103,6 +103,7 @@ class AsyncioExecutor(Executor):
         self._admitting: collections.deque[_Task] = collections.deque()
         self._running_submitted = 0
         self._stop_when_idle = False
+        self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
         self._thread: threading.Thread | None = None
         if loop is not None:
             self._loop = loop
@@ -191,7 +192,10 @@ class AsyncioExecutor(Executor):
 
     def _done(self, task: _Task, attempt: int, outcome: asyncio.Future[Any]) -> None:
         """Loop thread: a task's coroutine (or executor call) ended."""
-        if task.attempt != attempt or task.future.done():
+        stopped = outcome in self._stopped
+        if stopped:
+            self._stopped.discard(outcome)
+        if stopped or task.attempt != attempt or task.future.done():
             self._release()  # cancelled, timed out or retried: already reported
             return
         if outcome.cancelled():
@@ -217,6 +221,9 @@ class AsyncioExecutor(Executor):
 
     def _request_cancel(self, atask: asyncio.Task[Any]) -> bool:
         """Any thread: cancel a running task at its next await."""
+        # Marked before the cancel can take effect, so that _done never reports the
+        # CancelledError as the outcome: the caller settles the future as cancelled.
+        self._stopped.add(atask)
         if self._on_loop():
             atask.cancel()
         else:

@@ -1,0 +1,255 @@
+"""What only the asyncio backend does: a real event loop, its own or one it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import taskkit
+from taskkit._backends.asyncio import AsyncioExecutor
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., AsyncioExecutor]]:
+    opened: list[AsyncioExecutor] = []
+
+    def make(**options: Any) -> AsyncioExecutor:
+        ex = taskkit.open_executor("asyncio", **options)
+        assert isinstance(ex, AsyncioExecutor)
+        opened.append(ex)
+        return ex
+
+    yield make
+    for ex in opened:
+        ex.shutdown(wait=True, cancel_pending=True, kill=True)
+
+
+async def where() -> tuple[asyncio.AbstractEventLoop, str]:
+    await asyncio.sleep(0)
+    return asyncio.get_running_loop(), threading.current_thread().name
+
+
+def plain_where() -> str:
+    return threading.current_thread().name
+
+
+async def nap(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+def test_async_def_runs_on_the_executors_loop(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    loop, thread = ex.submit(where).result(timeout=10)
+    assert loop is ex.loop
+    assert thread == "taskkit-asyncio"
+    assert ex.statistics().workers == 1
+
+
+def test_plain_functions_run_off_the_loop(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    assert ex.submit(plain_where).result(timeout=10) != "taskkit-asyncio"
+    assert list(ex.map(lambda x: x * x, [1, 2, 3])) == [1, 4, 9]
+
+
+def test_a_thousand_sleeps_overlap(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    start = time.monotonic()
+    futures = [ex.submit(nap, 0.2) for _ in range(1000)]
+    done, _ = concurrent.futures.wait(futures, timeout=30)
+    assert len(done) == 1000
+    assert time.monotonic() - start < 2.0  # one at a time would take 200 s
+
+
+def test_map_of_an_async_function_runs_its_calls_concurrently(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+    start = time.monotonic()
+    assert list(ex.map(nap, [0.1] * 300)) == ["slept"] * 300
+    assert time.monotonic() - start < 2.0  # one at a time would take 30 s
+
+
+def test_cancel_a_running_task_raises_cancelled_error_inside(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+    started, cleaned = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    async def waits() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            cleaned.set()
+
+    fut = ex.submit(waits)
+    assert started.wait(10)
+    assert fut.cancel()
+    assert fut.cancelled()
+    assert cleaned.wait(10)
+    assert seen == ["cancelled"]
+
+
+def test_timeout_cancels_the_task(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    cleaned = threading.Event()
+
+    async def overruns() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()
+
+    fut = ex.options(timeout=0.05, name="overrun").submit(overruns)
+    with pytest.raises(taskkit.TaskTimeout, match="overrun"):
+        fut.result(timeout=10)
+    assert cleaned.wait(10)
+    assert ex.statistics().timed_out == 1
+
+
+def test_a_retry_after_a_timeout_keeps_its_own_result(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+    attempts: list[int] = []
+
+    async def slow_then_fast() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0)  # still unwinding when the retry starts
+        return len(attempts)
+
+    assert ex.options(timeout=0.05, retries=1).submit(slow_then_fast).result(timeout=10) == 2
+
+
+def test_max_workers_bounds_running_tasks(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make(max_workers=3)
+    running, peak = [0], [0]
+
+    async def busy() -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+
+    concurrent.futures.wait([ex.submit(busy) for _ in range(12)], timeout=10)
+    assert peak[0] == 3
+
+
+def test_an_existing_running_loop() -> None:
+    async def main() -> tuple[bool, Any, bool]:
+        loop = asyncio.get_running_loop()
+        async with taskkit.open_executor("asyncio", loop=loop) as ex:
+            ran_on, _ = await ex.submit(where)
+            values = [y async for y in ex.amap(nap, [0.01, 0.01])]
+        return ran_on is loop, values, loop.is_closed()
+
+    same_loop, values, closed = asyncio.run(main())
+    assert same_loop
+    assert values == ["slept", "slept"]
+    assert not closed  # the executor never closes a loop it was given
+
+
+def test_join_on_the_loop_it_runs_on_is_refused() -> None:
+    async def main() -> None:
+        ex = taskkit.open_executor("asyncio", loop=asyncio.get_running_loop())
+        fut = ex.submit(nap, 0.01)
+        with pytest.raises(RuntimeError, match="async with"):
+            ex.join()
+        await fut
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+def test_own_loop_is_closed_after_shutdown(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    ex.submit(nap, 0).result(timeout=10)
+    ex.shutdown(wait=True)
+    assert ex.loop.is_closed()
+    assert ex.statistics().workers == 0
+
+
+def test_shutdown_kill_cancels_running_tasks(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+    started = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    fut = ex.submit(forever)
+    assert started.wait(10)
+    ex.shutdown(wait=True, kill=True)
+    assert fut.cancelled()
+    assert ex.loop.is_closed()
+
+
+def test_uvloop_when_asked_for_and_installed(make: Callable[..., AsyncioExecutor]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    ex = make(uvloop=True)
+    assert isinstance(ex.loop, uvloop.Loop)
+    assert ex.submit(nap, 0.01).result(timeout=10) == "slept"
+
+
+def test_uvloop_is_never_required(
+    make: Callable[..., AsyncioExecutor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    ex = make(uvloop=True)
+    assert type(ex.loop).__module__.startswith("asyncio")
+    assert ex.submit(nap, 0.01).result(timeout=10) == "slept"
+
+
+def test_bad_loop_options_are_rejected() -> None:
+    with pytest.raises(TypeError, match="loop"):
+        taskkit.open_executor("asyncio", loop="not a loop")
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="uvloop"):
+            taskkit.open_executor("asyncio", loop=loop, uvloop=True)
+    finally:
+        loop.close()
+
+
+def test_a_coroutine_backend_future_is_awaitable_here(make: Callable[..., AsyncioExecutor]) -> None:
+    ex = make()
+
+    async def cooperative() -> str:
+        await taskkit.sleep(0.01)
+        return "from the coroutine backend"
+
+    with taskkit.open_executor("coroutine") as co:
+
+        async def bridge() -> str:
+            return await co.submit(cooperative)
+
+        assert ex.submit(bridge).result(timeout=10) == "from the coroutine backend"
+
+
+def test_taskkit_sleep_and_checkpoint_work_on_this_backend(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+
+    async def portable() -> str:
+        await taskkit.checkpoint()
+        await taskkit.sleep(0.01)
+        return "ok"
+
+    assert ex.submit(portable).result(timeout=10) == "ok"
