@@ -43,6 +43,7 @@ from types import CoroutineType, GeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from .. import _control
+from .._errors import TaskkitError
 from .._future import Future, set_await_hook
 from .._timer import Deadline
 
@@ -76,11 +77,12 @@ _here = _Here()
 _RUNNABLE, _SLEEPING, _PARKED, _DONE, _FAILED = 0, 1, 2, 3, 4
 
 
-class BlockingWarning(RuntimeWarning):
+class BlockingWarning(TaskkitError, RuntimeWarning):
     """A coroutine task held the scheduler's thread too long without awaiting.
 
     While it ran, no other task could: one blocking call (``time.sleep``, a blocking
-    socket read, a long computation) stalls them all.
+    socket read, a long computation) stalls them all.  A ``RuntimeWarning``; also a
+    ``TaskkitError``, like everything taskkit raises (under ``-W error`` it is raised).
     """
 
 
