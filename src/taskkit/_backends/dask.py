@@ -343,11 +343,11 @@ class DaskExecutor(Executor):
 
         return DaskEvent(self._client)
 
-    def semaphore(self, value: int = 1) -> DaskSemaphore:
-        """Return a semaphore with ``value`` permits (a Dask ``Semaphore``)."""
+    def semaphore(self, n: int = 1) -> DaskSemaphore:
+        """Return a semaphore with ``n`` permits (a Dask ``Semaphore``)."""
         from .._dask._primitives import DaskSemaphore
 
-        return DaskSemaphore(self._client, value)
+        return DaskSemaphore(self._client, n)
 
     def value(self, initial: Any = None) -> DaskValue:
         """Return a shared value (a Dask ``Variable`` guarded by a Dask ``Lock``)."""

@@ -81,10 +81,7 @@ class Connection:
     ) -> None:
         self.client, self.cluster = client, cluster
         self.owns_client, self.directory = owns_client, directory
-
-    @property
-    def address(self) -> str:
-        return str(self.client.scheduler.address)
+        self.address = str(client.scheduler.address)  # kept: the client forgets it on close
 
     def close(self) -> None:
         """Close the client (if ours), then the cluster (if ours), then its directory."""
