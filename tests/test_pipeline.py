@@ -10,6 +10,7 @@ import asyncio
 import io
 import os
 import pickle
+import select
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,22 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _ends(pid: int, within: float = 10.0) -> bool:
+    """True once ``pid`` has terminated, waiting for it on a pidfd (no polling).
+
+    A killed process first closes its files (so the pipeline sees EOF), then becomes a
+    zombie; in between it still looks alive in /proc, so sampling /proc would race.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], within)[0])
+    finally:
+        os.close(fd)
 
 
 def _open_fds() -> int:
@@ -410,7 +427,7 @@ def test_timeout_kills_the_group_and_carries_the_partial_result() -> None:
     assert err.timeout == 0.3
     assert err.result is not None
     grandchild = int(err.result.stdout.split()[-1])
-    assert not _alive(grandchild)
+    assert _ends(grandchild)
     assert err.stdout == err.result.stdout
     assert err.result.returncodes == (-signal.SIGTERM, -signal.SIGTERM)
     assert "did not finish within 0.3 s" in str(err)
@@ -457,8 +474,23 @@ def test_ctrl_c_during_run_kills_the_group(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert b"KeyboardInterrupt" in err
-    assert not _alive(stage)
-    assert not _alive(grandchild)
+    assert _ends(stage)
+    assert _ends(grandchild)
+
+
+def test_ctrl_c_while_the_stages_start_loses_no_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_popen = subprocess.Popen
+
+    def popen_then_ctrl_c(*args: object, **kwargs: object) -> object:
+        proc = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        signal.raise_signal(signal.SIGINT)  # as if Ctrl-C came before Popen returned
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        (cmd("sleep", "30") | cmd("sleep", "30")).run()
+    # Raised inside Popen, the interrupt would have orphaned stage 0; held back until
+    # both stages were known, it stopped and reaped them (the autouse fixture checks).
 
 
 # -- 6. lines in real time ------------------------------------------------------------------
@@ -708,7 +740,7 @@ async def test_cancelling_arun_kills_the_tree(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert _reaped(stage)
-    assert not _alive(grandchild)
+    assert _ends(grandchild)
 
 
 @pytest.mark.asyncio

@@ -100,8 +100,8 @@ async def arun(
     reactor = _LoopReactor(asyncio.get_running_loop())
     finished = False
     try:
-        engine.start(reactor)
         try:
+            engine.start(reactor)  # a Ctrl-C held back during the spawn is raised here
             finished = await _wait_done(engine, reactor, _deadline(options))
             if not finished:
                 await _terminate(engine, reactor)
@@ -151,7 +151,14 @@ class AsyncLines(AsyncIterator[str]):
             raise RuntimeError("an AsyncLines object can be entered only once; call alines() again")
         self._reactor = _LoopReactor(asyncio.get_running_loop())
         self._state = "ended"
-        self._engine.start(self._reactor)
+        try:
+            self._engine.start(self._reactor)
+        except BaseException:
+            try:
+                await _terminate(self._engine, self._reactor)
+            finally:
+                self._engine.close()
+            raise
         self._deadline = _deadline(self._options)
         self._state = "running"
         return self

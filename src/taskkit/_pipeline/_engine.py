@@ -24,6 +24,7 @@ group id cannot be reused, so the final ``killpg`` cannot hit an unrelated group
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import FrameType
 from typing import Any, Protocol
 
 from ._results import Input, Options, Stage, StageResult, stage_ok
@@ -131,6 +133,42 @@ def _child_setup(pgid: int | None, unblock: bool) -> None:  # pragma: no cover -
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+_DEFERRED_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold back Python signal handlers (Ctrl-C's KeyboardInterrupt) while stages start.
+
+    A handler that raises inside ``Popen()`` after the fork, but before Popen has stored
+    the child's pid, loses the child: it runs on and nobody can stop or reap it.  So the
+    handlers only record signals here, and run once every stage is known.  Python runs
+    handlers in the main thread only, so other threads need nothing; children are not
+    affected (exec resets caught signals to their default).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, FrameType | None]] = []
+    saved: dict[int, Callable[[int, FrameType | None], Any]] = {}
+    for sig in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            saved[sig] = handler
+            signal.signal(sig, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum, frame in pending:
+            saved[signum](signum, frame)  # e.g. raises KeyboardInterrupt now
+
+
 def _merged_env(stage: Stage, unbuffered: bool) -> dict[str, str] | None:
     if not stage.env and not unbuffered:
         return None
@@ -200,6 +238,11 @@ class Engine:
         envs = [_merged_env(stage, opts.unbuffered) for stage in self.stages]
         for index, (stage, env) in enumerate(zip(self.stages, envs, strict=True)):
             _check_program(stage, env, f"stage {index} of {self.describe()!r}")
+        with _signals_deferred():
+            self._spawn(envs)
+
+    def _spawn(self, envs: list[dict[str, str] | None]) -> None:
+        opts = self.options
         unblock = _signal_defaults_needed()
         child_ends: list[int] = []  # closed by the parent once every stage has started
         parent_ends: list[tuple[int, Callable[[], None]]] = []
@@ -275,6 +318,8 @@ class Engine:
         self.signal(signal.SIGKILL)
         for proc in reversed(self.procs):
             proc.wait()
+        self.pgid = 0  # reaped: never signal that group again
+        self._exited = [True] * len(self._exited)
         self._closed = True
 
     def _watch(self, fd: int, handler: Callable[[], None]) -> None:
@@ -357,7 +402,7 @@ class Engine:
     @property
     def done(self) -> bool:
         """True once every stage has exited and every pipe the parent reads is at EOF."""
-        return not self._handlers and all(self._exited)
+        return not self._handlers and all(self._exited[: len(self.procs)])
 
     def poll_exits(self) -> None:
         """Notice exits where no pidfd reports them (a no-op on Linux >= 5.3)."""

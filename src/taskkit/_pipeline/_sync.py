@@ -77,8 +77,8 @@ def run(stages: Sequence[Stage], options: Options, *, check: bool, text: bool) -
     reactor = _SelectorReactor()
     finished = False
     try:
-        engine.start(reactor)
         try:
+            engine.start(reactor)  # a Ctrl-C held back during the spawn is raised here
             finished = _wait_done(engine, reactor, _deadline(options))
             if not finished:
                 _terminate(engine, reactor)
@@ -128,8 +128,12 @@ class Lines(Iterator[str]):
         try:
             self._engine.start(self._reactor)
         except BaseException:
-            self._reactor.close()
             self._state = "ended"
+            try:
+                _terminate(self._engine, self._reactor)
+            finally:
+                self._engine.close()
+                self._reactor.close()
             raise
         self._deadline = _deadline(self._options)
         self._state = "running"
