@@ -1,0 +1,340 @@
+"""Make the standard library's locks, conditions, queues and sleeps switch points.
+
+Two mechanisms, chosen by what can be changed soundly:
+
+* ``threading.Lock`` and ``threading.RLock`` are C types whose instances cannot be altered,
+  so importing ``taskkit.testing`` replaces the two *factories* with the classes below.  Each
+  instance wraps a real lock and behaves exactly like one, except that a task of a controlled
+  run acquires it through the scheduler (so blocking on it is seen, and a lock-order
+  deadlock is reported instead of hanging).  Locks created before ``taskkit.testing`` was
+  imported stay raw: the watchdog reports a task blocked on one.
+* ``Condition``, ``Event``, ``Semaphore``, ``Barrier`` and ``queue.Queue`` are Python classes
+  built on ``Condition.wait``.  For the duration of a run ``Condition.wait`` (and ``wait_for``),
+  ``time.sleep`` and the clocks they read are patched on the class or module, which also
+  covers instances created long before the run.  The patched functions take the controlled
+  path only for the run's tasks; every other thread gets the original behaviour.
+"""
+
+from __future__ import annotations
+
+import _thread
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import _control
+
+__all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
+
+_allocate = _thread.allocate_lock
+_get_ident = _thread.get_ident
+_real_sleep = time.sleep
+_real_monotonic = time.monotonic
+_real_wait = threading.Condition.wait
+_real_wait_for = threading.Condition.wait_for
+
+
+def _controlled(h: Any) -> bool:
+    return h is not None and h.controls_caller()
+
+
+def _acquire_controlled(h: Any, lock: Lock | RLock, blocking: bool, timeout: float) -> bool:
+    """Acquire ``lock._raw`` as a task: the scheduler sees the wait, so it can report deadlocks."""
+    raw = lock._raw
+    if not blocking:
+        h.switch("try-acquire", lock)
+        got = raw.acquire(False)
+    else:
+        limit = None if timeout is None or timeout < 0 else timeout
+        while True:
+            if not h.wait_until(lambda: not raw.locked(), _Holder(lock), lock, limit):
+                return False
+            got = raw.acquire(False)
+            if got:
+                break  # else a thread outside the run took it first: wait again
+    if got:
+        lock._holder = h.caller().name
+        h.held[lock] = None
+    return got
+
+
+def _forget(lock: Lock | RLock) -> None:
+    h = _control.hook
+    if h is not None:
+        held = getattr(h, "held", None)
+        if held is not None:
+            held.pop(lock, None)
+
+
+class _Holder:
+    """Describes a lock wait for Deadlock reports, naming the holder when the report is made."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: Lock | RLock) -> None:
+        self.lock = lock
+
+    def __str__(self) -> str:
+        holder = self.lock._holder
+        held = f", held by {holder}" if holder else ""
+        return f"{self.lock!r}{held}"
+
+
+class Lock:
+    """``threading.Lock`` that becomes a switch point in a controlled run."""
+
+    __slots__ = ("__weakref__", "_holder", "_raw")
+
+    def __init__(self) -> None:
+        self._raw = _allocate()
+        self._holder: str | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        h = _control.hook
+        if h is not None and h.controls_caller():
+            return _acquire_controlled(h, self, blocking, timeout)
+        return self._raw.acquire(blocking, timeout)
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        h = _control.hook
+        if h is not None:
+            try:
+                h.switch("release", self)  # a no-op unless the caller is a task
+            finally:
+                # release even when the run is being aborted: the next run needs the lock
+                _forget(self)
+                self._holder = None
+                self._raw.release()
+            return
+        self._holder = None
+        self._raw.release()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        return self._raw.locked()
+
+    def _at_fork_reinit(self) -> None:
+        self._raw = _allocate()
+        self._holder = None
+
+    def __repr__(self) -> str:
+        state = "locked" if self._raw.locked() else "unlocked"
+        return f"<{state} Lock at {id(self):#x}>"
+
+
+class RLock:
+    """``threading.RLock`` that becomes a switch point in a controlled run."""
+
+    __slots__ = ("__weakref__", "_count", "_holder", "_owner", "_raw")
+
+    def __init__(self) -> None:
+        self._raw = _allocate()
+        self._holder: str | None = None
+        self._owner: int | None = None
+        self._count = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = _get_ident()
+        if self._owner == me:
+            self._count += 1
+            return True
+        h = _control.hook
+        if h is not None and h.controls_caller():
+            got = _acquire_controlled(h, self, blocking, timeout)
+        else:
+            got = self._raw.acquire(blocking, timeout)
+        if got:
+            self._owner, self._count = me, 1
+        return got
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        if self._owner != _get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        if self._count > 1:
+            self._count -= 1
+            return
+        h = _control.hook
+        if h is not None:
+            try:
+                h.switch("release", self)
+            finally:
+                _forget(self)
+                self._owner, self._count, self._holder = None, 0, None
+                self._raw.release()
+            return
+        self._owner, self._count, self._holder = None, 0, None
+        self._raw.release()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        return self._owner == _get_ident()
+
+    def _release_save(self) -> tuple[int, int | None]:
+        if self._count == 0:
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._owner)
+        _forget(self)
+        self._owner, self._count, self._holder = None, 0, None
+        self._raw.release()
+        return state
+
+    def _acquire_restore(self, state: tuple[int, int | None]) -> None:
+        h = _control.hook
+        if h is not None and h.controls_caller():
+            _acquire_controlled(h, self, True, -1)
+        else:
+            self._raw.acquire()
+        self._count, self._owner = state
+
+    def _at_fork_reinit(self) -> None:
+        self._raw = _allocate()
+        self._owner, self._count, self._holder = None, 0, None
+
+    def __repr__(self) -> str:
+        state = "locked" if self._raw.locked() else "unlocked"
+        return f"<{state} RLock at {id(self):#x} count={self._count}>"
+
+
+_installed = False
+
+
+def release_leftovers(held: dict[Lock | RLock, None]) -> None:
+    """Release locks that tasks of a finished run still hold, so the next run starts clean."""
+    for lock in list(held):
+        if isinstance(lock, RLock):
+            lock._owner, lock._count = None, 0
+        lock._holder = None
+        if lock._raw.locked():
+            lock._raw.release()
+    held.clear()
+
+
+def install_factories() -> None:
+    """Make ``threading.Lock()`` and ``threading.RLock()`` create controllable locks."""
+    global _installed
+    if not _installed:
+        threading.Lock = Lock  # type: ignore[assignment]
+        threading.RLock = RLock  # type: ignore[assignment]
+        _installed = True
+
+
+class _Waiter:
+    """Stands in for the raw lock ``Condition.wait`` parks on; ``notify()`` releases it."""
+
+    __slots__ = ("released",)
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def release(self) -> None:
+        self.released = True
+
+    def is_released(self) -> bool:
+        return self.released
+
+
+def _condition_wait(self: threading.Condition, timeout: float | None = None) -> bool:
+    h: Any = _control.hook
+    if not _controlled(h):
+        return _real_wait(self, timeout)
+    lock = self._lock  # type: ignore[attr-defined]
+    owned = lock._raw.locked() if isinstance(lock, Lock) else self._is_owned()  # type: ignore[attr-defined]
+    if not owned:
+        raise RuntimeError("cannot wait on un-acquired lock")
+    waiter = _Waiter()
+    self._waiters.append(waiter)  # type: ignore[attr-defined]
+    saved = self._release_save()  # type: ignore[attr-defined]
+    got = False
+    try:
+        got = bool(h.wait_until(waiter.is_released, f"notify() on {self!r}", self, timeout))
+        return got
+    finally:
+        self._acquire_restore(saved)  # type: ignore[attr-defined]
+        if not got:
+            try:
+                self._waiters.remove(waiter)  # type: ignore[attr-defined]
+            except ValueError:
+                pass
+
+
+def _condition_wait_for(
+    self: threading.Condition, predicate: Callable[[], Any], timeout: float | None = None
+) -> Any:
+    h: Any = _control.hook
+    if not _controlled(h):
+        return _real_wait_for(self, predicate, timeout)
+    end = None if timeout is None else h.now() + timeout
+    result = predicate()
+    while not result:
+        if end is None:
+            self.wait()
+        else:
+            remaining = end - h.now()
+            if remaining <= 0:
+                break
+            self.wait(remaining)
+        result = predicate()
+    return result
+
+
+def _never() -> bool:
+    return False
+
+
+def _sleep(seconds: float) -> None:
+    h: Any = _control.hook
+    if not _controlled(h):
+        _real_sleep(seconds)
+    elif seconds <= 0:
+        h.switch("sleep(0)", None)
+    else:
+        h.wait_until(_never, f"time.sleep({seconds:g})", None, seconds)
+
+
+_base = 0.0
+
+
+def _monotonic() -> float:
+    h: Any = _control.hook
+    if _controlled(h):
+        return _base + float(
+            h.now()
+        )  # virtual time: timeouts in Semaphore, Queue ... expire at once
+    return _real_monotonic()
+
+
+_saved: list[tuple[object, str, object]] = []
+
+
+def begin(run: object) -> None:
+    """Patch for the duration of a controlled run."""
+    global _base
+    install_factories()
+    _base = _real_monotonic()
+    patches = [
+        (threading.Condition, "wait", _condition_wait),
+        (threading.Condition, "wait_for", _condition_wait_for),
+        (time, "sleep", _sleep),
+        (threading, "_time", _monotonic),
+        (queue, "time", _monotonic),
+    ]
+    for owner, name, value in patches:
+        _saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+
+def end() -> None:
+    """Undo ``begin``."""
+    while _saved:
+        owner, name, value = _saved.pop()
+        setattr(owner, name, value)

@@ -1,0 +1,109 @@
+"""Print an interleaving as a short table, and the schedule string that replays it."""
+
+from __future__ import annotations
+
+import linecache
+import os
+import re
+from collections.abc import Sequence
+
+from ._runtime import Run, Step
+
+__all__ = ["add_note", "format_schedule", "format_table", "parse_schedule"]
+
+_ENTRY = re.compile(r"^\s*(T\d+|-)@(\d+)>T(\d+)\s*$")
+
+
+def format_schedule(run: Run) -> str:
+    """Return the run's decisions that differ from the default, e.g. ``"T0@1>T1,T1@4>T0"``."""
+    return ",".join(
+        f"{'-' if cur is None else f'T{cur}'}@{step}>T{nxt}" for step, cur, nxt in run.deviations
+    )
+
+
+def parse_schedule(text: str) -> dict[int, int]:
+    """Parse a schedule string into ``{step: task index}``.
+
+    Raises:
+        ValueError: the text is not a schedule string.
+    """
+    entries: dict[int, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _ENTRY.match(part)
+        if match is None:
+            raise ValueError(
+                f"bad schedule entry {part!r}: expected 'T<current>@<step>>T<next>', e.g. 'T0@3>T1'"
+            )
+        entries[int(match.group(2))] = int(match.group(3))
+    return entries
+
+
+def add_note(error: BaseException, text: str) -> None:
+    """Attach ``text`` to ``error``'s report (a note on 3.11+, the message before that)."""
+    adder = getattr(error, "add_note", None)
+    if adder is not None:
+        adder(text)
+    elif error.args and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0]}\n{text}", *error.args[1:])
+    else:
+        error.args = (*error.args, text)
+
+
+def _source(filename: str, line: int) -> str:
+    return linecache.getline(filename, line).strip()
+
+
+def format_table(run: Run, *, limit: int = 40) -> str:
+    """Return the interleaving of ``run`` as a table, one row per step (long runs collapsed)."""
+    steps = run.steps
+    rows: list[tuple[str, str, str, str, str]] = []
+    segments = _segments(steps) if len(steps) > limit else [[s] for s in steps]
+    for seg in segments:
+        first, last = seg[0], seg[-1]
+        task = f"T{first.task}"
+        mark = "preempt" if first.preempted else ""
+        if first.where is None:
+            where, source = "", ""
+        else:
+            filename, line, func = first.where
+            where = f"{os.path.basename(filename)}:{line}"
+            if last.where is not None and last.where[1] != line and last.where[0] == filename:
+                where += f"-{last.where[1]}"
+            where += f" {func}"
+            source = _source(filename, line)
+        op = first.op if len(seg) == 1 else f"{first.op} ... ({len(seg)} steps)"
+        rows.append((str(first.index), task, mark, where, op + ("   " + source if source else "")))
+    if run.failure is not None:
+        who = f"T{run.failed_task.index} " if run.failed_task is not None else ""
+        rows.append(("", "", "", "", f"{who}failed: {type(run.failure).__name__}"))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+    lines = []
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) for i in range(4)]
+        lines.append("  " + "  ".join(cells) + "  " + r[4])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _segments(steps: Sequence[Step]) -> list[list[Step]]:
+    """Group consecutive steps of one task; a preemption starts a new group."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if out and out[-1][-1].task == step.task and not step.preempted:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def describe(run: Run) -> str:
+    """Return the headline, the table and the replay line for a finished run."""
+    schedule = format_schedule(run)
+    n = run.preemptions
+    head = (
+        f"interleaving of {len(run.tasks)} tasks, {len(run.steps)} switch points, "
+        f"{n} preemption{'s' if n != 1 else ''}:"
+    )
+    return (
+        f"{head}\n{format_table(run)}\n"
+        f"schedule: {schedule!r}  (taskkit.testing.replay({schedule!r}).run(...))"
+    )

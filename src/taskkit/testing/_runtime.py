@@ -1,0 +1,808 @@
+"""The controlled runtime: run tasks one at a time and let a strategy pick who runs next.
+
+Data flow of one run::
+
+    Run.execute()  (the caller's thread, "main")
+      ├─ patches on (_patches.begin): Condition.wait, time.sleep, ... and _control.hook = run
+      ├─ prime: start each thread task; it runs up to its first switch point and parks
+      │         on its own baton (a raw lock), so every task's next operation is known
+      └─ loop:  wait on the main baton; step coroutine tasks when handed one; watchdog
+
+    a task at a switch point (tracer, profiler, a primitive's hook, checkpoint()):
+      record its pending operation -> _decide(): enabled tasks -> strategy.choose()
+      -> same task: carry on (no handoff) | a thread task: release its baton, park on mine
+                                          | a coroutine: hand the main baton to main
+
+Exactly one thread holds "the baton" at any time, so task code never runs in parallel and
+every decision is recorded in ``Run.steps``.  A failure (a task's exception, a deadlock, a
+watchdog report) puts the run in *abort* mode: each remaining task is resumed in turn and
+raises ``_Abort`` at its switch point, so it unwinds without running on.
+"""
+
+from __future__ import annotations
+
+import _thread
+import gc
+import inspect
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+from .. import _control
+from .._errors import Deadlock
+from . import _patches
+from ._tracing import (
+    ANY_WRITE,
+    CALL_TYPE,
+    DATA_TYPES,
+    ITERATE,
+    LOAD_ATTR,
+    LOAD_CELL,
+    LOAD_GLOBAL,
+    READ_ITEM,
+    SELF,
+    STORE_ATTR,
+    STORE_CELL,
+    STORE_GLOBAL,
+    TRACED,
+    UNTRACED,
+    WRITE_ITEM,
+    FootprintT,
+    c_call_footprint,
+    call_sites,
+    call_type_footprint,
+    classify,
+    describe_callable,
+    visible_ops,
+)
+
+__all__ = ["Run", "Step", "Strategy", "TaskState", "default_choice"]
+
+_get_ident = _thread.get_ident
+_MISSING = object()
+
+Where = tuple[str, int, str]  # filename, line, function
+
+
+class _Abort(BaseException):
+    """Raised inside a task to unwind it when the run has failed elsewhere."""
+
+
+class TaskState:
+    RUNNABLE = 0
+    BLOCKED = 1
+    DONE = 2
+
+
+@dataclass(slots=True)
+class Step:
+    """One decision: ``task`` runs next and performs ``op`` at ``where``."""
+
+    index: int
+    task: int
+    op: str
+    where: Where | None
+    footprint: FootprintT
+    preempted: bool  # the previous task could have continued
+    previous: int | None
+
+
+class Strategy(Protocol):
+    """Decides which enabled task runs at each switch point."""
+
+    def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
+        """Return one of ``enabled``; ``default`` is what a run without preemptions would pick."""
+
+
+class Task:
+    """One callable under control: a plain function on a thread, or a coroutine."""
+
+    __slots__ = (
+        "baton",
+        "coro",
+        "deadline",
+        "error",
+        "fn",
+        "footprint",
+        "index",
+        "is_coro",
+        "name",
+        "op",
+        "ready",
+        "send_value",
+        "started",
+        "state",
+        "stuck",
+        "thread",
+        "timed_out",
+        "what",
+        "where",
+    )
+
+    def __init__(self, index: int, fn: Callable[..., Any]) -> None:
+        self.index = index
+        self.name = f"T{index}"
+        self.fn = fn
+        self.is_coro = inspect.iscoroutinefunction(fn)
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.thread: threading.Thread | None = None
+        self.baton = _thread.allocate_lock()
+        self.baton.acquire()
+        self.state = TaskState.RUNNABLE
+        self.ready: Callable[[], object] | None = None
+        self.what: object = ""
+        self.deadline: float | None = None
+        self.timed_out = False
+        self.op = "start"
+        self.where: Where | None = None
+        self.footprint: FootprintT = ANY_WRITE if self.is_coro else None
+        self.error: BaseException | None = None
+        self.stuck = False
+        self.send_value: object = None
+        self.started = False
+
+    def __repr__(self) -> str:
+        return f"<task {self.name} {getattr(self.fn, '__qualname__', self.fn)}>"
+
+
+def default_choice(current: Task | None, enabled: list[Task], ntasks: int) -> Task:
+    """Keep running ``current`` if it can; otherwise the next enabled task in round-robin order."""
+    if current is not None and current in enabled:
+        return current
+    start = current.index + 1 if current is not None else 0
+    return min(enabled, key=lambda t: (t.index - start) % ntasks)
+
+
+class _Request:
+    """What a coroutine task yields to the scheduler at an ``await``."""
+
+    __slots__ = ("obj", "op", "ready", "timeout", "what")
+
+    def __init__(
+        self,
+        op: str,
+        obj: object,
+        ready: Callable[[], object] | None = None,
+        what: object = "",
+        timeout: float | None = None,
+    ) -> None:
+        self.op, self.obj, self.ready, self.what, self.timeout = op, obj, ready, what, timeout
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self)
+
+
+def _where(frame: FrameType) -> Where:
+    return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+
+
+class _Tracer:
+    """The per-thread trace and profile functions of one thread task."""
+
+    def __init__(self, run: Run, task: Task) -> None:
+        self.run = run
+        self.task = task
+        self.locals: dict[Any, Callable[..., Any]] = {}
+
+    def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        code = frame.f_code
+        local = self.locals.get(code)
+        if local is None:
+            if classify(code.co_filename) != TRACED:
+                return None
+            local = self._local_for(visible_ops(code))
+            self.locals[code] = local
+        frame.f_trace_lines = False
+        frame.f_trace_opcodes = True
+        return local
+
+    def _local_for(self, table: dict[int, Any]) -> Callable[..., Any]:
+        visible = self.visible
+
+        def local(frame: FrameType, event: str, arg: object) -> Any:
+            if event == "opcode":
+                entry = table.get(frame.f_lasti)
+                if entry is not None:
+                    visible(frame, entry)
+            return local
+
+        return local
+
+    def visible(self, frame: FrameType, entry: tuple[int, str, str, str | None]) -> None:
+        kind, name, text, guard = entry
+        fp: FootprintT
+        if kind == LOAD_GLOBAL:
+            g = frame.f_globals
+            value = g.get(name, _MISSING)
+            if value is _MISSING:
+                value = frame.f_builtins.get(name, _MISSING)
+            if type(value) not in DATA_TYPES:
+                return  # functions, classes, modules, locks, containers: not the access itself
+            fp = (("g", id(g), name), False)
+        elif kind == STORE_GLOBAL:
+            fp = (("g", id(frame.f_globals), name), True)
+        elif kind == LOAD_ATTR:
+            if guard is not None and isinstance(frame.f_globals.get(guard), type(sys)):
+                return  # module.attribute
+            fp = (("a", name), False)
+        elif kind == STORE_ATTR:
+            fp = (("a", name), True)
+        elif kind in (READ_ITEM, ITERATE):
+            fp = (("item",), False)
+        elif kind == WRITE_ITEM:
+            fp = (("item",), True)
+        elif kind == LOAD_CELL:
+            fp = (("c", name), False)
+        elif kind == STORE_CELL:
+            fp = (("c", name), True)
+        elif kind == CALL_TYPE:
+            value = frame.f_globals.get(name, _MISSING)
+            if value is _MISSING:
+                value = frame.f_builtins.get(name, _MISSING)
+            found = call_type_footprint(value)
+            if found is False:
+                return
+            fp = found  # type: ignore[assignment]
+        else:  # pragma: no cover - every kind is handled above
+            fp = ANY_WRITE
+        self.run.switch_point(self.task, text, _where(frame), fp)
+
+    def profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call":
+            if classify(frame.f_code.co_filename) != TRACED:
+                return
+            fp = c_call_footprint(arg)
+            if fp is False:
+                return
+            self.run.switch_point(
+                self.task,
+                f"call {describe_callable(arg)}",
+                _where(frame),
+                fp,  # type: ignore[arg-type]
+            )
+        elif event == "call":
+            code = frame.f_code
+            if classify(code.co_filename) != UNTRACED:
+                return  # traced code has its own switch points; taskkit reports its own
+            back = frame.f_back
+            if back is None or classify(back.f_code.co_filename) != TRACED:
+                return
+            if back.f_lasti not in call_sites(back.f_code):
+                return  # not an explicit call: a property, a finalizer, a weakref callback
+            self.run.switch_point(
+                self.task,
+                f"call {getattr(code, 'co_qualname', code.co_name)}",
+                _where(back),
+                ANY_WRITE,
+            )
+
+
+class Run:
+    """One controlled execution of ``tasks``; installed as ``taskkit._control.hook``."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Callable[..., Any]],
+        args: Sequence[object],
+        strategy: Strategy,
+        *,
+        watchdog: float = 2.0,
+        max_steps: int = 20_000,
+    ) -> None:
+        if not tasks:
+            raise ValueError("a controlled run needs at least one task")
+        self.tasks = [Task(i, fn) for i, fn in enumerate(tasks)]
+        self.args = tuple(args)
+        self.strategy = strategy
+        self.watchdog = watchdog
+        self.max_steps = max_steps
+        self.steps: list[Step] = []
+        self.deviations: list[tuple[int, int | None, int]] = []
+        self.preemptions = 0
+        self.clock = 0.0
+        self.used_timeouts = False
+        self.failure: BaseException | None = None
+        self.failed_task: Task | None = None
+        self.aborting = False
+        self.finished = False
+        self.priming = False
+        self.current: Task | None = None
+        self.stepping: Task | None = None
+        self.main_next: Task | None = None
+        self.main_baton = _thread.allocate_lock()
+        self.main_baton.acquire()
+        self.main_ident = _get_ident()
+        self.by_ident: dict[int, Task] = {}
+        self.ticks = 0
+        self.deciding = False
+        self.held: dict[Any, None] = {}  # controllable locks that tasks hold
+
+    # -- the hook protocol (taskkit._control.Hook) ---------------------------------------
+
+    def controls_caller(self) -> bool:
+        ident = _get_ident()
+        if ident in self.by_ident:
+            return True
+        return ident == self.main_ident and self.stepping is not None
+
+    def caller(self) -> Task | None:
+        """Return the task that is calling, or None for threads outside the run."""
+        task = self.by_ident.get(_get_ident())
+        if task is not None:
+            return task
+        if _get_ident() == self.main_ident:
+            return self.stepping
+        return None
+
+    def switch(self, op: str, obj: object) -> None:
+        task = self.caller()
+        if task is None or task.is_coro:
+            return  # a plain call inside a coroutine task cannot suspend it
+        where, fp = self._site(obj)
+        self.switch_point(task, op, where, fp)
+
+    def wait_until(
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
+    ) -> bool:
+        task = self.caller()
+        if task is None:
+            raise RuntimeError("wait_until() was called by a thread that is not a task of the run")
+        if task.is_coro:
+            if ready():
+                return True
+            raise RuntimeError(
+                f"{what}: a blocking call inside async task {task.name} would stop every "
+                "coroutine task; await the primitive's async form instead"
+            )
+        where, fp = self._site(obj)
+        if timeout is not None and timeout <= 0:
+            self.switch_point(task, f"poll {what}", where, fp)
+            return bool(ready())
+        return self.block(task, ready, what, timeout, where, fp)
+
+    def aswitch(self, op: str, obj: object) -> _Request:
+        return _Request(op, obj)
+
+    def await_until(
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
+    ) -> _Request:
+        return _Request(f"wait: {what}", obj, ready, what, timeout)
+
+    def now(self) -> float:
+        """Return the run's virtual clock (seconds since it started)."""
+        return self.clock
+
+    # -- switch points of thread tasks --------------------------------------------------
+
+    def _site(self, obj: object) -> tuple[Where | None, FootprintT]:
+        """Find where a hook was called from and the footprint of the operation on ``obj``.
+
+        The footprint names ``obj`` only when the hook's caller is traced code: then
+        whatever runs after the operation is covered by switch points of its own.  A call
+        from untraced code (``Event.wait`` in the standard library) may touch anything.
+        """
+        where, precise = self.site()
+        if precise and obj is not None:
+            return where, (("o", id(obj)), True)
+        return where, ANY_WRITE
+
+    def site(self) -> tuple[Where | None, bool]:
+        """Return the innermost traced source line, and whether it called taskkit directly."""
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None and classify(frame.f_code.co_filename) == SELF:
+            frame = frame.f_back
+        if frame is None:
+            return None, False
+        precise = classify(frame.f_code.co_filename) == TRACED
+        while frame is not None and classify(frame.f_code.co_filename) != TRACED:
+            frame = frame.f_back
+        return (_where(frame) if frame is not None else None), precise
+
+    def switch_point(self, task: Task, op: str, where: Where | None, fp: FootprintT) -> None:
+        """Called by thread ``task`` (holding the baton) before its next visible operation."""
+        if self.deciding:
+            return  # traced code called by the scheduler itself (a ready() predicate ...)
+        if self.aborting or task.stuck:
+            raise _Abort
+        task.state = TaskState.RUNNABLE
+        task.op, task.where, task.footprint = op, where, fp
+        if self.priming:
+            self._park_primed(task)
+        else:
+            nxt = self._decide(task)
+            if nxt is not task:
+                self._dispatch(nxt)
+                task.baton.acquire()
+        if self.aborting:
+            raise _Abort
+
+    def block(
+        self,
+        task: Task,
+        ready: Callable[[], object],
+        what: object,
+        timeout: float | None,
+        where: Where | None,
+        fp: FootprintT,
+    ) -> bool:
+        """Park thread ``task`` until ``ready()`` holds; False if the virtual timeout expired."""
+        if self.aborting or task.stuck:
+            raise _Abort
+        task.state = TaskState.BLOCKED
+        task.ready, task.what = ready, what
+        task.deadline = None if timeout is None else self.clock + timeout
+        task.op, task.where, task.footprint = f"wait: {what}", where, fp
+        if self.priming:
+            self._park_primed(task)
+        else:
+            nxt = self._decide(task)
+            if nxt is not task:
+                self._dispatch(nxt)
+                task.baton.acquire()
+        if self.aborting:
+            raise _Abort
+        timed_out = task.timed_out
+        task.state = TaskState.RUNNABLE
+        task.ready, task.deadline, task.timed_out = None, None, False
+        return not timed_out
+
+    def _park_primed(self, task: Task) -> None:
+        self.main_baton.release()
+        task.baton.acquire()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _enabled(self, task: Task) -> bool:
+        if task.state == TaskState.RUNNABLE:
+            return True
+        if task.state == TaskState.BLOCKED and task.ready is not None:
+            try:
+                return bool(task.ready())
+            except Exception:
+                return True  # let the task itself run into the error
+        return False
+
+    def _decide(self, current: Task | None) -> Task | None:
+        """Pick the task that runs next (None: the run is over).  Caller holds the baton."""
+        self.deciding = True
+        try:
+            return self._decide_now(current)
+        finally:
+            self.deciding = False
+
+    def _decide_now(self, current: Task | None) -> Task | None:
+        self.ticks += 1
+        if self.aborting:
+            return self._next_to_unwind()
+        enabled = [t for t in self.tasks if self._enabled(t)]
+        if not enabled:
+            blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
+            if not blocked:
+                return None
+            timed = [t for t in blocked if t.deadline is not None]
+            if not timed:
+                self.fail(self._deadlock(blocked), None)
+                return self._next_to_unwind()
+            first = min(timed, key=lambda t: (t.deadline, t.index))
+            self.clock = max(self.clock, first.deadline or 0.0)
+            first.timed_out = True
+            self.used_timeouts = True
+            enabled = [first]
+        if len(self.steps) >= self.max_steps:
+            self.fail(
+                RuntimeError(
+                    f"the run did not finish within {self.max_steps} switch points; a task may "
+                    "be spinning while it waits for another (add checkpoint() to the loop, or "
+                    "wait on a lock, event or condition)"
+                ),
+                None,
+            )
+            return self._next_to_unwind()
+        default = default_choice(current, enabled, len(self.tasks))
+        nxt = self.strategy.choose(self, current, enabled, default)
+        preempted = current is not None and nxt is not current and current in enabled
+        if preempted:
+            self.preemptions += 1
+        if nxt is not default:
+            self.deviations.append(
+                (len(self.steps), current.index if current is not None else None, nxt.index)
+            )
+        self.steps.append(
+            Step(
+                len(self.steps),
+                nxt.index,
+                nxt.op,
+                nxt.where,
+                nxt.footprint,
+                preempted,
+                current.index if current is not None else None,
+            )
+        )
+        self.current = nxt
+        return nxt
+
+    def _next_to_unwind(self) -> Task | None:
+        for task in self.tasks:
+            if task.state != TaskState.DONE and not task.stuck:
+                self.current = task
+                return task
+        return None
+
+    def _deadlock(self, blocked: list[Task]) -> Deadlock:
+        waiting = {}
+        for task in self.tasks:
+            if task.state == TaskState.BLOCKED:
+                at = f" at {_short(task.where)}" if task.where else ""
+                waiting[task.name] = f"{task.what}{at}"
+        lines = [f"  {name} waits for {what}" for name, what in waiting.items()]
+        done = [t.name for t in self.tasks if t.state == TaskState.DONE]
+        if done:
+            lines.append(f"  finished: {', '.join(done)}")
+        return Deadlock("no task can proceed:\n" + "\n".join(lines), waiting)
+
+    def fail(self, error: BaseException, task: Task | None) -> None:
+        """Record the run's first failure and switch to abort mode."""
+        if self.failure is None:
+            self.failure = error
+            self.failed_task = task
+        self.aborting = True
+
+    def _dispatch(self, nxt: Task | None) -> None:
+        """Hand the baton to ``nxt`` (a thread task, or main for coroutines and the end)."""
+        if nxt is None:
+            self.finished = True
+            self.main_baton.release()
+        elif nxt.is_coro:
+            self.main_next = nxt
+            self.main_baton.release()
+        else:
+            nxt.baton.release()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def execute(self) -> BaseException | None:
+        """Run every task to its end under control; return the failure, if any."""
+        if _control.hook is not None:
+            raise RuntimeError("controlled runs do not nest")
+        _patches.begin(self)
+        _control.hook = self
+        # The cycle collector runs weakref callbacks and finalizers at moments that differ
+        # from run to run; a systematic search needs every run to repeat exactly.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._prime()
+            self._resume(self._decide(None))
+            if not self.finished:
+                self._main_loop()
+        finally:
+            _control.hook = None
+            _patches.end()
+            if collecting:
+                gc.enable()
+        _patches.release_leftovers(self.held)
+        for task in self.tasks:
+            if task.thread is not None and not task.stuck:
+                task.thread.join()
+        return self.failure
+
+    def _wait_main(self) -> bool:
+        """Wait for the main baton; on a watchdog report return False."""
+        last = -1
+        while not self.main_baton.acquire(timeout=self.watchdog):
+            if self.ticks == last and self._stuck():
+                return False
+            last = self.ticks
+        return True
+
+    def _prime(self) -> None:
+        self.priming = True
+        try:
+            for task in self.tasks:
+                if task.is_coro:
+                    continue
+                task.thread = threading.Thread(
+                    target=self._thread_main,
+                    args=(task,),
+                    name=f"taskkit.testing {task.name}",
+                    daemon=True,
+                )
+                self.current = task
+                task.thread.start()
+                if not self._wait_main():
+                    break
+        finally:
+            self.priming = False
+
+    def _main_loop(self) -> None:
+        while True:
+            if not self._wait_main():
+                self._resume(self._decide(None))
+                if self.finished:
+                    return
+                continue
+            if self.finished:
+                return
+            task, self.main_next = self.main_next, None
+            if task is not None:
+                self._step_coroutines(task)
+                if self.over():
+                    return
+
+    def over(self) -> bool:
+        """Return True once the run has ended (another thread may have ended it)."""
+        return self.finished
+
+    def _stuck(self) -> bool:
+        """The watchdog: the task holding the baton has not reached a switch point in time."""
+        task = self.current
+        if task is None or task.thread is None or task.state == TaskState.DONE or task.stuck:
+            return False
+        frame = sys._current_frames().get(task.thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame, limit=4)) if frame is not None else ""
+        task.stuck = True
+        self.fail(
+            Deadlock(
+                f"task {task.name} has not reached a switch point for {self.watchdog:g} s: it is "
+                "blocked in a call the scheduler does not control (a lock created before "
+                "taskkit.testing was imported, a socket, a subprocess, ...). Its stack:\n" + stack,
+                {task.name: "an uncontrolled blocking call"},
+            ),
+            task,
+        )
+        return True
+
+    def _resume(self, nxt: Task | None) -> None:
+        """Main thread, holding the baton: let ``nxt`` run."""
+        if nxt is not None and nxt.is_coro:
+            self._step_coroutines(nxt)
+        else:
+            self._dispatch(nxt)
+
+    def _thread_main(self, task: Task) -> None:
+        self.by_ident[_get_ident()] = task
+        tracer = _Tracer(self, task)
+        sys.settrace(tracer.global_trace)
+        sys.setprofile(tracer.profile)
+        try:
+            task.fn(*self.args)
+        except _Abort:
+            pass
+        except BaseException as error:
+            task.error = error
+        finally:
+            sys.setprofile(None)
+            sys.settrace(None)
+        task.state = TaskState.DONE
+        if task.error is not None:
+            self.fail(task.error, task)
+        if task.stuck:
+            return
+        if self.priming:
+            self.main_baton.release()
+            return
+        self._dispatch(self._decide(task))
+
+    def _step_coroutines(self, task: Task | None) -> None:
+        """Main thread: run coroutine tasks until a thread task or the end is chosen."""
+        while task is not None:
+            request: object = None
+            if self.aborting:
+                if task.coro is not None:
+                    try:
+                        task.coro.close()
+                    except BaseException:
+                        pass
+                task.state = TaskState.DONE
+            else:
+                self.stepping = task
+                try:
+                    if task.coro is None:
+                        task.coro = task.fn(*self.args)
+                    value, task.send_value = task.send_value, None
+                    request = task.coro.send(value)
+                except StopIteration:
+                    task.state = TaskState.DONE
+                except _Abort:
+                    task.state = TaskState.DONE
+                except BaseException as error:
+                    task.state = TaskState.DONE
+                    task.error = error
+                    self.fail(error, task)
+                finally:
+                    self.stepping = None
+            if task.state != TaskState.DONE:
+                self._accept(task, request)
+            nxt = self._decide(task)
+            if nxt is None:
+                self.finished = True
+                return
+            if not nxt.is_coro:
+                nxt.baton.release()
+                return
+            if nxt.state == TaskState.BLOCKED or nxt.timed_out:
+                nxt.send_value = not nxt.timed_out
+                nxt.state = TaskState.RUNNABLE
+                nxt.ready, nxt.deadline, nxt.timed_out = None, None, False
+            task = nxt
+
+    def _accept(self, task: Task, request: object) -> None:
+        """Record what a suspended coroutine task waits for."""
+        where = _coro_where(task.coro)
+        task.where, task.footprint = where, ANY_WRITE
+        if request is None:
+            task.state, task.op = TaskState.RUNNABLE, "await"
+        elif isinstance(request, _Request):
+            if request.ready is None:
+                task.state, task.op = TaskState.RUNNABLE, request.op
+            elif request.timeout is not None and request.timeout <= 0:
+                task.state, task.op = TaskState.RUNNABLE, request.op
+                task.send_value = bool(request.ready())
+            else:
+                task.state, task.op = TaskState.BLOCKED, request.op
+                task.ready, task.what = request.ready, request.what
+                task.deadline = None if request.timeout is None else self.clock + request.timeout
+        else:
+            error = TypeError(
+                f"async task {task.name} awaited {request!r}, which a controlled run cannot "
+                "schedule; await taskkit primitives or taskkit.testing.checkpoint() instead"
+            )
+            task.state = TaskState.DONE
+            if task.coro is not None:
+                task.coro.close()
+            self.fail(error, task)
+
+
+def _coro_where(coro: Any) -> Where | None:
+    """Return the innermost traced source line a coroutine is suspended at."""
+    found: Where | None = None
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and classify(frame.f_code.co_filename) == TRACED:
+            found = _where(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found
+
+
+def _short(where: Where | None) -> str:
+    if where is None:
+        return "?"
+    filename, line, _ = where
+    return f"{filename.rsplit('/', 1)[-1]}:{line}"
+
+
+class _Done:
+    """An awaitable that is already complete (checkpoint() outside a coroutine task)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+_DONE = _Done()
+
+
+def checkpoint(label: str = "checkpoint") -> Any:
+    """Mark a switch point: in a controlled run, other tasks may run here.
+
+    Call it plainly in ordinary functions (``checkpoint()``) and await it in ``async def``
+    tasks (``await checkpoint()``).  Outside a controlled run it does nothing.
+    """
+    h = _control.hook
+    if h is None or not isinstance(h, Run):
+        return _DONE
+    task = h.caller()
+    if task is None:
+        return _DONE
+    if task.is_coro:
+        return _Request(label, None)
+    where, precise = h.site()
+    # A checkpoint in traced code touches nothing itself: what follows has switch points.
+    h.switch_point(task, label, where, None if precise else ANY_WRITE)
+    return _DONE

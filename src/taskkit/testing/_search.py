@@ -1,0 +1,490 @@
+"""Where decisions come from: Hypothesis, systematic search, or a recorded schedule.
+
+* ``interleavings()`` draws a *sparse* schedule, a few "at step k, switch to another task"
+  entries; every other step keeps the current task running.  Hypothesis shrinks such a list
+  by deleting entries and lowering steps, so a failure ends as the fewest forced switches.
+* ``explore()`` is a stateless depth-first search with dynamic partial-order reduction
+  (Flanagan and Godefroid, POPL 2005): it runs the program again and again, and only tries
+  another order at a step where two tasks' operations conflict.  With no preemption bound it
+  covers every distinct interleaving of the switch points (``report.complete``).
+* ``replay()`` follows a schedule string exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._report import add_note, describe, format_schedule, parse_schedule
+from ._runtime import Run, Task
+from ._tracing import FootprintT, conflicts
+
+__all__ = [
+    "Counterexample",
+    "Report",
+    "Scheduler",
+    "explore",
+    "interleavings",
+    "replay",
+]
+
+
+class _Lazy:
+    """Formats a run only if Hypothesis prints it (for the final, failing example)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def __repr__(self) -> str:
+        return describe(self.run)
+
+
+class _Sparse:
+    """A strategy that follows a few forced switches and otherwise keeps the current task.
+
+    With ``by_offset`` (drawn by Hypothesis) entries count *candidate* steps only, the
+    decisions where some other task could run instead (a step with one runnable task is no
+    choice), and name the n-th other task in round-robin order.  Without ``by_offset``
+    (``replay``) entries are absolute steps and task numbers.
+    """
+
+    def __init__(self, entries: dict[int, int], *, by_offset: bool, strict: bool) -> None:
+        self.entries = entries
+        self.by_offset = by_offset
+        self.strict = strict
+        self.candidates = 0
+
+    def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
+        if self.by_offset:
+            return self._choose_candidate(run, current, enabled, default)
+        entry = self.entries.get(len(run.steps))
+        if entry is None:
+            return default
+        for task in enabled:
+            if task.index == entry:
+                return task
+        if self.strict:
+            names = ", ".join(t.name for t in enabled)
+            raise ValueError(
+                f"the schedule does not fit this program: at step {len(run.steps)} it switches "
+                f"to T{entry}, but only {names} can run there"
+            )
+        return default
+
+    def _choose_candidate(
+        self, run: Run, current: Task | None, enabled: list[Task], default: Task
+    ) -> Task:
+        others = [t for t in enabled if t is not default]
+        if not others:
+            return default
+        if default is current and current.footprint is None:
+            return default  # a checkpoint in traced code: the next operation decides
+        entry = self.entries.get(self.candidates)
+        self.candidates += 1
+        if entry is None:
+            return default
+        start = default.index
+        n = len(run.tasks)
+        others.sort(key=lambda t: (t.index - start) % n)
+        return others[entry % len(others)]
+
+
+class Scheduler:
+    """Runs tasks under one schedule: what ``interleavings()`` draws and ``replay()`` returns."""
+
+    def __init__(
+        self,
+        entries: dict[int, int],
+        *,
+        by_offset: bool,
+        in_hypothesis: bool,
+        watchdog: float = 2.0,
+    ) -> None:
+        self._entries = entries
+        self._by_offset = by_offset
+        self._in_hypothesis = in_hypothesis
+        self._watchdog = watchdog
+        self.last_run: Run | None = None
+
+    @property
+    def schedule(self) -> str:
+        """The schedule string of the last run (what ``replay`` accepts)."""
+        return "" if self.last_run is None else format_schedule(self.last_run)
+
+    def run(self, tasks: Sequence[Callable[..., Any]], args: Sequence[object] = ()) -> None:
+        """Run each callable in ``tasks`` as its own task with ``*args``; return when all end.
+
+        Plain functions run on controlled threads, ``async def`` functions on the controlled
+        coroutine scheduler.  A task's exception (or ``Deadlock``) is raised here.
+        """
+        strict = not self._by_offset
+        run = Run(
+            tasks,
+            args,
+            _Sparse(self._entries, by_offset=self._by_offset, strict=strict),
+            watchdog=self._watchdog,
+        )
+        failure = run.execute()
+        self.last_run = run
+        if self._in_hypothesis:
+            from hypothesis import note
+
+            note(_Lazy(run))
+        if failure is not None:
+            if not self._in_hypothesis:
+                add_note(failure, describe(run))
+            raise failure
+
+    def __repr__(self) -> str:
+        if self.last_run is None:
+            return "interleavings(...)"
+        return f"replay({self.schedule!r})"
+
+
+def interleavings(max_preemptions: int = 3, *, watchdog: float = 2.0) -> Any:
+    """Return a Hypothesis strategy of ``Scheduler`` objects: ``s.run(tasks, args)``.
+
+    Each example forces at most ``max_preemptions`` switches.  A failing example shrinks to
+    the fewest forced switches and prints its interleaving; the example database replays it.
+
+    Args:
+        max_preemptions: the most forced switches per run (bugs are shallow: 2 or 3 is enough
+            for nearly all).
+        watchdog: seconds a task may spend outside switch points before it is reported as
+            blocked in a call the scheduler does not control.
+    """
+    from hypothesis import strategies as st
+
+    if max_preemptions < 0:
+        raise ValueError("max_preemptions must be >= 0")
+
+    @st.composite
+    def schedules(draw: Any) -> Scheduler:
+        # The program's length is unknown when the schedule is drawn.  Entries are gaps
+        # between forced switches, drawn within a scale drawn first (weighted toward the
+        # short harnesses race tests use), so short programs get dense schedules and long
+        # ones spread-out schedules; either shrinks toward early, few switches.
+        scale = draw(st.sampled_from(_SCALES))
+        size = draw(st.integers(min(1, max_preemptions), max_preemptions))
+        gaps = draw(
+            st.lists(
+                st.tuples(st.integers(0, 2**scale - 1), st.integers(0, 3)),
+                min_size=size,
+                max_size=size,
+            )
+        )
+        entries: dict[int, int] = {}
+        step = -1
+        for gap, offset in gaps:
+            step += gap + 1
+            entries[step] = offset
+        return Scheduler(entries, by_offset=True, in_hypothesis=True, watchdog=watchdog)
+
+    return schedules()
+
+
+_SCALES = (2, 3, 1, 2, 3, 4, 2, 3, 5, 6, 8, 10, 12)
+
+# -- explore ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    enabled: tuple[int, ...]
+    current: int | None
+    current_enabled: bool
+    preemptions: int  # before this decision
+    chosen: int
+    backtrack: set[int]
+    done: set[int]
+
+
+@dataclass
+class _Done:
+    task: int
+    footprint: FootprintT
+    clock: dict[int, int]
+
+
+class _Dpor:
+    """Stateless DFS with dynamic partial-order reduction and an optional preemption bound."""
+
+    def __init__(self, bound: int | None) -> None:
+        self.bound = bound
+        self.nodes: list[_Node] = []
+        self.pruned = False
+        self.trace: list[_Done] = []
+        self.clocks: dict[int, dict[int, int]] = {}
+
+    def begin(self) -> None:
+        self.trace = []
+        self.clocks = {}
+
+    def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
+        depth = len(run.steps)
+        if depth < len(self.nodes):
+            node = self.nodes[depth]
+            by_index = {t.index: t for t in enabled}
+            if tuple(by_index) != node.enabled:
+                raise RuntimeError(
+                    "the program did not repeat itself: the same decisions led to different "
+                    "runnable tasks (does it depend on time, randomness or outside state?)"
+                )
+            task = by_index[node.chosen]
+        else:
+            self._add_backtracking(run, depth)
+            cur_enabled = current is not None and current in enabled
+            before = self.nodes[-1] if self.nodes else None
+            preemptions = 0
+            if before is not None:
+                preemptions = before.preemptions + int(
+                    before.current_enabled and before.chosen != before.current
+                )
+            node = _Node(
+                enabled=tuple(t.index for t in enabled),
+                current=current.index if current is not None else None,
+                current_enabled=cur_enabled,
+                preemptions=preemptions,
+                chosen=default.index,
+                backtrack={default.index},
+                done={default.index},
+            )
+            self.nodes.append(node)
+            task = default
+        self._record(task.index, task.footprint, depth)
+        return task
+
+    def _record(self, index: int, fp: FootprintT, depth: int) -> None:
+        clock = dict(self.clocks.get(index, {}))
+        for earlier in self.trace:
+            if earlier.task != index and conflicts(earlier.footprint, fp):
+                for k, v in earlier.clock.items():
+                    if clock.get(k, -1) < v:
+                        clock[k] = v
+        clock[index] = depth
+        self.clocks[index] = clock
+        self.trace.append(_Done(index, fp, clock))
+
+    def _add_backtracking(self, run: Run, depth: int) -> None:
+        """For each task's next operation, find the last conflicting step it may race with."""
+        for task in run.tasks:
+            if task.state == 2:  # done
+                continue
+            fp = task.footprint
+            if fp is None:
+                continue
+            mine = self.clocks.get(task.index, {})
+            for i in range(depth - 1, -1, -1):
+                step = self.trace[i]
+                if step.task == task.index or not conflicts(step.footprint, fp):
+                    continue
+                if mine.get(step.task, -1) >= i:
+                    continue  # step i happens before this task's next step: no race
+                node = self.nodes[i]
+                if task.index in node.enabled:
+                    node.backtrack.add(task.index)
+                else:
+                    node.backtrack.update(node.enabled)
+                break
+
+    def advance(self) -> bool:
+        """Move to the next unexplored branch; False when the search is over."""
+        while self.nodes:
+            node = self.nodes[-1]
+            for choice in sorted(node.backtrack - node.done):
+                node.done.add(choice)
+                cost = node.preemptions + int(node.current_enabled and choice != node.current)
+                if self.bound is not None and cost > self.bound:
+                    self.pruned = True
+                    continue
+                node.chosen = choice
+                return True
+            self.nodes.pop()
+        return False
+
+
+@dataclass
+class Counterexample:
+    """A failing interleaving found by ``explore``; ``replay(cx)`` runs it again."""
+
+    tasks: tuple[Callable[..., Any], ...]
+    setup: Callable[[], Any] | None
+    invariant: Callable[[Any], object] | None
+    schedule: str
+    error: BaseException
+    table: str
+    preemptions: int
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}\n{self.table}"
+
+
+@dataclass
+class Report:
+    """What ``explore`` found.
+
+    Attributes:
+        ok: no execution failed.
+        complete: every distinct interleaving was checked (no bound or limit cut the search).
+        executions: how many runs the search made.
+        counterexample: the first failure, minimized, when not ok.
+    """
+
+    ok: bool
+    complete: bool
+    executions: int
+    counterexample: Counterexample | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.ok:
+            scope = "every interleaving" if self.complete else "a bounded search"
+            return f"ok: {scope} checked ({self.executions} executions)"
+        assert self.counterexample is not None
+        return f"failed after {self.executions} executions:\n{self.counterexample}"
+
+
+class _InvariantFailed(AssertionError):
+    pass
+
+
+def _execute(
+    tasks: Sequence[Callable[..., Any]],
+    setup: Callable[[], Any] | None,
+    invariant: Callable[[Any], object] | None,
+    strategy: Any,
+    watchdog: float,
+) -> tuple[Run, BaseException | None]:
+    state = setup() if setup is not None else None
+    args = (state,) if setup is not None else ()
+    run = Run(tasks, args, strategy, watchdog=watchdog)
+    failure = run.execute()
+    if failure is None and invariant is not None:
+        try:
+            if not invariant(state):
+                failure = _InvariantFailed(f"invariant does not hold after the run: {state!r}")
+        except Exception as error:
+            failure = error
+    return run, failure
+
+
+def _same_failure(a: BaseException | None, b: BaseException) -> bool:
+    return a is not None and type(a) is type(b)
+
+
+def explore(
+    tasks: Sequence[Callable[..., Any]],
+    *,
+    setup: Callable[[], Any] | None = None,
+    invariant: Callable[[Any], object] | None = None,
+    max_preemptions: int | None = None,
+    max_executions: int = 100_000,
+    watchdog: float = 2.0,
+) -> Report:
+    """Run ``tasks`` under every interleaving that can matter (up to the bounds) and report.
+
+    Each execution calls ``setup()`` for a fresh state, passes it to every task, and checks
+    ``invariant(state)`` when all tasks have finished.  A task's exception, a deadlock or a
+    false invariant ends the search with a not-ok report whose ``counterexample`` is
+    minimized to the fewest forced switches; ``explore`` itself does not raise for them.
+
+    Args:
+        tasks: the callables to run concurrently, each as its own task.
+        setup: makes the shared state for one execution (each task gets it as its argument).
+        invariant: a predicate on the state after each execution (or asserts inside).
+        max_preemptions: the most preemptions per execution; ``None`` checks everything.
+        max_executions: stop (incomplete) after this many executions.
+        watchdog: seconds before a task stuck outside the scheduler's control is reported.
+
+    Returns:
+        A ``Report``; ``report.ok and report.complete`` proves the property for this harness.
+    """
+    tasks = tuple(tasks)
+    search = _Dpor(max_preemptions)
+    executions = 0
+    timeouts = False
+    while True:
+        search.begin()
+        run, failure = _execute(tasks, setup, invariant, search, watchdog)
+        executions += 1
+        timeouts = timeouts or run.used_timeouts
+        if failure is not None:
+            cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
+            return Report(False, False, executions, cx)
+        if not search.advance():
+            notes = []
+            if timeouts:
+                notes.append("timed waits expired in some executions: not a complete search")
+            complete = not search.pruned and not timeouts
+            return Report(True, complete, executions, None, notes)
+        if executions >= max_executions:
+            return Report(True, False, executions, None, ["stopped at max_executions"])
+
+
+def _minimize(
+    tasks: tuple[Callable[..., Any], ...],
+    setup: Callable[[], Any] | None,
+    invariant: Callable[[Any], object] | None,
+    run: Run,
+    failure: BaseException,
+    watchdog: float,
+) -> Counterexample:
+    """Drop forced switches one at a time while the same kind of failure still happens."""
+    best_run, best_failure = run, failure
+    entries = [(step, nxt) for step, _, nxt in run.deviations]
+    improved = True
+    while improved and entries:
+        improved = False
+        for i in range(len(entries)):
+            trial = dict(entries[:i] + entries[i + 1 :])
+            trial_run, trial_failure = _execute(
+                tasks, setup, invariant, _Sparse(trial, by_offset=False, strict=False), watchdog
+            )
+            if _same_failure(trial_failure, failure) and (
+                trial_run.preemptions <= best_run.preemptions
+            ):
+                assert trial_failure is not None
+                best_run, best_failure = trial_run, trial_failure
+                entries = [(step, nxt) for step, _, nxt in trial_run.deviations]
+                improved = True
+                break
+    return Counterexample(
+        tasks=tasks,
+        setup=setup,
+        invariant=invariant,
+        schedule=format_schedule(best_run),
+        error=best_failure,
+        table=describe(best_run),
+        preemptions=best_run.preemptions,
+    )
+
+
+def replay(target: Counterexample | str, *, watchdog: float = 2.0) -> Scheduler | None:
+    """Run a recorded interleaving again.
+
+    ``replay(report.counterexample)`` reruns the failing execution on a fresh ``setup()``
+    state and raises its failure (the same way every time); it returns None if the program
+    no longer fails.  ``replay("T0@1>T1")`` returns a ``Scheduler`` whose ``run(tasks, args)``
+    follows that schedule.
+
+    Raises:
+        BaseException: the counterexample's failure, reproduced.
+        ValueError: a malformed schedule string.
+    """
+    if isinstance(target, str):
+        return Scheduler(
+            parse_schedule(target), by_offset=False, in_hypothesis=False, watchdog=watchdog
+        )
+    entries = parse_schedule(target.schedule)
+    run, failure = _execute(
+        target.tasks,
+        target.setup,
+        target.invariant,
+        _Sparse(entries, by_offset=False, strict=True),
+        watchdog,
+    )
+    if failure is not None:
+        add_note(failure, describe(run))
+        raise failure
+    return None

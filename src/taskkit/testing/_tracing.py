@@ -1,0 +1,287 @@
+"""Which code is traced, and which of its bytecodes are switch points.
+
+A controlled thread runs with two per-thread hooks:
+
+* ``sys.settrace`` with opcode events, enabled only in frames of *traced* code (not the
+  standard library, not site-packages, not taskkit's own modules).  Before a bytecode that
+  reads or writes shared state (globals, attributes, subscripts, closure cells, iteration and
+  ``in`` tests) the tracer asks the scheduler whether another task should run first.
+* ``sys.setprofile``: a call from traced code into a C function (``items.pop()``) or into
+  untraced Python (``q.put(x)`` in the standard library) is a switch point too, because the
+  callee may touch shared state where no tracer sees it.  Calls into taskkit itself are not:
+  taskkit's primitives report their own switch points through ``taskkit._control``.
+
+Each switch point carries a *footprint*, ``(key, is_write)``, that the systematic search uses
+to decide which reorderings can matter.  ``key`` is ``"*"`` when the access is unknown, which
+conflicts with everything; over-approximating is always sound, only slower.
+"""
+
+from __future__ import annotations
+
+import dis
+import os
+import sysconfig
+import types
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "ANY_READ",
+    "call_sites",
+    "ANY_WRITE",
+    "SELF",
+    "TRACED",
+    "UNTRACED",
+    "Footprint",
+    "always_trace",
+    "classify",
+    "conflicts",
+    "visible_ops",
+]
+
+Footprint = "tuple[object, bool] | None"
+FootprintT = tuple[object, bool] | None
+ANY_WRITE: FootprintT = ("*", True)
+ANY_READ: FootprintT = ("*", False)
+
+
+def conflicts(a: FootprintT, b: FootprintT) -> bool:
+    """Return True if two steps with these footprints may not commute."""
+    if a is None or b is None:
+        return False
+    (ka, wa), (kb, wb) = a, b
+    if not (wa or wb):
+        return False
+    return ka == kb or ka == "*" or kb == "*"
+
+
+UNTRACED, TRACED, SELF = 0, 1, 2
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_UNTRACED_DIRS = tuple(
+    sorted(
+        {
+            os.path.abspath(path) + os.sep
+            for name in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(name))
+        }
+    )
+)
+_ALWAYS: set[str] = set()
+_classes: dict[str, int] = {}
+
+
+def always_trace(filename: str) -> None:
+    """Trace ``filename`` even though it lives in an untraced place (taskkit's own tour)."""
+    _ALWAYS.add(os.path.abspath(filename))
+    _classes.clear()
+
+
+def classify(filename: str) -> int:
+    """Return TRACED, UNTRACED or SELF (taskkit internals, which report their own switches)."""
+    kind = _classes.get(filename)
+    if kind is not None:
+        return kind
+    if filename.startswith("<"):
+        kind = UNTRACED if filename.startswith("<frozen") else TRACED
+    else:
+        path = os.path.abspath(filename)
+        if path in _ALWAYS:
+            kind = TRACED
+        elif path.startswith(_PACKAGE_DIR):
+            kind = SELF
+        elif path.startswith(_UNTRACED_DIRS):
+            kind = UNTRACED
+        else:
+            kind = TRACED
+    _classes[filename] = kind
+    return kind
+
+
+# Kinds of visible bytecodes.
+LOAD_GLOBAL, STORE_GLOBAL, LOAD_ATTR, STORE_ATTR = 0, 1, 2, 3
+READ_ITEM, WRITE_ITEM, LOAD_CELL, STORE_CELL, ITERATE, CALL_TYPE = 4, 5, 6, 7, 8, 9
+
+_OPS = {
+    "LOAD_GLOBAL": LOAD_GLOBAL,
+    "STORE_GLOBAL": STORE_GLOBAL,
+    "DELETE_GLOBAL": STORE_GLOBAL,
+    "LOAD_ATTR": LOAD_ATTR,
+    "STORE_ATTR": STORE_ATTR,
+    "DELETE_ATTR": STORE_ATTR,
+    "BINARY_SUBSCR": READ_ITEM,
+    "STORE_SUBSCR": WRITE_ITEM,
+    "DELETE_SUBSCR": WRITE_ITEM,
+    "CONTAINS_OP": READ_ITEM,
+    "LOAD_DEREF": LOAD_CELL,
+    "LOAD_CLASSDEREF": LOAD_CELL,
+    "STORE_DEREF": STORE_CELL,
+    "FOR_ITER": ITERATE,
+}
+_TEXT = {
+    LOAD_GLOBAL: "read {}",
+    STORE_GLOBAL: "write {}",
+    LOAD_ATTR: "read .{}",
+    STORE_ATTR: "write .{}",
+    READ_ITEM: "read item",
+    WRITE_ITEM: "write item",
+    LOAD_CELL: "read {}",
+    STORE_CELL: "write {}",
+    ITERATE: "next item",
+    CALL_TYPE: "call {}()",
+}
+
+# entry: (kind, name, text, guard): guard is the global name whose value is the object of a
+# LOAD_ATTR (module attributes are not shared state) or the callee of a CALL.
+Entry = tuple[int, str, str, "str | None"]
+_tables: OrderedDict[types.CodeType, dict[int, Entry]] = OrderedDict()
+
+
+def visible_ops(code: types.CodeType) -> dict[int, Entry]:
+    """Return the switch-point bytecodes of ``code``, by offset (cached)."""
+    table = _tables.get(code)
+    if table is not None:
+        return table
+    table = {}
+    previous: dis.Instruction | None = None
+    pending_type: str | None = None  # a global loaded as a callee ("NULL + list")
+    for ins in dis.get_instructions(code):
+        kind = _OPS.get(ins.opname)
+        name = ins.argval if isinstance(ins.argval, str) else ""
+        if kind is not None:
+            guard = None
+            if kind == LOAD_ATTR and previous is not None and previous.opname == "LOAD_GLOBAL":
+                guard = str(previous.argval)
+            if kind == LOAD_GLOBAL and ins.argrepr.startswith("NULL"):
+                # the callee of a call: the call itself is the switch point if it matters
+                pending_type = name
+            else:
+                table[ins.offset] = (kind, name, _TEXT[kind].format(name), guard)
+        elif ins.opname in _CALL_OPS and pending_type is not None:
+            # list(d), dict(d), sorted(d) ... read their argument inside C code that the
+            # profiler does not report for types, so the call is a switch point when the
+            # callee turns out to be a builtin type (checked when it runs).
+            table[ins.offset] = (
+                CALL_TYPE,
+                pending_type,
+                _TEXT[CALL_TYPE].format(pending_type),
+                None,
+            )
+            pending_type = None
+        previous = ins
+    _tables[code] = table
+    if len(_tables) > 4096:
+        _tables.popitem(last=False)
+    return table
+
+
+_calls: dict[types.CodeType, frozenset[int]] = {}
+_CALL_OPS = frozenset(
+    {
+        "CALL",
+        "PRECALL",
+        "CALL_FUNCTION",
+        "CALL_FUNCTION_KW",
+        "CALL_FUNCTION_EX",
+        "CALL_METHOD",
+        "CALL_KW",
+    }
+)
+
+
+def call_sites(code: types.CodeType) -> frozenset[int]:
+    """Return the offsets of the explicit call instructions of ``code`` (cached)."""
+    sites = _calls.get(code)
+    if sites is None:
+        sites = frozenset(
+            ins.offset for ins in dis.get_instructions(code) if ins.opname in _CALL_OPS
+        )
+        if len(_calls) > 4096:
+            _calls.clear()
+        _calls[code] = sites
+    return sites
+
+
+DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range})
+CONTAINERS = frozenset({list, dict, set, deque, bytearray, OrderedDict})
+READ_METHODS = frozenset(
+    {
+        "get",
+        "keys",
+        "values",
+        "items",
+        "copy",
+        "count",
+        "index",
+        "__contains__",
+        "__len__",
+        "__getitem__",
+        "__iter__",
+        "issubset",
+        "issuperset",
+        "isdisjoint",
+        "union",
+        "intersection",
+        "difference",
+        "symmetric_difference",
+    }
+)
+PURE_BUILTINS = frozenset(
+    {
+        "isinstance",
+        "issubclass",
+        "id",
+        "callable",
+        "print",
+        "repr",
+        "format",
+        "abs",
+        "round",
+        "divmod",
+        "pow",
+        "chr",
+        "ord",
+        "hex",
+        "oct",
+        "bin",
+        "hash",
+        "locals",
+        "globals",
+        "iter",
+    }
+)
+
+
+def c_call_footprint(fn: Any) -> FootprintT | bool:
+    """Return the footprint of calling C function ``fn``, or False if it is no switch point."""
+    owner = getattr(fn, "__self__", None)
+    cls = type(owner)
+    if cls in DATA_TYPES:
+        return False  # "x".join(...), (1, 2).count(...): immutable receivers
+    if cls is types.ModuleType:
+        name = getattr(fn, "__name__", "")
+        if getattr(owner, "__name__", "") == "builtins":
+            if name in PURE_BUILTINS:
+                return False
+            if name in ("setattr", "delattr", "exec", "eval", "next", "__import__"):
+                return ANY_WRITE
+            return ANY_READ  # len, sorted, sum, min, getattr ... read their arguments
+        return ANY_WRITE
+    if cls in CONTAINERS:
+        return (("item",), getattr(fn, "__name__", "") not in READ_METHODS)
+    return ANY_WRITE
+
+
+def call_type_footprint(value: object) -> FootprintT | bool:
+    """Footprint of calling ``value`` found by name: only builtin types need a switch point."""
+    if isinstance(value, type) and value.__module__ == "builtins" and value not in DATA_TYPES:
+        return ANY_READ
+    if isinstance(value, type) and value in (tuple, frozenset):
+        return ANY_READ
+    return False
+
+
+def describe_callable(fn: Callable[..., object] | Any) -> str:
+    """Return a short name for a called function, such as ``list.pop``."""
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
