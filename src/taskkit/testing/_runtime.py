@@ -38,7 +38,9 @@ from . import _patches
 from ._tracing import (
     ANY_WRITE,
     CALL_TYPE,
+    CONTAINERS,
     DATA_TYPES,
+    ITEMS,
     ITERATE,
     LOAD_ATTR,
     LOAD_CELL,
@@ -49,6 +51,8 @@ from ._tracing import (
     STORE_CELL,
     STORE_GLOBAL,
     TRACED,
+    TRUTH_GLOBAL,
+    TRUTH_LOCAL,
     UNTRACED,
     WRITE_ITEM,
     FootprintT,
@@ -232,13 +236,18 @@ class _Tracer:
         elif kind == STORE_ATTR:
             fp = (("a", name), True)
         elif kind in (READ_ITEM, ITERATE):
-            fp = (("item",), False)
+            fp = (ITEMS, False)
         elif kind == WRITE_ITEM:
-            fp = (("item",), True)
+            fp = (ITEMS, True)
         elif kind == LOAD_CELL:
             fp = (("c", name), False)
         elif kind == STORE_CELL:
             fp = (("c", name), True)
+        elif kind in (TRUTH_LOCAL, TRUTH_GLOBAL):
+            scope = frame.f_locals if kind == TRUTH_LOCAL else frame.f_globals
+            if type(scope.get(name)) not in CONTAINERS:
+                return
+            fp = (ITEMS, False)
         elif kind == CALL_TYPE:
             value = frame.f_globals.get(name, _MISSING)
             if value is _MISSING:

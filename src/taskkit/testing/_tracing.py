@@ -53,7 +53,15 @@ def conflicts(a: FootprintT, b: FootprintT) -> bool:
     (ka, wa), (kb, wb) = a, b
     if not (wa or wb):
         return False
-    return ka == kb or ka == "*" or kb == "*"
+    if ka == kb or ka == "*" or kb == "*":
+        return True
+    # A container changed in place (items.pop()) may be read through any reference that was
+    # loaded from an attribute, a global or a cell: `if self.items:` reads it with no
+    # bytecode of its own.  So a write to items conflicts with every read.
+    return (ka == ITEMS and wa and not wb) or (kb == ITEMS and wb and not wa)
+
+
+ITEMS = ("item",)
 
 
 UNTRACED, TRACED, SELF = 0, 1, 2
@@ -102,6 +110,7 @@ def classify(filename: str) -> int:
 # Kinds of visible bytecodes.
 LOAD_GLOBAL, STORE_GLOBAL, LOAD_ATTR, STORE_ATTR = 0, 1, 2, 3
 READ_ITEM, WRITE_ITEM, LOAD_CELL, STORE_CELL, ITERATE, CALL_TYPE = 4, 5, 6, 7, 8, 9
+TRUTH_LOCAL, TRUTH_GLOBAL = 10, 11
 
 _OPS = {
     "LOAD_GLOBAL": LOAD_GLOBAL,
@@ -130,7 +139,22 @@ _TEXT = {
     STORE_CELL: "write {}",
     ITERATE: "next item",
     CALL_TYPE: "call {}()",
+    TRUTH_LOCAL: "test {}",
+    TRUTH_GLOBAL: "test {}",
 }
+_JUMPS = frozenset(
+    {
+        "POP_JUMP_FORWARD_IF_FALSE",
+        "POP_JUMP_FORWARD_IF_TRUE",
+        "POP_JUMP_BACKWARD_IF_FALSE",
+        "POP_JUMP_BACKWARD_IF_TRUE",
+        "POP_JUMP_IF_FALSE",
+        "POP_JUMP_IF_TRUE",
+        "JUMP_IF_FALSE_OR_POP",
+        "JUMP_IF_TRUE_OR_POP",
+        "UNARY_NOT",
+    }
+)
 
 # entry: (kind, name, text, guard): guard is the global name whose value is the object of a
 # LOAD_ATTR (module attributes are not shared state) or the callee of a CALL.
@@ -158,6 +182,20 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
                 pending_type = name
             else:
                 table[ins.offset] = (kind, name, _TEXT[kind].format(name), guard)
+        elif (
+            ins.opname in _JUMPS
+            and previous is not None
+            and previous.opname
+            in (
+                "LOAD_FAST",
+                "LOAD_GLOBAL",
+            )
+        ):
+            # `if items:` / `while queue:` reads a container's length with no bytecode of its
+            # own; a switch point when the variable holds a container (checked when it runs)
+            truth = TRUTH_LOCAL if previous.opname == "LOAD_FAST" else TRUTH_GLOBAL
+            var = str(previous.argval)
+            table[ins.offset] = (truth, var, _TEXT[truth].format(var), None)
         elif ins.opname in _CALL_OPS and pending_type is not None:
             # list(d), dict(d), sorted(d) ... read their argument inside C code that the
             # profiler does not report for types, so the call is a switch point when the
@@ -269,7 +307,7 @@ def c_call_footprint(fn: Any) -> FootprintT | bool:
             return ANY_READ  # len, sorted, sum, min, getattr ... read their arguments
         return ANY_WRITE
     if cls in CONTAINERS:
-        return (("item",), getattr(fn, "__name__", "") not in READ_METHODS)
+        return (ITEMS, getattr(fn, "__name__", "") not in READ_METHODS)
     return ANY_WRITE
 
 
