@@ -24,11 +24,12 @@ import collections
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, final
 
 from .._calls import ChunkResult, call, run_chunk
 from .._executor import Executor, _Task, is_async_callable
+from .._future import Future, _await_hooks, set_await_hook
 from .._timer import Deadline
 
 __all__ = ["AsyncioExecutor"]
@@ -107,6 +108,8 @@ class AsyncioExecutor(Executor):
         self._thread: threading.Thread | None = None
         if loop is not None:
             self._loop = loop
+            if asyncio._get_running_loop() is loop and getattr(_await_hooks, "hook", None) is None:
+                set_await_hook(await_on_loop)  # this thread runs the loop: await futures fast
         else:
             self._loop = _new_loop(uvloop)
             self._thread = threading.Thread(
@@ -125,6 +128,7 @@ class AsyncioExecutor(Executor):
     def _run_loop(self) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
+        set_await_hook(await_on_loop)
         try:
             loop.run_forever()
             # Then clean up as asyncio.run() does.
@@ -281,6 +285,39 @@ class AsyncioExecutor(Executor):
     def _stop_if_idle(self) -> None:
         if not self._running_submitted and not self._admitting and not self._incoming:
             self._loop.stop()
+
+
+def await_on_loop(future: Future[Any]) -> Generator[Any, None, Any]:
+    """How a thread running an asyncio loop awaits a taskkit Future (its await hook).
+
+    The same as ``await asyncio.wrap_future(future)``, which the Future falls back to
+    elsewhere, but without a wake-up through the loop's self-pipe when the future is
+    already done, or is finished by this same thread -- the common case for the tasks
+    of this backend, where that wake-up would cost more than the task itself.
+    """
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def wake(_: object) -> None:
+            if asyncio._get_running_loop() is loop:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                loop.call_soon_threadsafe(_wake_waiter, waiter)
+
+        future.add_done_callback(wake)
+        try:
+            yield from waiter.__await__()
+        except asyncio.CancelledError:
+            future.cancel()  # as wrap_future does: cancelling the awaiter cancels the task
+            raise
+    return future.result()
+
+
+def _wake_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
