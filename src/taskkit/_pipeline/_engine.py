@@ -18,8 +18,9 @@ event loop for ``arun``/``alines``.  O_NONBLOCK belongs to an open file descript
 each pipe end is its own description, so the children's ends stay blocking.
 
 All stages share one process group led by stage 0, so one ``killpg`` reaches the
-stages and whatever they started.  Stage 0 is reaped last: while it is unreaped the
-group id cannot be reused, so the final ``killpg`` cannot hit an unrelated group.
+stages and whatever they started.  No stage is reaped before ``close()``, and stage 0
+last: while it is unreaped the group id cannot be reused, so a ``killpg`` cannot hit
+an unrelated group.  (Without pidfds, before Linux 5.3, exits are polled by reaping.)
 """
 
 from __future__ import annotations

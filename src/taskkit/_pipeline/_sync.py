@@ -112,7 +112,7 @@ class Lines(Iterator[str]):
         self._stages, self._options, self._check = tuple(stages), options, check
         self._splitter = LineSplitter(options.encoding, options.errors)
         self._engine = Engine(self._stages, options, self._splitter.feed)
-        self._reactor = _SelectorReactor()
+        self._reactor: _SelectorReactor | None = None
         self._deadline: float | None = None
         self._state = "new"  # -> "running" -> "ended"
         self.result: Completed[str] | None = None
@@ -125,15 +125,16 @@ class Lines(Iterator[str]):
     def __enter__(self) -> Lines:
         if self._state != "new":
             raise RuntimeError("a Lines object can be entered only once; call lines() again")
+        self._reactor = reactor = _SelectorReactor()
         try:
-            self._engine.start(self._reactor)
+            self._engine.start(reactor)
         except BaseException:
             self._state = "ended"
             try:
-                _terminate(self._engine, self._reactor)
+                _terminate(self._engine, reactor)
             finally:
                 self._engine.close()
-                self._reactor.close()
+                reactor.close()
             raise
         self._deadline = _deadline(self._options)
         self._state = "running"
@@ -153,6 +154,7 @@ class Lines(Iterator[str]):
     def __next__(self) -> str:
         if self._state == "new":
             raise RuntimeError("use the lines inside `with pipeline.lines() as lines:`")
+        assert self._reactor is not None
         while not self._splitter:
             if self._state == "ended":
                 raise StopIteration
@@ -163,6 +165,7 @@ class Lines(Iterator[str]):
         return self._splitter.pop()
 
     def _end(self, *, timed_out: bool) -> None:
+        assert self._reactor is not None
         self._state = "ended"
         try:
             if timed_out:
@@ -179,6 +182,7 @@ class Lines(Iterator[str]):
         """Kill and reap every stage unless the pipeline has already ended; raise nothing."""
         if self._state != "running":
             return
+        assert self._reactor is not None
         self._state = "ended"
         try:
             if not self._engine.done:
