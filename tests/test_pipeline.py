@@ -134,7 +134,7 @@ def test_tour_pipeline_ls_wc(tmp_path: Path) -> None:
         (tmp_path / name).write_text(name)
     done = (cmd("ls", "-l", cwd=tmp_path) | cmd("wc", "-l")).run(timeout=10)
     assert done.stdout.lstrip() == b"4\n"  # "total" line plus three files
-    assert done.returncodes == (0, 0)
+    assert done.returncodes == [0, 0]
     assert done.failed is None
 
 
@@ -218,7 +218,7 @@ def test_failing_producer_is_reported_although_the_last_stage_succeeds() -> None
     assert err.stage.index == 0
     assert err.returncode == 1
     assert err.cmd == ["false"]
-    assert err.result.returncodes == (1, 0)
+    assert err.result.returncodes == [1, 0]
     assert "stage 0" in str(err)
     assert "'false'" in str(err)
     assert "status 1" in str(err)
@@ -229,7 +229,7 @@ def test_rightmost_failing_stage_wins_as_with_pipefail() -> None:
         (shell("exit 3") | shell("exit 4") | cmd("true")).run()
     assert info.value.stage.index == 1
     assert info.value.returncode == 4
-    assert info.value.result.returncodes == (3, 4, 0)
+    assert info.value.result.returncodes == [3, 4, 0]
 
 
 def test_failure_message_names_signal_and_stderr_tail() -> None:
@@ -250,7 +250,7 @@ def test_failure_message_names_signal_and_stderr_tail() -> None:
 def test_check_false_returns_the_failure() -> None:
     done = (shell("echo out; echo err >&2; exit 2") | cmd("cat")).run(check=False)
     assert done.stdout == b"out\n"
-    assert done.returncodes == (2, 0)
+    assert done.returncodes == [2, 0]
     failed = done.failed
     assert failed is not None
     assert isinstance(failed, StageResult)
@@ -260,7 +260,7 @@ def test_check_false_returns_the_failure() -> None:
 
 def test_ok_codes_accept_other_statuses() -> None:
     done = (cmd("printf", "a\\nb\\n") | cmd("grep", "zzz", ok_codes=(0, 1))).run()
-    assert done.returncodes == (0, 1)
+    assert done.returncodes == [0, 1]
     assert done.failed is None
 
 
@@ -273,7 +273,7 @@ def test_pipeline_failed_and_timeout_pickle() -> None:
         cmd("sleep", "30").run(timeout=0.05)
     again_t = pickle.loads(pickle.dumps(timeout.value))
     assert again_t.result is not None
-    assert again_t.result.returncodes == (-signal.SIGTERM,)
+    assert again_t.result.returncodes == [-signal.SIGTERM]
 
 
 @settings(max_examples=15, deadline=None)
@@ -281,7 +281,7 @@ def test_pipeline_failed_and_timeout_pickle() -> None:
 def test_returncodes_are_pipestatus_and_failed_is_rightmost(codes: list[int]) -> None:
     pipeline = Pipeline(*(shell(f"exit {code}") for code in codes))
     done = pipeline.run(check=False)
-    assert tuple(codes) == done.returncodes
+    assert codes == done.returncodes
     failing = [index for index, code in enumerate(codes) if code]
     assert (failing[-1] if failing else None) == (done.failed.index if done.failed else None)
 
@@ -429,7 +429,7 @@ def test_timeout_kills_the_group_and_carries_the_partial_result() -> None:
     grandchild = int(err.result.stdout.split()[-1])
     assert _ends(grandchild)
     assert err.stdout == err.result.stdout
-    assert err.result.returncodes == (-signal.SIGTERM, -signal.SIGTERM)
+    assert err.result.returncodes == [-signal.SIGTERM, -signal.SIGTERM]
     assert "did not finish within 0.3 s" in str(err)
     assert elapsed < 2.0
 
@@ -439,7 +439,7 @@ def test_sigkill_follows_sigterm_after_the_grace_period() -> None:
     with (cmd("sleep", "30") | shell(stubborn)).lines(kill_grace=0.2) as lines:
         assert next(lines) == "ready"
     assert lines.result is not None
-    assert lines.result.returncodes == (-signal.SIGTERM, -signal.SIGKILL)
+    assert lines.result.returncodes == [-signal.SIGTERM, -signal.SIGKILL]
 
 
 @pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid(1)")
@@ -510,7 +510,7 @@ def test_lines_arrive_while_the_pipeline_runs() -> None:
         proceed.set()
         assert list(lines) == ["second"]
     assert lines.result is not None
-    assert lines.result.returncodes == (0, 0)
+    assert lines.result.returncodes == [0, 0]
 
 
 def test_very_long_lines_arrive_whole() -> None:
@@ -562,7 +562,7 @@ def test_lines_timeout() -> None:
         with pytest.raises(PipelineTimeout):
             next(lines)
     assert lines.result is not None
-    assert lines.result.returncodes == (-signal.SIGTERM,)
+    assert lines.result.returncodes == [-signal.SIGTERM]
 
 
 def test_lines_decoding_and_line_endings() -> None:
@@ -757,7 +757,7 @@ async def test_alines() -> None:
     async with (cmd("seq", "3") | cmd("cat")).alines() as lines:
         assert [line async for line in lines] == ["1", "2", "3"]
     assert lines.result is not None
-    assert lines.result.returncodes == (0, 0)
+    assert lines.result.returncodes == [0, 0]
     child = "import sys; sys.stdout.write('a' * 100000 + '\\n')"
     async with cmd(PY, "-c", child).alines() as lines:
         assert [len(line) async for line in lines] == [100_000]

@@ -102,9 +102,9 @@ class Completed(Generic[AnyStr]):
     stdout: AnyStr
 
     @property
-    def returncodes(self) -> tuple[int, ...]:
+    def returncodes(self) -> list[int]:
         """Every stage's exit status, in order, as bash's ``PIPESTATUS`` lists them."""
-        return tuple(stage.returncode for stage in self.stages)
+        return [stage.returncode for stage in self.stages]
 
     @property
     def failed(self) -> StageResult[AnyStr] | None:
