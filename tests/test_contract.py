@@ -84,7 +84,7 @@ async def _async_sleep(seconds: float) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        await taskkit.sleep(seconds)  # type: ignore[attr-defined]
+        await taskkit.sleep(seconds)
     else:
         await asyncio.sleep(seconds)
 

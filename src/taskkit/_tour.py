@@ -104,7 +104,7 @@ async def _async_task(seconds: float) -> float:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        await taskkit.sleep(seconds)  # type: ignore[attr-defined]  # on the coroutine scheduler
+        await taskkit.sleep(seconds)  # on the coroutine scheduler
     else:
         await asyncio.sleep(seconds)
     return seconds
