@@ -30,6 +30,7 @@ import inspect
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,6 +43,7 @@ from ._errors import ExecutorClosed, TaskTimeout
 from ._future import Future
 
 if TYPE_CHECKING:
+    from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
     from ._timer import Deadline
 
 __all__ = ["Executor", "Statistics", "TaskOptions"]
@@ -172,6 +174,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     _fixed_window: ClassVar[int] = 0
     #: How long one automatically sized map chunk should take, in seconds.
     _chunk_target: ClassVar[float] = 0.002
+    #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
+    _primitive_family: ClassVar[str | None] = None
 
     def __init__(self, *, max_workers: int) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -188,6 +192,9 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         self._n_submitted = self._n_running = self._n_done = self._n_failed = 0
         self._n_cancelled = self._n_retried = self._n_timed_out = 0
         self._live: dict[Future[Any], _Task] = {}
+        # Primitives made by queue(), lock()...: shutdown() closes them and frees their
+        # OS resources.  Weak: one the program dropped is freed by its own finalizer.
+        self._primitives: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ submit
 
@@ -540,6 +547,10 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         if wait and not kill:
             self.join()
         self._shutdown_workers(wait=wait, kill=kill)
+        for primitive in list(self._primitives):
+            # Unlink shared memory and semaphores by name (mappings stay valid); close
+            # queues once no task can use them, so a get() on a drained one cannot hang.
+            primitive._shutdown(close=wait or kill)
 
     def __enter__(self) -> Self:
         return self
@@ -579,6 +590,45 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         for future in futures:
             if not future.done():
                 await asyncio.wait([asyncio.wrap_future(future)])
+
+    # ------------------------------------------------------------ primitives
+
+    def queue(self, maxsize: int = 0) -> Queue[Any]:
+        """Return a FIFO queue this executor's tasks and its caller can share.
+
+        ``q.put(x)`` in one task and ``q.get()`` in another returns ``x``; pass the
+        queue to tasks as an ordinary argument (process tasks too).  ``maxsize > 0``
+        bounds it: ``put`` then waits for room.  See ``docs/primitives.md``.
+        """
+        return self._primitive("queue", maxsize)  # type: ignore[no-any-return]
+
+    def lock(self) -> Lock:
+        """Return a lock this executor's tasks share (``with lock:``, ``async with lock:``).
+
+        A process executor's lock held by a worker that dies is taken over by the
+        next acquirer, whose ``previous_holder_died`` is then True.
+        """
+        return self._primitive("lock")  # type: ignore[no-any-return]
+
+    def event(self) -> Event:
+        """Return an event (a flag tasks wait for) this executor's tasks share."""
+        return self._primitive("event")  # type: ignore[no-any-return]
+
+    def semaphore(self, n: int = 1) -> Semaphore:
+        """Return a semaphore with ``n`` free units this executor's tasks share."""
+        return self._primitive("semaphore", n)  # type: ignore[no-any-return]
+
+    def value(self, initial: Any) -> Value[Any]:
+        """Return a shared value holding ``initial``, with an atomic ``update(fn)``."""
+        return self._primitive("value", initial)  # type: ignore[no-any-return]
+
+    def _primitive(self, kind: str, *args: Any) -> Any:
+        from ._primitives import create, family_of
+
+        family = self._primitive_family or family_of(self.backend)
+        primitive = create(family, kind, *args)
+        self._primitives.add(primitive)
+        return primitive
 
     # ------------------------------------------------------------ statistics
 

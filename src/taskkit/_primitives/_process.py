@@ -1,0 +1,1263 @@
+"""Primitives shared by processes: the process backend's queue, lock, event, semaphore, value.
+
+Design.  Each primitive is a small named shared-memory segment (``/dev/shm/tk…``)
+holding its state, a robust process-shared mutex and one or two futex words (see
+``_shm``).  A handle pickles as its *name*: unpickling in any process (forked,
+spawned or forkserver-started, the parent too) maps the same segment, so a
+primitive passes to tasks as an ordinary argument, nested in anything, and a
+replacement worker simply opens it again.  No operation goes through a server::
+
+    put(x):  pickle x ─► lock mutex ─► copy bytes into the ring ─► commit tail ─► unlock
+                                                     └─► getters asleep? bump word, futex wake
+    get():   lock mutex ─► items? ── yes ─► copy bytes out ─► commit head ─► unlock ─► unpickle
+                              └─ no: note a waiter, read the word, unlock, futex_wait(word)
+
+Queue.  Items live in a ring buffer in a second segment, ``<name>-d<generation>``:
+``[head|tail: u64][capacity: u64][records…]``, each record a u32 length and a pickle.
+Head and tail share one 64-bit word, so every change is committed by one store: a
+process killed anywhere inside ``put``/``get`` leaves either the old state or the
+new one, never a mix, and the next locker (told ``EOWNERDEAD`` by the kernel)
+recounts the ring.  Only the item a killed process had already taken is gone with
+it; items still queued are never lost.  A full ring grows: the putter copies the
+records into generation ``g+1``, twice the size, and commits by storing the new
+generation number; every process remaps when it sees the number change.  An empty
+ring restarts at offset 0, so memory touched stays near the largest backlog.
+
+Lock.  The mutex itself: ``acquire`` is one ``pthread_mutex_trylock``, ``release``
+one unlock, no system call when uncontended.  When a holder dies, the kernel hands
+the mutex to the next acquirer with ``EOWNERDEAD``: it owns the lock, and its
+``previous_holder_died`` is True.  The holder's pid is kept beside the mutex for
+``statistics()``.  A pthread mutex belongs to the *thread* that locked it, so the
+thread that acquires must release.
+
+Event: one futex word (the flag).  Semaphore and Value: a counter or a pickled
+value (two slots, so a write commits by one store) under the mutex.
+
+Async faces cannot sleep on a futex in the event loop's thread: a helper thread
+sleeps on the word (at most ``_ASYNC_SLICE`` seconds at a time) and completes a
+``taskkit.Future`` the coroutine awaits; the coroutine then retries the
+non-blocking operation itself, so a cancelled ``aget`` never takes an item.
+
+Lifetime.  The creating process owns the names.  Its executor's ``shutdown()``
+unlinks them (mappings stay valid, so the parent may drain a queue afterwards);
+a finalizer does the same if the handle is dropped or the program exits; and the
+names are registered with ``multiprocessing``'s resource tracker, which unlinks
+them if the owner itself is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import pickle
+import queue
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
+
+from .. import _control
+from .._errors import QueueClosed, SerializationError
+from .._future import Future
+from . import _shm
+from ._common import (
+    EventStatistics,
+    LockStatistics,
+    QueueStatistics,
+    SemaphoreStatistics,
+    ValueStatistics,
+    check_timeout,
+    remaining,
+)
+
+__all__ = ["Event", "Lock", "Queue", "Semaphore", "Value", "create"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_CTRL_SIZE = 4096
+_WORDS = 64  # byte offset of the int64 fields, after the mutex
+_FUTEX = 256  # byte offset of the u32 futex words
+_META_MUTEX = 320  # byte offset of a second mutex (lock bookkeeping)
+# int64 fields
+_GEN, _COUNT, _CLOSED, _MAXSIZE, _GETTERS, _PUTTERS, _PUTS, _GETS = range(8)
+_TAKEOVERS, _HOLDER, _NBYTES, _VALUE, _INITIAL, _WAITERS, _WRITES = range(8, 15)
+# u32 futex words
+_NOT_EMPTY, _NOT_FULL = 0, 1
+_RING_START = 16
+_INITIAL_RING = 64 * 1024
+_WRAP = 0xFFFFFFFF
+_ASYNC_SLICE = 0.25
+_u32 = struct.Struct("<I")
+_TID_MASK = 0x3FFFFFFF  # a robust mutex's futex word: the holder's thread id, plus flag bits
+
+
+def _dumps(item: object, what: str) -> bytes:
+    try:
+        return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(what, type(item).__name__, str(exc)) from exc
+
+
+# ------------------------------------------------------------------ names and lifetime
+
+_counter = iter(range(1, 1 << 62))
+# Handles already open in this process, by name: unpickling one twice gives one object.
+_open: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
+_open_lock = threading.Lock()
+
+
+def _new_name(kind: str) -> str:
+    return f"/tk{os.getpid()}{kind[0]}{next(_counter)}-{os.urandom(3).hex()}"
+
+
+def _track(name: str) -> None:
+    """Let the resource tracker unlink ``name`` should this (owning) process be killed."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.register(name, "shared_memory")
+
+
+def _untrack(name: str) -> None:
+    from multiprocessing import resource_tracker
+
+    resource_tracker.unregister(name, "shared_memory")
+
+
+def _release_names(owner: int, names: list[str], data_base: str | None, gens: list[int]) -> None:
+    """Unlink every name a primitive owns (run once, in the owning process only)."""
+    if os.getpid() != owner:
+        return  # a forked child inherited the finalizer: the names are not its to free
+    for name in names:
+        _shm.unlink(name)
+        _untrack(name)
+    if data_base is not None:
+        # Every generation up to one past the last seen: a putter may have been killed
+        # while growing the ring, after creating the next one and before committing it.
+        for gen in range(gens[0] + 2):
+            _shm.unlink(f"{data_base}-d{gen}")
+        for gen in gens[1:]:
+            _untrack(f"{data_base}-d{gen}")
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def _helpers() -> ThreadPoolExecutor:
+    """Threads that sleep on futex words for coroutines (one pool per process)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+async def _sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
+    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
+    left = remaining(deadline)
+    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
+    done: Future[bool] = Future()
+
+    def sleep() -> None:
+        try:
+            _shm.futex_wait(word, seen, slice_)
+        finally:
+            done._try_set_result(True)
+
+    _helpers().submit(sleep)
+    await done
+
+
+class _Shared:
+    """What every process primitive has: a control segment, a name, pickling by name."""
+
+    _kind: ClassVar[str] = "?"
+    _recursive: ClassVar[bool] = False
+    _finalizer: weakref.finalize[Any, Any] | None
+
+    def __init__(self) -> None:
+        if not _shm.available():
+            from .._errors import BackendUnavailable
+
+            raise BackendUnavailable(_shm.unavailable_reason)
+        self._name = _new_name(self._kind)
+        self._ctrl = _shm.Segment(self._name, _CTRL_SIZE)
+        _shm.mutex_init(self._ctrl.address, recursive=self._recursive)
+        _shm.mutex_init(self._ctrl.address + _META_MUTEX)
+        self._map()
+        self._owned: list[str] = [self._name]
+        self._gens = [0]  # [highest generation seen, generations registered...]
+        _track(self._name)
+        self._finalizer = weakref.finalize(
+            self, _release_names, os.getpid(), self._owned, self._data_base(), self._gens
+        )
+        with _open_lock:
+            _open[self._name] = self
+
+    def _data_base(self) -> str | None:
+        return None
+
+    def _map(self) -> None:
+        buf = memoryview(self._ctrl.buf)
+        self._w = buf[_WORDS:_FUTEX].cast("q")
+        self._f = buf[_FUTEX : _FUTEX + 16].cast("I")
+        self._mutex = self._ctrl.pointer(0)
+        self._meta = self._ctrl.pointer(_META_MUTEX)
+        self._lock_word = ctypes.c_int.from_address(self._ctrl.address)
+        self._finalizer = None
+
+    @classmethod
+    def _attach(cls, name: str) -> _Shared:
+        with _open_lock:
+            existing = _open.get(name)
+            if existing is not None:
+                return existing
+            self = cls.__new__(cls)
+            self._name = name
+            self._ctrl = _shm.Segment(name)
+            self._map()
+            self._attached()
+            _open[name] = self
+            return self
+
+    def _attached(self) -> None:
+        """Set up per-process state of a handle opened by name."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_attach, (self._kind, self._name))
+
+    def _futex(self, index: int) -> ctypes.c_void_p:
+        return self._ctrl.pointer(_FUTEX + 4 * index)
+
+    def _bump(self, index: int) -> None:
+        self._f[index] = (self._f[index] + 1) & 0xFFFFFFFF
+
+    def _lock_mutex(self, deadline: float | None = None) -> bool:
+        """Lock the state mutex; repair the state if its last holder died."""
+        result = _shm.mutex_trylock(self._mutex)
+        if result == errno.EBUSY:
+            result = _shm.mutex_lock(self._mutex, deadline)
+        if result == 0:
+            return True
+        if result == errno.EOWNERDEAD:
+            _shm.mutex_consistent(self._mutex)
+            self._repair()
+            return True
+        if result == errno.ETIMEDOUT:
+            return False
+        raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+
+    def _unlock_mutex(self) -> None:
+        _shm.mutex_unlock(self._mutex)
+
+    def _repair(self) -> None:
+        """Make the state consistent after a holder died (each kind knows its own)."""
+
+    def _shutdown(self, close: bool) -> None:
+        """Unlink the names (the owner's executor calls this at shutdown)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    @property
+    def name(self) -> str:
+        """The shared-memory name that other processes open this primitive by."""
+        return self._name
+
+
+def _attach(kind: str, name: str) -> _Shared:
+    """Unpickle a primitive: open it by name in this process."""
+    return _KINDS[kind]._attach(name)
+
+
+# --------------------------------------------------------------------------- queue
+
+
+class Queue(_Shared, Generic[T]):
+    """A FIFO queue shared by processes; pass it to process tasks as an argument.
+
+    Same interface as every taskkit queue: ``put``/``get`` with timeouts,
+    ``put_nowait``/``get_nowait``, ``aput``/``aget``, ``close()``.  Items are
+    pickled; ``maxsize > 0`` bounds the number of items.
+    """
+
+    _kind = "queue"
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
+            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
+        super().__init__()
+        self._w[_MAXSIZE] = maxsize
+        self._new_ring(0, _INITIAL_RING)
+        self._attached()
+        self._remap()
+
+    def _data_base(self) -> str:
+        return self._name
+
+    def _attached(self) -> None:
+        self._gen = -1
+        self._data: _shm.Segment | None = None
+
+    def _new_ring(self, gen: int, capacity: int) -> _shm.Segment:
+        name = f"{self._name}-d{gen}"
+        try:
+            segment = _shm.Segment(name, _RING_START + capacity)
+        except FileExistsError:  # left by a putter killed while growing the ring
+            _shm.unlink(name)
+            segment = _shm.Segment(name, _RING_START + capacity)
+        header = memoryview(segment.buf)[:_RING_START].cast("Q")
+        header[0], header[1] = 0, capacity
+        header.release()
+        if self._finalizer is not None and self._finalizer.alive:  # the owner
+            _track(name)
+            self._gens.append(gen)
+        return segment
+
+    def _remap(self) -> None:
+        """Map the current ring generation (called under the mutex when it changed)."""
+        gen = self._w[_GEN]
+        self._data = _shm.Segment(f"{self._name}-d{gen}")
+        self._ring = self._data.buf
+        self._hd = memoryview(self._ring)[:_RING_START].cast("Q")
+        self._cap = self._hd[1]
+        self._gen = gen
+        if self._finalizer is not None and self._finalizer.alive and gen > self._gens[0]:
+            self._gens[0] = gen
+
+    # -- the ring (call under the mutex) ----------------------------------------------
+
+    def _append(self, payload: bytes) -> None:
+        ring, cap = self._ring, self._cap
+        state = self._hd[0]
+        head, tail = state & 0xFFFFFFFF, state >> 32
+        need = 4 + len(payload)
+        if tail >= head and cap - tail >= need and (tail + need != cap or head != 0):
+            at = tail
+        elif tail >= head and need < head:
+            if cap - tail >= 4:
+                _u32.pack_into(ring, _RING_START + tail, _WRAP)
+            at = 0
+        elif tail < head and tail + need < head:
+            at = tail
+        else:
+            self._grow(need)
+            self._append(payload)
+            return
+        start = _RING_START + at
+        _u32.pack_into(ring, start, len(payload))
+        ring[start + 4 : start + need] = payload
+        end = at + need
+        if end == cap:
+            end = 0
+        self._hd[0] = head | (end << 32)  # the commit: one store
+
+    def _records(self) -> list[bytes]:
+        """Every queued record, oldest first (for growing and repairing)."""
+        ring, cap = self._ring, self._cap
+        state = self._hd[0]
+        head, tail = state & 0xFFFFFFFF, state >> 32
+        records: list[bytes] = []
+        while head != tail and len(records) <= cap // 4:
+            if cap - head < 4:
+                head = 0
+                continue
+            (length,) = _u32.unpack_from(ring, _RING_START + head)
+            if length == _WRAP:
+                head = 0
+                continue
+            if head + 4 + length > cap:
+                break  # torn: never committed
+            records.append(ring[_RING_START + head + 4 : _RING_START + head + 4 + length])
+            head += 4 + length
+            if head == cap:
+                head = 0
+        return records
+
+    def _grow(self, need: int) -> None:
+        records = self._records()
+        used = sum(4 + len(r) for r in records) + need
+        capacity = self._cap * 2
+        while capacity < 2 * used + 8:
+            capacity *= 2
+        if capacity >= 1 << 32:
+            raise OverflowError("a process queue holds at most 4 GiB of pickled items")
+        gen = self._gen + 1
+        segment = self._new_ring(gen, capacity)
+        ring = segment.buf
+        at = 0
+        for record in records:
+            _u32.pack_into(ring, _RING_START + at, len(record))
+            ring[_RING_START + at + 4 : _RING_START + at + 4 + len(record)] = record
+            at += 4 + len(record)
+        header = memoryview(ring)[:_RING_START].cast("Q")
+        header[0] = at << 32
+        header.release()
+        old = f"{self._name}-d{self._gen}"
+        self._w[_GEN] = gen  # the commit: one store
+        self._remap()
+        _shm.unlink(old)  # superseded; processes that still map it remap on their next call
+
+    def _pop(self) -> bytes:
+        ring, cap = self._ring, self._cap
+        state = self._hd[0]
+        head, tail = state & 0xFFFFFFFF, state >> 32
+        if cap - head < 4:
+            head = 0
+        (length,) = _u32.unpack_from(ring, _RING_START + head)
+        if length == _WRAP:
+            head = 0
+            (length,) = _u32.unpack_from(ring, _RING_START + head)
+        start = _RING_START + head + 4
+        payload = ring[start : start + length]
+        if self._w[_COUNT] <= 1:
+            self._hd[0] = 0  # now empty: start again at offset 0 (the commit)
+        else:
+            head += 4 + length
+            if head == cap:
+                head = 0
+            self._hd[0] = head | (tail << 32)  # the commit
+        return payload
+
+    def _repair(self) -> None:
+        if self._gen != self._w[_GEN]:
+            self._remap()
+        self._w[_COUNT] = len(self._records())
+
+    def _enter(self, deadline: float | None = None) -> bool:
+        if not self._lock_mutex(deadline):
+            return False
+        if self._gen != self._w[_GEN]:
+            self._remap()
+        return True
+
+    # -- blocking faces -----------------------------------------------------------------
+
+    def _try_put(self, payload: bytes) -> bool:
+        """Under the mutex: append if there is room; False if full."""
+        w = self._w
+        if w[_CLOSED]:
+            raise QueueClosed(f"put() on a closed queue {self!r}")
+        maxsize = w[_MAXSIZE]
+        if maxsize and w[_COUNT] >= maxsize:
+            return False
+        self._append(payload)
+        w[_COUNT] += 1
+        w[_PUTS] += 1
+        return True
+
+    def put(self, item: T, timeout: float | None = None) -> None:
+        """Put ``item`` at the end, waiting up to ``timeout`` seconds for room.
+
+        Raises:
+            queue.Full: a bounded queue stayed full for ``timeout`` seconds.
+            QueueClosed: the queue is closed.
+            SerializationError: ``item`` cannot be pickled.
+        """
+        payload = _dumps(item, "queue item")
+        h = _control.hook
+        if (
+            h is not None
+            and h.controls_caller()
+            and not h.wait_until(self._has_room, f"put() on {self!r}", self, timeout)
+        ):
+            raise queue.Full
+        deadline = check_timeout(timeout)
+        w = self._w
+        while True:
+            self._enter()
+            try:
+                if self._try_put(payload):
+                    wake = w[_GETTERS] > 0
+                    if wake:
+                        self._bump(_NOT_EMPTY)
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise queue.Full
+                w[_PUTTERS] += 1
+                seen = self._f[_NOT_FULL]
+            finally:
+                self._unlock_mutex()
+            self._sleep(_NOT_FULL, seen, deadline, _PUTTERS)
+        if wake:
+            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
+
+    def _sleep(self, word: int, seen: int, deadline: float | None, counter: int) -> None:
+        """Sleep on a futex word; the waiter count is undone here if interrupted."""
+        try:
+            _shm.futex_wait(self._futex(word), seen, remaining(deadline))
+        except BaseException:
+            self._enter()
+            self._w[counter] -= 1
+            self._unlock_mutex()
+            raise
+        self._enter()
+        self._w[counter] -= 1
+        self._unlock_mutex()
+
+    def get(self, timeout: float | None = None) -> T:
+        """Remove and return the first item, waiting up to ``timeout`` seconds for one.
+
+        Raises:
+            queue.Empty: no item came within ``timeout`` seconds.
+            QueueClosed: the queue is closed and empty.
+        """
+        h = _control.hook
+        if (
+            h is not None
+            and h.controls_caller()
+            and not h.wait_until(self._has_item, f"get() on {self!r}", self, timeout)
+        ):
+            raise queue.Empty
+        deadline = check_timeout(timeout)
+        w = self._w
+        while True:
+            self._enter()
+            try:
+                if w[_COUNT] > 0:
+                    payload = self._pop()
+                    w[_COUNT] -= 1
+                    w[_GETS] += 1
+                    wake = w[_PUTTERS] > 0
+                    if wake:
+                        self._bump(_NOT_FULL)
+                    break
+                if w[_CLOSED]:
+                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise queue.Empty
+                w[_GETTERS] += 1
+                seen = self._f[_NOT_EMPTY]
+            finally:
+                self._unlock_mutex()
+            self._sleep(_NOT_EMPTY, seen, deadline, _GETTERS)
+        if wake:
+            _shm.futex_wake(self._futex(_NOT_FULL), 1)
+        return pickle.loads(payload)  # type: ignore[no-any-return]
+
+    def put_nowait(self, item: T) -> None:
+        """Put ``item`` if there is room at once.
+
+        Raises:
+            queue.Full: the queue is bounded and full.
+            QueueClosed: the queue is closed.
+        """
+        payload = _dumps(item, "queue item")
+        h = _control.hook
+        if h is not None:
+            h.switch("queue.put", self)
+        self._enter()
+        try:
+            if not self._try_put(payload):
+                raise queue.Full
+            wake = self._w[_GETTERS] > 0
+            if wake:
+                self._bump(_NOT_EMPTY)
+        finally:
+            self._unlock_mutex()
+        if wake:
+            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
+
+    def get_nowait(self) -> T:
+        """Remove and return the first item if there is one at once.
+
+        Raises:
+            queue.Empty: the queue is empty.
+            QueueClosed: the queue is closed and empty.
+        """
+        h = _control.hook
+        if h is not None:
+            h.switch("queue.get", self)
+        w = self._w
+        self._enter()
+        try:
+            if w[_COUNT] <= 0:
+                if w[_CLOSED]:
+                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+                raise queue.Empty
+            payload = self._pop()
+            w[_COUNT] -= 1
+            w[_GETS] += 1
+            wake = w[_PUTTERS] > 0
+            if wake:
+                self._bump(_NOT_FULL)
+        finally:
+            self._unlock_mutex()
+        if wake:
+            _shm.futex_wake(self._futex(_NOT_FULL), 1)
+        return pickle.loads(payload)  # type: ignore[no-any-return]
+
+    def _has_item(self) -> bool:
+        return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
+
+    def _has_room(self) -> bool:
+        w = self._w
+        return bool(w[_CLOSED]) or not w[_MAXSIZE] or w[_COUNT] < w[_MAXSIZE]
+
+    # -- async faces --------------------------------------------------------------------
+
+    async def aput(self, item: T, timeout: float | None = None) -> None:
+        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
+        if _control.controlled():
+            if not await _control.await_until(self._has_room, f"aput() on {self!r}", self, timeout):
+                raise queue.Full
+            self.put_nowait(item)
+            return
+        deadline = check_timeout(timeout)
+        while True:
+            seen = self._f[_NOT_FULL]
+            try:
+                self.put_nowait(item)
+                return
+            except queue.Full:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            await self._await_word(_NOT_FULL, seen, deadline, _PUTTERS)
+
+    async def aget(self, timeout: float | None = None) -> T:
+        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
+        if _control.controlled():
+            if not await _control.await_until(self._has_item, f"aget() on {self!r}", self, timeout):
+                raise queue.Empty
+            return self.get_nowait()
+        deadline = check_timeout(timeout)
+        while True:
+            seen = self._f[_NOT_EMPTY]
+            try:
+                return self.get_nowait()
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            await self._await_word(_NOT_EMPTY, seen, deadline, _GETTERS)
+
+    async def _await_word(self, word: int, seen: int, deadline: float | None, counter: int) -> None:
+        self._enter()
+        self._w[counter] += 1
+        self._unlock_mutex()
+        try:
+            await _sleep_on(self._futex(word), seen, deadline)
+        finally:
+            self._enter()
+            self._w[counter] -= 1
+            self._unlock_mutex()
+
+    # -- state --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new items; ``get`` drains what is left, then raises ``QueueClosed``."""
+        h = _control.hook
+        if h is not None:
+            h.switch("queue.close", self)
+        self._enter()
+        try:
+            self._w[_CLOSED] = 1
+            self._bump(_NOT_EMPTY)
+            self._bump(_NOT_FULL)
+        finally:
+            self._unlock_mutex()
+        _shm.futex_wake(self._futex(_NOT_EMPTY))
+        _shm.futex_wake(self._futex(_NOT_FULL))
+
+    def _shutdown(self, close: bool) -> None:
+        if close:
+            self.close()
+        super()._shutdown(close)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called (in any process)."""
+        return bool(self._w[_CLOSED])
+
+    @property
+    def maxsize(self) -> int:
+        """The bound given at creation (0: unbounded)."""
+        return int(self._w[_MAXSIZE])
+
+    def qsize(self) -> int:
+        """The number of items in the queue now."""
+        return max(0, int(self._w[_COUNT]))
+
+    def empty(self) -> bool:
+        """True if the queue holds no items now."""
+        return self._w[_COUNT] <= 0
+
+    def full(self) -> bool:
+        """True if the queue is bounded and holds ``maxsize`` items now."""
+        maxsize = self._w[_MAXSIZE]
+        return bool(maxsize) and self._w[_COUNT] >= maxsize
+
+    def statistics(self) -> QueueStatistics:
+        """Return a snapshot of the queue's counters (shared by every process)."""
+        w = self._w
+        return QueueStatistics(
+            size=max(0, int(w[_COUNT])),
+            maxsize=int(w[_MAXSIZE]),
+            closed=bool(w[_CLOSED]),
+            puts=int(w[_PUTS]),
+            gets=int(w[_GETS]),
+            waiting_getters=max(0, int(w[_GETTERS])),
+            waiting_putters=max(0, int(w[_PUTTERS])),
+        )
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._w[_CLOSED] else ""
+        bound = f"/{self._w[_MAXSIZE]}" if self._w[_MAXSIZE] else ""
+        return f"<taskkit process Queue {self._name} {self.qsize()}{bound} items{state}>"
+
+
+# --------------------------------------------------------------------------- lock
+
+
+class Lock(_Shared):
+    """A lock shared by processes that survives a holder's death.
+
+    ``with lock:`` as with ``threading.Lock``.  If the process holding it dies,
+    the next ``acquire`` gets the lock and sets ``previous_holder_died`` (the
+    data the lock protected may be half-updated: check it).  The thread that
+    acquired the lock must release it.
+    """
+
+    _kind = "lock"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._attached()
+
+    def _attached(self) -> None:
+        self.previous_holder_died = False
+        self.previous_holder_pid: int | None = None
+
+    def _took_over(self) -> None:
+        _shm.mutex_consistent(self._mutex)
+        w = self._w
+        w[_TAKEOVERS] += 1
+        self.previous_holder_pid = int(w[_HOLDER]) or None
+        self.previous_holder_died = True
+        w[_HOLDER] = os.getpid()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (forever if ``None``) for the lock; True if acquired.
+
+        Raises:
+            RuntimeError: the calling thread already holds it (waiting would never end).
+        """
+        h = _control.hook
+        if (
+            h is not None
+            and h.controls_caller()
+            and not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout)
+        ):
+            return False
+        result = _shm.mutex_trylock(self._mutex)
+        if result == 0:
+            self._w[_HOLDER] = os.getpid()
+            self.previous_holder_died = False
+            return True
+        if result == errno.EBUSY:
+            if timeout == 0:
+                return False
+            if timeout is None and self._lock_word.value & _TID_MASK == threading.get_native_id():
+                raise RuntimeError(
+                    f"this thread already holds {self!r}; acquiring it again would wait forever"
+                )
+            result = _shm.mutex_lock(self._mutex, check_timeout(timeout))
+            if result == 0:
+                self._w[_HOLDER] = os.getpid()
+                self.previous_holder_died = False
+                return True
+        if result == errno.EOWNERDEAD:
+            self._took_over()
+            return True
+        if result == errno.ETIMEDOUT:
+            return False
+        if result == errno.EDEADLK:
+            raise RuntimeError(f"this thread already holds {self!r}; acquiring it again would hang")
+        raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+
+    def _free(self) -> bool:
+        return self._lock_word.value == 0
+
+    def release(self) -> None:
+        """Release the lock.
+
+        Raises:
+            RuntimeError: the calling thread does not hold it.
+        """
+        h = _control.hook
+        if h is not None:
+            h.switch("lock.release", self)
+        w = self._w
+        holder = w[_HOLDER]
+        w[_HOLDER] = 0
+        if _shm.mutex_unlock(self._mutex):
+            w[_HOLDER] = holder
+            raise RuntimeError(f"release() of {self!r}, which this thread does not hold")
+        if w[_WAITERS] > 0:  # coroutines wait on the word, not on the mutex
+            self._bump(0)
+            _shm.futex_wake(self._futex(0))
+
+    def locked(self) -> bool:
+        """True if the lock is held now (by any process)."""
+        return self._lock_word.value != 0
+
+    async def aacquire(self, timeout: float | None = None) -> bool:
+        """The awaitable twin of ``acquire`` (the awaiting thread then holds the lock)."""
+        if _control.controlled():
+            if not await _control.await_until(self._free, f"aacquire() of {self!r}", self, timeout):
+                return False
+            return self.acquire(0)
+        deadline = check_timeout(timeout)
+        while True:
+            seen = self._f[0]
+            if self.acquire(0):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._count_waiter(1)
+            try:
+                if self.acquire(0):  # released before we were counted
+                    return True
+                await _sleep_on(self._futex(0), seen, deadline)
+            finally:
+                self._count_waiter(-1)
+
+    def _count_waiter(self, delta: int) -> None:
+        result = _shm.mutex_lock(self._meta, None)
+        if result == errno.EOWNERDEAD:
+            _shm.mutex_consistent(self._meta)
+        self._w[_WAITERS] += delta
+        _shm.mutex_unlock(self._meta)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> None:
+        await self.aacquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def statistics(self) -> LockStatistics:
+        """Return a snapshot of the lock's state (shared by every process)."""
+        holder = int(self._w[_HOLDER])
+        return LockStatistics(
+            locked=self.locked(),
+            holder_pid=holder or None,
+            takeovers=int(self._w[_TAKEOVERS]),
+            waiting=max(0, int(self._w[_WAITERS])),
+        )
+
+    def __repr__(self) -> str:
+        holder = self._w[_HOLDER]
+        state = (
+            f"held by pid {holder}"
+            if self.locked() and holder
+            else ("locked" if self.locked() else "unlocked")
+        )
+        return f"<taskkit process Lock {self._name} {state}>"
+
+
+# --------------------------------------------------------------------------- event
+
+
+class Event(_Shared):
+    """A flag shared by processes: ``set()`` wakes every ``wait()`` in every process."""
+
+    _kind = "event"
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter."""
+        h = _control.hook
+        if h is not None:
+            h.switch("event.set", self)
+        self._f[0] = 1
+        _shm.futex_wake(self._futex(0))
+
+    def clear(self) -> None:
+        """Clear the flag."""
+        h = _control.hook
+        if h is not None:
+            h.switch("event.clear", self)
+        self._f[0] = 0
+
+    def is_set(self) -> bool:
+        """True if the flag is set."""
+        return bool(self._f[0])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
+        h = _control.hook
+        if h is not None and h.controls_caller():
+            return bool(h.wait_until(self.is_set, f"wait() on {self!r}", self, timeout))
+        deadline = check_timeout(timeout)
+        while not self._f[0]:
+            left = remaining(deadline)
+            if left == 0:
+                return False
+            _shm.futex_wait(self._futex(0), 0, left)
+        return True
+
+    async def await_(self, timeout: float | None = None) -> bool:
+        """The awaitable twin of ``wait``."""
+        if _control.controlled():
+            return bool(
+                await _control.await_until(self.is_set, f"await_() on {self!r}", self, timeout)
+            )
+        deadline = check_timeout(timeout)
+        while not self._f[0]:
+            if remaining(deadline) == 0:
+                return False
+            await _sleep_on(self._futex(0), 0, deadline)
+        return True
+
+    def statistics(self) -> EventStatistics:
+        """Return a snapshot of the event's state (waiters are not counted: -1)."""
+        return EventStatistics(is_set=self.is_set(), waiting=-1)
+
+    def __repr__(self) -> str:
+        return f"<taskkit process Event {self._name} {'set' if self.is_set() else 'clear'}>"
+
+
+# ----------------------------------------------------------------------- semaphore
+
+
+class Semaphore(_Shared):
+    """A counter of free units shared by processes.
+
+    A unit taken by a process that then dies is not returned (a semaphore has
+    no owner to check); use a ``Lock`` where that matters.
+    """
+
+    _kind = "semaphore"
+
+    def __init__(self, value: int = 1) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
+        super().__init__()
+        self._w[_VALUE] = self._w[_INITIAL] = value
+
+    def _free(self) -> bool:
+        return self._w[_VALUE] > 0
+
+    def _try(self) -> bool:
+        self._lock_mutex()
+        try:
+            if self._w[_VALUE] > 0:
+                self._w[_VALUE] -= 1
+                return True
+            return False
+        finally:
+            self._unlock_mutex()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
+        h = _control.hook
+        if (
+            h is not None
+            and h.controls_caller()
+            and not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout)
+        ):
+            return False
+        deadline = check_timeout(timeout)
+        w = self._w
+        while True:
+            self._lock_mutex()
+            try:
+                if w[_VALUE] > 0:
+                    w[_VALUE] -= 1
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                w[_WAITERS] += 1
+                seen = self._f[0]
+            finally:
+                self._unlock_mutex()
+            try:
+                _shm.futex_wait(self._futex(0), seen, remaining(deadline))
+            finally:
+                self._lock_mutex()
+                w[_WAITERS] -= 1
+                self._unlock_mutex()
+
+    def release(self) -> None:
+        """Return a unit and wake a waiter."""
+        h = _control.hook
+        if h is not None:
+            h.switch("semaphore.release", self)
+        self._lock_mutex()
+        try:
+            self._w[_VALUE] += 1
+            wake = self._w[_WAITERS] > 0
+            if wake:
+                self._bump(0)
+        finally:
+            self._unlock_mutex()
+        if wake:
+            _shm.futex_wake(self._futex(0), 1)
+
+    async def aacquire(self, timeout: float | None = None) -> bool:
+        """The awaitable twin of ``acquire``."""
+        if _control.controlled():
+            if not await _control.await_until(self._free, f"aacquire() of {self!r}", self, timeout):
+                return False
+            return self._try()
+        deadline = check_timeout(timeout)
+        while True:
+            seen = self._f[0]
+            if self._try():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._lock_mutex()
+            self._w[_WAITERS] += 1
+            self._unlock_mutex()
+            try:
+                await _sleep_on(self._futex(0), seen, deadline)
+            finally:
+                self._lock_mutex()
+                self._w[_WAITERS] -= 1
+                self._unlock_mutex()
+
+    @property
+    def value(self) -> int:
+        """The number of free units now."""
+        return int(self._w[_VALUE])
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> None:
+        await self.aacquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def statistics(self) -> SemaphoreStatistics:
+        """Return a snapshot of the semaphore's state."""
+        w = self._w
+        return SemaphoreStatistics(
+            value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
+        )
+
+    def __repr__(self) -> str:
+        return f"<taskkit process Semaphore {self._name} value={self.value}>"
+
+
+# --------------------------------------------------------------------------- value
+
+
+class Value(_Shared, Generic[T]):
+    """One value shared by processes, with an atomic ``update(fn)``.
+
+    The value is pickled into shared memory; ``update(fn)`` holds the value's
+    (reentrant, robust) mutex while ``fn`` runs, so concurrent updates from any
+    process never lose one another.  ``fn`` should be quick; it may call ``get()``.
+    """
+
+    _kind = "value"
+    _recursive = True
+
+    def __init__(self, initial: T) -> None:
+        payload = _dumps(initial, "initial value")
+        super().__init__()
+        self._attached()
+        self._lock_mutex()
+        try:
+            self._data = self._new_slots(0, max(4096, 2 * len(payload)))
+            self._remap()
+            self._write(payload)
+            self._w[_WRITES] = 0
+        finally:
+            self._unlock_mutex()
+
+    def _data_base(self) -> str:
+        return self._name
+
+    def _attached(self) -> None:
+        self._gen = -1
+
+    def _new_slots(self, gen: int, capacity: int) -> _shm.Segment:
+        name = f"{self._name}-d{gen}"
+        try:
+            segment = _shm.Segment(name, _RING_START + 2 * capacity)
+        except FileExistsError:
+            _shm.unlink(name)
+            segment = _shm.Segment(name, _RING_START + 2 * capacity)
+        header = memoryview(segment.buf)[:_RING_START].cast("Q")
+        header[0], header[1] = 0, capacity
+        header.release()
+        if self._finalizer is not None and self._finalizer.alive:
+            _track(name)
+            self._gens.append(gen)
+        return segment
+
+    def _remap(self) -> None:
+        gen = self._w[_GEN]
+        self._data = _shm.Segment(f"{self._name}-d{gen}")
+        self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
+        self._cap = self._hd[1]
+        self._gen = gen
+        if self._finalizer is not None and self._finalizer.alive and gen > self._gens[0]:
+            self._gens[0] = gen
+
+    def _enter(self) -> None:
+        self._lock_mutex()
+        if self._gen != self._w[_GEN]:
+            self._remap()
+
+    def _read(self) -> bytes:
+        meta = self._hd[0]
+        slot, length = meta & 1, meta >> 1
+        start = _RING_START + slot * self._cap
+        return self._data.buf[start : start + length]
+
+    def _write(self, payload: bytes) -> None:
+        if len(payload) > self._cap:
+            gen = self._gen + 1
+            old = f"{self._name}-d{self._gen}"
+            segment = self._new_slots(gen, 2 * len(payload))
+            segment.buf[_RING_START : _RING_START + len(payload)] = payload
+            header = memoryview(segment.buf)[:_RING_START].cast("Q")
+            header[0] = len(payload) << 1
+            header.release()
+            self._w[_GEN] = gen  # the commit
+            self._remap()
+            _shm.unlink(old)
+        else:
+            slot = 1 - (self._hd[0] & 1)
+            start = _RING_START + slot * self._cap
+            self._data.buf[start : start + len(payload)] = payload
+            self._hd[0] = slot | (len(payload) << 1)  # the commit
+        self._w[_WRITES] += 1
+        self._w[_NBYTES] = len(payload)
+
+    def get(self) -> T:
+        """Return (a copy of) the current value."""
+        h = _control.hook
+        if h is not None:
+            h.switch("value.get", self)
+        self._enter()
+        try:
+            payload = self._read()
+        finally:
+            self._unlock_mutex()
+        return pickle.loads(payload)  # type: ignore[no-any-return]
+
+    def set(self, value: T) -> None:
+        """Replace the value."""
+        payload = _dumps(value, "value")
+        h = _control.hook
+        if h is not None:
+            h.switch("value.set", self)
+        self._enter()
+        try:
+            self._write(payload)
+        finally:
+            self._unlock_mutex()
+
+    def update(self, fn: Callable[[T], T]) -> T:
+        """Store ``fn(current)`` atomically, across processes, and return it.
+
+        If ``fn`` raises, the value is unchanged and the exception propagates.
+        """
+        h = _control.hook
+        if h is not None:
+            h.switch("value.update", self)
+        self._enter()
+        try:
+            new = fn(pickle.loads(self._read()))
+            self._write(_dumps(new, "value"))
+            return new
+        finally:
+            self._unlock_mutex()
+
+    async def _off_loop(self, op: Callable[[], R]) -> R:
+        """Run ``op`` here if the mutex is free, else on a helper thread (never blocking)."""
+        if _shm.mutex_trylock(self._mutex) in (0, errno.EOWNERDEAD):
+            # Free: we hold it now, and it is reentrant, so op's own lock is instant.
+            try:
+                return op()
+            finally:
+                self._unlock_mutex()
+        done: Future[R] = Future()
+
+        def run() -> None:
+            try:
+                done._try_set_result(op())
+            except BaseException as exc:
+                done._try_set_exception(exc)
+
+        _helpers().submit(run)
+        return await done
+
+    async def aget(self) -> T:
+        """The awaitable twin of ``get``."""
+        return await self._off_loop(self.get)
+
+    async def aset(self, value: T) -> None:
+        """The awaitable twin of ``set``."""
+
+        def op() -> None:
+            self.set(value)
+
+        await self._off_loop(op)
+
+    async def aupdate(self, fn: Callable[[T], T]) -> T:
+        """The awaitable twin of ``update`` (``fn`` is a plain, quick function)."""
+        return await self._off_loop(lambda: self.update(fn))
+
+    def statistics(self) -> ValueStatistics:
+        """Return a snapshot of the value's counters (shared by every process)."""
+        return ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
+
+    def __repr__(self) -> str:
+        return f"<taskkit process Value {self._name}>"
+
+
+_KINDS: dict[str, type[_Shared]] = {
+    "queue": Queue,
+    "lock": Lock,
+    "event": Event,
+    "semaphore": Semaphore,
+    "value": Value,
+}
+
+
+def create(kind: str, *args: Any) -> Any:
+    """Create a process primitive of ``kind``, owned by this process."""
+    try:
+        cls = _KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown primitive {kind!r}") from None
+    return cls(*args)
