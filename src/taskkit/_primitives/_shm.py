@@ -40,6 +40,8 @@ __all__ = [
     "mutex_lock",
     "mutex_trylock",
     "mutex_unlock",
+    "trylock",
+    "unlock",
     "unavailable_reason",
 ]
 
@@ -105,6 +107,8 @@ if available():
     _futex_sleep.restype = ctypes.c_long
     _futex_poke = _quick.syscall
     _futex_poke.restype = ctypes.c_long
+    #: The raw C calls, for hot paths that cannot afford a Python wrapper.
+    trylock, unlock = _trylock, _unlock
 
 
 def mutex_init(address: int, recursive: bool = False) -> None:
@@ -133,6 +137,8 @@ def mutex_trylock(mutex: ctypes.c_void_p) -> int:
 #: The longest one blocking lock call sleeps, so that Ctrl-C is seen while waiting
 #: (a futex-based mutex wait is restarted after a signal, not interrupted).
 _LOCK_SLICE = 0.1
+#: How long a contended lock spins on try-lock before it sleeps in the kernel.
+_SPIN = 20e-6
 
 
 def mutex_lock(mutex: ctypes.c_void_p, deadline: float | None) -> int:
@@ -140,6 +146,13 @@ def mutex_lock(mutex: ctypes.c_void_p, deadline: float | None) -> int:
     result = _trylock(mutex)
     if result != errno.EBUSY:
         return int(result)
+    # Spin a little first: taskkit's own critical sections last a microsecond or two,
+    # and a sleep in the kernel costs both sides a system call and a context switch.
+    until = time.perf_counter() + _SPIN
+    while time.perf_counter() < until:
+        result = _trylock(mutex)
+        if result != errno.EBUSY:
+            return int(result)
     spec = _Timespec()
     pointer = ctypes.byref(spec)
     while True:
