@@ -35,6 +35,11 @@ from ._pipeline import Pipeline as Pipeline
 from ._pipeline import StageResult as StageResult
 from ._pipeline import cmd as cmd
 from ._pipeline import shell as shell
+from ._primitives._protocols import Event as Event
+from ._primitives._protocols import Lock as Lock
+from ._primitives._protocols import Queue as Queue
+from ._primitives._protocols import Semaphore as Semaphore
+from ._primitives._protocols import Value as Value
 
 __version__ = "0.1.0"
 
@@ -54,6 +59,12 @@ __all__ = (
     "sleep",
     "checkpoint",
     "BlockingWarning",
+    # shared-state primitives (types for annotations; create them with ex.queue() ...)
+    "Queue",
+    "Lock",
+    "Event",
+    "Semaphore",
+    "Value",
     # subprocess pipelines
     "cmd",
     "shell",
