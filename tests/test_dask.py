@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -388,6 +389,37 @@ def test_workload_cluster_starts_and_closes_its_own_cluster(tmp_path: pathlib.Pa
     assert ex.client.status == "closed"
     with pytest.raises(taskkit.ExecutorClosed):
         ex.submit(square, 1)
+
+
+def test_kill_stops_its_own_cluster_without_waiting(tmp_path: pathlib.Path) -> None:
+    gate = str(tmp_path / "gate")
+    ex = taskkit.open_executor("dask", max_workers=1, processes=False, local_directory=tmp_path)
+    running = ex.submit(wait_for_file, gate)
+    queued = ex.submit(square, 2)
+    start = time.monotonic()
+    try:
+        ex.shutdown(wait=True, kill=True)
+        assert time.monotonic() - start < 5  # Dask alone would wait 30 s for the thread
+        assert running.cancelled()
+        assert queued.cancelled()
+        assert ex.client.status == "closed"  # type: ignore[attr-defined]
+    finally:
+        pathlib.Path(gate).touch()  # lets the abandoned worker thread end
+
+
+def test_shutdown_without_wait_closes_once_the_work_is_done(tmp_path: pathlib.Path) -> None:
+    gate = str(tmp_path / "gate")
+    ex = taskkit.open_executor("dask", max_workers=1, processes=False, local_directory=tmp_path)
+    running = ex.submit(wait_for_file, gate)
+    ex.shutdown(wait=False)
+    assert ex.client.status == "running"  # type: ignore[attr-defined]
+    with pytest.raises(taskkit.ExecutorClosed):
+        ex.submit(square, 1)
+    pathlib.Path(gate).touch()
+    assert running.result(timeout=30) == "opened"
+    closer = next(t for t in threading.enumerate() if t.name == "taskkit-dask-close")
+    closer.join(timeout=30)
+    assert ex.client.status == "closed"  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------- existing scheduler (CLI)

@@ -6,7 +6,7 @@ Data flow::
                          client.submit(run_payload, payload, pure=False) ──► Dask future
                                                                                 │
     client IO loop: _watch awaits the Dask future (results are fetched concurrently)
-                         │ (task, attempt, status, outcome)
+                         │ (task, token, status, outcome)
                          ▼
     "taskkit-dask-results" thread: decode ──► _succeeded / _failed (retries re-dispatch)
                                                  KilledWorker ──► WorkerCrashed
@@ -82,7 +82,7 @@ class _ArmedOnStart(Deadline):
             self.armed.cancel()
 
 
-_Outcome = tuple[_Task, int, int, str, Any]
+_Outcome = tuple[_Task, int, str, Any]
 
 
 @final
@@ -154,7 +154,10 @@ class DaskExecutor(Executor):
                 (os.cpu_count() or 1) * threads_per_worker if local else self._cluster_threads()
             )
             super().__init__(max_workers=max(1, max_workers))
-        self._running: dict[_Task, Any] = {}
+        # task -> (token, Dask future) of the attempt in flight.  Whoever takes
+        # the entry out (the outcome, or a cancel/timeout) decides how it ends.
+        self._running: dict[_Task, tuple[int, Any]] = {}
+        self._running_lock = threading.Lock()
         self._starts: dict[int, _Task] = {}
         self._tokens = itertools.count()
         self._checked = threading.local()
@@ -207,11 +210,11 @@ class DaskExecutor(Executor):
         if task.options.timeout is not None and isinstance(task.deadline, _ArmedOnStart):
             topic = self._topic
             self._starts[token] = task
-        attempt = task.attempt
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
-        self._running[task] = future
+        with self._running_lock:
+            self._running[task] = (token, future)
         task.future._stop_running = lambda: self._stop_running(task)
-        self._client.loop.add_callback(self._watch, future, task, attempt, token)
+        self._client.loop.add_callback(self._watch, future, task, token)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         return _ArmedOnStart(lambda: self._deadline_passed(task))
@@ -224,7 +227,7 @@ class DaskExecutor(Executor):
             if timeout is not None:
                 task.deadline.arm(timeout)
 
-    async def _watch(self, future: Any, task: _Task, attempt: int, token: int) -> None:
+    async def _watch(self, future: Any, task: _Task, token: int) -> None:
         # On the client's IO loop, one coroutine per task, so results are
         # fetched concurrently; settling happens on our own thread.
         try:
@@ -232,7 +235,7 @@ class DaskExecutor(Executor):
             status = future.status
         except BaseException as exc:  # the connection to the cluster was lost
             outcome, status = exc, "error"
-        self._outcomes.put((task, attempt, token, status, outcome))
+        self._outcomes.put((task, token, status, outcome))
 
     def _settle_outcomes(self) -> None:
         get = self._outcomes.get
@@ -243,11 +246,13 @@ class DaskExecutor(Executor):
             except BaseException as exc:
                 task.future._try_set_exception(exc)  # never leave a future hanging
 
-    def _settle(self, task: _Task, attempt: int, token: int, status: str, outcome: Any) -> None:
+    def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
         self._starts.pop(token, None)
-        if task.attempt != attempt or task.future.done():
-            return  # an attempt that was cancelled or timed out, and perhaps retried
-        self._running.pop(task, None)
+        with self._running_lock:
+            entry = self._running.get(task)
+            if entry is None or entry[0] != token:
+                return  # this attempt was cancelled or timed out (and perhaps retried)
+            del self._running[task]
         task.future._stop_running = None
         if status == "finished":
             ok, value = decode(outcome)
@@ -275,9 +280,11 @@ class DaskExecutor(Executor):
     # --------------------------------------------------------------- stopping
 
     def _stop_running(self, task: _Task) -> bool:
-        future = self._running.pop(task, None)
-        if future is None:
-            return False
+        with self._running_lock:
+            entry = self._running.pop(task, None)
+        if entry is None:
+            return False  # not in flight, or its outcome is being settled now
+        future = entry[1]
         task.future._stop_running = None
         if self._client.status != "running":
             return True  # the cluster is gone, and the call with it
@@ -304,20 +311,21 @@ class DaskExecutor(Executor):
                 return
             self._closing = True
         if wait or kill:
-            self._close()
+            self._close(kill=kill)
         else:
-            # Work may still be running: close the cluster once it is done.
-            threading.Thread(target=self._close_when_idle, daemon=True).start()
+            # Work may still be running: close the cluster once it is done.  Not
+            # a daemon, so that the interpreter waits for the work and the close.
+            threading.Thread(target=self._close_when_idle, name="taskkit-dask-close").start()
 
     def _close_when_idle(self) -> None:
         self.join()
-        self._close()
+        self._close(kill=False)
 
-    def _close(self) -> None:
+    def _close(self, *, kill: bool) -> None:
         try:
             if self._client.status == "running":
                 self._client.unsubscribe_topic(self._topic)
-            self._connection.close()
+            self._connection.close(kill=kill)
         finally:
             self._outcomes.put(None)
             if threading.current_thread() is not self._settler:

@@ -83,9 +83,15 @@ class Connection:
         self.owns_client, self.directory = owns_client, directory
         self.address = str(client.scheduler.address)  # kept: the client forgets it on close
 
-    def close(self) -> None:
-        """Close the client (if ours), then the cluster (if ours), then its directory."""
+    def close(self, *, kill: bool = False) -> None:
+        """Close the client (if ours), then the cluster (if ours), then its directory.
+
+        With ``kill``, the cluster's workers are stopped without waiting for
+        their running calls (Dask would wait seconds for them).
+        """
         try:
+            if kill and self.cluster is not None:
+                _stop_workers_now(self.cluster)
             if self.owns_client:
                 self.client.close()
             if self.cluster is not None:
@@ -95,6 +101,19 @@ class Connection:
                 _quiet(False)
             if self.directory is not None:
                 shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _stop_workers_now(cluster: Any) -> None:
+    for worker in list(cluster.workers.values()):
+        try:
+            if isinstance(worker, distributed.Nanny):
+                # The nanny kills its worker process if it has not left by then.
+                cluster.sync(worker.close, timeout=0.5)
+            else:
+                # A worker thread of this process cannot be killed: do not wait for it.
+                cluster.sync(worker.close, timeout=0.5, executor_wait=False)
+        except Exception:
+            pass  # cluster.close() below still closes what is left
 
 
 def connect(
