@@ -581,3 +581,17 @@ def test_shutdown_without_wait_lets_tasks_finish(make: Callable[..., CoroutineEx
     fut = ex.submit(double, 3)
     ex.shutdown(wait=False)
     assert fut.result(timeout=10) == 6
+
+
+def test_a_broken_picking_function_fails_the_work_instead_of_hanging(
+    make: Callable[..., CoroutineExecutor],
+) -> None:
+    def broken(ready: collections.deque[Task]) -> Task:
+        raise ZeroDivisionError("bad pick")
+
+    ex = make(order=broken)
+    with pytest.raises(RuntimeError, match="scheduler stopped") as info:
+        ex.submit(double, 1).result(timeout=10)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(RuntimeError, match="scheduler stopped"):
+        ex.submit(double, 2)

@@ -103,6 +103,7 @@ class CoroutineExecutor(Executor):
         self._threshold = blocking_warning
         self._admitting: collections.deque[_Task] = collections.deque()
         self._running_submitted = 0
+        self._crashed: BaseException | None = None
         self._scheduler = Scheduler(
             self, clock=clock, pick=pick, blocking_threshold=blocking_warning
         )
@@ -149,7 +150,19 @@ class CoroutineExecutor(Executor):
     # ------------------------------------------------------- executor hooks
 
     def _dispatch(self, task: _Task) -> None:
+        if self._crashed is not None:
+            raise RuntimeError("the coroutine scheduler stopped after an error") from self._crashed
         self._scheduler.send(task)
+
+    def _scheduler_crashed(self, error: BaseException) -> None:
+        """Scheduler thread, dying: fail every unfinished task rather than leave it hanging."""
+        self._crashed = error
+        with self._state_lock:
+            futures = list(self._live)
+        for future in futures:
+            failure = RuntimeError(f"the coroutine scheduler stopped after an error: {error!r}")
+            failure.__cause__ = error
+            future._try_set_exception(failure)
 
     def _start_on_scheduler(self, task: _Task) -> None:
         """Loop thread: start a submitted task, or queue it while max_workers run."""

@@ -292,6 +292,7 @@ class _Owner(Protocol):
 
     def _start_on_scheduler(self, task: _Task) -> None: ...
     def _task_finished(self, task: Task, value: Any, error: BaseException | None) -> None: ...
+    def _scheduler_crashed(self, error: BaseException) -> None: ...
 
 
 class Scheduler:
@@ -425,6 +426,15 @@ class Scheduler:
         set_await_hook(_await_future)
         try:
             self._loop()
+        except BaseException as exc:
+            # A bug in the scheduler or in a picking function: fail the work rather than
+            # hang it (the error reaches every waiter through its future).
+            for task in self._all_tasks():
+                try:
+                    task._coro.close()
+                except BaseException:
+                    pass
+            self._owner._scheduler_crashed(exc)
         finally:
             set_await_hook(None)
             _here.scheduler = None
