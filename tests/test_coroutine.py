@@ -595,3 +595,19 @@ def test_a_broken_picking_function_fails_the_work_instead_of_hanging(
     assert isinstance(info.value.__cause__, ZeroDivisionError)
     with pytest.raises(RuntimeError, match="scheduler stopped"):
         ex.submit(double, 2)
+
+
+def test_many_queued_plain_calls_behind_max_workers(
+    make: Callable[..., CoroutineExecutor],
+) -> None:
+    ex = make(max_workers=1)
+    gate: taskkit.Future[None] = taskkit.Future()
+
+    async def blocker() -> None:
+        await gate
+
+    first = ex.submit(blocker)
+    futures = [ex.submit(abs, -i) for i in range(5000)]  # queued behind the blocker
+    gate.set_result(None)
+    first.result(timeout=10)
+    assert [f.result(timeout=10) for f in futures] == list(range(5000))

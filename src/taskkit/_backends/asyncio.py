@@ -103,6 +103,7 @@ class AsyncioExecutor(Executor):
         self._drain_scheduled = False
         self._admitting: collections.deque[_Task] = collections.deque()
         self._running_submitted = 0
+        self._releasing = False  # admitting waiting tasks (guards against deep recursion)
         self._stop_when_idle = False
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
         self._thread: threading.Thread | None = None
@@ -217,9 +218,15 @@ class AsyncioExecutor(Executor):
 
     def _release(self) -> None:
         self._running_submitted -= 1
-        admitting, limit = self._admitting, self._limit
-        while admitting and (limit is None or self._running_submitted < limit):
-            self._start(admitting.popleft())
+        if self._releasing:
+            return  # called back from a _start below: the loop there admits the next
+        self._releasing = True
+        try:
+            admitting, limit = self._admitting, self._limit
+            while admitting and (limit is None or self._running_submitted < limit):
+                self._start(admitting.popleft())
+        finally:
+            self._releasing = False
         if self._stop_when_idle:
             self._stop_if_idle()
 

@@ -103,6 +103,7 @@ class CoroutineExecutor(Executor):
         self._threshold = blocking_warning
         self._admitting: collections.deque[_Task] = collections.deque()
         self._running_submitted = 0
+        self._releasing = False  # admitting waiting tasks (guards against deep recursion)
         self._crashed: BaseException | None = None
         self._scheduler = Scheduler(
             self, clock=clock, pick=pick, blocking_threshold=blocking_warning
@@ -215,9 +216,15 @@ class CoroutineExecutor(Executor):
 
     def _release(self) -> None:
         self._running_submitted -= 1
-        admitting, limit = self._admitting, self._limit
-        while admitting and (limit is None or self._running_submitted < limit):
-            self._start(admitting.popleft())
+        if self._releasing:
+            return  # called back from a _start below: the loop there admits the next
+        self._releasing = True
+        try:
+            admitting, limit = self._admitting, self._limit
+            while admitting and (limit is None or self._running_submitted < limit):
+                self._start(admitting.popleft())
+        finally:
+            self._releasing = False
 
     def _request_stop(self, ct: Task) -> bool:
         """Any thread: cancel a running task at its next await."""
