@@ -590,7 +590,7 @@ class Lock(_LockSlots):
                 with self._mutex:
                     if waiter._try_set_result(False):
                         _discard(self._waiters, waiter)
-                    elif waiter.result() and not self._is_zero():
+                    elif not waiter.cancelled() and waiter.result() and not self._is_zero():
                         wake_one(self._waiters)
                 raise
             with self._mutex:
@@ -890,7 +890,7 @@ class Semaphore:
                 with self._mutex:
                     if waiter._try_set_result(False):
                         _discard(self._waiters, waiter)
-                    elif waiter.result() and self._value > 0:
+                    elif not waiter.cancelled() and waiter.result() and self._value > 0:
                         wake_one(self._waiters)
                 raise
             if not woke:

@@ -144,20 +144,22 @@ def _untrack(name: str) -> None:
     resource_tracker.unregister(name, "shared_memory")
 
 
-def _release_names(owner: int, names: list[str], data_base: str | None, gens: list[int]) -> None:
+def _release_names(
+    owner: int, name: str, has_data: bool, tracked: list[int], words: memoryview
+) -> None:
     """Unlink every name a primitive owns (run once, in the owning process only)."""
     if os.getpid() != owner:
         return  # a forked child inherited the finalizer: the names are not its to free
-    for name in names:
-        _shm.unlink(name)
-        _untrack(name)
-    if data_base is not None:
-        # Every generation up to one past the last seen: a putter may have been killed
-        # while growing the ring, after creating the next one and before committing it.
-        for gen in range(gens[0] + 2):
-            _shm.unlink(f"{data_base}-d{gen}")
-        for gen in gens[1:]:
-            _untrack(f"{data_base}-d{gen}")
+    if has_data:
+        # Every data generation up to one past the current one (which any process may
+        # have committed): a putter killed while growing the ring may have created the
+        # next one and never committed it.  Earlier ones were unlinked by their growers.
+        for gen in range(max(int(words[_GEN]), *tracked) + 2):
+            _shm.unlink(f"{name}-d{gen}")
+        for gen in tracked:
+            _untrack(f"{name}-d{gen}")
+    _shm.unlink(name)
+    _untrack(name)
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -206,17 +208,47 @@ class _Shared:
         _shm.mutex_init(self._ctrl.address, recursive=self._recursive)
         _shm.mutex_init(self._ctrl.address + _META_MUTEX)
         self._map()
-        self._owned: list[str] = [self._name]
-        self._gens = [0]  # [highest generation seen, generations registered...]
+        self._tracked: list[int] = []  # data generations registered with the tracker
         _track(self._name)
         self._finalizer = weakref.finalize(
-            self, _release_names, os.getpid(), self._owned, self._data_base(), self._gens
+            self, _release_names, os.getpid(), self._name, self._has_data, self._tracked, self._w
         )
         with _open_lock:
             _open[self._name] = self
 
-    def _data_base(self) -> str | None:
-        return None
+    _has_data: ClassVar[bool] = False
+
+    def _owns_names(self) -> bool:
+        """True in the owning process until the names are released."""
+        return self._finalizer is not None and self._finalizer.alive
+
+    def _released(self) -> bool:
+        return self._finalizer is not None and not self._finalizer.alive
+
+    def _create_data(self, gen: int, size: int) -> _shm.Segment:
+        """Create data generation ``gen`` (``<name>-d<gen>``) of ``size`` bytes."""
+        name = f"{self._name}-d{gen}"
+        try:
+            segment = _shm.Segment(name, size)
+        except FileExistsError:  # left by a process killed while growing this
+            _shm.unlink(name)
+            segment = _shm.Segment(name, size)
+        if self._owns_names():
+            _track(name)
+            self._tracked.append(gen)
+        return segment
+
+    def _open_data(self, gen: int) -> _shm.Segment:
+        """Map data generation ``gen``; the owner keeps the tracker's list current."""
+        segment = _shm.Segment(f"{self._name}-d{gen}")
+        if self._owns_names():
+            if gen not in self._tracked:
+                _track(segment.name)
+                self._tracked.append(gen)
+            for old in [g for g in self._tracked if g < gen]:
+                _untrack(f"{self._name}-d{old}")  # superseded: its grower unlinked it
+                self._tracked.remove(old)
+        return segment
 
     def _map(self) -> None:
         buf = memoryview(self._ctrl.buf)
@@ -322,38 +354,29 @@ class Queue(_Shared, Generic[T]):
         self._attached()
         self._remap()
 
-    def _data_base(self) -> str:
-        return self._name
+    _has_data = True
 
     def _attached(self) -> None:
         self._gen = -1
         self._data: _shm.Segment | None = None
 
     def _new_ring(self, gen: int, capacity: int) -> _shm.Segment:
-        name = f"{self._name}-d{gen}"
-        try:
-            segment = _shm.Segment(name, _RING_START + capacity)
-        except FileExistsError:  # left by a putter killed while growing the ring
-            _shm.unlink(name)
-            segment = _shm.Segment(name, _RING_START + capacity)
+        segment = self._create_data(gen, _RING_START + capacity)
         header = memoryview(segment.buf)[:_RING_START].cast("Q")
         header[0], header[1] = 0, capacity
         header.release()
-        if self._finalizer is not None and self._finalizer.alive:  # the owner
-            _track(name)
-            self._gens.append(gen)
         return segment
 
     def _remap(self) -> None:
         """Map the current ring generation (called under the mutex when it changed)."""
         gen = self._w[_GEN]
-        self._data = _shm.Segment(f"{self._name}-d{gen}")
+        self._data = self._open_data(gen)
         self._ring = self._data.buf
         self._hd = memoryview(self._ring)[:_RING_START].cast("Q")
         self._cap = self._hd[1]
         self._gen = gen
-        if self._finalizer is not None and self._finalizer.alive and gen > self._gens[0]:
-            self._gens[0] = gen
+        if self._released():
+            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
     # -- the ring (call under the mutex) ----------------------------------------------
 
@@ -595,7 +618,7 @@ class Queue(_Shared, Generic[T]):
         w = self._w
         until = _perf() + _SPIN
         while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
-            pass  # poll briefly before sleeping (see _SPIN)
+            os.sched_yield()  # poll briefly before sleeping (see _SPIN)
         while True:
             self._enter()
             try:
@@ -690,14 +713,13 @@ class Queue(_Shared, Generic[T]):
             return
         deadline = check_timeout(timeout)
         while True:
-            seen = self._f[_NOT_FULL]
             try:
                 self.put_nowait(item)
                 return
             except queue.Full:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
-            await self._await_word(_NOT_FULL, seen, deadline, _PUTTERS)
+            await self._await_word(_NOT_FULL, self._has_room, deadline, _PUTTERS)
 
     async def aget(self, timeout: float | None = None) -> T:
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
@@ -707,18 +729,29 @@ class Queue(_Shared, Generic[T]):
             return self.get_nowait()
         deadline = check_timeout(timeout)
         while True:
-            seen = self._f[_NOT_EMPTY]
             try:
                 return self.get_nowait()
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
-            await self._await_word(_NOT_EMPTY, seen, deadline, _GETTERS)
+            await self._await_word(_NOT_EMPTY, self._has_item, deadline, _GETTERS)
 
-    async def _await_word(self, word: int, seen: int, deadline: float | None, counter: int) -> None:
+    async def _await_word(
+        self, word: int, ready: Callable[[], bool], deadline: float | None, counter: int
+    ) -> None:
+        """Sleep (on a helper thread) until the word moves; the caller then retries.
+
+        Counting ourselves and reading the word under the mutex, after seeing the queue
+        not ``ready()`` there, means a put or get that follows must bump the word.
+        """
         self._enter()
-        self._w[counter] += 1
-        self._unlock_mutex()
+        try:
+            if ready():
+                return
+            self._w[counter] += 1
+            seen = self._f[word]
+        finally:
+            self._unlock_mutex()
         try:
             await _sleep_on(self._futex(word), seen, deadline)
         finally:
@@ -1103,15 +1136,19 @@ class Semaphore(_Shared):
                 return False
             return self._try()
         deadline = check_timeout(timeout)
+        w = self._w
         while True:
-            seen = self._f[0]
-            if self._try():
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
             self._lock_mutex()
-            self._w[_WAITERS] += 1
-            self._unlock_mutex()
+            try:
+                if w[_VALUE] > 0:
+                    w[_VALUE] -= 1
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                w[_WAITERS] += 1
+                seen = self._f[0]
+            finally:
+                self._unlock_mutex()
             try:
                 await _sleep_on(self._futex(0), seen, deadline)
             finally:
@@ -1184,35 +1221,26 @@ class Value(_Shared, Generic[T]):
         finally:
             self._unlock_mutex()
 
-    def _data_base(self) -> str:
-        return self._name
+    _has_data = True
 
     def _attached(self) -> None:
         self._gen = -1
 
     def _new_slots(self, gen: int, capacity: int) -> _shm.Segment:
-        name = f"{self._name}-d{gen}"
-        try:
-            segment = _shm.Segment(name, _RING_START + 2 * capacity)
-        except FileExistsError:
-            _shm.unlink(name)
-            segment = _shm.Segment(name, _RING_START + 2 * capacity)
+        segment = self._create_data(gen, _RING_START + 2 * capacity)
         header = memoryview(segment.buf)[:_RING_START].cast("Q")
         header[0], header[1] = 0, capacity
         header.release()
-        if self._finalizer is not None and self._finalizer.alive:
-            _track(name)
-            self._gens.append(gen)
         return segment
 
     def _remap(self) -> None:
         gen = self._w[_GEN]
-        self._data = _shm.Segment(f"{self._name}-d{gen}")
+        self._data = self._open_data(gen)
         self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
         self._cap = self._hd[1]
         self._gen = gen
-        if self._finalizer is not None and self._finalizer.alive and gen > self._gens[0]:
-            self._gens[0] = gen
+        if self._released():
+            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
     def _enter(self) -> None:
         self._lock_mutex()
