@@ -1,0 +1,776 @@
+"""The ``process`` backend: a pool of worker processes, for pure-Python computation.
+
+Data flow (one socket per worker; one task per worker at a time)::
+
+    submit(fn, *args) ─ pickle once (fails here with SerializationError) ─► _Task
+        │ an idle worker?  yes: send T(fn, args, kwargs) on its socket, in the caller's thread
+        │                  no:  queue it; the manager thread starts a worker (up to max_workers)
+        ▼
+    manager thread: one selector over every worker's socket and process sentinel
+        socket readable ─► R/C/E message ─► give the worker its next queued task, then settle
+                                            the future (result, or exception + remote traceback)
+        sentinel ready  ─► the worker died: if it held a task, that future fails with
+                           WorkerCrashed(pid, exit status) (or is retried); start a replacement
+    deadline thread: a task overran ─► SIGKILL the worker's process group ─► TaskTimeout
+    future.cancel() of a running task ─► the same kill, the future is cancelled
+
+Why this shape: because each worker holds at most one task and has its own
+socket, the parent always knows which task a dead worker took with it, so a
+crash fails exactly that future and nothing else (a shared result queue, as in
+``concurrent.futures``, cannot tell, which is why one crash breaks that pool).
+Workers run in their own process groups, so a kill takes the task's child
+processes too, and a Ctrl-C at the terminal reaches only the parent, which
+then kills the workers itself.  Workers die with the parent: each watches its
+socket for hang-up and kills its own process group.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, final
+
+from .._calls import run_chunk
+from .._errors import RemoteError, SerializationError, WorkerCrashed
+from .._executor import Executor, _Task
+from .._future import Future
+from .._process import _wire
+from .._process._worker import worker_main
+
+__all__ = ["ProcessExecutor"]
+
+START_METHODS = ("fork", "forkserver", "spawn")
+
+# epoll may be changed from another thread while the manager waits on it, which
+# lets a caller borrow a worker's socket (see ProcessExecutor._help); poll may not.
+_HAS_EPOLL = hasattr(select, "epoll")
+_FOREVER = -1
+_POLL_SLICE_MS = 200
+
+
+def default_start_method() -> str:
+    """``forkserver`` where it exists (POSIX), else ``spawn``.
+
+    ``fork`` is fastest to start but copies the parent at an arbitrary moment:
+    a lock held by another thread of the parent stays locked forever in the
+    child (the reason Python 3.14 moved its own default to forkserver).
+    forkserver forks each worker from a small, single-threaded server process
+    instead; taskkit preloads its worker code there, so a worker starts in a
+    few milliseconds once the server is up.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class _RemoteTraceback(Exception):
+    """The worker's formatted traceback, chained as the ``__cause__`` of a task's exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Helping(threading.Condition):
+    """A future's condition whose ``wait()`` first reads the worker's reply itself.
+
+    ``Future.result()`` waits on its condition; for a task running on a worker
+    this lets the waiting thread do the manager's job for that one socket
+    (``ProcessExecutor._help``) and skip a thread hand-off per round trip.
+    """
+
+    def __init__(self, executor: ProcessExecutor, task: _Task) -> None:
+        super().__init__()
+        self._executor, self._task = executor, task
+
+    def wait(self, timeout: float | None = None) -> bool:
+        future = self._task.future
+        if future.done():
+            return True
+        start = time.monotonic()
+        saved = self._release_save()  # type: ignore[attr-defined]
+        try:
+            self._executor._help(self._task, timeout)
+        finally:
+            self._acquire_restore(saved)  # type: ignore[attr-defined]
+        if future.done():
+            return True
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+        return super().wait(timeout)
+
+
+class _Worker:
+    """The parent's record of one worker process."""
+
+    __slots__ = (
+        "conn",
+        "done",
+        "fd",
+        "killed",
+        "pid",
+        "process",
+        "reader",
+        "reading",
+        "retiring",
+        "sentinel",
+        "task",
+    )
+
+    def __init__(self, process: Any, conn: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.conn = conn
+        self.fd: int = conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.sentinel: int = process.sentinel
+        self.reader = _wire.Reader(self.fd)
+        # Held by whichever thread reads this worker's socket: the manager, or a
+        # caller waiting in result() for this worker's task (see _Helping).
+        self.reading = threading.Lock()
+        self.task: _Task | None = None
+        self.done = 0  # tasks sent to it
+        self.killed = False  # we killed it: its task was already settled
+        self.retiring = False  # reached max_tasks_per_child: it exits after its task
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process in its process group."""
+        self.killed = True
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass  # not yet a group leader, or already gone
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+_live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    # Runs before the interpreter joins threads.  After an uncaught Ctrl-C, kill
+    # at once (one Ctrl-C is enough); otherwise let submitted work finish, as
+    # concurrent.futures does.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    for executor in list(_live_executors):
+        if executor._owner != os.getpid():
+            continue  # a forked copy: its workers belong to the original process
+        if interrupted:
+            executor.shutdown(wait=True, cancel_pending=True, kill=True)
+        else:
+            executor.shutdown(wait=True)
+
+
+threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+_last_payload = threading.local()
+
+
+@final
+class ProcessExecutor(Executor):
+    """Run tasks in a pool of worker processes, one task per worker at a time."""
+
+    backend = "process"
+    # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
+    _chunk_target = 0.01
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = _usable_cpus()
+        super().__init__(max_workers=max_workers)
+        if start_method is None:
+            start_method = default_start_method()
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}"
+            )
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method {start_method!r} is not available on this platform")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+        if max_tasks_per_child is not None and (
+            isinstance(max_tasks_per_child, bool)
+            or not isinstance(max_tasks_per_child, int)
+            or max_tasks_per_child < 1
+        ):
+            raise ValueError(
+                f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
+            )
+        try:
+            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
+        except Exception as exc:
+            raise SerializationError(
+                "initializer or initargs", type(initializer).__name__, _reason(exc)
+            ) from exc
+        self._start_method = start_method
+        self._owner = os.getpid()
+        self._context: Any = multiprocessing.get_context(start_method)
+        self._max_tasks = max_tasks_per_child or 0
+        self._lock = threading.Lock()
+        self._workers: dict[int, _Worker] = {}  # by pid
+        self._idle: list[_Worker] = []
+        self._pending: collections.deque[_Task] = collections.deque()
+        self._running: dict[_Task, _Worker] = {}
+        self._payloads: dict[_Task, _wire.Payload] = {}
+        self._starting = 0  # workers asked of the manager thread, not yet started
+        self._stopping = False
+        self._killing = False
+        self._broken: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self._poller: Any = select.epoll() if _HAS_EPOLL else select.poll()
+        self._by_fd: dict[int, tuple[_Worker, bool]] = {}
+        _live_executors.add(self)
+
+    @property
+    def start_method(self) -> str:
+        """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
+        return self._start_method
+
+    # ------------------------------------------------------------ submitting
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle now, once: a bad argument fails in the caller, and the bytes
+        # are kept for sending (see _payload_for).
+        try:
+            payload = _wire.dumps((fn, args, kwargs))
+        except Exception as exc:
+            raise _diagnose(fn, args, kwargs, exc) from exc
+        _last_payload.value = (fn, args, kwargs, payload)
+
+    def _payload_for(self, task: _Task) -> _wire.Payload:
+        payload = self._payloads.get(task)
+        if payload is not None:
+            return payload
+        last = getattr(_last_payload, "value", None)
+        if (
+            last is not None
+            and last[0] is task.fn
+            and last[1] is task.args
+            and last[2] is task.kwargs
+        ):
+            payload = last[3]
+            _last_payload.value = None
+        else:
+            payload = _wire.dumps((task.fn, task.args, task.kwargs))
+        self._payloads[task] = payload
+        if _HAS_EPOLL and task.attempt == 0:
+            # Before anyone can wait on it: the future was just made by submit.
+            task.future._condition = _Helping(self, task)
+        return payload
+
+    def _settled(self, future: Future[Any]) -> None:
+        task = future._task
+        if task is not None:
+            self._payloads.pop(task, None)
+        super()._settled(future)
+
+    def _dispatch(self, task: _Task) -> None:
+        self._payload_for(task)
+        wake = False
+        with self._lock:
+            if self._broken is not None:
+                error = self._broken
+            elif self._killing:
+                error = None
+                task.future.cancel()
+                return
+            else:
+                error = None
+                worker = self._idle.pop() if self._idle else None
+                if worker is None:
+                    self._pending.append(task)
+                    live = len(self._workers) + self._starting
+                    if live < self._max_workers and len(self._pending) > self._starting:
+                        self._starting += 1
+                        wake = True
+                elif not self._assign(worker, task):
+                    self._idle.append(worker)
+                    return
+        if error is not None:
+            self._failed(task, _initializer_failed(error))
+            return
+        if wake:
+            self._wake()
+        elif worker is not None:
+            self._send_task(worker, task)
+
+    def _assign(self, worker: _Worker, task: _Task) -> bool:
+        """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
+        task.future._stop_running = lambda: self._stop_running(task)
+        if not self._begin(task):
+            return False
+        if (
+            task.attempt > 0
+            and task.options.timeout is not None
+            and (task.deadline is None or task.deadline.cancelled)
+        ):
+            # A retry: the base schedules only the first attempt's deadline.
+            task.deadline = self._schedule_deadline(task, task.options.timeout)
+        worker.task = task
+        worker.done += 1
+        if self._max_tasks and worker.done >= self._max_tasks:
+            worker.retiring = True
+        self._running[task] = worker
+        return True
+
+    def _send_task(self, worker: _Worker, task: _Task) -> None:
+        try:
+            _wire.send(worker.fd, _wire.TASK, self._payload_for(task))
+        except OSError:
+            pass  # the worker died; its sentinel reports the crash
+
+    # ----------------------------------------------------------- the manager
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_w, False)
+                self._thread = threading.Thread(
+                    target=self._manage, name="taskkit-process-manager", daemon=True
+                )
+                self._thread.start()
+                return
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or shut down
+
+    def _manage(self) -> None:
+        poller = self._poller
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while True:
+                self._start_workers()
+                if self._stopping and self._finish_stopping():
+                    return
+                for fd, _ in poller.poll(_FOREVER):
+                    if fd == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except OSError:
+                            pass
+                        continue
+                    entry = self._by_fd.get(fd)
+                    if entry is None:
+                        continue
+                    worker, is_sentinel = entry
+                    if is_sentinel:
+                        self._on_exit(worker)
+                    elif worker.reading.acquire(blocking=False):
+                        try:
+                            self._on_readable(worker)
+                        finally:
+                            worker.reading.release()
+        except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
+            self._fail_everything(exc)
+            raise
+        finally:
+            poller.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+
+    def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
+        self._by_fd[fd] = (worker, is_sentinel)
+        self._poller.register(fd, select.POLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
+            try:
+                self._poller.unregister(fd)
+            except (KeyError, OSError):
+                pass
+
+    def _start_workers(self) -> None:
+        while True:
+            with self._lock:
+                if self._starting <= 0:
+                    return
+                if self._killing or self._broken is not None:
+                    self._starting = 0
+                    return
+            try:
+                worker = self._spawn()
+            except BaseException as exc:
+                with self._lock:
+                    self._starting = 0
+                    self._broken = exc
+                self._fail_pending(exc)
+                return
+            self._watch(worker.fd, worker, False)
+            self._watch(worker.sentinel, worker, True)
+            with self._lock:
+                self._starting -= 1
+                self._workers[worker.pid] = worker
+                task = self._next_task(worker)
+            if task is not None:
+                self._send_task(worker, task)
+
+    def _spawn(self) -> _Worker:
+        if self._start_method == "forkserver":
+            _preload_worker_in_forkserver()
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        inherited: tuple[int, ...] = ()
+        if self._start_method == "fork":
+            # A forked child inherits every descriptor; it closes these at once.
+            inherited = (
+                parent_end.fileno(),
+                self._wake_r,
+                self._wake_w,
+                *(w.fd for w in self._workers.values()),
+            )
+        process = self._context.Process(
+            target=worker_main,
+            args=(child_end, inherited),
+            name="taskkit-process-worker",
+            daemon=False,
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        try:
+            _wire.send(worker.fd, _wire.SETUP, self._setup)
+        except OSError:
+            pass  # it died already; the sentinel says how
+        return worker
+
+    def _next_task(self, worker: _Worker) -> _Task | None:
+        """Under the lock: give ``worker`` the next queued task, or make it idle."""
+        if self._stopping and self._killing:
+            return None
+        while self._pending:
+            task = self._pending.popleft()
+            if self._assign(worker, task):
+                return task
+        self._idle.append(worker)
+        return None
+
+    def _on_readable(self, worker: _Worker) -> bool:
+        """Read and handle one message from ``worker`` (its ``reading`` lock held).
+
+        Returns False at end of file (the worker is exiting; its sentinel says how).
+        """
+        try:
+            message = worker.reader.recv()
+        except BlockingIOError:
+            return True  # another reader took the message first
+        except (OSError, EOFError):
+            message = None
+        if message is None:
+            self._unwatch(worker.fd)
+            return False
+        tag, stream, buffers = message
+        with self._lock:
+            task = worker.task
+            worker.task = None
+            if task is not None:
+                self._running.pop(task, None)
+            following = None
+            if tag == _wire.INIT_FAILED:
+                self._broken = _decode_exception(stream)
+            elif not worker.retiring and not worker.killed:
+                following = self._next_task(worker)
+        if following is not None:
+            self._send_task(worker, following)
+        if tag == _wire.INIT_FAILED:
+            self._fail_pending(self._broken)
+            if task is not None:
+                self._failed(task, _initializer_failed(self._broken))
+        elif task is not None:
+            self._settle(task, tag, stream, buffers)
+        return True
+
+    def _help(self, task: _Task, timeout: float | None) -> None:
+        """Wait for ``task`` by reading its worker's socket in the calling thread.
+
+        A synchronous ``submit(...).result()`` then costs one process round trip:
+        the caller sleeps in poll() on the worker's socket and reads the reply
+        itself, instead of a manager thread reading it and waking the caller.
+        The socket is taken out of the manager's poller meanwhile.  Returns when
+        the task is done, the time is up, or helping is not possible (the
+        manager then does the work).
+        """
+        worker = self._running.get(task)
+        if worker is None or not _HAS_EPOLL or not worker.reading.acquire(blocking=False):
+            return
+        try:
+            if self._by_fd.get(worker.fd) is None or worker.task is not task:
+                return
+            try:
+                self._poller.unregister(worker.fd)
+            except (KeyError, OSError):
+                return
+            try:
+                poller = select.poll()
+                poller.register(worker.fd, select.POLLIN)
+                poller.register(worker.sentinel, select.POLLIN)
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while not task.future.done() and worker.task is task:
+                    wait_ms = (
+                        -1
+                        if deadline is None
+                        else max(0, int((deadline - time.monotonic()) * 1000))
+                    )
+                    ready = dict(
+                        poller.poll(_POLL_SLICE_MS if wait_ms < 0 else min(wait_ms, _POLL_SLICE_MS))
+                    )
+                    if worker.sentinel in ready and worker.fd not in ready:
+                        return  # it died: the manager reports it
+                    if worker.fd in ready:
+                        if not self._on_readable(worker):
+                            return
+                    elif deadline is not None and time.monotonic() >= deadline:
+                        return
+            finally:
+                if self._by_fd.get(worker.fd) is not None:
+                    self._poller.register(worker.fd, select.POLLIN)
+        finally:
+            worker.reading.release()
+
+    def _settle(self, task: _Task, tag: bytes, stream: bytes, buffers: list[bytearray]) -> None:
+        if tag == _wire.RESULT:
+            try:
+                value = _wire.loads(stream, buffers)
+            except Exception as exc:
+                self._failed(task, _unpickle_failed(exc))
+                return
+            self._succeeded(task, value)
+        elif tag == _wire.CHUNK:
+            try:
+                results, failed_at, encoded, elapsed = _wire.loads(stream, buffers)
+            except Exception as exc:
+                self._failed(task, _unpickle_failed(exc))
+                return
+            error = None if encoded is None else _decode_exception(encoded)
+            self._succeeded(task, (results, failed_at, error, elapsed))
+        else:
+            self._failed(task, _decode_exception(stream))
+
+    def _on_exit(self, worker: _Worker) -> None:
+        with worker.reading:  # a helping caller lets go within one poll slice
+            self._unwatch(worker.fd)
+        self._unwatch(worker.sentinel)
+        worker.process.join()
+        exitcode = worker.process.exitcode
+        worker.conn.close()
+        worker.process.close()
+        with self._lock:
+            self._workers.pop(worker.pid, None)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            task = worker.task
+            worker.task = None
+            if task is not None:
+                self._running.pop(task, None)
+            self._purge_pending()
+            if (
+                self._pending
+                and not self._killing
+                and len(self._workers) + self._starting < self._max_workers
+            ):
+                self._starting += 1
+        if task is not None and not worker.killed:
+            self._failed(task, WorkerCrashed(task.describe(), worker.pid, exitcode))
+
+    def _purge_pending(self) -> None:
+        if any(task.future.done() for task in self._pending):
+            self._pending = collections.deque(t for t in self._pending if not t.future.done())
+
+    def _finish_stopping(self) -> bool:
+        """While stopping: let idle workers go once no work is left; True when all are gone."""
+        with self._lock:
+            self._purge_pending()
+            if self._killing:
+                victims = [w for w in self._workers.values() if not w.killed]
+                self._idle.clear()
+            else:
+                victims = []
+                if self._pending or self._running or self._starting:
+                    return False
+            idle, self._idle = self._idle, []
+            gone = not self._workers
+        for worker in victims:
+            worker.kill()
+        for worker in idle:
+            try:
+                _wire.send(worker.fd, _wire.QUIT, (b"", []))
+            except OSError:
+                pass
+            worker.retiring = True
+        return gone
+
+    def _fail_pending(self, exc: BaseException | None) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, collections.deque()
+        error = _initializer_failed(exc)
+        for task in pending:
+            task.future._try_set_exception(error)
+
+    def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
+        with self._lock:
+            self._broken = exc
+            tasks = list(self._pending) + list(self._running)
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.kill()
+        for task in tasks:
+            task.future._try_set_exception(exc)
+
+    # ------------------------------------------------------- stopping tasks
+
+    def _stop_running(self, task: _Task) -> bool:
+        with self._lock:
+            worker = self._running.pop(task, None)
+            if worker is None:
+                try:
+                    self._pending.remove(task)  # queued again for a retry
+                except ValueError:
+                    return False
+                return True
+            worker.task = None
+            worker.killed = True
+        worker.kill()
+        return True
+
+    def _timeout_detail(self) -> str:
+        return "its worker process (and its process group) was killed and replaced"
+
+    def _worker_count(self) -> int:
+        return len(self._workers)
+
+    def _default_window(self) -> int:
+        return self._fixed_window or max(64 * self._max_workers, 16384)
+
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            if kill:
+                self._killing = True
+                for task in self._pending:
+                    task.future.cancel()
+            thread = self._thread
+        _live_executors.discard(self)
+        if thread is None:
+            return
+        self._wake()
+        if wait and thread is not threading.current_thread():
+            thread.join()
+
+
+# --------------------------------------------------------------- helpers
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_preloaded = False
+_WORKER_MODULE = "taskkit._process._worker"
+
+
+def _preload_worker_in_forkserver() -> None:
+    """Have the forkserver import the worker code once, so each fork starts warm."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is not None:
+        return  # already running: its preload list is fixed
+    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    if _WORKER_MODULE not in modules:
+        server.set_forkserver_preload([*modules, _WORKER_MODULE])
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _diagnose(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+) -> SerializationError:
+    """Name the first argument that will not pickle (only called after pickling failed)."""
+    if fn is run_chunk and len(args) == 2:
+        user_fn, items = args
+        if _fails(user_fn):
+            return SerializationError("the function", type(user_fn).__name__, _reason(exc))
+        for index, item in enumerate(items):
+            for position, value in enumerate(item, 1):
+                if _fails(value):
+                    return SerializationError(
+                        f"argument {position} of map item {index}",
+                        type(value).__name__,
+                        _reason(exc),
+                    )
+        return SerializationError("a map chunk", "list", _reason(exc))
+    if _fails(fn):
+        return SerializationError("the function", type(fn).__name__, _reason(exc))
+    for position, value in enumerate(args, 1):
+        if _fails(value):
+            return SerializationError(f"argument {position}", type(value).__name__, _reason(exc))
+    for key, value in kwargs.items():
+        if _fails(value):
+            return SerializationError(f"keyword {key!r}", type(value).__name__, _reason(exc))
+    return SerializationError("the call", type(fn).__name__, _reason(exc))
+
+
+def _fails(value: Any) -> bool:
+    try:
+        _wire.dumps(value)
+    except Exception:
+        return True
+    return False
+
+
+def _decode_exception(stream: bytes) -> BaseException:
+    exc, name, message, text = _wire.decode_error(stream)
+    if exc is None:
+        return RemoteError(name, message, text)
+    exc.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
+    return exc
+
+
+def _unpickle_failed(exc: BaseException) -> SerializationError:
+    return SerializationError(
+        "result", "unknown", f"it could not be unpickled here: {_reason(exc)}"
+    )
+
+
+def _initializer_failed(exc: BaseException | None) -> BaseException:
+    error = RuntimeError(f"the process pool's initializer failed: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
+backend_class = ProcessExecutor

@@ -1,0 +1,346 @@
+"""Messages between the parent and one worker: framing and serialisation.
+
+A message is a fixed header, one pickle stream and zero or more out-of-band
+buffers (pickle protocol 5: a NumPy array or a ``PickleBuffer`` is sent as
+its raw bytes, written straight from its memory and read straight into the
+memory the receiver keeps, with no copy into the pickle stream)::
+
+    header  = tag (1 byte) | number of buffers (u32) | pickle length (u64)
+    lengths = one u64 per buffer
+    body    = pickle stream, then each buffer
+
+Parent -> worker tags: ``T`` run a task ``(fn, args, kwargs)``, ``S`` set up
+``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``R`` a
+result, ``C`` a map chunk's results
+(its exception encoded as ``E`` encodes one), ``E`` an error (see
+``encode_error``), ``I`` the initializer failed.
+
+Each side sends one message and waits for the answer, so a socket never holds
+more than one message per direction; there is no multiplexing to get wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import pickle
+import select
+import struct
+import traceback
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "CHUNK",
+    "ERROR",
+    "INIT_FAILED",
+    "QUIT",
+    "RESULT",
+    "SETUP",
+    "TASK",
+    "Payload",
+    "decode_error",
+    "dumps",
+    "encode_error",
+    "loads",
+    "Reader",
+    "send",
+]
+
+TASK, SETUP, QUIT = b"T", b"S", b"Q"
+RESULT, ERROR, INIT_FAILED, CHUNK = b"R", b"E", b"I", b"C"
+
+_HEADER = struct.Struct("!cIQ")
+_LENGTH = struct.Struct("!Q")
+# Buffers smaller than this are kept in the pickle stream: a separate buffer
+# costs a length field and an iovec, worth it only for large data.
+_OUT_OF_BAND_MIN = 64 * 1024
+
+# (pickle stream, out-of-band buffers)
+Payload = tuple[bytes, list[pickle.PickleBuffer]]
+
+
+class _Pickler(pickle.Pickler):
+    """Plain (C-speed) pickle, with functions and classes that need it sent by value.
+
+    Plain pickle stores a function or class by reference (``module.name``).
+    That cannot work for lambdas and local functions, nor for objects of
+    ``__main__``, which a worker may not have (forkserver, spawn, an
+    interactive session, a function defined after the worker started).  Those
+    objects alone are serialised by cloudpickle and embedded; everything else
+    stays on the fast path.  A ``__main__`` function or class without a closure
+    is serialised once and cached on both sides (see ``_rebuild``).
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is _function:
+            if obj.__module__ == "__main__" and obj.__closure__ is None:
+                return _cached_by_value(obj)
+            if obj.__module__ == "__main__" or "<" in obj.__qualname__:
+                return _by_value(obj)
+        elif isinstance(obj, type) and (
+            obj.__module__ == "__main__" or "<locals>" in obj.__qualname__
+        ):
+            return _cached_by_value(obj)
+        return NotImplemented
+
+
+def _f() -> None:  # pragma: no cover - only its type is used
+    pass
+
+
+_function = type(_f)
+_tokens = itertools.count()
+_sent: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], bytes]] = weakref.WeakKeyDictionary()
+_rebuilt: dict[tuple[int, int], Any] = {}
+_REBUILT_MAX = 512
+
+
+def _by_value(obj: Any) -> tuple[Any, tuple[bytes]]:
+    import cloudpickle
+
+    return pickle.loads, (cloudpickle.dumps(obj, protocol=5),)
+
+
+def _cached_by_value(obj: Any) -> tuple[Any, tuple[tuple[int, int], bytes]]:
+    entry = _sent.get(obj)
+    if entry is None:
+        import cloudpickle
+
+        entry = ((os.getpid(), next(_tokens)), cloudpickle.dumps(obj, protocol=5))
+        _sent[obj] = entry
+    return _rebuild, entry
+
+
+def _rebuild(token: tuple[int, int], data: bytes) -> Any:
+    """Unpickle a by-value function or class once per worker, then reuse it."""
+    obj = _rebuilt.get(token)
+    if obj is None:
+        obj = pickle.loads(data)
+        if len(_rebuilt) >= _REBUILT_MAX:
+            del _rebuilt[next(iter(_rebuilt))]
+        _rebuilt[token] = obj
+    return obj
+
+
+def dumps(obj: Any) -> Payload:
+    """Serialise ``obj`` with pickle protocol 5, falling back to cloudpickle.
+
+    Large buffers (NumPy arrays, ``PickleBuffer``) are returned out of band.
+
+    Raises:
+        Exception: whatever pickling raised if even cloudpickle cannot do it.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    keep = _keeper(buffers)
+    stream = io.BytesIO()
+    try:
+        _Pickler(stream, 5, buffer_callback=keep).dump(obj)
+        return stream.getvalue(), buffers
+    except (pickle.PicklingError, AttributeError, TypeError):
+        # Something else plain pickle cannot name (an object holding a lambda
+        # in a slot, say); a genuinely unpicklable value fails again below.
+        pass
+    import cloudpickle
+
+    buffers.clear()
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+
+
+def _keeper(buffers: list[pickle.PickleBuffer]) -> Any:
+    def keep(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes < _OUT_OF_BAND_MIN:
+            return True  # small: serialise it in band
+        buffers.append(buffer)
+        return False
+
+    return keep
+
+
+def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
+    """Rebuild an object from ``dumps``'s stream and buffers."""
+    return pickle.loads(stream, buffers=buffers)
+
+
+# ------------------------------------------------------------------ framing
+
+
+def send(fd: int, tag: bytes, payload: Payload) -> None:
+    """Write one message to ``fd`` (blocking); raises ``OSError`` if the peer is gone."""
+    stream, buffers = payload
+    raws = [buffer.raw() for buffer in buffers]
+    header = _HEADER.pack(tag, len(raws), len(stream))
+    if raws:
+        header += b"".join(_LENGTH.pack(raw.nbytes) for raw in raws)
+    parts: list[Any] = [header, stream, *raws]
+    total = sum(memoryview(part).nbytes for part in parts)
+    if total <= 65536 and not raws:
+        _write_all(fd, header + stream)
+        return
+    written = _writev(fd, parts)
+    while written < total:
+        # A partial write: drop what went out and write the rest.
+        while parts and written >= memoryview(parts[0]).nbytes:
+            written -= memoryview(parts[0]).nbytes
+            total -= memoryview(parts[0]).nbytes
+            parts.pop(0)
+        if written:
+            parts[0] = memoryview(parts[0]).cast("B")[written:]
+            total -= written
+        written = _writev(fd, parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            _wait(fd, select.POLLOUT)
+
+
+def _writev(fd: int, parts: list[Any]) -> int:
+    while True:
+        try:
+            return os.writev(fd, parts)
+        except BlockingIOError:
+            _wait(fd, select.POLLOUT)
+
+
+def _wait(fd: int, event: int) -> None:
+    """Block until ``fd`` is ready (the parent's sockets are non-blocking)."""
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.poll()
+
+
+def _read(fd: int, size: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, size)
+        except BlockingIOError:
+            _wait(fd, select.POLLIN)
+
+
+class Reader:
+    """Reads whole messages from one file descriptor, keeping any bytes read ahead."""
+
+    __slots__ = ("_ahead", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._ahead = b""
+
+    def recv(self) -> tuple[bytes, bytes, list[bytearray]] | None:
+        """Read one message: ``(tag, pickle stream, buffers)``, or None at end of file.
+
+        Raises:
+            EOFError: the peer went away in the middle of a message.
+        """
+        fd = self.fd
+        # On a non-blocking descriptor this first read raises BlockingIOError
+        # when no message has started; once one has, the rest is waited for.
+        data = self._ahead or os.read(fd, 65536)
+        self._ahead = b""
+        if not data:
+            return None
+        data = _read_more(fd, data, _HEADER.size)
+        tag, count, length = _HEADER.unpack_from(data)
+        offset = _HEADER.size
+        sizes: list[int] = []
+        if count:
+            data = _read_more(fd, data, offset + count * _LENGTH.size)
+            sizes = [_LENGTH.unpack_from(data, offset + i * _LENGTH.size)[0] for i in range(count)]
+            offset += count * _LENGTH.size
+        end = offset + length
+        if len(data) >= end:
+            stream = data[offset:end]
+            rest = memoryview(data)[end:]
+        else:
+            buffer = bytearray(length)
+            have = len(data) - offset
+            buffer[:have] = memoryview(data)[offset:]
+            _read_into(fd, memoryview(buffer)[have:])
+            stream = bytes(buffer)
+            rest = memoryview(b"")
+        buffers = []
+        for size in sizes:
+            target = bytearray(size)
+            taken = min(size, len(rest))
+            target[:taken] = rest[:taken]
+            rest = rest[taken:]
+            _read_into(fd, memoryview(target)[taken:])
+            buffers.append(target)
+        self._ahead = bytes(rest)
+        return tag, stream, buffers
+
+
+def _read_more(fd: int, data: bytes, need: int) -> bytes:
+    while len(data) < need:
+        more = _read(fd, max(65536, need - len(data)))
+        if not more:
+            raise EOFError("connection closed inside a message")
+        data += more
+    return data
+
+
+def _read_into(fd: int, view: memoryview) -> None:
+    while view:
+        try:
+            got = os.readv(fd, [view])
+        except BlockingIOError:
+            _wait(fd, select.POLLIN)
+            continue
+        if not got:
+            raise EOFError("connection closed inside a message")
+        view = view[got:]
+
+
+# ------------------------------------------------------------------- errors
+
+
+def encode_error(exc: BaseException) -> Payload:
+    """Serialise a task's exception with its text and formatted traceback.
+
+    The exception itself travels as a nested pickle so that, if its class
+    cannot be rebuilt in the parent, the text and traceback still arrive.
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc.__traceback__ = None
+    try:
+        inner: bytes | None = pickle.dumps(exc, protocol=5)
+    except Exception:
+        try:
+            import cloudpickle
+
+            inner = cloudpickle.dumps(exc, protocol=5)
+        except Exception:
+            inner = None
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if type(exc).__module__ == "builtins":
+        name = type(exc).__qualname__
+    return pickle.dumps((inner, name, _message(exc), text), protocol=5), []
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<the exception's str() failed>"
+
+
+def decode_error(stream: bytes) -> tuple[BaseException | None, str, str, str]:
+    """Return ``(exception or None if it cannot be rebuilt, type name, message, traceback)``."""
+    inner, name, message, text = pickle.loads(stream)
+    exc: BaseException | None = None
+    if inner is not None:
+        try:
+            exc = pickle.loads(inner)
+        except Exception:
+            exc = None
+        if not isinstance(exc, BaseException):
+            exc = None
+    return exc, name, message, text

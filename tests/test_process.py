@@ -1,0 +1,634 @@
+"""The process backend: what only it does (crashes, kills, pickling, shutdown, Ctrl-C).
+
+Executors are shared per module where a test does not change them, because
+every new worker process costs milliseconds; tests that kill things make their
+own.  Faults that would hit the test runner itself (Ctrl-C, SIGKILL of the
+parent) run in a child script.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import taskkit
+from taskkit import (
+    ExecutorClosed,
+    RemoteError,
+    SerializationError,
+    TaskTimeout,
+    WorkerCrashed,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+# ------------------------------------------------------------ task helpers
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+def pid(_: object = None) -> int:
+    return os.getpid()
+
+
+def exit_hard(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def wait_for_file(path: str) -> str:
+    """Block until ``path`` exists: a task that only ends when the test says so."""
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    return path
+
+
+def sleep_forever(_: object = None) -> None:
+    while True:
+        time.sleep(60)
+
+
+def spawn_grandchild_and_hang(path: str) -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    Path(path).write_text(str(child.pid))
+    sleep_forever()
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def fail_at(x: int) -> int:
+    if x == 7:
+        raise KeyError(x)
+    return x
+
+
+class Unbuildable(Exception):
+    """Pickles, but cannot be rebuilt: its __init__ needs two arguments."""
+
+    def __init__(self, a: object, b: object) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unbuildable() -> None:
+    raise Unbuildable(1, 2)
+
+
+def return_lock() -> object:
+    return threading.Lock()
+
+
+def read_global() -> object:
+    return _initialized.get("value")
+
+
+_initialized: dict[str, object] = {}
+
+
+def initialize(value: object) -> None:
+    _initialized["value"] = value
+
+
+def crash_once(marker: str) -> str:
+    if not os.path.exists(marker):
+        Path(marker).write_text("crashed")
+        os._exit(9)
+    return "second attempt"
+
+
+def alive(pid_: int) -> bool:
+    try:
+        os.kill(pid_, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): count it as dead.
+    try:
+        with open(f"/proc/{pid_}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds (a process's state has no event to wait on)."""
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.002)
+
+
+def wait_dead(pids: list[int], seconds: float = 5.0) -> list[int]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        living = [p for p in pids if alive(p)]
+        if not living:
+            return []
+        time.sleep(0.02)
+    return [p for p in pids if alive(p)]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def ex() -> Iterator[taskkit.Executor]:
+    """A shared two-worker pool for tests that leave it as they found it."""
+    executor = taskkit.open_executor("process", max_workers=2)
+    yield executor
+    executor.shutdown(kill=True)
+
+
+@pytest.fixture
+def fresh() -> Iterator[taskkit.Executor]:
+    """A pool of its own, for tests that kill, crash or shut down."""
+    executor = taskkit.open_executor("process", max_workers=2)
+    yield executor
+    executor.shutdown(kill=True)
+
+
+# ------------------------------------------------------------------ basics
+
+
+def test_submit_returns_what_the_call_returns(ex: taskkit.Executor) -> None:
+    assert 49 == ex.submit(square, 7).result()
+    assert 5 == ex.submit(add, 2, y=3).result()
+    assert os.getpid() != ex.submit(pid).result()
+
+
+def test_lambdas_closures_and_local_functions(ex: taskkit.Executor) -> None:
+    offset = 10
+
+    def local(x: int) -> int:
+        return x + offset
+
+    assert 11 == ex.submit(lambda x: x + 1, 10).result()
+    assert 13 == ex.submit(local, 3).result()
+    assert [10, 11, 12] == list(ex.map(local, range(3)))
+
+
+def test_async_function_runs_to_completion(ex: taskkit.Executor) -> None:
+    async def coro(x: int) -> int:
+        return x * 3
+
+    assert 6 == ex.submit(coro, 2).result()
+
+
+def test_map_ordered_unordered_and_several_iterables(ex: taskkit.Executor) -> None:
+    assert [x * x for x in range(1000)] == list(ex.map(square, range(1000)))
+    assert sorted(x * x for x in range(500)) == sorted(ex.map(square, range(500), ordered=False))
+    assert [0, 2, 4] == list(ex.map(add, range(3), range(10)))
+    assert [1, 4] == list(ex.map(square, [1, 2], chunksize=1))
+
+
+def test_map_exception_surfaces_at_its_item(ex: taskkit.Executor) -> None:
+    results = ex.map(fail_at, range(20), chunksize=3)
+    assert list(range(7)) == [next(results) for _ in range(7)]
+    with pytest.raises(KeyError) as info:
+        next(results)
+    assert "fail_at" in str(info.value.__cause__)
+
+
+def test_map_is_lazy_with_bounded_memory(ex: taskkit.Executor) -> None:
+    pulled = 0
+
+    def numbers() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(300_000):
+            pulled += 1
+            yield i
+
+    window = 2000
+    total = 0
+    most_ahead = 0
+    rss_before = _rss()
+    rss_most = rss_before
+    for consumed, value in enumerate(ex.map(square, numbers(), window=window), 1):
+        total += value
+        most_ahead = max(most_ahead, pulled - consumed)
+        if consumed % 20_000 == 0:
+            rss_most = max(rss_most, _rss())
+    assert sum(i * i for i in range(300_000)) == total
+    # Never more than the window, plus the chunk being handed out, read ahead.
+    assert most_ahead <= 2 * window
+    assert rss_most - rss_before < 8 * 2**20
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_big_buffers_round_trip(ex: taskkit.Executor) -> None:
+    data = os.urandom(3 * 2**20)
+    assert data == ex.submit(bytes, data).result()
+    np = pytest.importorskip("numpy")
+    array = np.arange(2**20, dtype=np.float64)
+    back = ex.submit(np.negative, array).result()
+    assert (back == -array).all()
+
+
+def test_statistics_count_processes(ex: taskkit.Executor) -> None:
+    ex.submit(square, 1).result()
+    stats = ex.statistics()
+    assert stats.backend == "process"
+    assert stats.max_workers == 2
+    assert 1 <= stats.workers <= 2
+
+
+# -------------------------------------------------------------- exceptions
+
+
+def test_exception_keeps_type_message_and_remote_traceback(ex: taskkit.Executor) -> None:
+    with pytest.raises(ValueError, match="boom") as info:
+        ex.submit(fail, "boom").result()
+    cause = info.value.__cause__
+    assert cause is not None
+    assert "in fail" in str(cause)
+    assert "Traceback" in str(cause)
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_remote_error(ex: taskkit.Executor) -> None:
+    with pytest.raises(RemoteError) as info:
+        ex.submit(raise_unbuildable).result()
+    assert "Unbuildable" in str(info.value)
+    assert "1-2" in str(info.value)
+    assert "raise_unbuildable" in info.value.traceback_text
+
+
+# ----------------------------------------------------------- serialisation
+
+
+def test_unpicklable_argument_fails_at_submit_naming_it(ex: taskkit.Executor) -> None:
+    with pytest.raises(SerializationError, match=r"argument 2 of type lock"):
+        ex.submit(add, 1, threading.Lock())
+    with pytest.raises(SerializationError, match=r"keyword 'y' of type lock"):
+        ex.submit(add, 1, y=threading.Lock())
+    assert 3 == ex.submit(add, 1, 2).result()
+
+
+def test_unpicklable_result_fails_only_that_future(ex: taskkit.Executor) -> None:
+    before = set(ex.map(pid, range(50), chunksize=1))
+    with pytest.raises(SerializationError, match="result of type lock"):
+        ex.submit(return_lock).result()
+    assert ex.submit(pid).result() in before  # no worker was replaced
+
+
+def test_serialization_error_pickles() -> None:
+    error = SerializationError("argument 1", "lock", "no")
+    assert str(error) == str(pickle.loads(pickle.dumps(error)))
+
+
+# ------------------------------------------------------------------ crashes
+
+
+@pytest.mark.parametrize(
+    ("fn", "arg", "expect"),
+    [
+        (exit_hard, 3, "exited with status 3"),
+        (kill_self, signal.SIGKILL, "SIGKILL"),
+        (kill_self, signal.SIGTERM, "SIGTERM"),
+        (segfault, None, "SIGSEGV"),
+    ],
+    ids=["os._exit", "SIGKILL (as the OOM killer sends)", "SIGTERM", "segfault"],
+)
+def test_crash_fails_only_its_task(
+    fresh: taskkit.Executor, fn: object, arg: object, expect: str
+) -> None:
+    gate = f"/tmp/taskkit-gate-{os.getpid()}-{time.monotonic_ns()}"
+    running = fresh.submit(wait_for_file, gate)
+    queued = [fresh.submit(square, i) for i in range(5)]
+    crash = fresh.submit(fn, arg) if arg is not None else fresh.submit(fn)  # type: ignore[operator]
+    with pytest.raises(WorkerCrashed, match=expect) as info:
+        crash.result(timeout=20)
+    assert info.value.pid is not None
+    if expect.startswith("SIG"):
+        assert info.value.signal is not None
+    else:
+        assert info.value.exitcode == 3
+    later = fresh.submit(square, 12)
+    Path(gate).touch()
+    try:
+        assert gate == running.result(timeout=20)
+        assert [i * i for i in range(5)] == [f.result(timeout=20) for f in queued]
+        assert 144 == later.result(timeout=20)
+    finally:
+        os.unlink(gate)
+    assert fresh.statistics().failed == 1
+
+
+def test_crash_message_names_pid_status_and_cause(fresh: taskkit.Executor) -> None:
+    with pytest.raises(WorkerCrashed) as info:
+        fresh.submit(kill_self, signal.SIGKILL).result(timeout=20)
+    message = str(info.value)
+    assert str(info.value.pid) in message
+    assert "out-of-memory" in message
+    assert "replaced" in message
+
+
+def test_retries_apply_to_crashes(fresh: taskkit.Executor, tmp_path: Path) -> None:
+    marker = str(tmp_path / "crashed")
+    future = fresh.options(retries=1).submit(crash_once, marker)
+    assert "second attempt" == future.result(timeout=20)
+    assert 1 == fresh.statistics().retried
+
+
+def test_crash_inside_map_chunk(fresh: taskkit.Executor) -> None:
+    results = fresh.map(exit_hard, [5], chunksize=1)
+    with pytest.raises(WorkerCrashed):
+        list(results)
+    assert [0, 1, 4] == list(fresh.map(square, range(3)))
+
+
+# --------------------------------------------------- timeouts and cancelling
+
+
+def test_timeout_kills_the_task_and_its_children(fresh: taskkit.Executor, tmp_path: Path) -> None:
+    path = str(tmp_path / "grandchild")
+    other = fresh.submit(square, 3)
+    future = fresh.options(timeout=1.0).submit(spawn_grandchild_and_hang, path)
+    with pytest.raises(TaskTimeout, match="killed"):
+        future.result(timeout=20)
+    grandchild = int(Path(path).read_text())
+    assert [] == wait_dead([grandchild])
+    assert 9 == other.result()
+    assert 16 == fresh.submit(square, 4).result(timeout=20)
+    assert 1 == fresh.statistics().timed_out
+
+
+def test_cancel_running_task_kills_its_worker(fresh: taskkit.Executor) -> None:
+    worker = fresh.submit(pid).result()
+    future = fresh.submit(sleep_forever)
+    wait_until(future.running)
+    assert future.cancel() is True
+    assert future.cancelled()
+    assert 25 == fresh.submit(square, 5).result(timeout=20)
+    stats = fresh.statistics()
+    assert stats.cancelled == 1
+    del worker
+
+
+# ---------------------------------------------------------- worker options
+
+
+def test_initializer_and_initargs() -> None:
+    with taskkit.open_executor(
+        "process", max_workers=1, initializer=initialize, initargs=("hello",)
+    ) as executor:
+        assert "hello" == executor.submit(read_global).result()
+
+
+def test_failing_initializer_fails_tasks_without_hanging() -> None:
+    with (
+        taskkit.open_executor(
+            "process", max_workers=1, initializer=fail, initargs=("no init",)
+        ) as executor,
+        pytest.raises(RuntimeError, match="initializer failed"),
+    ):
+        executor.submit(square, 2).result(timeout=20)
+
+
+def test_max_tasks_per_child_replaces_workers() -> None:
+    with taskkit.open_executor("process", max_workers=1, max_tasks_per_child=2) as executor:
+        pids = [executor.submit(pid).result(timeout=20) for _ in range(6)]
+    assert 3 == len(set(pids))
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_start_methods(method: str) -> None:
+    with taskkit.open_executor("process", max_workers=1, start_method=method) as executor:
+        assert [1, 4] == list(executor.map(square, [1, 2]))
+        assert 7 == executor.submit(lambda: 7).result()
+
+
+def test_bad_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="start_method"):
+        taskkit.open_executor("process", start_method="vfork")
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        taskkit.open_executor("process", max_tasks_per_child=0)
+    with pytest.raises(TypeError, match="initializer"):
+        taskkit.open_executor("process", initializer=3)
+
+
+def test_workers_start_lazily() -> None:
+    executor = taskkit.open_executor("process", max_workers=2)
+    try:
+        assert 0 == executor.statistics().workers
+    finally:
+        executor.shutdown()
+
+
+# ----------------------------------------------------------------- shutdown
+
+
+def test_close_join_the_pool_idiom() -> None:
+    executor = taskkit.open_executor("process", max_workers=2)
+    futures = [executor.submit(square, i) for i in range(4)]
+    executor.close()
+    with pytest.raises(ExecutorClosed):
+        executor.submit(square, 1)
+    assert executor.join(timeout=30)
+    assert [0, 1, 4, 9] == [f.result() for f in futures]
+    executor.shutdown()
+    assert 0 == executor.statistics().workers
+
+
+def test_shutdown_cancel_pending() -> None:
+    executor = taskkit.open_executor("process", max_workers=1)
+    gate = f"/tmp/taskkit-gate-{os.getpid()}-{time.monotonic_ns()}"
+    first = executor.submit(wait_for_file, gate)
+    rest = [executor.submit(square, i) for i in range(5)]
+    wait_until(first.running)
+    threading.Timer(0.2, Path(gate).touch).start()
+    executor.shutdown(wait=True, cancel_pending=True)
+    os.unlink(gate)
+    assert gate == first.result()
+    assert all(f.cancelled() for f in rest)
+
+
+def test_shutdown_kill_stops_everything_and_closes() -> None:
+    executor = taskkit.open_executor("process", max_workers=2)
+    pids = list(executor.map(pid, range(40), chunksize=1))
+    running = [executor.submit(sleep_forever) for _ in range(2)]
+    queued = executor.submit(square, 2)
+    wait_until(lambda: all(f.running() for f in running))
+    executor.shutdown(kill=True)
+    assert all(f.cancelled() for f in running)
+    assert queued.cancelled()
+    with pytest.raises(ExecutorClosed):
+        executor.submit(square, 1)
+    assert [] == wait_dead(sorted(set(pids)))
+    assert 0 == executor.statistics().workers
+
+
+def test_with_block_waits_for_work() -> None:
+    with taskkit.open_executor("process", max_workers=2) as executor:
+        futures = [executor.submit(square, i) for i in range(10)]
+    assert all(f.done() for f in futures)
+
+
+# ---------------------------------------------- faults in a child interpreter
+
+_CHILD_PRELUDE = """
+import os, sys, time
+import taskkit
+
+def spin(_=None):
+    while True:
+        time.sleep(60)
+
+def getpid(_=None):
+    return os.getpid()
+"""
+
+
+def _run_child(body: str) -> subprocess.Popen[str]:
+    script = _CHILD_PRELUDE + textwrap.dedent(body)
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a shell's foreground job would be
+    )
+
+
+def _read_pids(child: subprocess.Popen[str]) -> list[int]:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.startswith("pids"), line + (child.stderr.read() if child.stderr else "")
+    return [int(p) for p in line.split()[1:]]
+
+
+def test_one_ctrl_c_stops_everything() -> None:
+    child = _run_child(
+        """
+        if __name__ == "__main__":
+            with taskkit.open_executor("process", max_workers=2) as ex:
+                pids = set(ex.map(getpid, range(40), chunksize=1))
+                futures = [ex.submit(spin) for _ in range(4)]
+                while not all(f.running() for f in futures[:2]):
+                    time.sleep(0.01)
+                print("pids", *pids, flush=True)
+                futures[0].result()
+        """
+    )
+    try:
+        pids = _read_pids(child)
+        start = time.monotonic()
+        os.killpg(child.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, stderr = child.communicate(timeout=20)
+        assert time.monotonic() - start < 5
+        assert child.returncode != 0
+        assert "KeyboardInterrupt" in stderr
+        assert "resource_tracker" not in stderr
+        assert "leaked" not in stderr
+        assert [] == wait_dead(pids)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def test_ctrl_c_without_with_block_still_stops() -> None:
+    child = _run_child(
+        """
+        ex = taskkit.open_executor("process", max_workers=2)
+        futures = [ex.submit(spin) for _ in range(2)]
+        pids = set()
+        while not all(f.running() for f in futures):
+            time.sleep(0.01)
+        print("pids", *[w for w in ex._workers], flush=True)
+        futures[0].result()
+        """
+    )
+    try:
+        pids = _read_pids(child)
+        os.killpg(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=20)
+        assert "KeyboardInterrupt" in stderr
+        assert [] == wait_dead(pids)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "fork", "spawn"])
+def test_workers_exit_when_parent_is_killed(method: str) -> None:
+    child = _run_child(
+        f"""
+        ex = taskkit.open_executor("process", max_workers=2, start_method={method!r})
+        busy = ex.submit(spin)
+        while not busy.running():
+            time.sleep(0.01)
+        ex.submit(getpid).result()
+        print("pids", *[w for w in ex._workers], flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        pids = _read_pids(child)
+        assert len(pids) == 2
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        assert [] == wait_dead(pids, seconds=5)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.communicate()
+
+
+def test_main_module_functions_work_with_every_start_method() -> None:
+    script = _CHILD_PRELUDE + textwrap.dedent(
+        """
+        def triple(x):
+            return 3 * x
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def norm(p):
+            return abs(p.x)
+
+        if __name__ == "__main__":
+            for method in ("fork", "forkserver", "spawn"):
+                with taskkit.open_executor("process", max_workers=1, start_method=method) as ex:
+                    assert ex.submit(triple, 2).result() == 6
+                    assert list(ex.map(triple, range(3))) == [0, 3, 6]
+                    assert ex.submit(norm, Point(-4)).result() == 4
+                    assert ex.submit(lambda: 9).result() == 9
+            print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert "ok" in done.stdout, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
