@@ -56,14 +56,24 @@ def flaky(path: str, failures: int) -> int:
     return calls
 
 
-def wait_for_file(path: str) -> str:
+def _say_started(fifo: str | None) -> None:
+    # Opening a FIFO for writing blocks until the test opens it for reading:
+    # a rendezvous that tells the test this task is running, with no polling.
+    if fifo is not None:
+        with open(fifo, "w"):
+            pass
+
+
+def wait_for_file(path: str, started: str | None = None) -> str:
     """Block until ``path`` exists (a gate the test opens; works across processes)."""
+    _say_started(started)
     while not os.path.exists(path):
         time.sleep(0.002)
     return "opened"
 
 
-async def await_file(path: str) -> str:
+async def await_file(path: str, started: str | None = None) -> str:
+    _say_started(started)
     while not os.path.exists(path):
         await _async_sleep(0.002)
     return "opened"
@@ -89,7 +99,12 @@ async def _async_sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def gate_fn(backend: str) -> Callable[[str], Any]:
+def wait_until_started(fifo: str) -> None:
+    with open(fifo):
+        pass
+
+
+def gate_fn(backend: str) -> Callable[..., Any]:
     return await_file if backend in ASYNC_NATIVE else wait_for_file
 
 
@@ -372,10 +387,12 @@ def test_shutdown_cancel_pending(
 ) -> None:
     if backend == "serial":
         pytest.skip("serial runs every task inside submit(): none is ever pending")
-    gate = str(tmp_path / "gate")
+    gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+    os.mkfifo(started)
     ex = make_executor(max_workers=1)
-    blocker = ex.submit(gate_fn(backend), gate)
+    blocker = ex.submit(gate_fn(backend), gate, started)
     pending = [ex.submit(square, i) for i in range(3)]
+    wait_until_started(started)
     pathlib.Path(gate).touch()
     ex.shutdown(wait=True, cancel_pending=True)
     assert blocker.result(timeout=0) == "opened"
