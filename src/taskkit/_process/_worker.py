@@ -73,7 +73,7 @@ def worker_main(conn: Any, close_fds: tuple[int, ...]) -> None:
         try:
             from multiprocessing import util
 
-            util._exit_function()
+            util._exit_function()  # type: ignore[attr-defined]
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
