@@ -39,13 +39,20 @@ def _cluster_options(directory: str) -> dict[str, Any]:
 
 def main(repeats: int) -> None:
     try:
-        import distributed
+        import distributed  # noqa: F401 - only to learn whether the extra is installed
     except ImportError:
         print('\n## dask: distributed is not installed (pip install "taskkit[dask]"); skipped')
         return
+    repeats = max(3, repeats)
+    _startup_section(repeats)  # first: nothing left over from the other section
+    _map_section(repeats)
+
+
+def _map_section(repeats: int) -> None:
+    import distributed
+
     import taskkit
 
-    repeats = max(3, repeats)
     expected = sum(x * x for x in range(N_CALLS))
     with tempfile.TemporaryDirectory(prefix="taskkit-bench-dask-") as directory:
         cluster = distributed.LocalCluster(**_cluster_options(directory))
@@ -84,6 +91,12 @@ def main(repeats: int) -> None:
             cluster.close()
     print_table(f"dask: {N_CALLS:,} calls of x * x on a 2-worker LocalCluster", rows)
 
+
+def _startup_section(repeats: int) -> None:
+    import distributed
+
+    import taskkit
+
     def start_by_hand() -> None:
         with tempfile.TemporaryDirectory(prefix="taskkit-bench-dask-") as directory:
             cluster = distributed.LocalCluster(**_cluster_options(directory))
@@ -101,7 +114,7 @@ def main(repeats: int) -> None:
 
     # Start-up is noisy (it spawns processes): the two are run alternately,
     # so both see the same load, and more often than the other measurements.
-    hand, ours = _alternate(start_by_hand, start_taskkit, max(5, repeats))
+    hand, ours = _alternate(start_by_hand, start_taskkit, max(8, 2 * repeats))
     print_table(
         "dask: start a 2-worker cluster and get a first result (shutdown not timed)",
         [
@@ -126,8 +139,10 @@ def _alternate(first: Any, second: Any, repeats: int) -> tuple[float, float]:
     import time
 
     times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, record in ((first, times[0]), (second, times[1])):
+    pairs = [(first, times[0]), (second, times[1])]
+    for i in range(repeats):
+        # ABBA order: a drift in the machine's load hits both sides alike.
+        for fn, record in pairs if i % 2 == 0 else pairs[::-1]:
             start = time.perf_counter()
             fn()
             record.append(_stops.pop() - start)
