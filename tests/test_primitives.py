@@ -151,8 +151,10 @@ def test_close_wakes_a_waiting_get(make_executor: Make) -> None:
 
     thread = threading.Thread(target=getter)
     thread.start()
+    # Close once the getter waits, where the backend's statistics can tell (either
+    # order must end the get with QueueClosed; this makes the waiting case the usual one).
     deadline = time.monotonic() + 10
-    while q.statistics().waiting_getters == 0 and time.monotonic() < deadline:
+    while getattr(q.statistics(), "waiting_getters", 1) == 0 and time.monotonic() < deadline:
         time.sleep(0.001)  # polling a condition, not synchronising on time
     q.close()
     thread.join(10)
@@ -177,8 +179,7 @@ def test_bounded_queue_applies_backpressure(make_executor: Make) -> None:
             pass
     assert list(range(6)) == got
     assert producer.result(timeout=20) == 6
-    stats = q.statistics()
-    assert (stats.puts, stats.gets, stats.size, stats.maxsize) == (6, 6, 0, 2)
+    assert q.empty()
 
 
 def test_queue_async_faces(make_executor: Make) -> None:
@@ -253,7 +254,6 @@ def test_lock_basics(make_executor: Make) -> None:
         assert lock.locked()
     assert not lock.locked()
     assert lock.previous_holder_died is False
-    assert lock.statistics().locked is False
 
 
 def test_lock_seen_held_by_tasks(make_executor: Make) -> None:
@@ -345,7 +345,6 @@ def test_event(make_executor: Make) -> None:
         return missed, await waiter
 
     assert (False, True) == asyncio.run(main())
-    assert event.statistics().is_set
 
 
 # --------------------------------------------------------------------- semaphore
@@ -374,8 +373,7 @@ def test_semaphore(make_executor: Make) -> None:
         return inside
 
     assert asyncio.run(main()) == 0
-    stats = sem.statistics()
-    assert (stats.value, stats.initial) == (1, 2)
+    assert sem.value == 1
 
 
 def test_semaphore_rejects_a_negative_count(make_executor: Make) -> None:
@@ -406,7 +404,6 @@ def test_value_get_set_update(make_executor: Make) -> None:
         return await v.aget()
 
     assert asyncio.run(main()) == {"n": 20}
-    assert v.statistics().writes >= 4
 
 
 def test_value_update_is_atomic_across_tasks(make_executor: Make) -> None:
@@ -416,6 +413,40 @@ def test_value_update_is_atomic_across_tasks(make_executor: Make) -> None:
     for future in futures:
         future.result(timeout=60)
     assert v.get() == 800
+
+
+# -------------------------------------------------------------------- statistics
+
+
+def test_statistics_are_the_shared_snapshots(make_executor: Make) -> None:
+    from taskkit._primitives import (
+        EventStatistics,
+        LockStatistics,
+        QueueStatistics,
+        SemaphoreStatistics,
+        ValueStatistics,
+    )
+
+    ex = make_executor()
+    q, lock, event, sem, v = ex.queue(2), ex.lock(), ex.event(), ex.semaphore(3), ex.value(1)
+    q.put("a")
+    q.put("b")
+    q.get()
+    lock.acquire()
+    event.set()
+    sem.acquire()
+    v.set(2)
+    v.update(lambda x: x + 1)
+    assert QueueStatistics(1, 2, False, 2, 1, 0, 0) == q.statistics()
+    stats = lock.statistics()
+    assert isinstance(stats, LockStatistics)
+    assert (stats.locked, stats.takeovers) == (True, 0)
+    lock.release()
+    assert isinstance(event.statistics(), EventStatistics)
+    assert event.statistics().is_set
+    assert SemaphoreStatistics(2, 3, 0) == sem.statistics()
+    assert isinstance(v.statistics(), ValueStatistics)
+    assert v.statistics().writes == 2
 
 
 # ------------------------------------------------------------ properties (threads)
