@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import _thread
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import _control
+from ._tracing import TRACED, classify
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
@@ -40,9 +42,29 @@ def _controlled(h: Any) -> bool:
     return h is not None and h.controls_caller()
 
 
-def _acquire_controlled(h: Any, lock: Lock | RLock, blocking: bool, timeout: float) -> bool:
+def _announced() -> bool:
+    """Is the lock operation called directly by traced code (the code under test)?
+
+    Locks used inside the standard library (the mutex of a ``queue.Queue``, the lock of an
+    ``Event``'s condition) are held only within one untraced method, where no task can be
+    preempted, so taking them free of contention needs no switch point of its own: the call
+    into that method was one.  Blocking on them is still seen by the scheduler.
+    """
+    return classify(sys._getframe(2).f_code.co_filename) == TRACED
+
+
+def _acquire_controlled(
+    h: Any, lock: Lock | RLock, blocking: bool, timeout: float, announce: bool = True
+) -> bool:
     """Acquire ``lock._raw`` as a task: the scheduler sees the wait, so it can report deadlocks."""
     raw = lock._raw
+    if not announce:
+        if raw.acquire(False):
+            lock._holder = h.caller().name
+            h.held[lock] = None
+            return True
+        if not blocking:
+            return False  # Condition._is_owned() probing its own lock, for instance
     if not blocking:
         h.switch("try-acquire", lock)
         got = raw.acquire(False)
@@ -94,7 +116,7 @@ class Lock:
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         h = _control.hook
         if h is not None and h.controls_caller():
-            return _acquire_controlled(h, self, blocking, timeout)
+            return _acquire_controlled(h, self, blocking, timeout, _announced())
         return self._raw.acquire(blocking, timeout)
 
     __enter__ = acquire
@@ -103,7 +125,8 @@ class Lock:
         h = _control.hook
         if h is not None:
             try:
-                h.switch("release", self)  # a no-op unless the caller is a task
+                if _announced():
+                    h.switch("release", self)  # a no-op unless the caller is a task
             finally:
                 # release even when the run is being aborted: the next run needs the lock
                 _forget(self)
@@ -146,7 +169,7 @@ class RLock:
             return True
         h = _control.hook
         if h is not None and h.controls_caller():
-            got = _acquire_controlled(h, self, blocking, timeout)
+            got = _acquire_controlled(h, self, blocking, timeout, _announced())
         else:
             got = self._raw.acquire(blocking, timeout)
         if got:
@@ -164,7 +187,8 @@ class RLock:
         h = _control.hook
         if h is not None:
             try:
-                h.switch("release", self)
+                if _announced():
+                    h.switch("release", self)
             finally:
                 _forget(self)
                 self._owner, self._count, self._holder = None, 0, None
@@ -191,7 +215,7 @@ class RLock:
     def _acquire_restore(self, state: tuple[int, int | None]) -> None:
         h = _control.hook
         if h is not None and h.controls_caller():
-            _acquire_controlled(h, self, True, -1)
+            _acquire_controlled(h, self, True, -1, announce=False)
         else:
             self._raw.acquire()
         self._count, self._owner = state

@@ -106,6 +106,7 @@ class Task:
     """One callable under control: a plain function on a thread, or a coroutine."""
 
     __slots__ = (
+        "aborted",
         "baton",
         "coro",
         "deadline",
@@ -148,6 +149,7 @@ class Task:
         self.stuck = False
         self.send_value: object = None
         self.started = False
+        self.aborted = False  # told to unwind: cleanup code runs on without switch points
 
     def __repr__(self) -> str:
         return f"<task {self.name} {getattr(self.fn, '__qualname__', self.fn)}>"
@@ -240,6 +242,8 @@ class _Tracer:
         elif kind == WRITE_ITEM:
             fp = (ITEMS, True)
         elif kind == LOAD_CELL:
+            if type(frame.f_locals.get(name)) not in DATA_TYPES:
+                return  # as for globals: a lock, a function, a container is not the access
             fp = (("c", name), False)
         elif kind == STORE_CELL:
             fp = (("c", name), True)
@@ -413,9 +417,13 @@ class Run:
 
     def switch_point(self, task: Task, op: str, where: Where | None, fp: FootprintT) -> None:
         """Called by thread ``task`` (holding the baton) before its next visible operation."""
-        if self.deciding:
-            return  # traced code called by the scheduler itself (a ready() predicate ...)
-        if self.aborting or task.stuck:
+        if self.deciding or task.aborted or task.stuck:
+            # traced code called by the scheduler itself (a ready() predicate ...), a task
+            # unwinding after a failure (its `finally:` and `__exit__` must run), or a task the
+            # watchdog gave up on: none of them is scheduled any more
+            return
+        if self.aborting:
+            task.aborted = True
             raise _Abort
         task.state = TaskState.RUNNABLE
         task.op, task.where, task.footprint = op, where, fp
@@ -427,6 +435,7 @@ class Run:
                 self._dispatch(nxt)
                 task.baton.acquire()
         if self.aborting:
+            task.aborted = True
             raise _Abort
 
     def block(
@@ -439,7 +448,10 @@ class Run:
         fp: FootprintT,
     ) -> bool:
         """Park thread ``task`` until ``ready()`` holds; False if the virtual timeout expired."""
-        if self.aborting or task.stuck:
+        if task.stuck:
+            return bool(ready())  # no longer scheduled: the run is over
+        if self.aborting:
+            task.aborted = True
             raise _Abort
         task.state = TaskState.BLOCKED
         task.ready, task.what = ready, what
@@ -453,6 +465,7 @@ class Run:
                 self._dispatch(nxt)
                 task.baton.acquire()
         if self.aborting:
+            task.aborted = True
             raise _Abort
         timed_out = task.timed_out
         task.state = TaskState.RUNNABLE

@@ -189,11 +189,12 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
             in (
                 "LOAD_FAST",
                 "LOAD_GLOBAL",
+                "LOAD_DEREF",
             )
         ):
             # `if items:` / `while queue:` reads a container's length with no bytecode of its
             # own; a switch point when the variable holds a container (checked when it runs)
-            truth = TRUTH_LOCAL if previous.opname == "LOAD_FAST" else TRUTH_GLOBAL
+            truth = TRUTH_GLOBAL if previous.opname == "LOAD_GLOBAL" else TRUTH_LOCAL
             var = str(previous.argval)
             table[ins.offset] = (truth, var, _TEXT[truth].format(var), None)
         elif ins.opname in _CALL_OPS and pending_type is not None:
@@ -226,15 +227,23 @@ _CALL_OPS = frozenset(
         "CALL_KW",
     }
 )
+# `with cond:` calls Condition.__enter__ with no call instruction, yet it is a call to watch
+_SITE_OPS = _CALL_OPS | {"BEFORE_WITH", "SETUP_WITH", "BEFORE_ASYNC_WITH"}
 
 
 def call_sites(code: types.CodeType) -> frozenset[int]:
     """Return the offsets of the explicit call instructions of ``code`` (cached)."""
     sites = _calls.get(code)
     if sites is None:
-        sites = frozenset(
-            ins.offset for ins in dis.get_instructions(code) if ins.opname in _CALL_OPS
-        )
+        # A frame's f_lasti during a call may point into the instruction's inline cache
+        # (CPython 3.11+), so every offset up to the next instruction counts.
+        found: set[int] = set()
+        instructions = list(dis.get_instructions(code))
+        for ins, nxt in zip(instructions, [*instructions[1:], None]):
+            if ins.opname in _SITE_OPS:
+                end = nxt.offset if nxt is not None else ins.offset + 2
+                found.update(range(ins.offset, end, 2))
+        sites = frozenset(found)
         if len(_calls) > 4096:
             _calls.clear()
         _calls[code] = sites
