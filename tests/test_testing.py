@@ -187,7 +187,8 @@ def test_same_search_twice_gives_same_executions_and_counterexample() -> None:
         )
 
     first, second = run(), run()
-    assert first.counterexample is not None and second.counterexample is not None
+    assert first.counterexample is not None
+    assert second.counterexample is not None
     assert first.executions == second.executions
     assert first.counterexample.schedule == second.counterexample.schedule
     assert first.counterexample.preemptions == 2
@@ -200,7 +201,8 @@ def test_preemption_bound_limits_the_search() -> None:
 
     tasks = [lambda _: change_it(3), lambda _: change_it(4)]
     bounded = explore(tasks, setup=setup, invariant=lambda _: balance == 0, max_preemptions=1)
-    assert bounded.ok and not bounded.complete  # the race needs two preemptions
+    assert bounded.ok
+    assert not bounded.complete
     found = explore(tasks, setup=setup, invariant=lambda _: balance == 0, max_preemptions=2)
     assert not found.ok
 
@@ -213,7 +215,8 @@ def test_complete_check_of_a_three_task_locked_counter() -> None:
             box.value += 1
 
     report = explore([inc, inc, inc], setup=Box, invariant=lambda b: b.value == 3)
-    assert report.ok and report.complete
+    assert report.ok
+    assert report.complete
     assert report.executions == 6  # one per order of the three critical sections
     assert "every interleaving" in str(report)
 
@@ -237,7 +240,8 @@ def test_queue_handoff_is_checked_completely() -> None:
         assert [q.get(), q.get()] == [1, 2]
 
     report = explore([producer, consumer], setup=queue.Queue)
-    assert report.ok and report.complete, str(report)
+    assert report.ok, str(report)
+    assert report.complete
 
 
 def test_waiting_for_an_item_that_never_comes_is_a_deadlock() -> None:
@@ -487,8 +491,10 @@ def test_stress_reports_failures_and_restores_the_switch_interval() -> None:
             box.value += 1
 
     clean = stress([locked_bump] * 3, setup=Box, invariant=lambda b: b.value == 3, iterations=20)
-    assert clean.ok and clean.iterations == 20
+    assert clean.ok
+    assert clean.iterations == 20
     assert "evidence, not proof" in str(clean)
     broken = stress([bump], setup=Box, invariant=lambda b: b.value == 2, iterations=5)
-    assert not broken.ok and broken.failures == 5
+    assert not broken.ok
+    assert broken.failures == 5
     assert sys.getswitchinterval() == before

@@ -434,7 +434,7 @@ class Run:
             if nxt is not task:
                 self._dispatch(nxt)
                 task.baton.acquire()
-        if self.aborting:
+        if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
 
@@ -464,7 +464,7 @@ class Run:
             if nxt is not task:
                 self._dispatch(nxt)
                 task.baton.acquire()
-        if self.aborting:
+        if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
         timed_out = task.timed_out
@@ -654,6 +654,10 @@ class Run:
                 self._step_coroutines(task)
                 if self.over():
                     return
+
+    def is_aborting(self) -> bool:
+        """Return True once the run has failed (read again after a wait)."""
+        return self.aborting
 
     def over(self) -> bool:
         """Return True once the run has ended (another thread may have ended it)."""

@@ -239,7 +239,7 @@ def call_sites(code: types.CodeType) -> frozenset[int]:
         # (CPython 3.11+), so every offset up to the next instruction counts.
         found: set[int] = set()
         instructions = list(dis.get_instructions(code))
-        for ins, nxt in zip(instructions, [*instructions[1:], None]):
+        for ins, nxt in zip(instructions, [*instructions[1:], None], strict=False):
             if ins.opname in _SITE_OPS:
                 end = nxt.offset if nxt is not None else ins.offset + 2
                 found.update(range(ins.offset, end, 2))
