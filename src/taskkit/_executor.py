@@ -31,10 +31,10 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
@@ -198,7 +198,15 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+
+    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; ``submit(fn, *args).result()`` returns ``fn(*args)``.
 
         Args:
@@ -289,13 +297,15 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     def _begin(self, task: _Task) -> bool:
         """Mark ``task`` running; False if it was cancelled and must be skipped."""
-        if task.started:
-            return not task.future.done()
-        if not task.future._start():
-            return False
-        task.started = True
-        with self._state_lock:
-            self._n_running += task.weight
+        if task.started:  # a retry: the deadline applies to each attempt
+            if task.future.done():
+                return False
+        else:
+            if not task.future._start():
+                return False
+            task.started = True
+            with self._state_lock:
+                self._n_running += task.weight
         if task.options.timeout is not None:
             task.deadline = self._schedule_deadline(task, task.options.timeout)
         return True
@@ -663,7 +673,15 @@ class _Configured:
     def __init__(self, executor: Executor, options: TaskOptions) -> None:
         self._executor, self._options = executor, options
 
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+
+    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Future[Any]:
         """Like ``Executor.submit``, with these options."""
         return self._executor._submit(fn, args, kwargs, self._options)
 

@@ -135,12 +135,44 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         hook = getattr(_await_hooks, "hook", None)
         if hook is not None:
             return (yield from hook(self))  # type: ignore[no-any-return]
-        return (yield from asyncio.wrap_future(self).__await__())
+        return (yield from await_in_asyncio(self))  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         with self._condition:
             state = self._state
         return f"<taskkit.Future {self.name} {state.lower()}>"
+
+
+def await_in_asyncio(future: concurrent.futures.Future[Any]) -> Generator[Any, None, Any]:
+    """Await ``future`` from a task of the running asyncio loop.
+
+    The same as ``await asyncio.wrap_future(future)``, but a future that is
+    already done costs nothing, and one finished by the loop's own thread
+    wakes the task without a round trip through the loop's self-pipe.
+    Cancelling the awaiting task cancels the future, as ``wrap_future`` does.
+    """
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def wake(_: object) -> None:
+            if asyncio._get_running_loop() is loop:
+                _wake_waiter(waiter)
+            else:
+                loop.call_soon_threadsafe(_wake_waiter, waiter)
+
+        future.add_done_callback(wake)
+        try:
+            yield from waiter.__await__()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+    return future.result()
+
+
+def _wake_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def as_completed(

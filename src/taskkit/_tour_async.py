@@ -72,7 +72,7 @@ def _coroutines() -> None:
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", taskkit.BlockingWarning)
-            took: float = ex.submit(with_one_blocker).result()  # type: ignore[assignment]
+            took: float = ex.submit(with_one_blocker).result()
     print(
         f"100 such 0.05 s naps next to one task calling time.sleep(0.3): the naps took "
         f"{took:.2f} s -- one blocking call blocks them all.  The scheduler said:"
@@ -111,7 +111,7 @@ def _async_io() -> None:
     clients = 200
     with taskkit.open_executor("asyncio") as ex:
         start = time.perf_counter()
-        replies: list[bytes] = ex.submit(_serve_and_ask, clients).result(timeout=30)  # type: ignore[assignment]
+        replies: list[bytes] = ex.submit(_serve_and_ask, clients).result(timeout=30)
         took = time.perf_counter() - start
     print(
         f"an echo server and {clients} clients on one event loop thread: {len(replies)} "

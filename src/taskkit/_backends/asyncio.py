@@ -24,12 +24,12 @@ import collections
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any, final
 
 from .._calls import ChunkResult, call, run_chunk
 from .._executor import Executor, _Task, is_async_callable
-from .._future import Future, _await_hooks, set_await_hook
+from .._future import _await_hooks, await_in_asyncio, set_await_hook
 from .._timer import Deadline
 
 __all__ = ["AsyncioExecutor"]
@@ -294,37 +294,8 @@ class AsyncioExecutor(Executor):
             self._loop.stop()
 
 
-def await_on_loop(future: Future[Any]) -> Generator[Any, None, Any]:
-    """How a thread running an asyncio loop awaits a taskkit Future (its await hook).
-
-    The same as ``await asyncio.wrap_future(future)``, which the Future falls back to
-    elsewhere, but without a wake-up through the loop's self-pipe when the future is
-    already done, or is finished by this same thread -- the common case for the tasks
-    of this backend, where that wake-up would cost more than the task itself.
-    """
-    if not future.done():
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-
-        def wake(_: object) -> None:
-            if asyncio._get_running_loop() is loop:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                loop.call_soon_threadsafe(_wake_waiter, waiter)
-
-        future.add_done_callback(wake)
-        try:
-            yield from waiter.__await__()
-        except asyncio.CancelledError:
-            future.cancel()  # as wrap_future does: cancelling the awaiter cancels the task
-            raise
-    return future.result()
-
-
-def _wake_waiter(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+# A thread running an asyncio loop awaits taskkit Futures this way (its await hook).
+await_on_loop = await_in_asyncio
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
