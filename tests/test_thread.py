@@ -138,3 +138,31 @@ def test_serial_map_computes_each_result_when_reached() -> None:
         results = ex.map(note, range(100))
         assert next(results) == 0
         assert len(calls) <= 2
+
+
+def test_each_retry_gets_its_own_deadline() -> None:
+    release = threading.Event()
+    attempts: list[int] = []
+
+    def hangs_the_first_time() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            release.wait()
+        return len(attempts)
+
+    with taskkit.open_executor("thread", max_workers=2) as ex:
+        fut = ex.options(timeout=0.1, retries=1).submit(hangs_the_first_time)
+        assert 2 == fut.result(timeout=10)
+        stats = ex.statistics()
+        assert (stats.retried, stats.timed_out, stats.done) == (1, 0, 1)
+        release.set()
+
+
+def test_a_retry_that_overruns_again_fails_with_task_timeout() -> None:
+    release = threading.Event()
+    with taskkit.open_executor("thread", max_workers=1) as ex:
+        fut = ex.options(timeout=0.05, retries=2).submit(release.wait)
+        with pytest.raises(taskkit.TaskTimeout):
+            fut.result(timeout=10)
+        assert ex.statistics().retried == 2
+        release.set()
