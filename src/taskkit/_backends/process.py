@@ -27,6 +27,7 @@ socket for hang-up and kills its own process group.
 from __future__ import annotations
 
 import collections
+import itertools
 import multiprocessing
 import os
 import select
@@ -35,15 +36,16 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any, final
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any, cast, final
 
 from .._calls import run_chunk
 from .._errors import RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor, _Task
+from .._executor import Executor, TaskOptions, _Task
 from .._future import Future
+from .._map import MapRun
 from .._process import _wire
-from .._process._worker import worker_main
+from .._process._worker import run_column, worker_main
 
 __all__ = ["ProcessExecutor"]
 
@@ -257,7 +259,7 @@ class ProcessExecutor(Executor):
         # Pickle now, once: a bad argument fails in the caller, and the bytes
         # are kept for sending (see _payload_for).
         try:
-            payload = _wire.dumps((fn, args, kwargs))
+            payload = _wire.dumps(_wire_call(fn, args, kwargs))
         except Exception as exc:
             raise _diagnose(fn, args, kwargs, exc) from exc
         _last_payload.value = (fn, args, kwargs, payload)
@@ -276,7 +278,7 @@ class ProcessExecutor(Executor):
             payload = last[3]
             _last_payload.value = None
         else:
-            payload = _wire.dumps((task.fn, task.args, task.kwargs))
+            payload = _wire.dumps(_wire_call(task.fn, task.args, task.kwargs))
         self._payloads[task] = payload
         if _HAS_EPOLL and task.attempt == 0:
             # Before anyone can wait on it: the future was just made by submit.
@@ -642,6 +644,35 @@ class ProcessExecutor(Executor):
         for task in tasks:
             task.future._try_set_exception(exc)
 
+    # ------------------------------------------------------------------ map
+
+    def _map(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        ordered: bool,
+        window: int | None,
+        chunksize: int | None,
+        timeout: float | None,
+        progress: bool,
+        options: TaskOptions,
+    ) -> Iterator[Any]:
+        from .._map import with_progress
+
+        run = _ProcessMapRun(self, fn, iterables, ordered, window, chunksize, timeout, options)
+        results = run.iter()
+        return with_progress(results, iterables) if progress else results
+
+    def _count_success(self, task: _Task, future: Future[Any]) -> None:
+        if task.fn is run_column and task.weight > 1:
+            _, failed_at, _, _ = future.result()
+            if failed_at >= 0:
+                self._n_done += failed_at
+                self._n_failed += 1
+                self._n_cancelled += task.weight - failed_at - 1
+                return
+        super()._count_success(task, future)
+
     # ------------------------------------------------------- stopping tasks
 
     def _stop_running(self, task: _Task) -> bool:
@@ -713,6 +744,17 @@ def _preload_worker_in_forkserver() -> None:
         server.set_forkserver_preload([*modules, _WORKER_MODULE])
 
 
+def _wire_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The call as sent: a map chunk over one iterable travels as a plain list of values."""
+    if fn is run_chunk and len(args) == 2:
+        user_fn, items = args
+        if items and len(items[0]) == 1:  # zip of one iterable: every item is a 1-tuple
+            return run_column, (user_fn, [item[0] for item in items]), {}
+    return fn, args, kwargs
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -721,6 +763,9 @@ def _diagnose(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
 ) -> SerializationError:
     """Name the first argument that will not pickle (only called after pickling failed)."""
+    if fn is run_column and len(args) == 2:
+        args = (args[0], [(value,) for value in args[1]])
+        fn = run_chunk
     if fn is run_chunk and len(args) == 2:
         user_fn, items = args
         if _fails(user_fn):
@@ -771,6 +816,101 @@ def _initializer_failed(exc: BaseException | None) -> BaseException:
     error = RuntimeError(f"the process pool's initializer failed: {exc!r}")
     error.__cause__ = exc
     return error
+
+
+class _MapIterator(itertools.chain):  # type: ignore[type-arg]
+    """What ``map`` returns: a C-speed iterator over the chunks' result lists.
+
+    Results arrive a chunk (a list) at a time; ``itertools.chain`` hands them
+    out one by one without a Python frame per item, which matters when the
+    calls are tiny.  ``close()`` stops the map as a generator's would.
+    """
+
+    _chunks: Generator[list[Any], None, None]
+
+    def __new__(cls, chunks: Generator[list[Any], None, None]) -> _MapIterator:
+        self = cast("_MapIterator", super().from_iterable(chunks))
+        self._chunks = chunks
+        return self
+
+    def close(self) -> None:
+        """Stop the map: cancel the chunks not yet started."""
+        self._chunks.close()
+
+
+class _ProcessMapRun(MapRun):
+    """``MapRun`` with two shortcuts for processes, same semantics.
+
+    * one iterable: its values are sent as a plain list (``run_column``),
+      not as 1-tuples made by ``zip`` and unpacked again in the worker;
+    * results are handed out by ``_MapIterator`` rather than a generator.
+    """
+
+    def __init__(
+        self,
+        executor: ProcessExecutor,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        ordered: bool,
+        window: int | None,
+        chunksize: int | None,
+        timeout: float | None,
+        options: TaskOptions,
+    ) -> None:
+        # Set before the base's __init__, which submits the first window.
+        self._column: Iterator[Any] | None = (
+            iter(iterables[0]) if len(iterables) == 1 and callable(fn) else None
+        )
+        self._process_executor = executor
+        super().__init__(executor, fn, iterables, ordered, window, chunksize, timeout, options)
+
+    def _top_up(self) -> None:
+        if self._column is None:
+            super()._top_up()
+            return
+        # The base's _top_up, reading values instead of zipped tuples.
+        while not self._exhausted and self._in_flight < self._window:
+            size = min(self._next_chunksize(), self._window - self._in_flight)
+            values: list[Any] = []
+            try:
+                values.extend(itertools.islice(self._column, size))
+            except Exception as exc:
+                # Raised to the consumer once the results before it are out.
+                self._source_error, self._exhausted = exc, True
+            if len(values) < size:
+                self._exhausted = True
+            if not values:
+                return
+            future = self._process_executor._submit(
+                run_column, (self._fn, values), {}, self._options, weight=len(values)
+            )
+            self._in_flight += len(values)
+            if self._ordered:
+                self._chunks.append((future, len(values)))
+            else:
+                self._pending[future] = len(values)
+                future.add_done_callback(self._finished.put)  # type: ignore[arg-type]
+
+    def iter(self) -> Iterator[Any]:
+        return _MapIterator(self._chunk_lists())
+
+    def _chunk_lists(self) -> Generator[list[Any], None, None]:
+        try:
+            while (future := self._next_chunk()) is not None:
+                try:
+                    future.result(timeout=self._remaining())
+                except TimeoutError:
+                    if not future.done():
+                        raise self._timed_out() from None
+                    raise
+                results, error = self._take(future)
+                yield results
+                if error is not None:
+                    raise error
+            if self._source_error is not None:
+                raise self._source_error
+        finally:
+            self._cancel_rest()
 
 
 backend_class = ProcessExecutor
