@@ -207,7 +207,8 @@ class DaskExecutor(Executor):
             return
         token = next(self._tokens)
         topic = None
-        if task.options.timeout is not None and isinstance(task.deadline, _ArmedOnStart):
+        deadline = task.deadline
+        if isinstance(deadline, _ArmedOnStart) and not deadline.cancelled:
             topic = self._topic
             self._starts[token] = task
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
