@@ -37,7 +37,7 @@ BACKENDS = available_backends()
 
 
 @pytest.fixture(scope="session")
-def dask_client() -> Iterator[Any]:
+def dask_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real two-worker LocalCluster on 127.0.0.1 for every dask test of the session."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
@@ -46,6 +46,7 @@ def dask_client() -> Iterator[Any]:
         processes=True,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
+        local_directory=str(tmp_path_factory.mktemp("dask")),
     )
     client = distributed.Client(cluster)
     try:
