@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from .. import _control
+
 __all__ = [
     "History",
     "Linearization",
@@ -226,12 +228,19 @@ class History(Generic[R]):
     def call(self, client: object, name: str, fn: Callable[..., R], *args: object) -> R:
         """Call ``fn(*args)`` and record it as operation ``name(*args)`` of ``client``."""
         start = next(self._clock)
+        # In a controlled run, other tasks may run between the call and its effect, and
+        # between the effect and the return: that is what makes operations overlap.  The
+        # object a bound method belongs to names what the operation touches.
+        target = getattr(fn, "__self__", None)
+        _control.switch(f"{name}() invoked", target)
         try:
             result = fn(*args)
         except Exception as error:
+            _control.switch(f"{name}() returns", target)
             self.operations.append(
                 Operation(client, name, args, Raised(type(error)), start, next(self._clock))
             )
             raise
+        _control.switch(f"{name}() returns", target)
         self.operations.append(Operation(client, name, args, result, start, next(self._clock)))
         return result
