@@ -304,7 +304,7 @@ class Run:
         strategy: Strategy,
         *,
         watchdog: float = 2.0,
-        max_steps: int = 20_000,
+        max_steps: int = 100_000,
     ) -> None:
         if not tasks:
             raise ValueError("a controlled run needs at least one task")
