@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hypothesis import Phase, given, seed, settings
+from hypothesis import given, seed, settings
 
 from benchmarks._util import Row, median_time, print_table
 from taskkit.testing import checkpoint, explore, interleavings, replay, stress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests import test_testing_bugs as bugs  # noqa: E402 - the catalogue the tests use
+from tests import test_testing_bugs as bugs
 
 
 def _time_explore(bug: Any) -> float:
@@ -52,7 +52,7 @@ def _time_hypothesis(bug: Any, seed_value: int) -> tuple[float, int]:
     start = time.perf_counter()
     try:
         prop()
-    except BaseException as error:  # noqa: BLE001 - the bug, found
+    except BaseException as error:
         if not isinstance(error, bug.error):
             raise
     else:
@@ -122,7 +122,8 @@ def _complete_row(repeats: int) -> Row:
 
     seconds = median_time(run, repeats)
     report = holder[0]
-    assert report.ok and report.complete
+    assert report.ok
+    assert report.complete
     return Row(
         "3-task locked counter, complete check",
         seconds,
