@@ -36,7 +36,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import cloudpickle
 import distributed as _distributed
@@ -44,14 +44,23 @@ import distributed as _distributed
 from .._calls import run_chunk
 from .._dask._cluster import Connection, connect
 from .._dask._remote import decode, run_payload
-from .._errors import SerializationError, WorkerCrashed
+from .._errors import ExecutorClosed, SerializationError, WorkerCrashed
 from .._executor import Executor, _Task
 from .._timer import Deadline, call_later
 
 if TYPE_CHECKING:
-    from .._dask._primitives import DaskEvent, DaskLock, DaskQueue, DaskSemaphore, DaskValue
+    from .._dask._primitives import (
+        DaskEvent,
+        DaskLock,
+        DaskQueue,
+        DaskSemaphore,
+        DaskValue,
+        _Shared,
+    )
 
 __all__ = ["DaskExecutor"]
+
+_P = TypeVar("_P", bound="_Shared")
 
 _ADDRESS_VARIABLE = "TASKKIT_DASK_ADDRESS"
 
@@ -170,6 +179,7 @@ class DaskExecutor(Executor):
         self._settler.start()
         self._close_lock = threading.Lock()
         self._closing = False
+        self._primitives_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -326,6 +336,8 @@ class DaskExecutor(Executor):
         try:
             if self._client.status == "running":
                 self._client.unsubscribe_topic(self._topic)
+                if self._connection.owns_client:
+                    self._detach_primitives()
             self._connection.close(kill=kill)
         finally:
             self._outcomes.put(None)
@@ -334,35 +346,69 @@ class DaskExecutor(Executor):
 
     # ------------------------------------------------------------- primitives
 
+    # The primitives are Dask objects on the scheduler, so the executor makes
+    # them itself rather than through the shared families.  It keeps them (in
+    # the base class's weak set) for two reasons: shutdown(wait=True) closes
+    # the queues, as on every backend, and before the executor closes a client
+    # it made, each object keeps what reads need (see _detach_primitives).
+
     def queue(self, maxsize: int = 0) -> DaskQueue:
         """Return a queue shared by this program and its tasks (a Dask ``Queue``)."""
         from .._dask._primitives import DaskQueue
 
-        return DaskQueue(self._client, maxsize)
+        return self._keep(DaskQueue(self._live_client(), maxsize))
 
     def lock(self) -> DaskLock:
         """Return a lock shared by this program and its tasks (a Dask ``Lock``)."""
         from .._dask._primitives import DaskLock
 
-        return DaskLock(self._client)
+        return self._keep(DaskLock(self._live_client()))
 
     def event(self) -> DaskEvent:
         """Return an event shared by this program and its tasks (a Dask ``Event``)."""
         from .._dask._primitives import DaskEvent
 
-        return DaskEvent(self._client)
+        return self._keep(DaskEvent(self._live_client()))
 
     def semaphore(self, n: int = 1) -> DaskSemaphore:
         """Return a semaphore with ``n`` permits (a Dask ``Semaphore``)."""
         from .._dask._primitives import DaskSemaphore
 
-        return DaskSemaphore(self._client, n)
+        return self._keep(DaskSemaphore(self._live_client(), n))
 
     def value(self, initial: Any = None) -> DaskValue:
         """Return a shared value (a Dask ``Variable`` guarded by a Dask ``Lock``)."""
         from .._dask._primitives import DaskValue
 
-        return DaskValue(self._client, initial)
+        return self._keep(DaskValue(self._live_client(), initial))
+
+    def _live_client(self) -> Any:
+        if self._client.status != "running":
+            raise ExecutorClosed(
+                "this executor's Dask client is closed: shared objects can no longer be made"
+            )
+        return self._client
+
+    def _keep(self, primitive: _P) -> _P:
+        with self._primitives_lock:
+            self._primitives.add(primitive)
+        return primitive
+
+    def _detach_primitives(self) -> None:
+        """Let each shared object keep its last state before the client closes.
+
+        A queue keeps the items left in it (so ``get`` still returns them, then
+        raises ``QueueClosed``), a value its value, the others their flag or
+        count; anything else they are asked raises ``ExecutorClosed``.
+        """
+        if self._connection.cluster is not None:
+            reason = "its executor was shut down, and the Dask cluster it started with it"
+        else:
+            reason = "its executor was shut down and closed its Dask client"
+        with self._primitives_lock:
+            primitives = list(self._primitives)
+        for primitive in primitives:
+            primitive._detach(reason)
 
 
 def _ship(module: ModuleType | str) -> None:

@@ -20,6 +20,20 @@ The async twins (``aget``, ``aacquire``, ...) run the blocking call on a
 helper thread.  If the awaiting task is cancelled, what the call obtained is
 given back: a lock acquired late is released, an item received late is put
 back (at the end of the queue).
+
+``statistics()`` returns the same snapshot classes as every other backend.
+Counters (``puts``, ``gets``, ``writes``, ``takeovers``) and waiting callers
+are those of *this copy* of the object, in this process: each task's copy
+keeps its own, and Dask does not tell who else waits.  Sizes, values and
+flags are read from the scheduler.
+
+When the executor shuts down its own cluster (or closes the client it made
+for ``address=``), the objects it made in this process can no longer reach
+the scheduler.  Just before that, each one takes a last look at its state:
+a queue keeps the items left in it (``get`` returns them, then raises
+``QueueClosed``), a value keeps its value, an event, lock or semaphore its
+flag, holder state or free count.  Reads answer from that; an operation that
+would need the cluster raises ``ExecutorClosed`` at once rather than hang.
 """
 
 from __future__ import annotations
@@ -29,15 +43,23 @@ import concurrent.futures
 import queue as std_queue
 import threading
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar, final
 
 import cloudpickle
 import distributed as _distributed
 
-from .._errors import QueueClosed
+from .._errors import ExecutorClosed, QueueClosed
+from .._primitives._common import (
+    EventStatistics,
+    LockStatistics,
+    QueueStatistics,
+    SemaphoreStatistics,
+    ValueStatistics,
+)
 
 __all__ = [
     "DaskEvent",
@@ -45,7 +67,6 @@ __all__ = [
     "DaskQueue",
     "DaskSemaphore",
     "DaskValue",
-    "PrimitiveStatistics",
 ]
 
 T = TypeVar("T")
@@ -57,24 +78,6 @@ Client = Any
 # Put into the queue by close(): msgpack carries it as bytes, and no pickle
 # begins with a zero byte, so it cannot be mistaken for an item.
 _CLOSED = b"\x00taskkit-queue-closed"
-
-
-@dataclass(frozen=True)
-class PrimitiveStatistics:
-    """A snapshot of one shared primitive, from ``statistics()``.
-
-    Attributes:
-        kind: ``"queue"``, ``"lock"``, ``"event"``, ``"semaphore"`` or ``"value"``.
-        name: its name on the Dask scheduler.
-        operations: operations made through this copy of the object.
-        state: the shared state now: a queue's size, 1 if a lock is held,
-            1 if an event is set, a semaphore's free permits, 0 for a value.
-    """
-
-    kind: str
-    name: str
-    operations: int
-    state: int
 
 
 def _new_name(kind: str) -> str:
@@ -115,18 +118,80 @@ def _binding(client: Client | None) -> dict[str, Any]:
     return {"scheduler_rpc": client.scheduler, "loop": client.loop}
 
 
+class _Shared:
+    """What every Dask primitive has: a name, counters, and a life after its cluster.
+
+    ``_detach(reason)`` is called by the executor just before it closes the
+    client this copy talks through: the copy records what it needs to answer
+    reads (``_snapshot``) and from then on raises ``ExecutorClosed`` for
+    anything that needs the scheduler.
+    """
+
+    _kind = "primitive"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._mutex = threading.Lock()  # guards the counters below
+        self._waiting = 0
+        self._gone: str | None = None
+
+    @contextmanager
+    def _waits(self) -> Iterator[None]:
+        """Count the caller as waiting while the block runs."""
+        with self._mutex:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._waiting -= 1
+
+    def _detached(self) -> bool:
+        """True once the executor closed the client (another thread may do it at any time)."""
+        return self._gone is not None
+
+    def _check_reachable(self) -> None:
+        if self._gone is not None:
+            raise self._unreachable()
+
+    def _unreachable(self) -> ExecutorClosed:
+        return ExecutorClosed(
+            f"{self._kind} {self.name} lived on a Dask scheduler this program no longer "
+            f"reaches: {self._gone}"
+        )
+
+    def _detach(self, reason: str) -> None:
+        """Record the state reads need, then stop using the scheduler."""
+        try:
+            self._snapshot()
+        except Exception:
+            pass  # the cluster is already unreachable: reads report what the copy knew
+        self._gone = reason
+
+    def _snapshot(self) -> None:
+        pass
+
+    def _shutdown(self, close: bool) -> None:
+        """Called by ``Executor.shutdown``: nothing to free, the scheduler owns the state."""
+
+
 @final
-class DaskQueue:
+class DaskQueue(_Shared):
     """A FIFO queue shared by the program and its tasks, on a Dask ``Queue``."""
+
+    _kind = "queue"
 
     def __init__(self, client: Client | None, maxsize: int = 0, name: str | None = None) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
             raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
-        self.name = name or _new_name("queue")
+        super().__init__(name or _new_name("queue"))
         self.maxsize = maxsize
+        self._client = client
         self._queue = distributed.Queue(self.name, client=client, maxsize=maxsize)
         self._closed = distributed.Event(f"{self.name}-closed", client=client)
-        self._operations = 0
+        self._puts = self._gets = self._waiting_putters = 0
+        # The pickled items left when the executor closed the cluster (see _detach).
+        self._left: deque[bytes] = deque()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (DaskQueue, (None, self.maxsize, self.name))
@@ -143,11 +208,20 @@ class DaskQueue:
         """
         self._check_open()
         data = cloudpickle.dumps(item)
+        with self._mutex:
+            self._waiting_putters += 1
         try:
             self._queue.put(data, timeout=timeout)
         except TimeoutError:
             raise std_queue.Full from None
-        self._operations += 1
+        except Exception:
+            self._check_open()  # closed with its cluster while waiting for room
+            raise
+        finally:
+            with self._mutex:
+                self._waiting_putters -= 1
+        with self._mutex:
+            self._puts += 1
 
     def put_nowait(self, item: Any) -> None:
         """Put ``item`` if there is room now, else raise ``queue.Full``."""
@@ -163,22 +237,42 @@ class DaskQueue:
             queue.Empty: nothing arrived within ``timeout``.
             QueueClosed: the queue is closed and has no items left.
         """
+        if self._gone is not None:
+            return self._take_left()
         try:
-            data = self._queue.get(timeout=timeout)
+            with self._waits():
+                data = self._queue.get(timeout=timeout)
         except TimeoutError:
             raise std_queue.Empty from None
+        except Exception:
+            if self._detached():  # the executor closed the cluster while we waited
+                return self._take_left()
+            raise
         if data == _CLOSED:
             self._queue.put(_CLOSED)  # for the next getter
             raise QueueClosed(f"queue {self.name} is closed and empty")
-        self._operations += 1
+        with self._mutex:
+            self._gets += 1
         return cloudpickle.loads(data)
 
     def get_nowait(self) -> Any:
         """Remove and return the first item if there is one, else raise ``queue.Empty``."""
+        if self._gone is not None:
+            return self._take_left()
         # Checking first spares the scheduler a logged timeout in the common case.
         if self._queue.qsize() == 0:
             raise std_queue.Empty
         return self.get(timeout=0)
+
+    def _take_left(self) -> Any:
+        with self._mutex:
+            if not self._left:
+                raise QueueClosed(
+                    f"queue {self.name} is closed and empty (its executor was shut down)"
+                )
+            data = self._left.popleft()
+            self._gets += 1
+        return cloudpickle.loads(data)
 
     async def aput(self, item: Any, timeout: float | None = None) -> None:
         """``await q.aput(item)``: the async twin of ``put``."""
@@ -189,10 +283,18 @@ class DaskQueue:
         return await _awaited(lambda: self.get(timeout), self._give_back)
 
     def _give_back(self, item: Any) -> None:
-        self._queue.put(cloudpickle.dumps(item))
+        data = cloudpickle.dumps(item)
+        with self._mutex:
+            self._gets -= 1  # it was not taken after all
+            if self._gone is not None:
+                self._left.append(data)
+                return
+        self._queue.put(data)
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
+        if self._gone is not None:
+            return len(self._left)
         size = int(self._queue.qsize())
         return max(0, size - 1) if self.closed else size
 
@@ -206,7 +308,7 @@ class DaskQueue:
 
     def close(self) -> None:
         """Accept no more items; getters receive what is left, then ``QueueClosed``."""
-        if self._closed.is_set():
+        if self._gone is not None or self._closed.is_set():
             return
         self._closed.set()
         if not self.maxsize or self._queue.qsize() < self.maxsize:
@@ -214,24 +316,58 @@ class DaskQueue:
         else:
             # Full: the marker goes in behind the remaining items as they are taken.
             threading.Thread(
-                target=self._queue.put, args=(_CLOSED,), name="taskkit-dask-close", daemon=True
+                target=self._put_marker, name="taskkit-dask-close", daemon=True
             ).start()
+
+    def _put_marker(self) -> None:
+        try:
+            self._queue.put(_CLOSED)
+        except Exception:
+            if not self._detached():
+                raise
 
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called (by any holder of the queue)."""
-        return bool(self._closed.is_set())
+        return self._gone is not None or bool(self._closed.is_set())
 
     def _check_open(self) -> None:
+        if self._gone is not None:
+            raise QueueClosed(f"queue {self.name} is closed: its executor was shut down")
         if self._closed.is_set():
             raise QueueClosed(f"queue {self.name} is closed")
 
-    def statistics(self) -> PrimitiveStatistics:
-        """Return the queue's size and the operations made through this copy."""
-        return PrimitiveStatistics("queue", self.name, self._operations, self.qsize())
+    def statistics(self) -> QueueStatistics:
+        """Return a snapshot of the queue.
+
+        ``size`` and ``closed`` are read from the scheduler; ``puts``, ``gets``
+        and the waiting callers are those of this copy of the queue.
+        """
+        size, closed = self.qsize(), self.closed
+        with self._mutex:
+            return QueueStatistics(
+                size=size,
+                maxsize=self.maxsize,
+                closed=closed,
+                puts=self._puts,
+                gets=self._gets,
+                waiting_getters=self._waiting,
+                waiting_putters=self._waiting_putters,
+            )
+
+    def _snapshot(self) -> None:
+        data = self._queue.get(batch=True)  # everything in it now, without waiting
+        with self._mutex:
+            self._left.extend(d for d in data if d != _CLOSED)
+
+    def _shutdown(self, close: bool) -> None:
+        # A client the caller already closed cannot be told: the queue went with it.
+        client = self._client
+        if close and self._gone is None and client is not None and client.status == "running":
+            self.close()
 
 
-class _Acquirable:
+class _Acquirable(_Shared):
     """``with``/``async with`` and ``aacquire`` for locks and semaphores."""
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -247,6 +383,16 @@ class _Acquirable:
     def _release_if(self, acquired: bool) -> None:
         if acquired:
             self.release()
+
+    def _acquire(self, acquire: Callable[[], Any]) -> bool:
+        """Run Dask's ``acquire``, counted as waiting; ``ExecutorClosed`` if the cluster went."""
+        self._check_reachable()
+        try:
+            with self._waits():
+                return bool(acquire())
+        except Exception:
+            self._check_reachable()
+            raise
 
     def __enter__(self) -> bool:
         return self.acquire()
@@ -281,9 +427,11 @@ class DaskLock(_Acquirable):
     is free again.  The next acquirer then finds ``previous_holder_died`` True.
     """
 
+    _kind = "lock"
+
     def __init__(self, client: Client | None, name: str | None = None) -> None:
         create = name is None
-        self.name = name or _new_name("lock")
+        super().__init__(name or _new_name("lock"))
         self._lock = distributed.Lock(self.name, **_binding(client))
         # Names the process holding the lock, or "" when it was released: a
         # holder that is gone without releasing leaves its name behind.
@@ -291,7 +439,8 @@ class DaskLock(_Acquirable):
         if create:
             self._holder.set("")
         self._me = f"{uuid.uuid4().hex}"
-        self._operations = 0
+        self._takeovers = 0
+        self._was_locked = False
         self.previous_holder_died = False
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -302,25 +451,42 @@ class DaskLock(_Acquirable):
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the lock; True if it was acquired."""
-        if not self._lock.acquire(timeout=timeout):
+        if not self._acquire(lambda: self._lock.acquire(timeout=timeout)):
             return False
         self.previous_holder_died = bool(self._holder.get())
         self._holder.set(self._me)
-        self._operations += 1
+        if self.previous_holder_died:
+            with self._mutex:
+                self._takeovers += 1
         return True
 
     def release(self) -> None:
         """Release the lock (``RuntimeError`` if this copy does not hold it)."""
+        self._check_reachable()
         self._holder.set("")
         self._lock.release()
 
     def locked(self) -> bool:
         """True if some holder has the lock now."""
+        if self._gone is not None:
+            return self._was_locked
         return bool(self._lock.locked())
 
-    def statistics(self) -> PrimitiveStatistics:
-        """Return whether the lock is held and the acquisitions made through this copy."""
-        return PrimitiveStatistics("lock", self.name, self._operations, int(self.locked()))
+    def statistics(self) -> LockStatistics:
+        """Return a snapshot of the lock.
+
+        ``locked`` is read from the scheduler; ``takeovers`` and ``waiting``
+        are those of this copy; Dask names no holder process (``holder_pid``
+        is None).
+        """
+        locked = self.locked()
+        with self._mutex:
+            return LockStatistics(
+                locked=locked, holder_pid=None, takeovers=self._takeovers, waiting=self._waiting
+            )
+
+    def _snapshot(self) -> None:
+        self._was_locked = bool(self._lock.locked())
 
 
 @final
@@ -332,13 +498,15 @@ class DaskSemaphore(_Acquirable):
     by a process that died returns after the lease timeout.
     """
 
+    _kind = "semaphore"
+
     def __init__(self, client: Client | None, permits: int = 1, name: str | None = None) -> None:
         if isinstance(permits, bool) or not isinstance(permits, int) or permits < 1:
             raise ValueError(f"a semaphore needs at least 1 permit, got {permits!r}")
-        self.name = name or _new_name("semaphore")
+        super().__init__(name or _new_name("semaphore"))
         self.permits = permits
         self._semaphore = distributed.Semaphore(permits, self.name, **_binding(client))
-        self._operations = 0
+        self._last_value = permits
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (DaskSemaphore, (None, self.permits, self.name))
@@ -348,32 +516,40 @@ class DaskSemaphore(_Acquirable):
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a permit; True if one was acquired."""
-        acquired = bool(self._semaphore.acquire(timeout=timeout))
-        self._operations += acquired
-        return acquired
+        return self._acquire(lambda: self._semaphore.acquire(timeout=timeout))
 
     def release(self) -> None:
         """Give back a permit acquired through this copy."""
+        self._check_reachable()
         self._semaphore.release()
 
     @property
     def value(self) -> int:
         """The permits free now."""
+        if self._gone is not None:
+            return self._last_value
         return self.permits - int(self._semaphore.get_value())
 
-    def statistics(self) -> PrimitiveStatistics:
-        """Return the free permits and the acquisitions made through this copy."""
-        return PrimitiveStatistics("semaphore", self.name, self._operations, self.value)
+    def statistics(self) -> SemaphoreStatistics:
+        """Return a snapshot: the free permits (from the scheduler), the waiters of this copy."""
+        value = self.value
+        with self._mutex:
+            return SemaphoreStatistics(value=value, initial=self.permits, waiting=self._waiting)
+
+    def _snapshot(self) -> None:
+        self._last_value = self.permits - int(self._semaphore.get_value())
 
 
 @final
-class DaskEvent:
+class DaskEvent(_Shared):
     """A flag shared by the program and its tasks, on a Dask ``Event``."""
 
+    _kind = "event"
+
     def __init__(self, client: Client | None, name: str | None = None) -> None:
-        self.name = name or _new_name("event")
+        super().__init__(name or _new_name("event"))
         self._event = distributed.Event(self.name, client=client)
-        self._operations = 0
+        self._was_set = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (DaskEvent, (None, self.name))
@@ -383,39 +559,61 @@ class DaskEvent:
 
     def set(self) -> None:
         """Set the flag, waking every waiter."""
+        self._check_reachable()
         self._event.set()
-        self._operations += 1
 
     def clear(self) -> None:
         """Clear the flag."""
+        self._check_reachable()
         self._event.clear()
-        self._operations += 1
 
     def is_set(self) -> bool:
         """True if the flag is set."""
+        if self._gone is not None:
+            return self._was_set
         return bool(self._event.is_set())
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        return bool(self._event.wait(timeout=timeout))
+        """Wait up to ``timeout`` seconds for the flag; True if it is set.
+
+        Once the executor closed the cluster, True if the flag was set then;
+        otherwise nothing could ever set it, and ``ExecutorClosed`` is raised.
+        """
+        if self._gone is None:
+            try:
+                with self._waits():
+                    return bool(self._event.wait(timeout=timeout))
+            except Exception:
+                if not self._detached():
+                    raise
+        if self._was_set:
+            return True
+        raise self._unreachable()
 
     async def await_(self, timeout: float | None = None) -> bool:
         """``await event.await_()``: the async twin of ``wait``."""
         return await _awaited(lambda: self.wait(timeout))
 
-    def statistics(self) -> PrimitiveStatistics:
-        """Return whether the flag is set and the changes made through this copy."""
-        return PrimitiveStatistics("event", self.name, self._operations, int(self.is_set()))
+    def statistics(self) -> EventStatistics:
+        """Return a snapshot: the flag (from the scheduler), the waiters of this copy."""
+        is_set = self.is_set()
+        with self._mutex:
+            return EventStatistics(is_set=is_set, waiting=self._waiting)
+
+    def _snapshot(self) -> None:
+        self._was_set = bool(self._event.is_set())
 
 
 @final
-class DaskValue:
+class DaskValue(_Shared):
     """One value shared by the program and its tasks: a Dask ``Variable`` and ``Lock``.
 
     A Dask ``Variable`` alone is not atomic across a read and a write, so
     ``set`` and ``update`` take the lock: ``v.update(lambda n: n + 1)`` from
     many tasks at once loses no increment.
     """
+
+    _kind = "value"
 
     def __init__(
         self,
@@ -424,10 +622,11 @@ class DaskValue:
         name: str | None = None,
     ) -> None:
         create = name is None
-        self.name = name or _new_name("value")
+        super().__init__(name or _new_name("value"))
         self._variable = distributed.Variable(self.name, client=client)
         self._lock = distributed.Lock(f"{self.name}-lock", **_binding(client))
-        self._operations = 0
+        self._writes = 0
+        self._last: bytes | None = None  # the pickled value when the cluster went
         if create:
             self._variable.set(cloudpickle.dumps(initial))
 
@@ -439,21 +638,29 @@ class DaskValue:
 
     def get(self) -> Any:
         """Return the current value."""
+        if self._gone is not None:
+            if self._last is None:
+                raise self._unreachable()
+            return cloudpickle.loads(self._last)
         return cloudpickle.loads(self._variable.get())
 
     def set(self, value: Any) -> None:
         """Replace the value."""
+        self._check_reachable()
         data = cloudpickle.dumps(value)
         with self._lock:
             self._variable.set(data)
-        self._operations += 1
+        with self._mutex:
+            self._writes += 1
 
     def update(self, fn: Callable[[Any], Any]) -> Any:
         """Replace the value with ``fn(value)`` atomically and return the new value."""
+        self._check_reachable()
         with self._lock:
             new = fn(cloudpickle.loads(self._variable.get()))
             self._variable.set(cloudpickle.dumps(new))
-        self._operations += 1
+        with self._mutex:
+            self._writes += 1
         return new
 
     async def aget(self) -> Any:
@@ -468,6 +675,10 @@ class DaskValue:
         """The async twin of ``update``."""
         return await _awaited(lambda: self.update(fn))
 
-    def statistics(self) -> PrimitiveStatistics:
-        """Return the updates made through this copy."""
-        return PrimitiveStatistics("value", self.name, self._operations, 0)
+    def statistics(self) -> ValueStatistics:
+        """Return the writes (``set`` and ``update``) made through this copy."""
+        with self._mutex:
+            return ValueStatistics(writes=self._writes, nbytes=0)
+
+    def _snapshot(self) -> None:
+        self._last = self._variable.get()
