@@ -203,6 +203,9 @@ class RLock:
     def _is_owned(self) -> bool:
         return self._owner == _get_ident()
 
+    def _recursion_count(self) -> int:
+        return self._count if self._owner == _get_ident() else 0
+
     def _release_save(self) -> tuple[int, int | None]:
         if self._count == 0:
             raise RuntimeError("cannot release un-acquired lock")
@@ -228,6 +231,9 @@ class RLock:
         state = "locked" if self._raw.locked() else "unlocked"
         return f"<{state} RLock at {id(self):#x} count={self._count}>"
 
+
+# Code that names a lock's type (error messages, reprs in logs) sees the C type's name.
+Lock.__name__ = Lock.__qualname__ = "lock"
 
 _installed = False
 
