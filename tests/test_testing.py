@@ -498,3 +498,19 @@ def test_stress_reports_failures_and_restores_the_switch_interval() -> None:
     assert not broken.ok
     assert broken.failures == 5
     assert sys.getswitchinterval() == before
+
+
+# -- taskkit's executor inside a controlled run ---------------------------------------------------
+
+
+def test_a_race_inside_work_submitted_to_the_serial_executor_is_found() -> None:
+    import taskkit
+
+    def via_executor(box: Box) -> None:
+        with taskkit.open_executor("serial") as ex:
+            ex.submit(bump, box).result()
+
+    report = explore([via_executor, via_executor], setup=Box, invariant=lambda b: b.value == 2)
+    assert not report.ok
+    assert report.counterexample is not None
+    assert report.counterexample.preemptions == 1

@@ -525,7 +525,11 @@ class Run:
             )
             return self._next_to_unwind()
         default = default_choice(current, enabled, len(self.tasks))
-        nxt = self.strategy.choose(self, current, enabled, default)
+        try:
+            nxt = self.strategy.choose(self, current, enabled, default)
+        except Exception as error:  # a schedule that does not fit, a program that varies
+            self.fail(error, None)
+            return self._next_to_unwind()
         preempted = current is not None and nxt is not current and current in enabled
         if preempted:
             self.preemptions += 1
