@@ -36,13 +36,15 @@ import sys
 import threading
 import time
 import weakref
+from asyncio import _get_running_loop as asyncio_running_loop
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
 from .._calls import run_chunk
 from .._errors import RemoteError, SerializationError, WorkerCrashed
 from .._executor import Executor, TaskOptions, _Task
-from .._future import Future
+from .._future import Future, _await_hooks
 from .._map import MapRun
 from .._process import _wire
 from .._process._worker import run_column, worker_main
@@ -56,6 +58,31 @@ START_METHODS = ("fork", "forkserver", "spawn")
 _HAS_EPOLL = hasattr(select, "epoll")
 _FOREVER = -1
 _POLL_SLICE_MS = 200
+_EDGE_IN = select.EPOLLIN | select.EPOLLET if _HAS_EPOLL else select.POLLIN
+_EDGE_MUTED = select.EPOLLET if _HAS_EPOLL else 0  # hang-up only, reported once
+_HELPING = -1
+_CLAIM_GRACE = 0.001  # seconds a claimed reply waits for its caller
+_HANDLED, _EMPTY, _EOF = 1, 0, -1
+_claims = threading.local()
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _may_wait_here() -> bool:
+    """False on a thread that runs an event loop: it awaits futures, never blocks on them."""
+    return asyncio_running_loop() is None and getattr(_await_hooks, "hook", None) is None
+
+
+_UNFINISHED = (PENDING, RUNNING)
+
+
+def _done(future: Future[Any]) -> bool:
+    """``future.done()`` without taking its lock (one attribute read is atomic)."""
+    return future._state not in _UNFINISHED
 
 
 def default_start_method() -> str:
@@ -91,13 +118,12 @@ class _Helping(threading.Condition):
     (``ProcessExecutor._help``) and skip a thread hand-off per round trip.
     """
 
-    def __init__(self, executor: ProcessExecutor, task: _Task) -> None:
-        super().__init__()
-        self._executor, self._task = executor, task
+    _executor: ProcessExecutor
+    _task: _Task
 
     def wait(self, timeout: float | None = None) -> bool:
         future = self._task.future
-        if future.done():
+        if _done(future):
             return True
         start = time.monotonic()
         saved = self._release_save()  # type: ignore[attr-defined]
@@ -105,7 +131,7 @@ class _Helping(threading.Condition):
             self._executor._help(self._task, timeout)
         finally:
             self._acquire_restore(saved)  # type: ignore[attr-defined]
-        if future.done():
+        if _done(future):
             return True
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - start))
@@ -116,11 +142,13 @@ class _Worker:
     """The parent's record of one worker process."""
 
     __slots__ = (
+        "claimer",
         "conn",
         "done",
         "fd",
         "killed",
         "pid",
+        "poller",
         "process",
         "reader",
         "reading",
@@ -140,6 +168,11 @@ class _Worker:
         # Held by whichever thread reads this worker's socket: the manager, or a
         # caller waiting in result() for this worker's task (see _Helping).
         self.reading = threading.Lock()
+        # Who holds ``reading``: None (free, or the manager), the id of a
+        # thread that sent this worker a task and may soon wait for it (a
+        # claim), or _HELPING (a thread is reading now).
+        self.claimer: int | None = None
+        self.poller: Any = None
         self.task: _Task | None = None
         self.done = 0  # tasks sent to it
         self.killed = False  # we killed it: its task was already settled
@@ -244,6 +277,8 @@ class ProcessExecutor(Executor):
         self._wake_r = self._wake_w = -1
         self._poller: Any = select.epoll() if _HAS_EPOLL else select.poll()
         self._by_fd: dict[int, tuple[_Worker, bool]] = {}
+        self._stale: dict[_Worker, float] = {}  # claimed replies the manager waits to take
+        self._recheck: list[_Worker] = []  # sockets let go of with a reply unread
         _live_executors.add(self)
 
     @property
@@ -281,8 +316,11 @@ class ProcessExecutor(Executor):
             payload = _wire.dumps(_wire_call(task.fn, task.args, task.kwargs))
         self._payloads[task] = payload
         if _HAS_EPOLL and task.attempt == 0:
-            # Before anyone can wait on it: the future was just made by submit.
-            task.future._condition = _Helping(self, task)
+            # Before anyone can wait on it (the future was just made by submit):
+            # the same condition object, with a wait() that helps.
+            condition: Any = task.future._condition
+            condition.__class__ = _Helping
+            condition._executor, condition._task = self, task
         return payload
 
     def _settled(self, future: Future[Any]) -> None:
@@ -319,6 +357,8 @@ class ProcessExecutor(Executor):
         if wake:
             self._wake()
         elif worker is not None:
+            if _HAS_EPOLL and threading.current_thread() is not self._thread and _may_wait_here():
+                self._claim(worker, task)
             self._send_task(worker, task)
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
@@ -371,7 +411,7 @@ class ProcessExecutor(Executor):
                 self._start_workers()
                 if self._stopping and self._finish_stopping():
                     return
-                for fd, _ in poller.poll(_FOREVER):
+                for fd, _ in poller.poll(self._claims_timeout()):
                     if fd == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
@@ -385,10 +425,13 @@ class ProcessExecutor(Executor):
                     if is_sentinel:
                         self._on_exit(worker)
                     elif worker.reading.acquire(blocking=False):
-                        try:
-                            self._on_readable(worker)
-                        finally:
-                            worker.reading.release()
+                        self._drain(worker)
+                        self._release_reading(worker)
+                    elif worker.claimer is not None and worker.claimer != _HELPING:
+                        # Claimed by the thread that sent the task: give it a
+                        # moment to come and wait, then read the reply here.
+                        self._stale.setdefault(worker, time.monotonic() + _CLAIM_GRACE)
+                self._serve_rechecks()
         except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
             self._fail_everything(exc)
             raise
@@ -400,7 +443,88 @@ class ProcessExecutor(Executor):
 
     def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
         self._by_fd[fd] = (worker, is_sentinel)
-        self._poller.register(fd, select.POLLIN)
+        # Sockets are edge-triggered under epoll: the manager is told once per
+        # reply, so a reply a helping caller reads does not wake it again.
+        events = select.POLLIN if is_sentinel or not _HAS_EPOLL else _EDGE_IN
+        self._poller.register(fd, events)
+
+    # ------------------------------------------- who reads a worker's socket
+    #
+    # Each worker's socket has one reader at a time, whoever holds its
+    # ``reading`` lock: the manager thread, or a caller blocked in result()
+    # for that worker's task (``_help``), which then needs no thread hand-off.
+    # A caller that sends a task straight to an idle worker *claims* the lock
+    # first, so the manager cannot take the reply before the caller arrives;
+    # the claim ends when that thread waits, sends another task, or after
+    # _CLAIM_GRACE, when the manager takes the reply over.  Whoever lets go
+    # checks for an unread reply and hands it to the manager.
+
+    def _claim(self, worker: _Worker, task: _Task) -> None:
+        """In the dispatching thread: reserve the reply of ``task`` for this thread."""
+        self._end_claim()
+        if not worker.reading.acquire(blocking=False):
+            return
+        worker.claimer = threading.get_ident()
+        _claims.claim = (self, worker, task)
+
+    def _end_claim(self) -> None:
+        """Let go of this thread's claim, if it has one."""
+        claim = getattr(_claims, "claim", None)
+        if claim is None:
+            return
+        _claims.claim = None
+        executor, worker, _ = claim
+        with executor._lock:
+            owned = worker.claimer == threading.get_ident()
+            if owned:
+                worker.claimer = None
+        if owned:
+            executor._release_reading(worker)
+
+    def _claims_timeout(self) -> float | int:
+        if not self._stale:
+            return _FOREVER
+        now = time.monotonic()
+        for worker, deadline in list(self._stale.items()):
+            if deadline > now:
+                continue
+            del self._stale[worker]
+            with self._lock:
+                stolen = worker.claimer is not None and worker.claimer != _HELPING
+                if stolen:
+                    worker.claimer = None  # its held lock is now the manager's
+            if stolen:
+                self._drain(worker)
+                self._release_reading(worker)
+        if not self._stale:
+            return _FOREVER
+        return max(0.0, min(self._stale.values()) - now)
+
+    def _release_reading(self, worker: _Worker) -> None:
+        with self._lock:
+            worker.claimer = None
+        worker.reading.release()
+        # A reply that arrived while the lock was held produced its one edge
+        # then: if it is still unread, the manager must read it.  (Only a
+        # worker that holds a task can have sent one.)
+        if worker.task is not None and worker.fd in self._by_fd and _readable(worker.fd):
+            with self._lock:
+                self._recheck.append(worker)
+            if threading.current_thread() is not self._thread:
+                self._wake()
+
+    def _serve_rechecks(self) -> None:
+        with self._lock:
+            rechecks, self._recheck = self._recheck, []
+        for worker in rechecks:
+            if worker.fd in self._by_fd and worker.reading.acquire(blocking=False):
+                self._drain(worker)
+                self._release_reading(worker)
+
+    def _drain(self, worker: _Worker) -> None:
+        """Handle every reply waiting on ``worker``'s socket (its lock held)."""
+        while self._on_readable(worker) == _HANDLED:
+            pass
 
     def _unwatch(self, fd: int) -> None:
         if self._by_fd.pop(fd, None) is not None:
@@ -473,20 +597,21 @@ class ProcessExecutor(Executor):
         self._idle.append(worker)
         return None
 
-    def _on_readable(self, worker: _Worker) -> bool:
+    def _on_readable(self, worker: _Worker) -> int:
         """Read and handle one message from ``worker`` (its ``reading`` lock held).
 
-        Returns False at end of file (the worker is exiting; its sentinel says how).
+        Returns _HANDLED, _EMPTY (nothing to read), or _EOF (the worker is
+        exiting; its sentinel says how).
         """
         try:
             message = worker.reader.recv()
         except BlockingIOError:
-            return True  # another reader took the message first
+            return _EMPTY
         except (OSError, EOFError):
             message = None
         if message is None:
             self._unwatch(worker.fd)
-            return False
+            return _EOF
         tag, stream, buffers = message
         with self._lock:
             task = worker.task
@@ -506,54 +631,75 @@ class ProcessExecutor(Executor):
                 self._failed(task, _initializer_failed(self._broken))
         elif task is not None:
             self._settle(task, tag, stream, buffers)
-        return True
+        return _HANDLED
 
     def _help(self, task: _Task, timeout: float | None) -> None:
         """Wait for ``task`` by reading its worker's socket in the calling thread.
 
-        A synchronous ``submit(...).result()`` then costs one process round trip:
-        the caller sleeps in poll() on the worker's socket and reads the reply
-        itself, instead of a manager thread reading it and waking the caller.
-        The socket is taken out of the manager's poller meanwhile.  Returns when
-        the task is done, the time is up, or helping is not possible (the
-        manager then does the work).
+        A synchronous ``submit(...).result()`` then costs one process round
+        trip: the caller sleeps in poll() on the worker's socket and reads the
+        reply itself, instead of the manager thread reading it and waking the
+        caller.  Returns when the task is done, the time is up, or helping is
+        not possible (the manager then does the work).
         """
-        worker = self._running.get(task)
-        if worker is None or not _HAS_EPOLL or not worker.reading.acquire(blocking=False):
+        claim = getattr(_claims, "claim", None)
+        worker = None
+        if claim is not None and claim[0] is self and claim[2] is task:
+            _claims.claim = None
+            worker = claim[1]
+            with self._lock:
+                if worker.claimer != threading.get_ident():
+                    return  # the manager took the reply over: it has the lock
+                worker.claimer = _HELPING
+        else:
+            self._end_claim()
+            worker = self._running.get(task)
+            if worker is None or not worker.reading.acquire(blocking=False):
+                return
+            with self._lock:
+                worker.claimer = _HELPING
+        # Mute the socket in the manager's poller meanwhile, so the reply does
+        # not wake the manager too (it would compete for the GIL just when
+        # this thread needs it); re-arming reports anything left unread.
+        try:
+            self._poller.modify(worker.fd, _EDGE_MUTED)
+        except (OSError, ValueError):
+            self._release_reading(worker)
             return
         try:
-            if self._by_fd.get(worker.fd) is None or worker.task is not task:
-                return
-            try:
-                self._poller.unregister(worker.fd)
-            except (KeyError, OSError):
-                return
-            try:
-                poller = select.poll()
-                poller.register(worker.fd, select.POLLIN)
-                poller.register(worker.sentinel, select.POLLIN)
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while not task.future.done() and worker.task is task:
-                    wait_ms = (
-                        -1
-                        if deadline is None
-                        else max(0, int((deadline - time.monotonic()) * 1000))
-                    )
-                    ready = dict(
-                        poller.poll(_POLL_SLICE_MS if wait_ms < 0 else min(wait_ms, _POLL_SLICE_MS))
-                    )
-                    if worker.sentinel in ready and worker.fd not in ready:
-                        return  # it died: the manager reports it
-                    if worker.fd in ready:
-                        if not self._on_readable(worker):
-                            return
-                    elif deadline is not None and time.monotonic() >= deadline:
-                        return
-            finally:
-                if self._by_fd.get(worker.fd) is not None:
-                    self._poller.register(worker.fd, select.POLLIN)
+            self._read_for(worker, task, timeout)
         finally:
-            worker.reading.release()
+            if worker.fd in self._by_fd:
+                try:
+                    self._poller.modify(worker.fd, _EDGE_IN)
+                except (OSError, ValueError):
+                    pass
+            self._release_reading(worker)
+
+    def _read_for(self, worker: _Worker, task: _Task, timeout: float | None) -> None:
+        if worker.poller is None:
+            worker.poller = select.poll()
+            worker.poller.register(worker.fd, select.POLLIN)
+            worker.poller.register(worker.sentinel, select.POLLIN)
+        poll = worker.poller.poll
+        deadline = None if timeout is None else time.monotonic() + timeout
+        future = task.future
+        while not _done(future) and worker.task is task:
+            wait_ms = _POLL_SLICE_MS
+            if deadline is not None:
+                left = int((deadline - time.monotonic()) * 1000)
+                wait_ms = max(0, min(wait_ms, left))
+            ready = dict(poll(wait_ms))
+            if worker.fd in ready:
+                state = _HANDLED
+                while state == _HANDLED and not _done(future):
+                    state = self._on_readable(worker)
+                if state == _EOF:
+                    return
+            elif worker.sentinel in ready:
+                return  # it died: the manager reports it
+            elif deadline is not None and time.monotonic() >= deadline:
+                return
 
     def _settle(self, task: _Task, tag: bytes, stream: bytes, buffers: list[bytearray]) -> None:
         if tag == _wire.RESULT:
@@ -575,8 +721,15 @@ class ProcessExecutor(Executor):
             self._failed(task, _decode_exception(stream))
 
     def _on_exit(self, worker: _Worker) -> None:
-        with worker.reading:  # a helping caller lets go within one poll slice
-            self._unwatch(worker.fd)
+        with self._lock:
+            stolen = worker.claimer is not None and worker.claimer != _HELPING
+            if stolen:
+                worker.claimer = None  # a claim's held lock is now the manager's
+        if not stolen:
+            worker.reading.acquire()  # a helping caller lets go within one poll slice
+        self._stale.pop(worker, None)
+        self._unwatch(worker.fd)
+        worker.reading.release()
         self._unwatch(worker.sentinel)
         worker.process.join()
         exitcode = worker.process.exitcode

@@ -171,15 +171,14 @@ def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -
 def send(fd: int, tag: bytes, payload: Payload) -> None:
     """Write one message to ``fd`` (blocking); raises ``OSError`` if the peer is gone."""
     stream, buffers = payload
+    if not buffers:
+        _write_all(fd, _HEADER.pack(tag, 0, len(stream)) + stream)
+        return
     raws = [buffer.raw() for buffer in buffers]
     header = _HEADER.pack(tag, len(raws), len(stream))
-    if raws:
-        header += b"".join(_LENGTH.pack(raw.nbytes) for raw in raws)
+    header += b"".join(_LENGTH.pack(raw.nbytes) for raw in raws)
     parts: list[Any] = [header, stream, *raws]
     total = sum(memoryview(part).nbytes for part in parts)
-    if total <= 65536 and not raws:
-        _write_all(fd, header + stream)
-        return
     written = _writev(fd, parts)
     while written < total:
         # A partial write: drop what went out and write the rest.
@@ -194,7 +193,13 @@ def send(fd: int, tag: bytes, payload: Payload) -> None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        written = 0
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     while view:
         try:
             view = view[os.write(fd, view) :]
