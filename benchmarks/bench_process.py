@@ -59,6 +59,11 @@ def _calibrate(seconds: float) -> int:
     return int(loops * seconds / (time.perf_counter() - start))
 
 
+def _burn_all(loops: list[int]) -> None:
+    for n in loops:
+        burn(n)
+
+
 def _echo(conn: Any) -> None:
     while True:
         item = conn.recv()
@@ -94,8 +99,9 @@ def bench_map(repeats: int) -> list[Row]:
     with multiprocessing.get_context("forkserver").Pool(WORKERS) as pool:
         rows.append(
             Row(
-                "mp.Pool.map (eager, default chunks)",
+                "mp.Pool.map",
                 median_time(lambda: sum(pool.map(square, data)), repeats),
+                note="eager: reads the whole input first; default chunking",
             )
         )
     with concurrent.futures.ProcessPoolExecutor(
@@ -233,6 +239,17 @@ def bench_round_trip(repeats: int) -> list[Row]:
 def bench_speedup(repeats: int) -> list[Row]:
     work = [_calibrate(0.25)] * 8
     rows = [Row("serial, 8 x 0.25 s", median_time(lambda: [burn(s) for s in work], repeats))]
+
+    def bare() -> None:
+        # The machine's ceiling: two bare processes, four tasks each, no pool.
+        context = multiprocessing.get_context("fork")
+        procs = [context.Process(target=_burn_all, args=(work[:4],)) for _ in range(2)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+
+    rows.append(Row("2 bare processes (ceiling)", median_time(bare, repeats), "serial, 8 x 0.25 s"))
     with taskkit.open_executor("process", max_workers=WORKERS) as ex:
         ex.submit(square, 1).result()
         rows.append(
