@@ -305,7 +305,9 @@ def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
         except ImportError:
             pass  # never required: fall back to asyncio's own loop
         else:
-            return uvloop.new_event_loop()
+            # Typed through an annotation: without uvloop installed, mypy sees Any here.
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
     return asyncio.new_event_loop()
 
 
