@@ -701,7 +701,9 @@ class ProcessExecutor(Executor):
             elif deadline is not None and time.monotonic() >= deadline:
                 return
 
-    def _settle(self, task: _Task, tag: bytes, stream: bytes, buffers: list[bytearray]) -> None:
+    def _settle(
+        self, task: _Task, tag: bytes, stream: bytes | bytearray, buffers: list[bytearray]
+    ) -> None:
         if tag == _wire.RESULT:
             try:
                 value = _wire.loads(stream, buffers)
@@ -951,7 +953,7 @@ def _fails(value: Any) -> bool:
     return False
 
 
-def _decode_exception(stream: bytes) -> BaseException:
+def _decode_exception(stream: bytes | bytearray) -> BaseException:
     exc, name, message, text = _wire.decode_error(stream)
     if exc is None:
         return RemoteError(name, message, text)

@@ -171,12 +171,14 @@ def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -
 def send(fd: int, tag: bytes, payload: Payload) -> None:
     """Write one message to ``fd`` (blocking); raises ``OSError`` if the peer is gone."""
     stream, buffers = payload
-    if not buffers:
+    if not buffers and len(stream) <= 65536:
         _write_all(fd, _HEADER.pack(tag, 0, len(stream)) + stream)
         return
+    # Large: gather-write the parts rather than concatenate a copy of them.
     raws = [buffer.raw() for buffer in buffers]
     header = _HEADER.pack(tag, len(raws), len(stream))
-    header += b"".join(_LENGTH.pack(raw.nbytes) for raw in raws)
+    if raws:
+        header += b"".join(_LENGTH.pack(raw.nbytes) for raw in raws)
     parts: list[Any] = [header, stream, *raws]
     total = sum(memoryview(part).nbytes for part in parts)
     written = _writev(fd, parts)
@@ -239,7 +241,7 @@ class Reader:
         self.fd = fd
         self._ahead = b""
 
-    def recv(self) -> tuple[bytes, bytes, list[bytearray]] | None:
+    def recv(self) -> tuple[bytes, bytes | bytearray, list[bytearray]] | None:
         """Read one message: ``(tag, pickle stream, buffers)``, or None at end of file.
 
         Raises:
@@ -261,6 +263,7 @@ class Reader:
             sizes = [_LENGTH.unpack_from(data, offset + i * _LENGTH.size)[0] for i in range(count)]
             offset += count * _LENGTH.size
         end = offset + length
+        stream: bytes | bytearray
         if len(data) >= end:
             stream = data[offset:end]
             rest = memoryview(data)[end:]
@@ -269,7 +272,7 @@ class Reader:
             have = len(data) - offset
             buffer[:have] = memoryview(data)[offset:]
             _read_into(fd, memoryview(buffer)[have:])
-            stream = bytes(buffer)
+            stream = buffer  # pickle reads a bytearray as well: no copy
             rest = memoryview(b"")
         buffers = []
         for size in sizes:
@@ -337,7 +340,7 @@ def _message(exc: BaseException) -> str:
         return "<the exception's str() failed>"
 
 
-def decode_error(stream: bytes) -> tuple[BaseException | None, str, str, str]:
+def decode_error(stream: bytes | bytearray) -> tuple[BaseException | None, str, str, str]:
     """Return ``(exception or None if it cannot be rebuilt, type name, message, traceback)``."""
     inner, name, message, text = pickle.loads(stream)
     exc: BaseException | None = None

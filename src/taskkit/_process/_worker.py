@@ -155,7 +155,7 @@ def _serve(conn: Any, close_fds: tuple[int, ...]) -> None:
             return
 
 
-def _run(stream: bytes, buffers: list[bytearray]) -> tuple[bytes, _wire.Payload]:
+def _run(stream: bytes | bytearray, buffers: list[bytearray]) -> tuple[bytes, _wire.Payload]:
     try:
         fn, args, kwargs = _wire.loads(stream, buffers)
     except BaseException as exc:
