@@ -851,7 +851,7 @@ class ProcessExecutor(Executor):
         return len(self._workers)
 
     def _default_window(self) -> int:
-        return self._fixed_window or max(64 * self._max_workers, 16384)
+        return self._fixed_window or max(64 * self._max_workers, 32768)
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         with self._lock:
