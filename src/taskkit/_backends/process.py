@@ -6,11 +6,12 @@ Data flow (one socket per worker; one task per worker at a time)::
         │ an idle worker?  yes: send T(fn, args, kwargs) on its socket, in the caller's thread
         │                  no:  queue it; the manager thread starts a worker (up to max_workers)
         ▼
-    manager thread: one selector over every worker's socket and process sentinel
+    manager thread: one epoll over every worker's socket and process sentinel
         socket readable ─► R/C/E message ─► give the worker its next queued task, then settle
                                             the future (result, or exception + remote traceback)
         sentinel ready  ─► the worker died: if it held a task, that future fails with
                            WorkerCrashed(pid, exit status) (or is retried); start a replacement
+    a caller blocked in result() reads its worker's reply itself (no thread hand-off)
     deadline thread: a task overran ─► SIGKILL the worker's process group ─► TaskTimeout
     future.cancel() of a running task ─► the same kill, the future is cancelled
 

@@ -11,12 +11,12 @@ memory the receiver keeps, with no copy into the pickle stream)::
 
 Parent -> worker tags: ``T`` run a task ``(fn, args, kwargs)``, ``S`` set up
 ``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``R`` a
-result, ``C`` a map chunk's results
-(its exception encoded as ``E`` encodes one), ``E`` an error (see
-``encode_error``), ``I`` the initializer failed.
+result, ``C`` a map chunk's results (with its exception, if any, encoded as
+for ``E``), ``E`` an error (see ``encode_error``), ``I`` the initializer failed.
 
-Each side sends one message and waits for the answer, so a socket never holds
-more than one message per direction; there is no multiplexing to get wrong.
+A worker answers each task before it is sent another, so there is never more
+than one task or one answer in flight on a socket (``S`` may precede the first
+``T``); there is no multiplexing to get wrong.
 """
 
 from __future__ import annotations
