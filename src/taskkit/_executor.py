@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -174,6 +175,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     _fixed_window: ClassVar[int] = 0
     #: How long one automatically sized map chunk should take, in seconds.
     _chunk_target: ClassVar[float] = 0.002
+    _checks_arguments: ClassVar[bool] = False
     #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
     _primitive_family: ClassVar[str | None] = None
 
@@ -189,9 +191,10 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         self._state_lock = threading.Lock()
         self._all_done = threading.Condition(self._state_lock)
         self._unfinished = 0
-        self._n_submitted = self._n_running = self._n_done = self._n_failed = 0
+        self._n_submitted = self._n_done = self._n_failed = 0
         self._n_cancelled = self._n_retried = self._n_timed_out = 0
         self._live: dict[Future[Any], _Task] = {}
+        self._settle_hook = self._settled  # bound once, not once per task
         # Primitives made by queue(), lock()...: shutdown() closes them and frees their
         # OS resources.  Weak: one the program dropped is freed by its own finalizer.
         self._primitives: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -257,9 +260,10 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     ) -> Future[Any]:
         if not callable(fn):
             raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
-        self._check_arguments(fn, args, kwargs)
+        if self._checks_arguments:
+            self._check_arguments(fn, args, kwargs)
         task = _Task(fn, args, kwargs, options, weight)
-        task.future._on_settled = self._settled
+        task.future._on_settled = self._settle_hook
         with self._state_lock:
             if self._closed:
                 raise ExecutorClosed(
@@ -275,23 +279,39 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             raise
         return task.future
 
-    def _run_inline(self, task: _Task) -> None:
-        """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
+    def _run_inline(self, task: _Task, before_report: Callable[[], object] | None = None) -> None:
+        """Run ``task`` in the calling thread and report how it ended (serial and thread).
+
+        ``before_report`` runs between the call and its report: a worker thread
+        announces itself idle there, so that the caller woken by the result does
+        not wait for the worker's bookkeeping.
+        """
         if not self._begin(task):
+            if before_report is not None:
+                before_report()
             return
         try:
             value = call(task.fn, task.args, task.kwargs)
         except BaseException as exc:
+            if before_report is not None:
+                before_report()
             self._failed(task, exc)
             if not isinstance(exc, Exception):
                 raise  # Ctrl-C and SystemExit still reach the caller
         else:
+            if before_report is not None:
+                before_report()
             self._succeeded(task, value)
 
     def _check_arguments(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Reject arguments the backend cannot carry (the process backend checks pickling)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Call _check_arguments on submit only where a backend overrides it.
+        cls._checks_arguments = cls._check_arguments is not Executor._check_arguments
 
     # ------------------------------------------------- what backends call back
 
@@ -303,9 +323,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         else:
             if not task.future._start():
                 return False
+            # No lock on this hot path: statistics() counts running tasks in _live.
             task.started = True
-            with self._state_lock:
-                self._n_running += task.weight
         if task.options.timeout is not None:
             task.deadline = self._schedule_deadline(task, task.options.timeout)
         return True
@@ -370,11 +389,10 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             task = self._live.pop(future, None)
             if task is None:
                 return
-            if task.started:
-                self._n_running -= task.weight
-            if future.cancelled():
+            # The future is final here: read its state without taking its lock again.
+            if future._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 self._n_cancelled += task.weight
-            elif future.exception() is not None:
+            elif future._exception is not None:
                 self._n_failed += task.weight
             else:
                 self._count_success(task, future)
@@ -387,7 +405,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     def _count_success(self, task: _Task, future: Future[Any]) -> None:
         if task.fn is run_chunk and task.weight > 1:
             # A map chunk stops at its first failing call: count what really ran.
-            _, failed_at, _, _ = future.result()
+            _, failed_at, _, _ = future._result  # type: ignore[misc]  # a finished chunk
             if failed_at >= 0:
                 self._n_done += failed_at
                 self._n_failed += 1
@@ -646,11 +664,12 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Return a snapshot of the executor's counters."""
         with self._state_lock:
             finished = self._n_done + self._n_failed + self._n_cancelled
+            running = sum(task.weight for task in self._live.values() if task.started)
             return Statistics(
                 backend=self.backend,
                 submitted=self._n_submitted,
-                pending=max(0, self._n_submitted - self._n_running - finished),
-                running=self._n_running,
+                pending=max(0, self._n_submitted - running - finished),
+                running=running,
                 done=self._n_done,
                 failed=self._n_failed,
                 cancelled=self._n_cancelled,

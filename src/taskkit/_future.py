@@ -117,18 +117,34 @@ class Future(concurrent.futures.Future[T], Generic[T]):
 
     def _try_set_result(self, result: T) -> bool:
         """Set the result unless the future already finished or was cancelled."""
-        try:
-            self.set_result(result)
-        except concurrent.futures.InvalidStateError:
-            return False
-        return True
+        return self._complete(result, None)
 
     def _try_set_exception(self, exception: BaseException) -> bool:
         """Set the exception unless the future already finished or was cancelled."""
-        try:
-            self.set_exception(exception)
-        except concurrent.futures.InvalidStateError:
-            return False
+        return self._complete(None, exception)
+
+    def _complete(self, result: T | None, exception: BaseException | None) -> bool:
+        # As set_result/set_exception, but the executor's bookkeeping runs
+        # before the waiters wake: a caller blocked in result() then does not
+        # wait for the worker's thread to finish it while holding the GIL.
+        with self._condition:
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                return False
+            if exception is None:
+                self._result = result
+            else:
+                self._exception = exception
+            self._state = FINISHED
+            settled, self._on_settled = self._on_settled, None
+            if settled is not None:
+                settled(self)
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
         return True
 
     def __await__(self) -> Generator[Any, None, T]:

@@ -76,7 +76,8 @@ class ThreadExecutor(Executor):
         self._initializer, self._initargs = initializer, initargs
         self._prefix = thread_name_prefix
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # One token per idle worker: C-level put/get, cheaper than a Semaphore.
+        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._workers_lock = threading.Lock()
         self._workers: set[_Worker] = set()
         self._started = 0
@@ -87,7 +88,11 @@ class ThreadExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         self._queue.put(task)
-        if self._idle.acquire(blocking=False):
+        try:
+            self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        else:
             return  # an idle worker will take it
         with self._workers_lock:
             if len(self._workers) < self._max_workers and not self._stopping:
@@ -113,7 +118,12 @@ class ThreadExecutor(Executor):
             except BaseException as exc:
                 self._fail_queued(exc)
                 return
-        get, run, idle = self._queue.get, self._run_inline, self._idle.release
+        get, run = self._queue.get, self._run_inline
+
+        def idle() -> None:
+            if not worker.abandoned:
+                self._idle.put(None)
+
         while True:
             task = get()
             if task is None:
@@ -123,14 +133,13 @@ class ThreadExecutor(Executor):
                 return
             worker.task = task
             try:
-                run(task)
+                run(task, idle)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
                 task.future._try_set_exception(exc)
             worker.task = None
             if worker.abandoned:
                 return  # a replacement took this thread's place when it overran
-            idle()
 
     def _fail_queued(self, exc: BaseException) -> None:
         # A failing initializer makes the pool unusable, as in concurrent.futures.
