@@ -129,6 +129,7 @@ _UNSUITED = {
     ("coroutine", "cpu"),
     ("asyncio", "cpu"),
     ("serial", "async"),
+    ("process", "async"),
 }
 
 
@@ -157,6 +158,7 @@ def _timing_table() -> None:
             continue
         backends.append(name)
     print(f"({os.cpu_count()} CPUs; dask is left out: a cluster's start-up dominates here)")
+    print("(each cell: the median of two runs, start-up excluded)")
     header = f"{'workload':<26}" + "".join(f"{b:>11}" for b in backends) + "   recommended"
     print(header)
     for workload, (label, _, _) in _WORKLOADS.items():
@@ -175,7 +177,7 @@ def _timing_table() -> None:
         best = min(times, key=times.__getitem__) if times else "-"
         print(f"{workload + ': ' + label:<26}" + "".join(cells) + f"   {best}")
     print(
-        "('-': left out: a blocking call would stall that backend's event loop, or the serial\n"
+        "('-': left out: a blocking call would stall that backend's event loop, or the\n"
         " backend would run the coroutines one after another; recommended: the fastest here)"
     )
 

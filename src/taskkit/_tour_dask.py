@@ -24,7 +24,13 @@ def tour_section() -> None:
     except ImportError:
         print('  skipped: Dask is not installed here (pip install "taskkit[dask]")')
         return
+    import logging
+
     import taskkit
+
+    # Dask logs the closing of its connections at INFO level (set when it is
+    # imported), sometimes after this section has returned: keep the tour readable.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     def program(ex: taskkit.Executor) -> tuple[int, list[int]]:
         total = sum(ex.map(_work, range(200)))
