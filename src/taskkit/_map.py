@@ -118,24 +118,38 @@ class MapRun:
     def _top_up(self) -> None:
         """Submit chunks until ``window`` calls are in flight or the input ends."""
         while not self._exhausted and self._in_flight < self._window:
-            size = min(self._next_chunksize(), self._window - self._in_flight)
-            items: list[tuple[Any, ...]] = []
-            try:
-                items.extend(islice(self._source, size))
-            except Exception as exc:
-                # Raised to the consumer once the results before it are out.
-                self._source_error, self._exhausted = exc, True
+            size = self._next_chunksize()
+            room = self._window - self._in_flight
+            if room < size:
+                if self._in_flight:
+                    return  # wait for room for a whole chunk, so chunks can grow
+                size = room
+            items = self._read(size)
             if len(items) < size:
                 self._exhausted = True
             if not items:
                 return
-            future = self._executor._submit_chunk(self._fn, items, self._options)
+            future = self._submit_items(items)
             self._in_flight += len(items)
             if self._ordered:
                 self._chunks.append((future, len(items)))
             else:
                 self._pending[future] = len(items)
                 future.add_done_callback(self._finished.put)  # type: ignore[arg-type]
+
+    def _read(self, size: int) -> list[Any]:
+        """Take up to ``size`` calls' arguments from the input."""
+        items: list[tuple[Any, ...]] = []
+        try:
+            items.extend(islice(self._source, size))
+        except Exception as exc:
+            # Raised to the consumer once the results before it are out.
+            self._source_error, self._exhausted = exc, True
+        return items
+
+    def _submit_items(self, items: list[Any]) -> Future[ChunkResult]:
+        """Submit one chunk of calls."""
+        return self._executor._submit_chunk(self._fn, items, self._options)
 
     def _measure(self, elapsed: float, calls: int) -> None:
         per_call = elapsed / max(calls, 1)

@@ -1020,32 +1020,23 @@ class _ProcessMapRun(MapRun):
         self._process_executor = executor
         super().__init__(executor, fn, iterables, ordered, window, chunksize, timeout, options)
 
-    def _top_up(self) -> None:
+    def _read(self, size: int) -> list[Any]:
         if self._column is None:
-            super()._top_up()
-            return
-        # The base's _top_up, reading values instead of zipped tuples.
-        while not self._exhausted and self._in_flight < self._window:
-            size = min(self._next_chunksize(), self._window - self._in_flight)
-            values: list[Any] = []
-            try:
-                values.extend(itertools.islice(self._column, size))
-            except Exception as exc:
-                # Raised to the consumer once the results before it are out.
-                self._source_error, self._exhausted = exc, True
-            if len(values) < size:
-                self._exhausted = True
-            if not values:
-                return
-            future = self._process_executor._submit(
-                run_column, (self._fn, values), {}, self._options, weight=len(values)
-            )
-            self._in_flight += len(values)
-            if self._ordered:
-                self._chunks.append((future, len(values)))
-            else:
-                self._pending[future] = len(values)
-                future.add_done_callback(self._finished.put)  # type: ignore[arg-type]
+            return super()._read(size)
+        values: list[Any] = []
+        try:
+            values.extend(itertools.islice(self._column, size))
+        except Exception as exc:
+            # Raised to the consumer once the results before it are out.
+            self._source_error, self._exhausted = exc, True
+        return values
+
+    def _submit_items(self, items: list[Any]) -> Future[Any]:
+        if self._column is None:
+            return super()._submit_items(items)
+        return self._process_executor._submit(
+            run_column, (self._fn, items), {}, self._options, weight=len(items)
+        )
 
     def iter(self) -> Iterator[Any]:
         return _MapIterator(self._chunk_lists())

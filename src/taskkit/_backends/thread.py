@@ -48,7 +48,9 @@ def _at_exit() -> None:
     global _exiting
     _exiting = True
     for executor in list(_live_executors):
-        executor.shutdown(wait=True)
+        # A forked child inherits the parent's executors but none of their threads.
+        if executor._pid == os.getpid():
+            executor.shutdown(wait=True)
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
@@ -82,6 +84,7 @@ class ThreadExecutor(Executor):
         self._workers: set[_Worker] = set()
         self._started = 0
         self._stopping = False
+        self._pid = os.getpid()
         _live_executors.add(self)
 
     # --------------------------------------------------------------- workers
