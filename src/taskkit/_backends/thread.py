@@ -38,15 +38,12 @@ class _Worker:
 
 
 _live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
-_exiting = False
 
 
 def _at_exit() -> None:
     # Like concurrent.futures: let queued work finish before the interpreter
     # exits, since worker threads are daemons (so that abandoned ones never
     # block exit).
-    global _exiting
-    _exiting = True
     for executor in list(_live_executors):
         # A forked child inherits the parent's executors but none of their threads.
         if executor._pid == os.getpid():
