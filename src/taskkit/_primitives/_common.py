@@ -18,6 +18,7 @@ import _thread
 import time
 from collections import deque
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Union
 
 from .._future import Future
@@ -40,6 +41,43 @@ __all__ = [
 LockType = _thread.LockType
 #: A blocked thread's lock, or a blocked coroutine's future.
 Waiter = Union["_thread.LockType", "Future[bool]"]
+
+
+class AcquireContext:
+    """``with`` and ``async with`` for anything with ``acquire``, ``aacquire`` and ``release``."""
+
+    __slots__ = ()
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    async def aacquire(self, timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> None:
+        await self.aacquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)

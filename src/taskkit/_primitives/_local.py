@@ -52,6 +52,7 @@ from .. import _control
 from .._errors import Deadlock, QueueClosed
 from .._future import Future
 from ._common import (
+    AcquireContext,
     EventStatistics,
     LockStatistics,
     QueueStatistics,
@@ -497,7 +498,7 @@ class _LockSlots(_SemLock):
     __slots__ = ("__weakref__", "_mutex", "_waiters", "acquire", "previous_holder_died")
 
 
-class Lock(_LockSlots):
+class Lock(AcquireContext, _LockSlots):
     """A mutual-exclusion lock for tasks in one process; ``async with`` works too.
 
     ``with lock:`` holds it for the block, as ``threading.Lock`` does;
@@ -595,28 +596,6 @@ class Lock(_LockSlots):
                 raise
             with self._mutex:
                 _discard(self._waiters, waiter)
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> None:
-        await self.aacquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state."""
@@ -800,7 +779,7 @@ class SerialEvent(Event):
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore:
+class Semaphore(AcquireContext):
     """A counter of free units: ``acquire`` takes one (waiting if none), ``release`` returns one."""
 
     __slots__ = ("__weakref__", "_initial", "_mutex", "_value", "_waiters")
@@ -901,28 +880,6 @@ class Semaphore:
     def value(self) -> int:
         """The number of free units now."""
         return self._value
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> None:
-        await self.aacquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""

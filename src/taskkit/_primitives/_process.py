@@ -58,7 +58,6 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import _control
@@ -66,6 +65,7 @@ from .._errors import QueueClosed, SerializationError
 from .._future import Future
 from . import _shm
 from ._common import (
+    AcquireContext,
     EventStatistics,
     LockStatistics,
     QueueStatistics,
@@ -826,7 +826,7 @@ class Queue(_Shared, Generic[T]):
 # --------------------------------------------------------------------------- lock
 
 
-class Lock(_Shared):
+class Lock(AcquireContext, _Shared):
     """A lock shared by processes that survives a holder's death.
 
     ``with lock:`` as with ``threading.Lock``.  If the process holding it dies,
@@ -949,28 +949,6 @@ class Lock(_Shared):
         self._w[_WAITERS] += delta
         _shm.mutex_unlock(self._meta)
 
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> None:
-        await self.aacquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state (shared by every process)."""
         holder = int(self._w[_HOLDER])
@@ -1055,7 +1033,7 @@ class Event(_Shared):
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(_Shared):
+class Semaphore(AcquireContext, _Shared):
     """A counter of free units shared by processes.
 
     A unit taken by a process that then dies is not returned (a semaphore has
@@ -1160,28 +1138,6 @@ class Semaphore(_Shared):
     def value(self) -> int:
         """The number of free units now."""
         return int(self._w[_VALUE])
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> None:
-        await self.aacquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
