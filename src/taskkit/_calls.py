@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any, Protocol
 
-__all__ = ["ChunkResult", "call", "run_chunk"]
+__all__ = ["ChunkResult", "call", "run_chunk", "run_chunk_concurrently"]
 
 # (results, index of the failing item or -1, its exception or None, seconds spent)
 ChunkResult = tuple[list[Any], int, "BaseException | None", float]
@@ -49,3 +49,49 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]]) -> Chunk
     except Exception as exc:
         return results, len(results), exc, time.perf_counter() - start
     return results, -1, None, time.perf_counter() - start
+
+
+class _Spawned(Protocol):
+    def cancel(self) -> Any: ...
+
+    def __await__(self) -> Generator[Any, Any, Any]: ...
+
+
+async def run_chunk_concurrently(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    spawn: Callable[[Coroutine[Any, Any, Any]], _Spawned],
+) -> ChunkResult:
+    """A map chunk of an async function: every call is its own task, all at once.
+
+    ``spawn`` starts a coroutine as a task of the running scheduler (asyncio's
+    ``loop.create_task``, or the coroutine backend's ``spawn``).  Returns what
+    ``run_chunk`` returns: the results before the first failing call (in input
+    order), its index and exception; the calls after it are cancelled.
+    """
+    tasks: list[_Spawned] = []
+    error: Exception | None = None
+    for item in items:
+        try:
+            tasks.append(spawn(fn(*item)))
+        except Exception as exc:
+            error = exc
+            break
+    results: list[Any] = []
+    try:
+        for i, task in enumerate(tasks):
+            try:
+                results.append(await task)
+            except Exception as exc:
+                for rest in tasks[i + 1 :]:
+                    rest.cancel()
+                return results, i, exc, 0.0
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    if error is not None:
+        return results, len(results), error, 0.0
+    # The calls ran concurrently, so the chunk's wall time says nothing about the cost of
+    # one call: report none, and map grows later chunks to its fair-share cap.
+    return results, -1, None, 0.0

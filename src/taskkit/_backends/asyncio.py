@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, final
 
-from .._calls import ChunkResult, call, run_chunk
+from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
 from .._executor import Executor, _Task, is_async_callable
 from .._future import _await_hooks, await_in_asyncio, set_await_hook
 from .._timer import Deadline
@@ -321,38 +321,8 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def _gather_chunk(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> ChunkResult:
-    """A map chunk of an async function: every call is its own asyncio task, all at once.
-
-    Returns what ``run_chunk`` returns: the results before the first failing call
-    (in input order), its index and exception; the calls after it are cancelled.
-    """
-    loop = asyncio.get_running_loop()
-    tasks: list[asyncio.Task[Any]] = []
-    error: Exception | None = None
-    for item in items:
-        try:
-            tasks.append(loop.create_task(fn(*item)))
-        except Exception as exc:
-            error = exc
-            break
-    results: list[Any] = []
-    try:
-        for i, task in enumerate(tasks):
-            try:
-                results.append(await task)
-            except Exception as exc:
-                for rest in tasks[i + 1 :]:
-                    rest.cancel()
-                return results, i, exc, 0.0
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
-    if error is not None:
-        return results, len(results), error, 0.0
-    # The calls ran concurrently, so the chunk's wall time says nothing about the cost of
-    # one call: report none, and map grows later chunks to its fair-share cap.
-    return results, -1, None, 0.0
+    """A map chunk of an async function: every call is its own asyncio task, all at once."""
+    return await run_chunk_concurrently(fn, items, asyncio.get_running_loop().create_task)
 
 
 backend_class = AsyncioExecutor

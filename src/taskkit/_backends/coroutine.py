@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar, final
 
 from typing_extensions import ParamSpec
 
-from .._calls import ChunkResult, run_chunk
+from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
 from .._executor import Executor, _Task, is_async_callable
 from .._timer import Deadline
@@ -275,40 +275,10 @@ def _runs_as_task(fn: Callable[..., Any]) -> bool:
 async def _run_chunk_concurrently(
     fn: Callable[..., Any], items: list[tuple[Any, ...]]
 ) -> ChunkResult:
-    """A map chunk of an async function: every call is its own task, all at once.
-
-    Returns what ``run_chunk`` returns: the results before the first failing call
-    (in input order), its index and exception; the calls after it are cancelled.
-    """
+    """A map chunk of an async function: every call is its own task on this scheduler."""
     scheduler = current_scheduler()
     assert scheduler is not None
-    tasks: list[Task] = []
-    error: Exception | None = None
-    for item in items:
-        try:
-            coro = fn(*item)
-        except Exception as exc:
-            error = exc
-            break
-        tasks.append(scheduler.spawn(coro))
-    results: list[Any] = []
-    try:
-        for i, task in enumerate(tasks):
-            try:
-                results.append(await task)
-            except Exception as exc:
-                for rest in tasks[i + 1 :]:
-                    rest.cancel()
-                return results, i, exc, 0.0
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
-    if error is not None:
-        return results, len(results), error, 0.0
-    # The calls ran concurrently, so the chunk's wall time says nothing about the cost of
-    # one call: report none, and map grows later chunks to its fair-share cap.
-    return results, -1, None, 0.0
+    return await run_chunk_concurrently(fn, items, scheduler.spawn)
 
 
 backend_class = CoroutineExecutor
