@@ -345,6 +345,13 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             task.deadline.cancel()
         task.future._try_set_result(value)
 
+    def _report_outcome(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``."""
+        if error is None:
+            self._succeeded(task, value)
+        else:
+            self._failed(task, error)
+
     def _failed(self, task: _Task, exc: BaseException) -> None:
         """Report that ``task`` raised ``exc``; re-run it if it has retries left."""
         if task.deadline is not None:

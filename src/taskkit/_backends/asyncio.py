@@ -31,6 +31,7 @@ from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
 from .._executor import Executor, _Task, is_async_callable
 from .._future import _await_hooks, await_in_asyncio, set_await_hook
 from .._timer import Deadline
+from ._admission import Admission
 
 __all__ = ["AsyncioExecutor"]
 
@@ -98,12 +99,9 @@ class AsyncioExecutor(Executor):
             raise TypeError(f"loop must be an asyncio event loop, got {type(loop).__name__}")
         if loop is not None and uvloop:
             raise ValueError("uvloop=True applies to the executor's own loop, not to loop=")
-        self._limit = max_workers
         self._incoming: collections.deque[_Task] = collections.deque()
         self._drain_scheduled = False
-        self._admitting: collections.deque[_Task] = collections.deque()
-        self._running_submitted = 0
-        self._releasing = False  # admitting waiting tasks (guards against deep recursion)
+        self._admission = Admission(max_workers, self._start)
         self._stop_when_idle = False
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
         self._thread: threading.Thread | None = None
@@ -147,7 +145,7 @@ class AsyncioExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         if self._on_loop():
-            self._admit(task)
+            self._admission.admit(task)
             return
         self._incoming.append(task)
         if not self._drain_scheduled:
@@ -162,20 +160,14 @@ class AsyncioExecutor(Executor):
     def _drain(self) -> None:
         # Clear the flag first: a submit that sees it set is taken by this drain.
         self._drain_scheduled = False
-        incoming, admit = self._incoming, self._admit
+        incoming, admit = self._incoming, self._admission.admit
         while incoming:
             admit(incoming.popleft())
-
-    def _admit(self, task: _Task) -> None:
-        if self._limit is not None and self._running_submitted >= self._limit:
-            self._admitting.append(task)
-        else:
-            self._start(task)
 
     def _start(self, task: _Task) -> None:
         if not self._begin(task):
             return  # cancelled while it waited
-        self._running_submitted += 1
+        self._admission.running += 1
         fn, args, kwargs = task.fn, task.args, task.kwargs
         done = functools.partial(self._done, task, task.attempt)
         if fn is run_chunk and is_async_callable(args[0]):
@@ -210,23 +202,11 @@ class AsyncioExecutor(Executor):
         self._report(task, None if error is not None else outcome.result(), error)
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        if error is None:
-            self._succeeded(task, value)
-        else:
-            self._failed(task, error)
+        self._report_outcome(task, value, error)
         self._release()
 
     def _release(self) -> None:
-        self._running_submitted -= 1
-        if self._releasing:
-            return  # called back from a _start below: the loop there admits the next
-        self._releasing = True
-        try:
-            admitting, limit = self._admitting, self._limit
-            while admitting and (limit is None or self._running_submitted < limit):
-                self._start(admitting.popleft())
-        finally:
-            self._releasing = False
+        self._admission.release()
         if self._stop_when_idle:
             self._stop_if_idle()
 
@@ -290,7 +270,8 @@ class AsyncioExecutor(Executor):
             self._stop_if_idle()
 
     def _stop_if_idle(self) -> None:
-        if not self._running_submitted and not self._admitting and not self._incoming:
+        admission = self._admission
+        if not admission.running and not admission.waiting and not self._incoming:
             self._loop.stop()
 
 

@@ -18,7 +18,6 @@ stalls them all, which the scheduler reports with a ``BlockingWarning``.
 
 from __future__ import annotations
 
-import collections
 import functools
 import inspect
 import threading
@@ -35,6 +34,7 @@ from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
 from .._executor import Executor, _Task, is_async_callable
 from .._timer import Deadline
+from ._admission import Admission
 
 __all__ = ["CoroutineExecutor"]
 
@@ -99,11 +99,8 @@ class CoroutineExecutor(Executor):
             raise ValueError(
                 f"blocking_warning must be > 0 seconds or None, got {blocking_warning!r}"
             )
-        self._limit = max_workers
         self._threshold = blocking_warning
-        self._admitting: collections.deque[_Task] = collections.deque()
-        self._running_submitted = 0
-        self._releasing = False  # admitting waiting tasks (guards against deep recursion)
+        self._admission = Admission(max_workers, self._start)
         self._crashed: BaseException | None = None
         self._scheduler = Scheduler(
             self, clock=clock, pick=pick, blocking_threshold=blocking_warning
@@ -167,15 +164,12 @@ class CoroutineExecutor(Executor):
 
     def _start_on_scheduler(self, task: _Task) -> None:
         """Loop thread: start a submitted task, or queue it while max_workers run."""
-        if self._limit is not None and self._running_submitted >= self._limit:
-            self._admitting.append(task)
-        else:
-            self._start(task)
+        self._admission.admit(task)
 
     def _start(self, task: _Task) -> None:
         if not self._begin(task):
             return  # cancelled while it waited
-        self._running_submitted += 1
+        self._admission.running += 1
         fn, args = task.fn, task.args
         start = time.perf_counter()
         try:
@@ -208,23 +202,11 @@ class CoroutineExecutor(Executor):
             self._report(owner, value, error)
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        if error is None:
-            self._succeeded(task, value)
-        else:
-            self._failed(task, error)
+        self._report_outcome(task, value, error)
         self._release()
 
     def _release(self) -> None:
-        self._running_submitted -= 1
-        if self._releasing:
-            return  # called back from a _start below: the loop there admits the next
-        self._releasing = True
-        try:
-            admitting, limit = self._admitting, self._limit
-            while admitting and (limit is None or self._running_submitted < limit):
-                self._start(admitting.popleft())
-        finally:
-            self._releasing = False
+        self._admission.release()
 
     def _request_stop(self, ct: Task) -> bool:
         """Any thread: cancel a running task at its next await."""

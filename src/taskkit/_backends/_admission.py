@@ -1,0 +1,49 @@
+"""``max_workers`` for backends that run every task on one event-loop thread.
+
+The asyncio and coroutine backends start each submitted task on their loop's
+thread; ``max_workers`` bounds how many are in progress there at once.  This
+object holds the ones waiting for a place and starts them as places free up.
+It is used only from the loop's thread, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+from .._executor import _Task
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """Start submitted tasks while fewer than ``limit`` run; queue the rest."""
+
+    __slots__ = ("_limit", "_releasing", "_start", "running", "waiting")
+
+    def __init__(self, limit: int | None, start: Callable[[_Task], None]) -> None:
+        self._limit, self._start = limit, start
+        #: Tasks started and not yet released; ``start`` counts its task in.
+        self.running = 0
+        self.waiting: collections.deque[_Task] = collections.deque()
+        self._releasing = False  # admitting waiting tasks (guards against deep recursion)
+
+    def admit(self, task: _Task) -> None:
+        """Start ``task`` now, or queue it while ``limit`` tasks run."""
+        if self._limit is not None and self.running >= self._limit:
+            self.waiting.append(task)
+        else:
+            self._start(task)
+
+    def release(self) -> None:
+        """A started task ended: start the next waiting ones."""
+        self.running -= 1
+        if self._releasing:
+            return  # called back from a start below: the loop there admits the next
+        self._releasing = True
+        try:
+            waiting, limit = self.waiting, self._limit
+            while waiting and (limit is None or self.running < limit):
+                self._start(waiting.popleft())
+        finally:
+            self._releasing = False
