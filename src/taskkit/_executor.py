@@ -44,6 +44,7 @@ from ._errors import ExecutorClosed, TaskTimeout
 from ._future import Future
 
 if TYPE_CHECKING:
+    from ._map import MapRun
     from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
     from ._timer import Deadline
 
@@ -176,6 +177,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     #: How long one automatically sized map chunk should take, in seconds.
     _chunk_target: ClassVar[float] = 0.002
     _checks_arguments: ClassVar[bool] = False
+    #: The ``MapRun`` subclass ``map`` uses, where a backend has its own (None: ``MapRun``).
+    _map_run_class: ClassVar[type[MapRun] | None] = None
     #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
     _primitive_family: ClassVar[str | None] = None
 
@@ -515,7 +518,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     ) -> Iterator[Any]:
         from ._map import MapRun, with_progress
 
-        run = MapRun(self, fn, iterables, ordered, window, chunksize, timeout, options)
+        run_class = self._map_run_class or MapRun
+        run = run_class(self, fn, iterables, ordered, window, chunksize, timeout, options)
         results = run.iter()
         return with_progress(results, iterables) if progress else results
 

@@ -802,23 +802,6 @@ class ProcessExecutor(Executor):
 
     # ------------------------------------------------------------------ map
 
-    def _map(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        progress: bool,
-        options: TaskOptions,
-    ) -> Iterator[Any]:
-        from .._map import with_progress
-
-        run = _ProcessMapRun(self, fn, iterables, ordered, window, chunksize, timeout, options)
-        results = run.iter()
-        return with_progress(results, iterables) if progress else results
-
     def _count_success(self, task: _Task, future: Future[Any]) -> None:
         if task.fn is run_column and task.weight > 1:
             _, failed_at, _, _ = future.result()
@@ -1059,5 +1042,7 @@ class _ProcessMapRun(MapRun):
         finally:
             self._cancel_rest()
 
+
+ProcessExecutor._map_run_class = _ProcessMapRun
 
 backend_class = ProcessExecutor
