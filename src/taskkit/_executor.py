@@ -415,7 +415,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     def _count_success(self, task: _Task, future: Future[Any]) -> None:
         if task.fn is run_chunk and task.weight > 1:
             # A map chunk stops at its first failing call: count what really ran.
-            _, failed_at, _, _ = future._result  # type: ignore[misc]  # a finished chunk
+            _, failed_at, _, _ = future._result  # a finished chunk
             if failed_at >= 0:
                 self._n_done += failed_at
                 self._n_failed += 1

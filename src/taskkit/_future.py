@@ -14,9 +14,12 @@ A taskkit future is a drop-in ``concurrent.futures.Future``, so
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import concurrent.futures
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures._base import (
     CANCELLED,
@@ -41,6 +44,55 @@ def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | Non
     _await_hooks.hook = hook
 
 
+class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
+    """A future's condition: a C ``RLock`` that can also ``wait`` and ``notify``.
+
+    ``concurrent.futures`` code only takes a future's ``_condition``, waits on
+    it and notifies it, so it need not be a ``threading.Condition``, whose
+    construction costs more than the rest of a future.  Waiting and notifying
+    are ``threading.Condition``'s own code, looked up at each call (so that
+    ``taskkit.testing`` can take over ``Condition.wait`` in a controlled run);
+    the queue of sleepers is made by the first ``wait``.
+
+    A backend may set ``_help(timeout) -> bool``: ``wait`` then first calls it
+    with the lock released, to do the work that finishes the future in the
+    waiting thread (the process backend reads the worker's reply there), and
+    returns at once if it returns True (the future is done).
+    """
+
+    # Class defaults until set: no __init__ to pay for.
+    _help: Callable[[float | None], bool] | None = None
+    _waiters: deque[Any] | None = None
+
+    @property
+    def _lock(self) -> _Condition:
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        help = self._help
+        if help is not None:
+            start = time.monotonic()
+            saved = self._release_save()  # type: ignore[attr-defined]
+            try:
+                done = help(timeout)
+            finally:
+                self._acquire_restore(saved)  # type: ignore[attr-defined]
+            if done:
+                return True
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+        if self._waiters is None:
+            self._waiters = deque()
+        return threading.Condition.wait(self, timeout)  # type: ignore[arg-type]
+
+    def notify(self, n: int = 1) -> None:
+        if self._waiters is not None:  # else nobody ever waited
+            threading.Condition.notify(self, n)  # type: ignore[arg-type]
+
+    def notify_all(self) -> None:
+        self.notify(1 << 30)
+
+
 class Future(concurrent.futures.Future[T], Generic[T]):
     """The result of a submitted task: ``fut.result()`` returns what ``fn(*args)`` returned.
 
@@ -55,6 +107,15 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # (result, exception, cancellation), before the user's done-callbacks.
     _on_settled: Callable[[Future[Any]], None] | None = None
     _task: Any = None  # the executor's record of the task, if any
+
+    def __init__(self) -> None:
+        # concurrent.futures.Future.__init__, with a cheaper condition.
+        self._condition: Any = _Condition()
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
 
     @property
     def name(self) -> str:

@@ -28,6 +28,7 @@ socket for hang-up and kills its own process group.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import multiprocessing
 import os
@@ -111,34 +112,6 @@ class _RemoteTraceback(Exception):
         return self.text
 
 
-class _Helping(threading.Condition):
-    """A future's condition whose ``wait()`` first reads the worker's reply itself.
-
-    ``Future.result()`` waits on its condition; for a task running on a worker
-    this lets the waiting thread do the manager's job for that one socket
-    (``ProcessExecutor._help``) and skip a thread hand-off per round trip.
-    """
-
-    _executor: ProcessExecutor
-    _task: _Task
-
-    def wait(self, timeout: float | None = None) -> bool:
-        future = self._task.future
-        if _done(future):
-            return True
-        start = time.monotonic()
-        saved = self._release_save()  # type: ignore[attr-defined]
-        try:
-            self._executor._help(self._task, timeout)
-        finally:
-            self._acquire_restore(saved)  # type: ignore[attr-defined]
-        if _done(future):
-            return True
-        if timeout is not None:
-            timeout = max(0.0, timeout - (time.monotonic() - start))
-        return super().wait(timeout)
-
-
 class _Worker:
     """The parent's record of one worker process."""
 
@@ -167,7 +140,7 @@ class _Worker:
         self.sentinel: int = process.sentinel
         self.reader = _wire.Reader(self.fd)
         # Held by whichever thread reads this worker's socket: the manager, or a
-        # caller waiting in result() for this worker's task (see _Helping).
+        # caller waiting in result() for this worker's task (see _help).
         self.reading = threading.Lock()
         # Who holds ``reading``: None (free, or the manager), the id of a
         # thread that sent this worker a task and may soon wait for it (a
@@ -318,10 +291,8 @@ class ProcessExecutor(Executor):
         self._payloads[task] = payload
         if _HAS_EPOLL and task.attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
-            # the same condition object, with a wait() that helps.
-            condition: Any = task.future._condition
-            condition.__class__ = _Helping
-            condition._executor, condition._task = self, task
+            # a caller blocked in result() reads the worker's reply itself.
+            task.future._condition._help = functools.partial(self._help, task)
         return payload
 
     def _settled(self, future: Future[Any]) -> None:
@@ -634,15 +605,19 @@ class ProcessExecutor(Executor):
             self._settle(task, tag, stream, buffers)
         return _HANDLED
 
-    def _help(self, task: _Task, timeout: float | None) -> None:
+    def _help(self, task: _Task, timeout: float | None) -> bool:
         """Wait for ``task`` by reading its worker's socket in the calling thread.
 
         A synchronous ``submit(...).result()`` then costs one process round
         trip: the caller sleeps in poll() on the worker's socket and reads the
         reply itself, instead of the manager thread reading it and waking the
-        caller.  Returns when the task is done, the time is up, or helping is
-        not possible (the manager then does the work).
+        caller.  Returns when the task is done (True), the time is up, or
+        helping is not possible (the manager then does the work).
         """
+        self._read_reply_here(task, timeout)
+        return _done(task.future)
+
+    def _read_reply_here(self, task: _Task, timeout: float | None) -> None:
         claim = getattr(_claims, "claim", None)
         worker = None
         if claim is not None and claim[0] is self and claim[2] is task:
