@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
+from types import CoroutineType
 from typing import Any, Protocol
 
 __all__ = ["ChunkResult", "call", "run_chunk", "run_chunk_concurrently"]
@@ -25,7 +26,7 @@ def call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) ->
     serial backends too: it runs on a fresh event loop in the worker.
     """
     result = fn(*args, **kwargs)
-    if inspect.iscoroutine(result):
+    if isinstance(result, CoroutineType):
         return asyncio.run(result)
     return result
 

@@ -193,7 +193,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         # One lock guards the counters and the unfinished count; join() waits on it.
         self._state_lock = threading.Lock()
         self._all_done = threading.Condition(self._state_lock)
-        self._unfinished = 0
+        self._joining = 0  # threads waiting in join(): only then is _all_done notified
         self._n_submitted = self._n_done = self._n_failed = 0
         self._n_cancelled = self._n_retried = self._n_timed_out = 0
         self._live: dict[Future[Any], _Task] = {}
@@ -272,7 +272,6 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 raise ExecutorClosed(
                     f"cannot submit {task.describe()}: the {self.backend} executor is closed"
                 )
-            self._unfinished += 1
             self._n_submitted += weight
             self._live[task.future] = task
         try:
@@ -346,7 +345,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Report that ``task`` returned ``value``."""
         if task.deadline is not None:
             task.deadline.cancel()
-        task.future._try_set_result(value)
+        task.future._complete(value, None)
 
     def _report_outcome(self, task: _Task, value: Any, error: BaseException | None) -> None:
         """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``."""
@@ -404,16 +403,17 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 self._n_cancelled += task.weight
             elif future._exception is not None:
                 self._n_failed += task.weight
+            elif task.weight == 1:
+                self._n_done += 1
             else:
-                self._count_success(task, future)
-            self._unfinished -= 1
-            if self._unfinished == 0:
+                self._count_chunk(task, future)
+            if self._joining and not self._live:
                 self._all_done.notify_all()
         if task.deadline is not None:
             task.deadline.cancel()
 
-    def _count_success(self, task: _Task, future: Future[Any]) -> None:
-        if task.fn is run_chunk and task.weight > 1:
+    def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
+        if task.fn is run_chunk:
             # A map chunk stops at its first failing call: count what really ran.
             _, failed_at, _, _ = future._result  # a finished chunk
             if failed_at >= 0:
@@ -544,11 +544,15 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Wait until every submitted task has finished; True unless ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._all_done:
-            while self._unfinished:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._all_done.wait(remaining)
+            self._joining += 1
+            try:
+                while self._live:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._all_done.wait(remaining)
+            finally:
+                self._joining -= 1
         return True
 
     def shutdown(

@@ -205,7 +205,8 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 else:
                     waiter.add_exception(self)
             self._condition.notify_all()
-        self._invoke_callbacks()
+        if self._done_callbacks:
+            concurrent.futures.Future._invoke_callbacks(self)  # type: ignore[attr-defined]
         return True
 
     def __await__(self) -> Generator[Any, None, T]:

@@ -777,7 +777,7 @@ class ProcessExecutor(Executor):
 
     # ------------------------------------------------------------------ map
 
-    def _count_success(self, task: _Task, future: Future[Any]) -> None:
+    def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
         if task.fn is run_column and task.weight > 1:
             _, failed_at, _, _ = future.result()
             if failed_at >= 0:
@@ -785,7 +785,7 @@ class ProcessExecutor(Executor):
                 self._n_failed += 1
                 self._n_cancelled += task.weight - failed_at - 1
                 return
-        super()._count_success(task, future)
+        super()._count_chunk(task, future)
 
     # ------------------------------------------------------- stopping tasks
 
