@@ -27,14 +27,13 @@ import abc
 import asyncio
 import concurrent.futures
 import inspect
-import itertools
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED
 from dataclasses import dataclass
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
@@ -52,8 +51,6 @@ __all__ = ["Executor", "Statistics", "TaskOptions"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_task_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,6 @@ class _Task:
         "fn",
         "future",
         "kwargs",
-        "name",
         "options",
         "started",
         "weight",
@@ -139,28 +135,21 @@ class _Task:
     ) -> None:
         self.fn, self.args, self.kwargs, self.options = fn, args, kwargs, options
         self.weight = weight
-        self.name: str | None = None
         self.attempt = 0
         self.started = False
         self.deadline: Deadline | None = None
-        self.future: Future[Any] = Future()
-        self.future._task = self
+        # The future knows what to call the task, but not the task: no reference
+        # cycle, so a finished task is freed at once rather than by the collector.
+        future: Future[Any] = Future()
+        future._fn, future._name = fn, options.name
+        self.future = future
 
     def describe(self) -> str:
         """The task's name, for errors: its ``name`` option or the function's name and a number."""
-        if self.name is None:
-            self.name = _task_name(self.fn, self.options)
-        return self.name
+        return self.future.name
 
     def __repr__(self) -> str:
-        return f"<task {self.name} attempt {self.attempt}>"
-
-
-def _task_name(fn: Callable[..., Any], options: TaskOptions) -> str:
-    if options.name is not None:
-        return options.name
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
-    return f"{name}#{next(_task_ids)}"
+        return f"<task {self.future.name} attempt {self.attempt}>"
 
 
 class Executor(concurrent.futures.Executor, abc.ABC):
@@ -758,6 +747,11 @@ class _Configured:
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
     """True if calling ``fn`` returns a coroutine (``async def``, or a partial of one)."""
+    if type(fn) is FunctionType and not fn.__dict__:
+        # The common case, without inspect's unwrapping: a plain function's code
+        # says whether it is a coroutine function (a function with attributes
+        # may be marked as one, so it takes the general path).
+        return bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
     while hasattr(fn, "func"):  # functools.partial
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(

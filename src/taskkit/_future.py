@@ -17,6 +17,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import concurrent.futures
+import itertools
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from typing import Any, Generic, TypeVar
 __all__ = ["Future", "as_completed", "set_await_hook"]
 
 T = TypeVar("T")
+
+_task_ids = itertools.count(1)
 
 # The coroutine scheduler runs tasks on its own thread and sets a hook there:
 # ``hook(future)`` returns the generator that the awaiting task delegates to.
@@ -106,7 +109,9 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # Set by the executor: told once when the future finishes by any path
     # (result, exception, cancellation), before the user's done-callbacks.
     _on_settled: Callable[[Future[Any]], None] | None = None
-    _task: Any = None  # the executor's record of the task, if any
+    # What the task calls (its name is made from it on demand) and its name.
+    _fn: Any = None
+    _name: str | None = None
 
     def __init__(self) -> None:
         # concurrent.futures.Future.__init__, with a cheaper condition.
@@ -120,7 +125,18 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     @property
     def name(self) -> str:
         """The task's name (its ``name`` option, or the function's name and a number)."""
-        return "task" if self._task is None else str(self._task.describe())
+        name = self._name
+        if name is None:
+            fn = self._fn
+            if fn is None:
+                return "task"
+            name = (
+                getattr(fn, "__qualname__", None)
+                or getattr(fn, "__name__", None)
+                or type(fn).__name__
+            )
+            name = self._name = f"{name}#{next(_task_ids)}"
+        return name
 
     def _invoke_callbacks(self) -> None:
         settled, self._on_settled = self._on_settled, None

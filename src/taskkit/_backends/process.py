@@ -296,9 +296,11 @@ class ProcessExecutor(Executor):
         return payload
 
     def _settled(self, future: Future[Any]) -> None:
-        task = future._task
+        task = self._live.get(future)
         if task is not None:
             self._payloads.pop(task, None)
+            # Both refer to the task: drop them so that nothing keeps it alive.
+            future._condition._help = future._stop_running = None
         super()._settled(future)
 
     def _dispatch(self, task: _Task) -> None:
