@@ -119,6 +119,7 @@ class _Task:
         "deadline",
         "fn",
         "future",
+        "handle",
         "kwargs",
         "options",
         "started",
@@ -138,6 +139,8 @@ class _Task:
         self.attempt = 0
         self.started = False
         self.deadline: Deadline | None = None
+        # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
+        self.handle: Any = None
         # The future knows what to call the task, but not the task: no reference
         # cycle, so a finished task is freed at once rather than by the collector.
         future: Future[Any] = Future()
@@ -186,7 +189,9 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         self._n_submitted = self._n_done = self._n_failed = 0
         self._n_cancelled = self._n_retried = self._n_timed_out = 0
         self._live: dict[Future[Any], _Task] = {}
-        self._settle_hook = self._settled  # bound once, not once per task
+        # Bound once, not once per task.
+        self._settle_hook = self._settled
+        self._stop_hook = self._stop_future
         # Primitives made by queue(), lock()...: shutdown() closes them and frees their
         # OS resources.  Weak: one the program dropped is freed by its own finalizer.
         self._primitives: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -425,6 +430,12 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     def _stop_running(self, task: _Task) -> bool:
         """Stop a running task; True if it will stop.  Default: it cannot be stopped."""
         return False
+
+    def _stop_future(self, future: Future[Any]) -> bool:
+        """``future.cancel()`` of a running task: a backend that can stop its tasks sets
+        ``task.future._stop_running = self._stop_hook`` while the task runs."""
+        task = self._live.get(future)
+        return task is not None and self._stop_running(task)
 
     def _worker_count(self) -> int:
         return 0

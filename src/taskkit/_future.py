@@ -103,9 +103,9 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     same value, or raises the same exception, as ``fut.result()``.
     """
 
-    # Set by the backend while the task runs: stops a running task; returns
-    # True if it will stop (the backend then finishes the future as cancelled).
-    _stop_running: Callable[[], bool] | None = None
+    # Set by the backend while the task runs: ``stop(future)`` stops the running
+    # task and returns True if it will stop (the future then ends as cancelled).
+    _stop_running: Callable[[Future[Any]], bool] | None = None
     # Set by the executor: told once when the future finishes by any path
     # (result, exception, cancellation), before the user's done-callbacks.
     _on_settled: Callable[[Future[Any]], None] | None = None
@@ -162,7 +162,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             if state == RUNNING and stop is None:
                 return False
         if stop is not None:
-            return stop() and self._force_cancelled()
+            return stop(self) and self._force_cancelled()
         if not super().cancel():
             return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
         # Tell as_completed()/wait() waiters now rather than when a worker

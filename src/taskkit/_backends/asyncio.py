@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import threading
 import weakref
 from collections.abc import Callable
@@ -104,6 +103,10 @@ class AsyncioExecutor(Executor):
         self._admission = Admission(max_workers, self._start)
         self._stop_when_idle = False
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
+        # What each running asyncio task (or executor call) runs: one table and one
+        # bound callback, rather than a callback object per task.
+        self._owners: dict[asyncio.Future[Any], _Task] = {}
+        self._done_hook = self._done
         self._thread: threading.Thread | None = None
         if loop is not None:
             self._loop = loop
@@ -169,30 +172,33 @@ class AsyncioExecutor(Executor):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args, kwargs = task.fn, task.args, task.kwargs
-        done = functools.partial(self._done, task, task.attempt)
+        outcome: asyncio.Future[Any]
         if fn is run_chunk and is_async_callable(args[0]):
-            coro: Any = _gather_chunk(*args)
+            outcome = self._loop.create_task(_gather_chunk(*args))
+            task.future._stop_running = self._stop_hook  # a task: cancellable
         elif is_async_callable(fn):
             try:
                 coro = fn(*args, **kwargs)
             except BaseException as exc:
                 self._report(task, None, exc)
                 return
+            outcome = self._loop.create_task(coro)
+            task.future._stop_running = self._stop_hook
         else:
             # Plain functions run on the loop's default executor (a thread pool), so
             # they never block the loop; a running one cannot be cancelled.
-            self._loop.run_in_executor(None, call, fn, args, kwargs).add_done_callback(done)
-            return
-        atask = self._loop.create_task(coro)
-        atask.add_done_callback(done)
-        task.future._stop_running = functools.partial(self._request_cancel, atask)
+            outcome = self._loop.run_in_executor(None, call, fn, args, kwargs)
+        self._owners[outcome] = task
+        task.handle = outcome
+        outcome.add_done_callback(self._done_hook)
 
-    def _done(self, task: _Task, attempt: int, outcome: asyncio.Future[Any]) -> None:
+    def _done(self, outcome: asyncio.Future[Any]) -> None:
         """Loop thread: a task's coroutine (or executor call) ended."""
+        task = self._owners.pop(outcome)
         stopped = outcome in self._stopped
         if stopped:
             self._stopped.discard(outcome)
-        if stopped or task.attempt != attempt or task.future.done():
+        if stopped or task.handle is not outcome or task.future.done():
             self._release()  # cancelled, timed out or retried: already reported
             return
         if outcome.cancelled():
@@ -222,8 +228,9 @@ class AsyncioExecutor(Executor):
         return True
 
     def _stop_running(self, task: _Task) -> bool:
-        stop = task.future._stop_running
-        return stop() if stop is not None else False
+        if task.future._stop_running is None:
+            return False  # a plain function, running on a thread: it cannot be stopped
+        return self._request_cancel(task.handle)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # _begin runs on the loop thread: the loop's own timer keeps the deadline.

@@ -190,7 +190,8 @@ class CoroutineExecutor(Executor):
                 self._scheduler.report_blocking(task.describe(), None, elapsed)
             self._report(task, coro, None)
             return
-        task.future._stop_running = functools.partial(self._request_stop, ct)
+        task.handle = ct
+        task.future._stop_running = self._stop_hook
 
     def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
         """Loop thread: a submitted task's coroutine ended."""
@@ -218,8 +219,8 @@ class CoroutineExecutor(Executor):
         return True
 
     def _stop_running(self, task: _Task) -> bool:
-        stop = task.future._stop_running
-        return stop() if stop is not None else False
+        ct = task.handle
+        return ct is not None and self._request_stop(ct)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # _begin runs on the loop thread, so the scheduler's own timer heap is safe here,

@@ -224,7 +224,7 @@ class DaskExecutor(Executor):
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
         with self._running_lock:
             self._running[task] = (token, future)
-        task.future._stop_running = lambda: self._stop_running(task)
+        task.future._stop_running = self._stop_hook
         self._client.loop.add_callback(self._watch, future, task, token)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:

@@ -299,8 +299,7 @@ class ProcessExecutor(Executor):
         task = self._live.get(future)
         if task is not None:
             self._payloads.pop(task, None)
-            # Both refer to the task: drop them so that nothing keeps it alive.
-            future._condition._help = future._stop_running = None
+            future._condition._help = None  # it refers to the task
         super()._settled(future)
 
     def _dispatch(self, task: _Task) -> None:
@@ -337,7 +336,7 @@ class ProcessExecutor(Executor):
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
-        task.future._stop_running = lambda: self._stop_running(task)
+        task.future._stop_running = self._stop_hook
         if not self._begin(task):
             return False
         if (
