@@ -112,15 +112,32 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # What the task calls (its name is made from it on demand) and its name.
     _fn: Any = None
     _name: str | None = None
+    # concurrent.futures' lists of waiters and done-callbacks, made when first used:
+    # most futures never have either.
+    _waiter_list: list[Any] | None = None
+    _callback_list: list[Callable[[concurrent.futures.Future[T]], object]] | None = None
 
     def __init__(self) -> None:
-        # concurrent.futures.Future.__init__, with a cheaper condition.
+        # concurrent.futures.Future.__init__, with a cheaper condition and no lists.
         self._condition: Any = _Condition()
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
+
+    # Read by concurrent.futures code, always with the condition held.
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        waiters = self._waiter_list
+        if waiters is None:
+            waiters = self._waiter_list = []
+        return waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[concurrent.futures.Future[T]], object]]:
+        callbacks = self._callback_list
+        if callbacks is None:
+            callbacks = self._callback_list = []
+        return callbacks
 
     @property
     def name(self) -> str:
@@ -186,7 +203,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         self._invoke_callbacks()
@@ -215,17 +232,19 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             settled, self._on_settled = self._on_settled, None
             if settled is not None:
                 settled(self)
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 if exception is None:
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
             self._condition.notify_all()
-        if self._done_callbacks:
+        if self._callback_list:
             concurrent.futures.Future._invoke_callbacks(self)  # type: ignore[attr-defined]
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # type: ignore[no-any-return]  # already done: nothing to wait for
         hook = getattr(_await_hooks, "hook", None)
         if hook is not None:
             return (yield from hook(self))  # type: ignore[no-any-return]

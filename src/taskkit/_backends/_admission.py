@@ -38,8 +38,8 @@ class Admission:
     def release(self) -> None:
         """A started task ended: start the next waiting ones."""
         self.running -= 1
-        if self._releasing:
-            return  # called back from a start below: the loop there admits the next
+        if self._releasing or not self.waiting:
+            return  # none waits, or called back from a start below (whose loop admits the next)
         self._releasing = True
         try:
             waiting, limit = self.waiting, self._limit

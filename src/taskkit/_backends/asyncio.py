@@ -24,6 +24,7 @@ import collections
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures._base import RUNNING
 from typing import Any, final
 
 from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
@@ -195,10 +196,10 @@ class AsyncioExecutor(Executor):
     def _done(self, outcome: asyncio.Future[Any]) -> None:
         """Loop thread: a task's coroutine (or executor call) ended."""
         task = self._owners.pop(outcome)
-        stopped = outcome in self._stopped
+        stopped = bool(self._stopped) and outcome in self._stopped
         if stopped:
             self._stopped.discard(outcome)
-        if stopped or task.handle is not outcome or task.future.done():
+        if stopped or task.handle is not outcome or task.future._state != RUNNING:
             self._release()  # cancelled, timed out or retried: already reported
             return
         if outcome.cancelled():
