@@ -220,6 +220,12 @@ def test_map_consumes_an_infinite_input_lazily(executor: taskkit.Executor) -> No
     results.close()  # type: ignore[attr-defined]
 
 
+def test_map_over_a_range_too_long_for_len(executor: taskkit.Executor) -> None:
+    results = executor.map(square, range(10**20), window=16)
+    assert [0, 1, 4] == [next(results) for _ in range(3)]
+    results.close()  # type: ignore[attr-defined]
+
+
 def test_map_raises_at_the_failing_item(executor: taskkit.Executor) -> None:
     results = executor.map(fail_on, range(10), [4] * 10, chunksize=3)
     assert [next(results) for _ in range(4)] == [0, 1, 2, 3]

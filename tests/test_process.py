@@ -8,7 +8,10 @@ parent) run in a child script.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import enum
+import gc
 import os
 import pickle
 import signal
@@ -17,6 +20,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -236,6 +240,115 @@ def test_map_is_lazy_with_bounded_memory(ex: taskkit.Executor) -> None:
     # Never more than the window, plus the chunk being handed out, read ahead.
     assert most_ahead <= 2 * window
     assert rss_most - rss_before < 8 * 2**20
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("chunksize", [None, 1, 7])
+def test_sliced_inputs_give_what_their_iterators_give(
+    ex: taskkit.Executor, chunksize: int | None, ordered: bool
+) -> None:
+    # A range, list or tuple is read by slicing; any other iterable one item at a time.
+    for data in (range(-5, 300, 3), range(90, -9, -4), list(range(120)), tuple(range(50)), [7], ()):
+        expected = [x * x for x in data]
+        sliced = list(ex.map(square, data, chunksize=chunksize, ordered=ordered))
+        iterated = list(ex.map(square, iter(data), chunksize=chunksize, ordered=ordered))
+        if not ordered:
+            expected, sliced, iterated = sorted(expected), sorted(sliced), sorted(iterated)
+        assert expected == sliced == iterated
+
+
+def test_sliced_input_fails_at_its_item_and_counts_each_call_once(
+    fresh: taskkit.Executor,
+) -> None:
+    results = fresh.map(fail_at, list(range(40)))
+    assert list(range(7)) == [next(results) for _ in range(7)]
+    with pytest.raises(KeyError) as info:
+        next(results)
+    assert "fail_at" in str(info.value.__cause__)
+    assert fresh.join(timeout=20)
+    stats = fresh.statistics()
+    assert 1 == stats.failed
+    assert 40 == stats.done + stats.failed + stats.cancelled
+
+
+class Shade(enum.IntEnum):
+    DARK = 1
+
+
+def int_like(x: int) -> object:
+    """Ints, and objects that pack as ints but are not exactly ``int``."""
+    return [x, -x, x % 2 == 0, Shade.DARK][x % 4]
+
+
+def some_none(x: int) -> int | None:
+    return None if x % 50 == 0 else x
+
+
+def plain_int(x: int) -> int:
+    return [x, -x, 2**63 - 1 - x, -(2**63) + x][x % 4]
+
+
+def wide_int(x: int) -> int:
+    return 2**64 + x if x == 150 else x
+
+
+def bool_at_end(x: int) -> object:
+    return x == 299 or x
+
+
+@pytest.mark.parametrize("fn", [int_like, some_none, plain_int, wide_int, bool_at_end])
+def test_int_results_come_back_exactly(ex: taskkit.Executor, fn: Callable[[int], object]) -> None:
+    # Chunks of plain ints travel packed as 64-bit integers; anything else must not.
+    expected = [fn(x) for x in range(300)]
+    for chunksize in (None, 100, 300):
+        got = list(ex.map(fn, range(300), chunksize=chunksize))
+        assert expected == got
+        assert [type(value) for value in expected] == [type(value) for value in got]
+
+
+def test_packed_results_before_a_failure_come_out_first(ex: taskkit.Executor) -> None:
+    results = ex.map(fail_at_70, range(200), chunksize=100)
+    assert list(range(70)) == [next(results) for _ in range(70)]
+    with pytest.raises(KeyError):
+        next(results)
+
+
+def fail_at_70(x: int) -> int:
+    if x == 70:
+        raise KeyError(x)
+    return x
+
+
+def test_amap_hands_out_packed_results(ex: taskkit.Executor) -> None:
+    async def collect() -> list[int]:
+        return [value async for value in ex.amap(square, range(500), chunksize=250)]
+
+    assert [x * x for x in range(500)] == asyncio.run(collect())
+
+
+class Token:
+    """A result a test can watch with a weak reference."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def token(value: int) -> Token:
+    return Token(value)
+
+
+def test_consumed_results_are_freed_without_the_garbage_collector(
+    ex: taskkit.Executor,
+) -> None:
+    # Results the consumer is done with go by reference counting: nothing in the
+    # map (a chunk's future, its task) may keep them in a cycle until the next
+    # collection, which would hold memory beyond the window.
+    gc.disable()
+    try:
+        seen = [weakref.ref(result) for result in ex.map(token, range(600), chunksize=50)]
+        assert [] == [ref for ref in seen if ref() is not None]
+    finally:
+        gc.enable()
 
 
 def _rss() -> int:

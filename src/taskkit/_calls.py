@@ -10,13 +10,14 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
+from itertools import starmap
 from types import CoroutineType
 from typing import Any, Protocol
 
 __all__ = ["ChunkResult", "call", "run_chunk", "run_chunk_concurrently"]
 
 # (results, index of the failing item or -1, its exception or None, seconds spent)
-ChunkResult = tuple[list[Any], int, "BaseException | None", float]
+ChunkResult = tuple[Sequence[Any], int, "BaseException | None", float]
 
 
 def call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -39,14 +40,14 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[tuple[Any, ...]]) -> Chunk
     """
     start = time.perf_counter()
     results: list[Any] = []
-    append = results.append
     try:
         if inspect.iscoroutinefunction(fn):
             for item in items:
-                append(asyncio.run(fn(*item)))
+                results.append(asyncio.run(fn(*item)))
         else:
-            for item in items:
-                append(fn(*item))
+            # C-level iteration, and list.extend keeps what was appended
+            # before an exception, so len(results) is the failing index.
+            results.extend(starmap(fn, items))
     except Exception as exc:
         return results, len(results), exc, time.perf_counter() - start
     return results, -1, None, time.perf_counter() - start

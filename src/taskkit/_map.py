@@ -25,9 +25,9 @@ from __future__ import annotations
 import collections
 import queue
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._calls import ChunkResult
 from ._errors import ExecutorClosed, TaskTimeout
@@ -44,7 +44,7 @@ def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     for iterable in iterables:
         try:
             lengths.append(len(iterable))  # type: ignore[arg-type]
-        except TypeError:
+        except (TypeError, OverflowError):  # no length, or range(10**20)
             return None
     return min(lengths) if lengths else 0
 
@@ -137,7 +137,7 @@ class MapRun:
                 self._pending[future] = len(items)
                 future.add_done_callback(self._finished.put)  # type: ignore[arg-type]
 
-    def _read(self, size: int) -> list[Any]:
+    def _read(self, size: int) -> Sequence[Any]:
         """Take up to ``size`` calls' arguments from the input."""
         items: list[tuple[Any, ...]] = []
         try:
@@ -147,9 +147,11 @@ class MapRun:
             self._source_error, self._exhausted = exc, True
         return items
 
-    def _submit_items(self, items: list[Any]) -> Future[ChunkResult]:
+    def _submit_items(self, items: Sequence[Any]) -> Future[ChunkResult]:
         """Submit one chunk of calls."""
-        return self._executor._submit_chunk(self._fn, items, self._options)
+        # The base _read makes a list of argument tuples.
+        chunk = cast("list[tuple[Any, ...]]", items)
+        return self._executor._submit_chunk(self._fn, chunk, self._options)
 
     def _measure(self, elapsed: float, calls: int) -> None:
         per_call = elapsed / max(calls, 1)
@@ -177,7 +179,7 @@ class MapRun:
         except queue.Empty:
             raise self._timed_out() from None
 
-    def _take(self, future: Future[ChunkResult]) -> tuple[list[Any], BaseException | None]:
+    def _take(self, future: Future[ChunkResult]) -> tuple[Sequence[Any], BaseException | None]:
         """Account for a finished chunk, top up the window, and return its results and error."""
         size = self._chunks.popleft()[1] if self._ordered else self._pending.pop(future)
         self._in_flight -= size

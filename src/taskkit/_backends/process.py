@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from asyncio import _get_running_loop as asyncio_running_loop
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
@@ -694,6 +694,8 @@ class ProcessExecutor(Executor):
             except Exception as exc:
                 self._failed(task, _unpickle_failed(exc))
                 return
+            if type(results) is bytes:
+                results = _wire.unpack_ints(results)
             error = None if encoded is None else _decode_exception(encoded)
             self._succeeded(task, (results, failed_at, error, elapsed))
         else:
@@ -934,16 +936,17 @@ def _initializer_failed(exc: BaseException | None) -> BaseException:
 
 
 class _MapIterator(itertools.chain):  # type: ignore[type-arg]
-    """What ``map`` returns: a C-speed iterator over the chunks' result lists.
+    """What ``map`` returns: a C-speed iterator over the chunks' results.
 
-    Results arrive a chunk (a list) at a time; ``itertools.chain`` hands them
-    out one by one without a Python frame per item, which matters when the
-    calls are tiny.  ``close()`` stops the map as a generator's would.
+    Results arrive a chunk at a time (a list, or a block of packed ints: see
+    ``_wire.pack_ints``); ``itertools.chain`` hands them out one by one
+    without a Python frame per item, which matters when the calls are tiny.
+    ``close()`` stops the map as a generator's would.
     """
 
-    _chunks: Generator[list[Any], None, None]
+    _chunks: Generator[Sequence[Any], None, None]
 
-    def __new__(cls, chunks: Generator[list[Any], None, None]) -> _MapIterator:
+    def __new__(cls, chunks: Generator[Sequence[Any], None, None]) -> _MapIterator:
         self = cast("_MapIterator", super().from_iterable(chunks))
         self._chunks = chunks
         return self
@@ -953,11 +956,17 @@ class _MapIterator(itertools.chain):  # type: ignore[type-arg]
         self._chunks.close()
 
 
+_SLICED = (range, list, tuple)
+
+
 class _ProcessMapRun(MapRun):
-    """``MapRun`` with two shortcuts for processes, same semantics.
+    """``MapRun`` with shortcuts for processes, same semantics.
 
     * one iterable: its values are sent as a plain list (``run_column``),
       not as 1-tuples made by ``zip`` and unpacked again in the worker;
+    * one ``range``, ``list`` or ``tuple``: chunks are slices of it, taken at
+      C speed, and a slice of a range is a range, which pickles in a few
+      bytes however many calls it stands for;
     * results are handed out by ``_MapIterator`` rather than a generator.
     """
 
@@ -973,13 +982,23 @@ class _ProcessMapRun(MapRun):
         options: TaskOptions,
     ) -> None:
         # Set before the base's __init__, which submits the first window.
-        self._column: Iterator[Any] | None = (
-            iter(iterables[0]) if len(iterables) == 1 and callable(fn) else None
+        column = iterables[0] if len(iterables) == 1 and callable(fn) else None
+        self._column: Iterator[Any] | None = None if column is None else iter(column)
+        # Exact types only: a subclass may iterate differently from its slices.
+        self._sequence: Sequence[Any] | None = (
+            cast("Sequence[Any]", column) if type(column) in _SLICED else None
         )
+        self._position = 0  # of the next item of _sequence to read
         self._process_executor = executor
         super().__init__(executor, fn, iterables, ordered, window, chunksize, timeout, options)
 
-    def _read(self, size: int) -> list[Any]:
+    def _read(self, size: int) -> Sequence[Any]:
+        if self._sequence is not None:
+            # What the list's iterator would give: the items there now.
+            start = self._position
+            items = self._sequence[start : start + size]
+            self._position = start + len(items)
+            return items
         if self._column is None:
             return super()._read(size)
         values: list[Any] = []
@@ -990,7 +1009,7 @@ class _ProcessMapRun(MapRun):
             self._source_error, self._exhausted = exc, True
         return values
 
-    def _submit_items(self, items: list[Any]) -> Future[Any]:
+    def _submit_items(self, items: Sequence[Any]) -> Future[Any]:
         if self._column is None:
             return super()._submit_items(items)
         return self._process_executor._submit(
@@ -1000,7 +1019,7 @@ class _ProcessMapRun(MapRun):
     def iter(self) -> Iterator[Any]:
         return _MapIterator(self._chunk_lists())
 
-    def _chunk_lists(self) -> Generator[list[Any], None, None]:
+    def _chunk_lists(self) -> Generator[Sequence[Any], None, None]:
         try:
             while (future := self._next_chunk()) is not None:
                 try:

@@ -11,8 +11,9 @@ memory the receiver keeps, with no copy into the pickle stream)::
 
 Parent -> worker tags: ``T`` run a task ``(fn, args, kwargs)``, ``S`` set up
 ``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``R`` a
-result, ``C`` a map chunk's results (with its exception, if any, encoded as
-for ``E``), ``E`` an error (see ``encode_error``), ``I`` the initializer failed.
+result, ``C`` a map chunk's results (a list, or plain ints packed as 64-bit
+integers, see ``pack_ints``; with its exception, if any, encoded as for
+``E``), ``E`` an error (see ``encode_error``), ``I`` the initializer failed.
 
 A worker answers each task before it is sent another, so there is never more
 than one task or one answer in flight on a socket (``S`` may precede the first
@@ -30,7 +31,7 @@ import struct
 import traceback
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "CHUNK",
@@ -45,8 +46,10 @@ __all__ = [
     "dumps",
     "encode_error",
     "loads",
+    "pack_ints",
     "Reader",
     "send",
+    "unpack_ints",
 ]
 
 TASK, SETUP, QUIT = b"T", b"S", b"Q"
@@ -163,6 +166,35 @@ def _keeper(buffers: list[pickle.PickleBuffer]) -> Any:
 def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
     """Rebuild an object from ``dumps``'s stream and buffers."""
     return pickle.loads(stream, buffers=buffers)
+
+
+# A map chunk whose results are all plain ints (exactly ``int``, each within
+# 64 bits) travels as one block of native 64-bit integers instead of a pickled
+# list: packing it costs the worker less than pickling, and the parent makes
+# each int only when the consumer reaches it, straight from the block.
+_PACKED_MIN = 64
+# Native "l" where it is 64 bits: struct converts it on PyLong_AsLong's fast
+# path, twice as fast as "q".
+_INT64: Literal["l", "q"] = "l" if struct.calcsize("l") == 8 else "q"
+
+
+def pack_ints(results: Sequence[Any]) -> bytes | None:
+    """Return ``results`` as native 64-bit integers, or None if they are not all plain ints."""
+    count = len(results)
+    if count < _PACKED_MIN or type(results[0]) is not int:
+        return None
+    # Exact type: a bool or an IntEnum must come back as itself, not as an int.
+    if list(map(type, results)).count(int) != count:
+        return None
+    try:
+        return struct.pack(f"{count}{_INT64}", *results)
+    except struct.error:  # an int beyond 64 bits
+        return None
+
+
+def unpack_ints(block: bytes) -> Sequence[int]:
+    """The ints of a ``pack_ints`` block, made one by one as they are read."""
+    return memoryview(block).cast(_INT64)
 
 
 # ------------------------------------------------------------------ framing

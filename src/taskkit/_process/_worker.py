@@ -23,6 +23,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from types import FunctionType
 from typing import Any
 
 from .._calls import ChunkResult, call, run_chunk
@@ -32,11 +34,11 @@ from . import _wire
 __all__ = ["run_column", "worker_main"]
 
 
-def run_column(fn: Any, xs: list[Any]) -> ChunkResult:
-    """``run_chunk`` for a map over one iterable: ``fn(x)`` for each ``x``, at C speed.
+def run_column(fn: Any, xs: Sequence[Any]) -> ChunkResult:
+    """``run_chunk`` for a map over one iterable: ``fn(x)`` for each ``x`` of ``xs``.
 
-    The parent sends such chunks as a plain list of values rather than a list
-    of 1-tuples, and ``list.extend(map(fn, xs))`` keeps the results made
+    The parent sends such chunks as a plain list of values (or a ``range``)
+    rather than a list of 1-tuples.  Both loops below keep the results made
     before an exception, so the failing item's index is still known.
     """
     if inspect.iscoroutinefunction(fn):
@@ -44,7 +46,14 @@ def run_column(fn: Any, xs: list[Any]) -> ChunkResult:
     start = time.perf_counter()
     results: list[Any] = []
     try:
-        results.extend(map(fn, xs))
+        if type(fn) is FunctionType:
+            # Python 3.11+ runs a Python function called from Python code
+            # without a C call per item, and specialises results.append: up
+            # to a fifth faster than map() when the function is tiny.
+            for x in xs:
+                results.append(fn(x))
+        else:
+            results.extend(map(fn, xs))  # a builtin: no bytecode per item at all
     except Exception as exc:
         return results, len(results), exc, time.perf_counter() - start
     return results, -1, None, time.perf_counter() - start
@@ -183,6 +192,9 @@ def _chunk_reply(value: ChunkResult) -> tuple[bytes, _wire.Payload]:
     """Send a map chunk's results; its exception, if any, travels as an encoded error."""
     results, failed_at, exc, elapsed = value
     encoded = None if exc is None else _wire.encode_error(exc)[0]
+    packed = _wire.pack_ints(results)
+    if packed is not None:
+        return _wire.CHUNK, _wire.dumps((packed, failed_at, encoded, elapsed))
     try:
         return _wire.CHUNK, _wire.dumps((results, failed_at, encoded, elapsed))
     except BaseException as error:
