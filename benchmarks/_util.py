@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Row", "median_time", "print_table"]
+__all__ = ["Row", "interleaved", "median_time", "print_table"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,23 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median time of each contender, run round-robin so load bursts hit them alike.
+
+    On a shared machine, timing one contender's repeats back to back lets a burst of
+    foreign load land on one of them only; interleaving spreads it over all of them.
+    """
+    for fn in contenders.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _fmt(seconds: float) -> str:

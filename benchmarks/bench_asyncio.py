@@ -20,8 +20,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from benchmarks._util import Row, print_table
-from benchmarks.bench_coroutine import interleaved, noop, noop1
+from benchmarks._util import Row, interleaved, print_table
+from benchmarks.bench_coroutine import noop, noop1
 from taskkit import open_executor
 from taskkit._backends.asyncio import AsyncioExecutor
 

@@ -22,10 +22,9 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 
-from benchmarks._util import Row, print_table
+from benchmarks._util import Row, interleaved, print_table
 from taskkit import checkpoint, open_executor
 from taskkit._backends.coroutine import CoroutineExecutor
 
@@ -63,19 +62,6 @@ async def _switches(n: int) -> None:
 async def _asyncio_switches(n: int) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Time each function ``repeats`` times, in alternation; return the medians."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 SLEEPERS = """

@@ -17,9 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-from benchmarks._util import Row, print_table
+from benchmarks._util import Row, interleaved, print_table
 from taskkit import cmd
 
 GIB = 1 << 30
@@ -90,23 +89,6 @@ def _latencies_popen() -> list[float]:
     return delays
 
 
-def _interleaved(contenders: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median time of each contender, run round-robin so load bursts hit them alike.
-
-    On a shared machine, timing one contender's repeats back to back lets a burst of
-    foreign load land on one of them only; interleaving spreads it over all of them.
-    """
-    for fn in contenders.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def _median_latency(measure: object, repeats: int) -> float:
     assert callable(measure)
     delays: list[float] = []
@@ -119,7 +101,7 @@ def main(repeats: int) -> None:
     if shutil.which("bash") is None:
         print("\n## pipelines: bash is missing; skipped")
         return
-    medians = _interleaved(
+    medians = interleaved(
         {
             "bash": _bash,
             "Popen chain": _popen_chain,
