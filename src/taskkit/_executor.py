@@ -275,29 +275,21 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             raise
         return task.future
 
-    def _run_inline(self, task: _Task, before_report: Callable[[], object] | None = None) -> None:
-        """Run ``task`` in the calling thread and report how it ended (serial and thread).
-
-        ``before_report`` runs between the call and its report: a worker thread
-        announces itself idle there, so that the caller woken by the result does
-        not wait for the worker's bookkeeping.
-        """
+    def _run_inline(self, task: _Task) -> None:
+        """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
         if not self._begin(task):
-            if before_report is not None:
-                before_report()
             return
         try:
             value = call(task.fn, task.args, task.kwargs)
         except BaseException as exc:
-            if before_report is not None:
-                before_report()
             self._failed(task, exc)
             if not isinstance(exc, Exception):
                 raise  # Ctrl-C and SystemExit still reach the caller
         else:
-            if before_report is not None:
-                before_report()
-            self._succeeded(task, value)
+            if task.deadline is None:
+                task.future._complete(value, None)
+            else:
+                self._succeeded(task, value)
 
     def _check_arguments(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

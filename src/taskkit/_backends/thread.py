@@ -118,12 +118,7 @@ class ThreadExecutor(Executor):
             except BaseException as exc:
                 self._fail_queued(exc)
                 return
-        get, run = self._queue.get, self._run_inline
-
-        def idle() -> None:
-            if not worker.abandoned:
-                self._idle.put(None)
-
+        get, run, idle = self._queue.get, self._run_inline, self._idle.put
         while True:
             task = get()
             if task is None:
@@ -133,13 +128,16 @@ class ThreadExecutor(Executor):
                 return
             worker.task = task
             try:
-                run(task, idle)
+                run(task)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
                 task.future._try_set_exception(exc)
             worker.task = None
             if worker.abandoned:
                 return  # a replacement took this thread's place when it overran
+            # Idle again.  The caller woken by the result cannot take the GIL before
+            # this thread blocks in get(), so its next submit finds this token.
+            idle(None)
 
     def _fail_queued(self, exc: BaseException) -> None:
         # A failing initializer makes the pool unusable, as in concurrent.futures.
