@@ -129,6 +129,10 @@ def _rebuild(token: tuple[int, int], data: bytes) -> Any:
     return obj
 
 
+# Values that plain pickle always writes in band, with nothing to send by value.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def dumps(obj: Any) -> Payload:
     """Serialise ``obj`` with pickle protocol 5, falling back to cloudpickle.
 
@@ -137,30 +141,61 @@ def dumps(obj: Any) -> Payload:
     Raises:
         Exception: whatever pickling raised if even cloudpickle cannot do it.
     """
-    buffers: list[pickle.PickleBuffer] = []
-    keep = _keeper(buffers)
-    stream = io.BytesIO()
+    kind = type(obj)
+    if kind in _PLAIN or (kind is tuple and all(type(item) in _PLAIN for item in obj)):
+        return pickle.dumps(obj, 5), []  # the common small result: no pickler to set up
     try:
-        _Pickler(stream, 5, buffer_callback=keep).dump(obj)
-        return stream.getvalue(), buffers
+        pickler = _spare.pop()  # atomic: each thread gets a pickler of its own
+    except IndexError:
+        pickler = _ReusablePickler()
+    try:
+        payload = pickler.payload(obj)
     except (pickle.PicklingError, AttributeError, TypeError):
         # Something else plain pickle cannot name (an object holding a lambda
         # in a slot, say); a genuinely unpicklable value fails again below.
         pass
+    else:
+        if len(_spare) < _SPARE_MAX:
+            _spare.append(pickler)
+        return payload
     import cloudpickle
 
-    buffers.clear()
-    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+    fallback = _ReusablePickler()  # for its buffer callback
+    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=fallback._keep)
+    return stream, fallback._buffers
 
 
-def _keeper(buffers: list[pickle.PickleBuffer]) -> Any:
-    def keep(buffer: pickle.PickleBuffer) -> bool:
+class _ReusablePickler:
+    """A ``_Pickler`` and its stream, set up once and reused for many ``dumps``."""
+
+    __slots__ = ("_buffers", "_pickler", "_stream")
+
+    def __init__(self) -> None:
+        self._stream = io.BytesIO()
+        self._buffers: list[pickle.PickleBuffer] = []
+        self._pickler = _Pickler(self._stream, 5, buffer_callback=self._keep)
+
+    def _keep(self, buffer: pickle.PickleBuffer) -> bool:
         if buffer.raw().nbytes < _OUT_OF_BAND_MIN:
             return True  # small: serialise it in band
-        buffers.append(buffer)
+        self._buffers.append(buffer)
         return False
 
-    return keep
+    def payload(self, obj: Any) -> Payload:
+        stream, pickler = self._stream, self._pickler
+        try:
+            pickler.dump(obj)
+            return stream.getvalue(), self._buffers
+        finally:
+            # Ready for the next object, whether or not this one pickled.
+            pickler.clear_memo()
+            stream.seek(0)
+            stream.truncate()
+            self._buffers = []
+
+
+_spare: list[_ReusablePickler] = []
+_SPARE_MAX = 8
 
 
 def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
