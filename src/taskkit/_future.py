@@ -37,9 +37,16 @@ T = TypeVar("T")
 
 _task_ids = itertools.count(1)
 
+
 # The coroutine scheduler runs tasks on its own thread and sets a hook there:
 # ``hook(future)`` returns the generator that the awaiting task delegates to.
-_await_hooks = threading.local()
+class _AwaitHooks(threading.local):
+    # A class default: reading an attribute a thread never set raises inside
+    # getattr otherwise, which costs more than the rest of a fast await.
+    hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | None = None
+
+
+_await_hooks = _AwaitHooks()
 
 
 def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | None) -> None:
@@ -245,7 +252,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._state == FINISHED and self._exception is None:
             return self._result  # type: ignore[no-any-return]  # already done: nothing to wait for
-        hook = getattr(_await_hooks, "hook", None)
+        hook = _await_hooks.hook
         if hook is not None:
             return (yield from hook(self))  # type: ignore[no-any-return]
         return (yield from await_in_asyncio(self))  # type: ignore[no-any-return]

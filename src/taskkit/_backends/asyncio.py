@@ -111,7 +111,7 @@ class AsyncioExecutor(Executor):
         self._thread: threading.Thread | None = None
         if loop is not None:
             self._loop = loop
-            if asyncio._get_running_loop() is loop and getattr(_await_hooks, "hook", None) is None:
+            if asyncio._get_running_loop() is loop and _await_hooks.hook is None:
                 set_await_hook(await_on_loop)  # this thread runs the loop: await futures fast
         else:
             self._loop = _new_loop(uvloop)

@@ -65,7 +65,15 @@ _EDGE_MUTED = select.EPOLLET if _HAS_EPOLL else 0  # hang-up only, reported once
 _HELPING = -1
 _CLAIM_GRACE = 0.001  # seconds a claimed reply waits for its caller
 _HANDLED, _EMPTY, _EOF = 1, 0, -1
-_claims = threading.local()
+
+
+class _Claims(threading.local):
+    # (executor, worker, task) while this thread holds a claim; a class default
+    # so that reading it never raises inside getattr.
+    claim: tuple[ProcessExecutor, _Worker, _Task] | None = None
+
+
+_claims = _Claims()
 
 
 def _readable(fd: int) -> bool:
@@ -76,7 +84,7 @@ def _readable(fd: int) -> bool:
 
 def _may_wait_here() -> bool:
     """False on a thread that runs an event loop: it awaits futures, never blocks on them."""
-    return asyncio_running_loop() is None and getattr(_await_hooks, "hook", None) is None
+    return asyncio_running_loop() is None and _await_hooks.hook is None
 
 
 _UNFINISHED = (PENDING, RUNNING)
@@ -184,7 +192,13 @@ def _at_exit() -> None:
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
-_last_payload = threading.local()
+
+class _LastPayload(threading.local):
+    # (fn, args, kwargs, payload) pickled by _check_arguments for the submit in progress.
+    value: tuple[Any, Any, Any, _wire.Payload] | None = None
+
+
+_last_payload = _LastPayload()
 
 
 @final
@@ -248,6 +262,7 @@ class ProcessExecutor(Executor):
         self._killing = False
         self._broken: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._manager_id = 0  # the manager thread's ident, once it runs
         self._wake_r = self._wake_w = -1
         self._poller: Any = select.epoll() if _HAS_EPOLL else select.poll()
         self._by_fd: dict[int, tuple[_Worker, bool]] = {}
@@ -277,7 +292,7 @@ class ProcessExecutor(Executor):
         payload = self._payloads.get(task)
         if payload is not None:
             return payload
-        last = getattr(_last_payload, "value", None)
+        last = _last_payload.value
         if (
             last is not None
             and last[0] is task.fn
@@ -330,7 +345,7 @@ class ProcessExecutor(Executor):
         if wake:
             self._wake()
         elif worker is not None:
-            if _HAS_EPOLL and threading.current_thread() is not self._thread and _may_wait_here():
+            if _HAS_EPOLL and threading.get_ident() != self._manager_id and _may_wait_here():
                 self._claim(worker, task)
             self._send_task(worker, task)
 
@@ -377,6 +392,7 @@ class ProcessExecutor(Executor):
             pass  # already awake, or shut down
 
     def _manage(self) -> None:
+        self._manager_id = threading.get_ident()
         poller = self._poller
         poller.register(self._wake_r, select.POLLIN)
         try:
@@ -442,7 +458,7 @@ class ProcessExecutor(Executor):
 
     def _end_claim(self) -> None:
         """Let go of this thread's claim, if it has one."""
-        claim = getattr(_claims, "claim", None)
+        claim = _claims.claim
         if claim is None:
             return
         _claims.claim = None
@@ -619,7 +635,7 @@ class ProcessExecutor(Executor):
         return _done(task.future)
 
     def _read_reply_here(self, task: _Task, timeout: float | None) -> None:
-        claim = getattr(_claims, "claim", None)
+        claim = _claims.claim
         worker = None
         if claim is not None and claim[0] is self and claim[2] is task:
             _claims.claim = None
