@@ -745,3 +745,55 @@ def test_main_module_functions_work_with_every_start_method() -> None:
     )
     assert "ok" in done.stdout, done.stderr
     assert "Warning" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------ the wire format
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -(2**70), 1.5, "text", b"bytes", True, None, 2j, (1, "a", None, False), ()],
+    ids=repr,
+)
+def test_plain_values_round_trip_with_their_exact_types(value: object) -> None:
+    from taskkit._process import _wire
+
+    stream, buffers = _wire.dumps(value)
+    copy = _wire.loads(stream, buffers)
+    assert copy == value
+    assert type(copy) is type(value)
+
+
+def test_a_reused_pickler_starts_clean_after_a_failure() -> None:
+    from taskkit._process import _wire
+
+    shared = [1, 2]
+    with pytest.raises(TypeError, match="lock"):
+        _wire.dumps([shared, threading.Lock()])  # even cloudpickle cannot pickle a lock
+    # No memo or stream left over from the failed message.
+    stream, buffers = _wire.dumps([shared, shared])
+    first, second = _wire.loads(stream, buffers)
+    assert first == [1, 2]
+    assert first is second
+
+
+def test_picklers_are_not_shared_between_threads() -> None:
+    from taskkit._process import _wire
+
+    errors: list[str] = []
+    start = threading.Barrier(4)
+
+    def churn(n: int) -> None:
+        start.wait()
+        for i in range(2000):
+            value = [n, i, {"k": (n, i)}]
+            stream, buffers = _wire.dumps(value)
+            if _wire.loads(stream, buffers) != value:
+                errors.append(f"thread {n} item {i}")
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -1,0 +1,158 @@
+"""taskkit.Future on its own: the concurrent.futures contract, on a cheaper condition.
+
+A future's condition is a C ``RLock`` that borrows ``threading.Condition``'s wait and
+notify, and its waiter and callback lists are made on first use.  These tests pin the
+behaviour ``concurrent.futures`` code relies on, with no executor in the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
+
+import pytest
+
+import taskkit
+from taskkit._future import Future
+
+
+def _set_from_thread(future: Future[Any], value: Any, release: threading.Event) -> threading.Thread:
+    def finish() -> None:
+        release.wait()
+        future.set_result(value)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    return thread
+
+
+def test_result_wakes_a_blocked_thread() -> None:
+    future: Future[int] = Future()
+    release = threading.Event()
+    thread = _set_from_thread(future, 7, release)
+    release.set()
+    assert future.result(timeout=10) == 7
+    thread.join()
+
+
+def test_result_times_out_and_the_future_stays_usable() -> None:
+    future: Future[int] = Future()
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.01)
+    future.set_result(3)
+    assert future.result(timeout=0) == 3
+
+
+def test_many_threads_wait_on_one_future() -> None:
+    future: Future[str] = Future()
+    waiting = threading.Barrier(9)
+    results: list[str] = []
+
+    def wait() -> None:
+        waiting.wait()
+        results.append(future.result(timeout=10))
+
+    threads = [threading.Thread(target=wait) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    waiting.wait()
+    future.set_result("done")
+    for thread in threads:
+        thread.join()
+    assert results == ["done"] * 8
+
+
+def test_cancel_wakes_waiters_and_cancelled_error_is_raised() -> None:
+    future: Future[int] = Future()
+    assert future.cancel()
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=1)
+
+
+def test_wait_and_as_completed_see_futures_finished_later() -> None:
+    first: Future[int] = Future()
+    second: Future[int] = Future()
+    release = threading.Event()
+    thread = _set_from_thread(second, 2, release)
+    release.set()
+    done, not_done = concurrent.futures.wait(
+        [first, second], timeout=10, return_when=concurrent.futures.FIRST_COMPLETED
+    )
+    assert done == {second}
+    assert not_done == {first}
+    first.set_exception(ValueError("boom"))
+    assert set(taskkit.as_completed([first, second], timeout=10)) == {first, second}
+    thread.join()
+
+
+def test_done_callbacks_run_once_whether_added_before_or_after() -> None:
+    future: Future[int] = Future()
+    calls: list[str] = []
+    future.add_done_callback(lambda f: calls.append(f"before {f.result()}"))
+    future.set_result(5)
+    future.add_done_callback(lambda f: calls.append(f"after {f.result()}"))
+    assert calls == ["before 5", "after 5"]
+
+
+def test_a_future_nobody_waited_for_has_no_waiter_lists() -> None:
+    future: Future[int] = Future()
+    assert future._try_set_result(1)  # how an executor finishes a future
+    assert future._waiter_list is None
+    assert future._callback_list is None
+    assert future._condition._waiters is None  # nobody ever slept on it
+    assert not future._try_set_result(2)
+    assert future.result() == 1
+
+
+def test_awaiting_a_finished_future_returns_its_value() -> None:
+    future: Future[int] = Future()
+    future.set_result(11)
+
+    async def main() -> int:
+        return await future
+
+    assert asyncio.run(main()) == 11
+
+
+def test_awaiting_a_failed_future_raises() -> None:
+    future: Future[int] = Future()
+    future.set_exception(KeyError("k"))
+
+    async def main() -> int:
+        return await future
+
+    with pytest.raises(KeyError):
+        asyncio.run(main())
+
+
+def test_wrap_future_and_run_in_executor_interoperate() -> None:
+    with taskkit.open_executor("thread", max_workers=2) as ex:
+
+        async def main() -> int:
+            loop = asyncio.get_running_loop()
+            wrapped = await asyncio.wrap_future(ex.submit(pow, 2, 5))
+            direct = await loop.run_in_executor(ex, pow, 3, 2)
+            return wrapped + direct
+
+        assert asyncio.run(main()) == 32 + 9
+
+
+def test_a_task_name_is_made_once_and_kept() -> None:
+    with taskkit.open_executor("serial") as ex:
+        future = ex.submit(abs, -1)
+        named = ex.options(name="fetch").submit(abs, -2)
+    assert future.name == future.name
+    assert future.name.startswith("abs#")
+    assert named.name == "fetch"
+    assert Future().name == "task"
+
+
+def test_statistics_count_a_result_by_the_time_join_returns() -> None:
+    with taskkit.open_executor("thread", max_workers=2) as ex:
+        for i in range(200):
+            assert ex.submit(abs, -i).result() == i
+        assert ex.join(timeout=10)
+        stats = ex.statistics()
+        assert (stats.submitted, stats.done, stats.running, stats.pending) == (200, 200, 0, 0)
