@@ -635,39 +635,46 @@ class ProcessExecutor(Executor):
         return _done(task.future)
 
     def _read_reply_here(self, task: _Task, timeout: float | None) -> None:
+        # Once this thread holds the worker's reading lock as the helper, it must let
+        # go whatever happens, Ctrl-C included: the manager waits for that lock when
+        # the worker exits, so one left held would hang shutdown.
         claim = _claims.claim
-        worker = None
-        if claim is not None and claim[0] is self and claim[2] is task:
-            _claims.claim = None
-            worker = claim[1]
-            with self._lock:
-                if worker.claimer != threading.get_ident():
-                    return  # the manager took the reply over: it has the lock
-                worker.claimer = _HELPING
-        else:
-            self._end_claim()
-            worker = self._running.get(task)
-            if worker is None or not worker.reading.acquire(blocking=False):
+        helping = False
+        try:
+            if claim is not None and claim[0] is self and claim[2] is task:
+                _claims.claim = None
+                worker = claim[1]
+                with self._lock:
+                    if worker.claimer != threading.get_ident():
+                        return  # the manager took the reply over: it has the lock
+                    worker.claimer, helping = _HELPING, True
+            else:
+                self._end_claim()
+                running = self._running.get(task)
+                if running is None:
+                    return
+                worker = running
+                helping = worker.reading.acquire(blocking=False)
+                if not helping:
+                    return
+                with self._lock:
+                    worker.claimer = _HELPING
+            # Mute the socket in the manager's poller meanwhile, so the reply does
+            # not wake the manager too (it would compete for the GIL just when
+            # this thread needs it); re-arming reports anything left unread.
+            try:
+                self._poller.modify(worker.fd, _EDGE_MUTED)
+            except (OSError, ValueError):
                 return
-            with self._lock:
-                worker.claimer = _HELPING
-        # Mute the socket in the manager's poller meanwhile, so the reply does
-        # not wake the manager too (it would compete for the GIL just when
-        # this thread needs it); re-arming reports anything left unread.
-        try:
-            self._poller.modify(worker.fd, _EDGE_MUTED)
-        except (OSError, ValueError):
-            self._release_reading(worker)
-            return
-        try:
             self._read_for(worker, task, timeout)
         finally:
-            if worker.fd in self._by_fd:
-                try:
-                    self._poller.modify(worker.fd, _EDGE_IN)
-                except (OSError, ValueError):
-                    pass
-            self._release_reading(worker)
+            if helping:
+                if worker.fd in self._by_fd:
+                    try:
+                        self._poller.modify(worker.fd, _EDGE_IN)
+                    except (OSError, ValueError):
+                        pass
+                self._release_reading(worker)
 
     def _read_for(self, worker: _Worker, task: _Task, timeout: float | None) -> None:
         if worker.poller is None:
