@@ -81,7 +81,10 @@ _NO_OPTIONS = TaskOptions()
 class Statistics:
     """A snapshot of an executor's counters, from ``ex.statistics()``.
 
-    Calls made by ``map`` count one each, however they were chunked.
+    Calls made by ``map`` count one each, however they were chunked.  A call is
+    counted as it finishes, just after its future is: a thread woken by
+    ``result()`` may, rarely, look before the count has moved; after ``join()``
+    every count is final.
 
     Attributes:
         backend: the backend's name.
