@@ -426,6 +426,16 @@ def test_statistics_count_calls(executor: taskkit.Executor) -> None:
         stats.done = 0  # type: ignore[misc]
 
 
+def test_statistics_count_a_failing_call_in_a_one_call_chunk(executor: taskkit.Executor) -> None:
+    with pytest.raises(ValueError, match="bad item 2"):
+        list(executor.map(fail_on, range(5), [2] * 5, chunksize=1, window=1))
+    executor.join()
+    stats = executor.statistics()
+    assert stats.failed == 1
+    assert stats.done == 2
+    assert stats.done + stats.failed + stats.cancelled == stats.submitted
+
+
 def test_max_workers_below_one_is_rejected(backend: str) -> None:
     with pytest.raises(ValueError, match="max_workers"):
         taskkit.open_executor(backend, max_workers=0)  # type: ignore[arg-type]

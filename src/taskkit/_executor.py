@@ -174,6 +174,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     _checks_arguments: ClassVar[bool] = False
     #: The ``MapRun`` subclass ``map`` uses, where a backend has its own (None: ``MapRun``).
     _map_run_class: ClassVar[type[MapRun] | None] = None
+    #: The functions a map chunk runs as (their result is a ``ChunkResult``).
+    _chunk_runners: ClassVar[frozenset[Callable[..., Any]]] = frozenset({run_chunk})
     #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
     _primitive_family: ClassVar[str | None] = None
 
@@ -185,7 +187,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         self._max_workers = max_workers
         self._closed = False
         self._killed = False
-        # One lock guards the counters and the unfinished count; join() waits on it.
+        # One lock guards the counters and the live table; join() waits on it.
         self._state_lock = threading.Lock()
         self._all_done = threading.Condition(self._state_lock)
         self._joining = 0  # threads waiting in join(): only then is _all_done notified
@@ -289,10 +291,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             if not isinstance(exc, Exception):
                 raise  # Ctrl-C and SystemExit still reach the caller
         else:
-            if task.deadline is None:
-                task.future._complete(value, None)
-            else:
-                self._succeeded(task, value)
+            self._succeeded(task, value)
 
     def _check_arguments(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -392,25 +391,24 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 self._n_cancelled += task.weight
             elif future._exception is not None:
                 self._n_failed += task.weight
-            elif task.weight == 1:
-                self._n_done += 1
-            else:
+            elif task.fn in self._chunk_runners:
                 self._count_chunk(task, future)
+            else:
+                self._n_done += task.weight
             if self._joining and not self._live:
                 self._all_done.notify_all()
         if task.deadline is not None:
             task.deadline.cancel()
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
-        if task.fn is run_chunk:
-            # A map chunk stops at its first failing call: count what really ran.
-            _, failed_at, _, _ = future._result  # a finished chunk
-            if failed_at >= 0:
-                self._n_done += failed_at
-                self._n_failed += 1
-                self._n_cancelled += task.weight - failed_at - 1
-                return
-        self._n_done += task.weight
+        # A map chunk, of any size, stops at its first failing call: count what really ran.
+        _, failed_at, _, _ = future._result  # a finished chunk
+        if failed_at < 0:
+            self._n_done += task.weight
+        else:
+            self._n_done += failed_at
+            self._n_failed += 1
+            self._n_cancelled += task.weight - failed_at - 1
 
     # ----------------------------------------------------------- backend hooks
 

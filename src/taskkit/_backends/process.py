@@ -206,6 +206,7 @@ class ProcessExecutor(Executor):
     """Run tasks in a pool of worker processes, one task per worker at a time."""
 
     backend = "process"
+    _chunk_runners = frozenset({run_chunk, run_column})
     # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
     _chunk_target = 0.01
 
@@ -262,7 +263,6 @@ class ProcessExecutor(Executor):
         self._killing = False
         self._broken: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._manager_id = 0  # the manager thread's ident, once it runs
         self._wake_r = self._wake_w = -1
         self._poller: Any = select.epoll() if _HAS_EPOLL else select.poll()
         self._by_fd: dict[int, tuple[_Worker, bool]] = {}
@@ -345,7 +345,14 @@ class ProcessExecutor(Executor):
         if wake:
             self._wake()
         elif worker is not None:
-            if _HAS_EPOLL and threading.get_ident() != self._manager_id and _may_wait_here():
+            # An idle worker means the manager thread runs: claim unless this is it.
+            manager = self._thread
+            if (
+                _HAS_EPOLL
+                and manager is not None
+                and threading.get_ident() != manager.ident
+                and _may_wait_here()
+            ):
                 self._claim(worker, task)
             self._send_task(worker, task)
 
@@ -392,7 +399,6 @@ class ProcessExecutor(Executor):
             pass  # already awake, or shut down
 
     def _manage(self) -> None:
-        self._manager_id = threading.get_ident()
         poller = self._poller
         poller.register(self._wake_r, select.POLLIN)
         try:
@@ -800,18 +806,6 @@ class ProcessExecutor(Executor):
             worker.kill()
         for task in tasks:
             task.future._try_set_exception(exc)
-
-    # ------------------------------------------------------------------ map
-
-    def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
-        if task.fn is run_column and task.weight > 1:
-            _, failed_at, _, _ = future.result()
-            if failed_at >= 0:
-                self._n_done += failed_at
-                self._n_failed += 1
-                self._n_cancelled += task.weight - failed_at - 1
-                return
-        super()._count_chunk(task, future)
 
     # ------------------------------------------------------- stopping tasks
 

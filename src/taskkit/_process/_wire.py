@@ -160,9 +160,9 @@ def dumps(obj: Any) -> Payload:
         return payload
     import cloudpickle
 
-    fallback = _ReusablePickler()  # for its buffer callback
-    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=fallback._keep)
-    return stream, fallback._buffers
+    # This pickler is not put back: the buffers list it fills is returned.
+    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=pickler._keep)
+    return stream, pickler._buffers
 
 
 class _ReusablePickler:
