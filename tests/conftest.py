@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -62,22 +63,28 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_executor(
-    backend: str, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., taskkit.Executor]]:
-    """Open executors of the parametrized backend; every one is shut down after the test."""
+def open_closed_after(request: pytest.FixtureRequest) -> Iterator[Callable[..., taskkit.Executor]]:
+    """``open(backend, **options)``: every executor it opens is shut down after the test."""
     opened: list[taskkit.Executor] = []
 
-    def make(**options: Any) -> taskkit.Executor:
+    def open_(backend: str, **options: Any) -> taskkit.Executor:
         if backend == "dask" and "client" not in options and "address" not in options:
             options["client"] = request.getfixturevalue("dask_client")
         ex = taskkit.open_executor(backend, **options)  # type: ignore[arg-type]
         opened.append(ex)
         return ex
 
-    yield make
+    yield open_
     for ex in opened:
         ex.shutdown(wait=True, cancel_pending=True, kill=True)
+
+
+@pytest.fixture
+def make_executor(
+    backend: str, open_closed_after: Callable[..., taskkit.Executor]
+) -> Callable[..., taskkit.Executor]:
+    """Open executors of the parametrized backend; every one is shut down after the test."""
+    return functools.partial(open_closed_after, backend)
 
 
 @pytest.fixture

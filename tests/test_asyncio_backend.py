@@ -7,7 +7,7 @@ import concurrent.futures
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,18 +17,13 @@ from taskkit._backends.asyncio import AsyncioExecutor
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., AsyncioExecutor]]:
-    opened: list[AsyncioExecutor] = []
-
+def make(open_closed_after: Callable[..., taskkit.Executor]) -> Callable[..., AsyncioExecutor]:
     def make(**options: Any) -> AsyncioExecutor:
-        ex = taskkit.open_executor("asyncio", **options)
+        ex = open_closed_after("asyncio", **options)
         assert isinstance(ex, AsyncioExecutor)
-        opened.append(ex)
         return ex
 
-    yield make
-    for ex in opened:
-        ex.shutdown(wait=True, cancel_pending=True, kill=True)
+    return make
 
 
 async def where() -> tuple[asyncio.AbstractEventLoop, str]:

@@ -7,7 +7,7 @@ import collections
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -20,18 +20,13 @@ from taskkit._coroutine import Task
 
 
 @pytest.fixture
-def make() -> Iterator[Callable[..., CoroutineExecutor]]:
-    opened: list[CoroutineExecutor] = []
-
+def make(open_closed_after: Callable[..., taskkit.Executor]) -> Callable[..., CoroutineExecutor]:
     def make(**options: Any) -> CoroutineExecutor:
-        ex = taskkit.open_executor("coroutine", **options)
+        ex = open_closed_after("coroutine", **options)
         assert isinstance(ex, CoroutineExecutor)
-        opened.append(ex)
         return ex
 
-    yield make
-    for ex in opened:
-        ex.shutdown(wait=True, cancel_pending=True, kill=True)
+    return make
 
 
 @pytest.fixture
