@@ -156,6 +156,22 @@ def _not_picklable(obj: object) -> NoReturn:
     )
 
 
+class _InProcess:
+    """What every primitive of this module shares: it belongs to one process.
+
+    Pickling it fails with a message pointing at the process family, and
+    shutting its executor down has nothing to free (``Queue`` closes itself).
+    """
+
+    __slots__ = ()
+
+    def _shutdown(self, close: bool) -> None:
+        pass  # nothing to free: the memory goes with the object
+
+    def __reduce__(self) -> NoReturn:
+        _not_picklable(self)
+
+
 def _forever(what: str) -> Deadlock:
     return Deadlock(
         f"{what} would wait forever: the serial backend runs every task inline in the "
@@ -176,7 +192,7 @@ def _check_controlled() -> Any:
 # --------------------------------------------------------------------------- queue
 
 
-class Queue(Generic[T]):
+class Queue(_InProcess, Generic[T]):
     """A FIFO queue for tasks in one process, with blocking and ``async`` faces.
 
     ``q.put(x)`` then ``q.get()`` returns ``x``; ``await q.aput(x)`` and
@@ -466,9 +482,6 @@ class Queue(Generic[T]):
         if close:
             self.close()
 
-    def __reduce__(self) -> NoReturn:
-        _not_picklable(self)
-
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         bound = f"/{self._maxsize}" if self._maxsize else ""
@@ -498,7 +511,7 @@ class _LockSlots(_SemLock):
     __slots__ = ("__weakref__", "_mutex", "_waiters", "acquire", "previous_holder_died")
 
 
-class Lock(AcquireContext, _LockSlots):
+class Lock(_InProcess, AcquireContext, _LockSlots):
     """A mutual-exclusion lock for tasks in one process; ``async with`` works too.
 
     ``with lock:`` holds it for the block, as ``threading.Lock`` does;
@@ -603,12 +616,6 @@ class Lock(AcquireContext, _LockSlots):
             locked=self.locked(), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
-    def _shutdown(self, close: bool) -> None:
-        pass  # nothing to free: the memory goes with the object
-
-    def __reduce__(self) -> NoReturn:
-        _not_picklable(self)
-
     def __repr__(self) -> str:
         return f"<taskkit Lock {'locked' if self.locked() else 'unlocked'}>"
 
@@ -678,7 +685,7 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
 # --------------------------------------------------------------------------- event
 
 
-class Event:
+class Event(_InProcess):
     """A flag tasks can wait for: ``set()`` wakes every ``wait()`` and ``await_()``."""
 
     __slots__ = ("__weakref__", "_flag", "_mutex", "_waiters")
@@ -759,12 +766,6 @@ class Event:
         """Return a snapshot of the event's state."""
         return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
-    def _shutdown(self, close: bool) -> None:
-        pass  # nothing to free: the memory goes with the object
-
-    def __reduce__(self) -> NoReturn:
-        _not_picklable(self)
-
     def __repr__(self) -> str:
         return f"<taskkit Event {'set' if self._flag else 'clear'}>"
 
@@ -779,7 +780,7 @@ class SerialEvent(Event):
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(AcquireContext):
+class Semaphore(_InProcess, AcquireContext):
     """A counter of free units: ``acquire`` takes one (waiting if none), ``release`` returns one."""
 
     __slots__ = ("__weakref__", "_initial", "_mutex", "_value", "_waiters")
@@ -887,12 +888,6 @@ class Semaphore(AcquireContext):
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
 
-    def _shutdown(self, close: bool) -> None:
-        pass  # nothing to free: the memory goes with the object
-
-    def __reduce__(self) -> NoReturn:
-        _not_picklable(self)
-
     def __repr__(self) -> str:
         return f"<taskkit Semaphore value={self._value}>"
 
@@ -907,7 +902,7 @@ class SerialSemaphore(Semaphore):
 # --------------------------------------------------------------------------- value
 
 
-class Value(Generic[T]):
+class Value(_InProcess, Generic[T]):
     """One shared value with an atomic read-modify-write: ``v.update(lambda x: x + 1)``.
 
     ``update(fn)`` runs ``fn(current)`` and stores its result with no other
@@ -994,12 +989,6 @@ class Value(Generic[T]):
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters."""
         return ValueStatistics(writes=self._writes, nbytes=0)
-
-    def _shutdown(self, close: bool) -> None:
-        pass  # nothing to free: the memory goes with the object
-
-    def __reduce__(self) -> NoReturn:
-        _not_picklable(self)
 
     def __repr__(self) -> str:
         return f"<taskkit Value {self._value!r}>"
