@@ -523,6 +523,85 @@ def test_spawn_handles(make: Callable[..., CoroutineExecutor]) -> None:
     ]
 
 
+def test_a_spawned_function_is_called_when_its_task_first_runs(
+    make: Callable[..., CoroutineExecutor],
+) -> None:
+    ex = make()
+    calls: list[str] = []
+
+    async def child(tag: str) -> str:
+        calls.append(tag)
+        return tag.upper()
+
+    def counter(n: int) -> Generator[None, None, int]:
+        for _ in range(n):
+            yield
+        return n
+
+    async def main() -> list[Any]:
+        first = ex.spawn(child, "a")
+        seen: list[Any] = [first.name, calls[:], first.done()]  # not called yet
+        wrong = ex.spawn(child, "b", "extra")  # type: ignore[call-arg]
+        never = ex.spawn(child, "never")
+        never.cancel()  # before its first step: its body never runs
+        keyword = ex.spawn(child, tag="k")  # keyword arguments: called at once
+        seen += [await first, await ex.spawn(counter, 3), await keyword]
+        try:
+            await wrong
+        except TypeError as exc:
+            seen.append("wrong arguments end the task: " + type(exc).__name__)
+        try:
+            await never
+        except asyncio.CancelledError:
+            seen.append(never.cancelled())
+        seen.append(sorted(calls))
+        quiet = ex.spawn(child, "q")
+        await taskkit.checkpoint()
+        seen += [quiet.done(), await quiet, await quiet]  # awaiting a finished task again
+        return seen
+
+    assert ex.submit(main).result(timeout=10) == [
+        "test_a_spawned_function_is_called_when_its_task_first_runs.<locals>.child",
+        [],
+        False,
+        "A",
+        3,
+        "K",
+        "wrong arguments end the task: TypeError",
+        True,
+        ["a", "k"],
+        True,
+        "Q",
+        "Q",
+    ]
+
+
+def test_shutdown_kill_with_spawned_tasks_that_never_ran(
+    make: Callable[..., CoroutineExecutor],
+) -> None:
+    ex = make(blocking_warning=None)
+    ran: list[int] = []
+    spawned, kill_sent = threading.Event(), threading.Event()
+
+    async def child(i: int) -> None:
+        ran.append(i)
+
+    async def parent() -> None:
+        for i in range(100):
+            ex.spawn(child, i)
+        spawned.set()
+        kill_sent.wait(10)  # hold the scheduler until the kill is in its inbox
+        await taskkit.sleep(3600)
+
+    fut = ex.submit(parent)
+    assert spawned.wait(10)
+    ex.shutdown(wait=False, kill=True)
+    kill_sent.set()
+    ex.shutdown(wait=True)
+    assert fut.cancelled()
+    assert ran == []  # cancelled before their first step: no body ran
+
+
 def test_spawn_from_outside_or_of_a_plain_function_is_refused(
     make: Callable[..., CoroutineExecutor],
 ) -> None:

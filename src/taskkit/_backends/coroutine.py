@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from threading import get_ident
-from types import CoroutineType, GeneratorType
+from types import CoroutineType, FunctionType, GeneratorType
 from typing import Any, Literal, TypeVar, final
 
 from typing_extensions import ParamSpec
@@ -40,6 +40,9 @@ __all__ = ["CoroutineExecutor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# Code flags of a function whose call returns a coroutine or a generator.
+_MAKES_CORO = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 _live_executors: weakref.WeakSet[CoroutineExecutor] = weakref.WeakSet()
 
@@ -117,6 +120,10 @@ class CoroutineExecutor(Executor):
         executor's tasks may call it; ``await handle`` returns the task's result.
         From other threads use ``submit`` or ``map``.
 
+        An ``async def`` or generator function without keyword arguments is called
+        when the new task first runs, so ``await handle`` raises an error in the
+        call itself (wrong arguments) as it raises the task's other errors.
+
         Raises:
             RuntimeError: called from outside this executor's tasks.
             TypeError: ``fn`` is not an ``async def`` or generator function.
@@ -127,6 +134,12 @@ class CoroutineExecutor(Executor):
                 "spawn() can only be called from a task of this executor; "
                 "from other code use submit() or map()"
             )
+        if not kwargs and type(fn) is FunctionType and fn.__code__.co_flags & _MAKES_CORO:
+            # An async def or generator function: its coroutine is made when the task first
+            # runs (see Task), which keeps a burst of spawns light on the garbage collector.
+            task = Task(fn, args)
+            scheduler._ready.append(task)  # counted live when it first runs
+            return task
         coro = fn(*args, **kwargs)
         if type(coro) is not CoroutineType and type(coro) is not GeneratorType:
             if not inspect.isawaitable(coro):

@@ -39,7 +39,7 @@ import warnings
 from asyncio import CancelledError
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from types import CoroutineType, GeneratorType
+from types import CoroutineType, FunctionType, GeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from .. import _control
@@ -195,26 +195,34 @@ class Task:
     raised.  A task is only used from coroutine tasks of the same scheduler.
     """
 
-    __slots__ = ("_coro", "_detached", "_owner", "_parked", "_state", "_throw", "_value",
-                 "_waiters")  # fmt: skip
+    # Few slots on purpose: spawning is the hot path of very many tasks, and the garbage
+    # collector's cost per live task grows with its slot count.  A deferred task -- made
+    # with a function and its arguments rather than a coroutine -- keeps the function in
+    # _coro and the arguments in _value until its first step makes the coroutine: until
+    # then it holds no coroutine, so a burst of spawned tasks leaves the collector half
+    # as many objects to look at, and an error in calling the function (wrong arguments)
+    # ends the task like an error its coroutine raises.  It is counted among the
+    # scheduler's live tasks from that first step (see Scheduler._run_batch).
+    __slots__ = ("_coro", "_parked", "_state", "_throw", "_value", "_waiters")
 
-    def __init__(self, coro: Any, owner: _Task | None = None) -> None:
-        # Kept to the bare minimum: spawning is on the hot path of very many tasks.
+    # What only a submitted task has (see _OwnedTask); a spawned task reads these.
+    _owner: _Task | None = None
+    _detached = False
+
+    def __init__(self, coro: Any, args: tuple[Any, ...] | None = None) -> None:
         self._coro = coro
-        self._owner = owner
         self._state = _RUNNABLE
         self._throw: BaseException | None = None
-        self._value: Any = None
+        self._value: Any = args  # the deferred call's arguments, until it first runs
         self._waiters: list[Task] | None = None
         self._parked: object = None
-        self._detached = False
 
     @property
     def name(self) -> str:
         """The task's name: its executor task name, or its function's qualified name."""
         if self._owner is not None:
             return str(self._owner.describe())
-        coro = self._coro
+        coro = self._coro  # a coroutine, or a deferred task's function: both have a name
         return "task" if coro is None else str(getattr(coro, "__qualname__", "task"))
 
     def done(self) -> bool:
@@ -250,17 +258,35 @@ class Task:
         return True
 
     def __await__(self) -> Generator[Any, None, Any]:
+        if self._state == _DONE and self._value is None:
+            # Done, with nothing to return: an empty iterator ends the await at once,
+            # without making a generator (awaiting finished tasks is common).
+            return iter(())  # type: ignore[return-value]
+        return self._wait()
+
+    __iter__ = __await__  # ``yield from task`` in a generator task
+
+    def _wait(self) -> Generator[Any, None, Any]:
         if self._state < _DONE:
             yield self
         if self._state == _DONE:
             return self._value
         raise self._value
 
-    __iter__ = __await__  # ``yield from task`` in a generator task
-
     def __repr__(self) -> str:
         state = ("runnable", "sleeping", "waiting", "done", "failed")[self._state]
         return f"<taskkit coroutine task {self.name} {state}>"
+
+
+class _OwnedTask(Task):
+    """A submitted task's scheduler task: it reports to its executor ``_Task`` when done."""
+
+    __slots__ = ("_detached", "_owner")
+
+    def __init__(self, coro: Any, owner: _Task) -> None:
+        super().__init__(coro)
+        self._owner = owner
+        self._detached = False  # cancelled: its outcome no longer decides the owner's future
 
 
 class PickNext(Protocol):
@@ -336,7 +362,6 @@ class Scheduler:
         self._live = 0  # tasks created and not finished
         self._on_futures: set[Task] = set()  # parked on a Future (found again only by kill)
         self._stopping = False
-        self._current: Task | None = None
         self._ident: int | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -390,7 +415,7 @@ class Scheduler:
 
     def spawn(self, coro: Any, owner: _Task | None = None) -> Task:
         """Make ``coro`` (a coroutine or generator) a new ready task (loop thread only)."""
-        task = Task(coro, owner)
+        task = Task(coro) if owner is None else _OwnedTask(coro, owner)
         self._ready.append(task)
         self._live += 1
         return task
@@ -399,7 +424,7 @@ class Scheduler:
         """Raise ``CancelledError`` in ``task`` at its next switch point (loop thread only)."""
         if task._state >= _DONE:
             return
-        if task._owner is not None:
+        if type(task) is _OwnedTask:
             task._detached = True  # its outcome no longer decides the executor's future
         task._throw = CancelledError()
         if task._state != _RUNNABLE:  # sleeping or parked: wake it to receive the error
@@ -431,7 +456,8 @@ class Scheduler:
             # hang it (the error reaches every waiter through its future).
             for task in self._all_tasks():
                 try:
-                    task._coro.close()
+                    if type(task._coro) is not FunctionType:  # deferred: nothing to close
+                        task._coro.close()
                 except BaseException:
                     pass
             self._owner._scheduler_crashed(exc)
@@ -482,7 +508,7 @@ class Scheduler:
     def _all_tasks(self) -> list[Task]:
         """Every live task: ready, sleeping, waiting on a future, or waiting on those."""
         found = list(self._ready)
-        found += [entry[2] for entry in self._timers if type(entry[2]) is Task]
+        found += [entry[2] for entry in self._timers if isinstance(entry[2], Task)]
         found += self._on_futures
         i = 0
         while i < len(found):
@@ -496,7 +522,7 @@ class Scheduler:
         while timers and timers[0][0] <= now:
             entry = heapq.heappop(timers)
             target = entry[2]
-            if type(target) is Task:
+            if isinstance(target, Task):
                 if target._parked is entry:
                     target._state, target._parked = _RUNNABLE, None
                     ready.append(target)
@@ -507,48 +533,66 @@ class Scheduler:
     def _run_batch(self) -> None:
         """Step each task that is ready now; tasks made ready meanwhile wait for the next batch."""
         ready, pick, perf = self._ready, self.pick, time.perf_counter
+        take = ready.popleft if pick is None else lambda: pick(ready)
         threshold = self._threshold
-        for _ in range(len(ready)):
-            task = ready.popleft() if pick is None else pick(ready)
-            coro = task._coro
-            self._current = task
-            start = perf()
-            try:
-                error = task._throw
-                if error is None:
-                    request = coro.send(None)
+        # _live is settled once, at the end: deferred tasks counted in as they first run,
+        # tasks that returned inline counted out (a deferred task is on the ready queue
+        # until then, so the loop cannot see _live as zero too early).
+        started = finished = 0
+        # One clock reading per step: a step is timed from the end of the one before
+        # (the scheduler's own bookkeeping in between is part of no task's budget).
+        last = perf()
+        try:
+            for _ in range(len(ready)):
+                task = take()
+                try:
+                    coro = task._coro
+                    if type(coro) is FunctionType:  # a deferred task's first step
+                        started += 1
+                        # (its arguments stay in _value, as in the coroutine, until it ends)
+                        coro = task._coro = coro(*task._value)
+                    error = task._throw
+                    if error is None:
+                        request = coro.send(None)
+                    else:
+                        task._throw = None
+                        request = coro.throw(error)
+                except StopIteration as stop:
+                    now = perf()
+                    if now - last > threshold:
+                        self.report_blocking(task.name, task._coro, now - last)
+                    last = now
+                    if task._waiters is None and type(task) is Task:
+                        # The common case, inline: a task nobody waits for yet returned.
+                        task._coro, task._state, task._value = None, _DONE, stop.value
+                        finished += 1
+                    else:
+                        self._finish(task, stop.value, None)
+                    continue
+                except BaseException as exc:
+                    now = perf()
+                    if now - last > threshold:
+                        self.report_blocking(task.name, task._coro, now - last)
+                    last = now
+                    self._finish(task, None, exc)
+                    continue
+                now = perf()
+                if now - last > threshold:
+                    self.report_blocking(task.name, task._coro, now - last)
+                last = now
+                if request is None or task._throw is not None:
+                    ready.append(task)
+                elif type(request) is _Sleep:
+                    entry = (self.now() + request.seconds, next(self._seq), task)
+                    task._state, task._parked = _SLEEPING, entry
+                    heapq.heappush(self._timers, entry)
                 else:
-                    task._throw = None
-                    request = coro.throw(error)
-            except StopIteration as stop:
-                if perf() - start > threshold:
-                    self.report_blocking(task.name, task._coro, perf() - start)
-                if task._waiters is None and task._owner is None:
-                    # The common case, inline: a task nobody waits for yet returned.
-                    task._coro, task._state, task._value = None, _DONE, stop.value
-                    self._live -= 1
-                else:
-                    self._finish(task, stop.value, None)
-                continue
-            except BaseException as exc:
-                if perf() - start > threshold:
-                    self.report_blocking(task.name, task._coro, perf() - start)
-                self._finish(task, None, exc)
-                continue
-            if perf() - start > threshold:
-                self.report_blocking(task.name, task._coro, perf() - start)
-            if request is None or task._throw is not None:
-                ready.append(task)
-            elif type(request) is _Sleep:
-                entry = (self.now() + request.seconds, next(self._seq), task)
-                task._state, task._parked = _SLEEPING, entry
-                heapq.heappush(self._timers, entry)
-            else:
-                self._park(task, request)
-        self._current = None
+                    self._park(task, request)
+        finally:
+            self._live += started - finished
 
     def _park(self, task: Task, request: object) -> None:
-        if type(request) is Task:
+        if isinstance(request, Task):
             if request._state >= _DONE:
                 self._ready.append(task)
             else:
@@ -607,7 +651,7 @@ class Scheduler:
 def _stale(entry: tuple[float, int, Any]) -> bool:
     """True for a timer entry that will do nothing: a woken task's, a cancelled deadline's."""
     target = entry[2]
-    if type(target) is Task:
+    if isinstance(target, Task):
         return target._parked is not entry
     return bool(target.cancelled)
 
