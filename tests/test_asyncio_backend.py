@@ -160,6 +160,51 @@ def test_an_existing_running_loop() -> None:
     assert not closed  # the executor never closes a loop it was given
 
 
+def test_a_task_cancelled_before_its_first_step_is_never_called() -> None:
+    class Counted:
+        calls = 0
+
+        async def __call__(self) -> str:
+            Counted.calls += 1
+            return "ran"
+
+    async def main() -> list[Any]:
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            doomed, kept = ex.submit(Counted()), ex.submit(Counted())
+            seen: list[Any] = [doomed.cancel(), await kept]
+            try:
+                await doomed
+            except concurrent.futures.CancelledError:
+                seen.append("cancelled")
+            seen += [ex.statistics().cancelled, ex.statistics().done]
+        return seen
+
+    # Its function is called in the attempt's first step, which never came: no
+    # coroutine was made, so none is left un-awaited (warnings are errors here).
+    assert asyncio.run(main()) == [True, "ran", "cancelled", 1, 1]
+    assert Counted.calls == 1
+
+
+def test_ctrl_c_inside_a_task_reaches_the_loop_and_fails_the_future() -> None:
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # asyncio reports the interrupted task's exception as never retrieved: expected.
+        loop.set_exception_handler(lambda loop, context: None)
+        ex = taskkit.open_executor("asyncio", loop=loop)
+        fut = ex.submit(interrupted)
+        try:
+            await asyncio.sleep(1)  # the loop runs the task, and the interrupt stops it
+        finally:
+            assert isinstance(fut.exception(timeout=0), KeyboardInterrupt)
+            ex.shutdown(wait=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+
+
 def test_join_on_the_loop_it_runs_on_is_refused() -> None:
     async def main() -> None:
         ex = taskkit.open_executor("asyncio", loop=asyncio.get_running_loop())

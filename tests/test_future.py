@@ -1,8 +1,8 @@
-"""taskkit.Future on its own: the concurrent.futures contract, on a cheaper condition.
+"""taskkit.Future on its own: the concurrent.futures contract, on a cheaper lock.
 
-A future's condition is a C ``RLock`` that borrows ``threading.Condition``'s wait and
-notify, and its waiter and callback lists are made on first use.  These tests pin the
-behaviour ``concurrent.futures`` code relies on, with no executor in the way.
+A future's lock is a bare C ``RLock``; the condition that ``result()`` sleeps on is
+made by the first wait, and the waiter and callback lists on first use.  These tests
+pin the behaviour ``concurrent.futures`` code relies on, with no executor in the way.
 """
 
 from __future__ import annotations
@@ -43,6 +43,37 @@ def test_result_times_out_and_the_future_stays_usable() -> None:
         future.result(timeout=0.01)
     future.set_result(3)
     assert future.result(timeout=0) == 3
+
+
+def test_exception_waits_for_the_outcome_and_times_out() -> None:
+    future: Future[int] = Future()
+    with pytest.raises(TimeoutError):
+        future.exception(timeout=0.01)
+    release = threading.Event()
+    thread = threading.Thread(target=lambda: (release.wait(), future.set_exception(KeyError(1))))
+    thread.start()
+    release.set()
+    assert isinstance(future.exception(timeout=10), KeyError)
+    thread.join()
+    with pytest.raises(KeyError):
+        future.result(timeout=0)
+
+
+def test_a_finished_future_refuses_a_second_outcome() -> None:
+    future: Future[int] = Future()
+    future.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        future.set_result(2)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        future.set_exception(KeyError(2))
+    with pytest.raises(TypeError):
+        Future().set_exception(None)
+    cancelled: Future[int] = Future()
+    assert cancelled.cancel()
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        cancelled.set_result(3)
+    assert future.result() == 1
+    assert future.exception() is None
 
 
 def test_many_threads_wait_on_one_future() -> None:
@@ -101,7 +132,7 @@ def test_a_future_nobody_waited_for_has_no_waiter_lists() -> None:
     assert future._try_set_result(1)  # how an executor finishes a future
     assert future._waiter_list is None
     assert future._callback_list is None
-    assert future._condition._waiters is None  # nobody ever slept on it
+    assert future._sleepers is None  # nobody ever slept on it
     assert not future._try_set_result(2)
     assert future.result() == 1
 

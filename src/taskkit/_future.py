@@ -20,7 +20,6 @@ import concurrent.futures
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures._base import (
     CANCELLED,
@@ -54,55 +53,6 @@ def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | Non
     _await_hooks.hook = hook
 
 
-class _Condition(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
-    """A future's condition: a C ``RLock`` that can also ``wait`` and ``notify``.
-
-    ``concurrent.futures`` code only takes a future's ``_condition``, waits on
-    it and notifies it, so it need not be a ``threading.Condition``, whose
-    construction costs more than the rest of a future.  Waiting and notifying
-    are ``threading.Condition``'s own code, looked up at each call (so that
-    ``taskkit.testing`` can take over ``Condition.wait`` in a controlled run);
-    the queue of sleepers is made by the first ``wait``.
-
-    A backend may set ``_help(timeout) -> bool``: ``wait`` then first calls it
-    with the lock released, to do the work that finishes the future in the
-    waiting thread (the process backend reads the worker's reply there), and
-    returns at once if it returns True (the future is done).
-    """
-
-    # Class defaults until set: no __init__ to pay for.
-    _help: Callable[[float | None], bool] | None = None
-    _waiters: deque[Any] | None = None
-
-    @property
-    def _lock(self) -> _Condition:
-        return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        help = self._help
-        if help is not None:
-            start = time.monotonic()
-            saved = self._release_save()  # type: ignore[attr-defined]
-            try:
-                done = help(timeout)
-            finally:
-                self._acquire_restore(saved)  # type: ignore[attr-defined]
-            if done:
-                return True
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - start))
-        if self._waiters is None:
-            self._waiters = deque()
-        return threading.Condition.wait(self, timeout)  # type: ignore[arg-type]
-
-    def notify(self, n: int = 1) -> None:
-        if self._waiters is not None:  # else nobody ever waited
-            threading.Condition.notify(self, n)  # type: ignore[arg-type]
-
-    def notify_all(self) -> None:
-        self.notify(1 << 30)
-
-
 class Future(concurrent.futures.Future[T], Generic[T]):
     """The result of a submitted task: ``fut.result()`` returns what ``fn(*args)`` returned.
 
@@ -123,10 +73,21 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # most futures never have either.
     _waiter_list: list[Any] | None = None
     _callback_list: list[Callable[[concurrent.futures.Future[T]], object]] | None = None
+    # The condition that result() and exception() sleep on, made by the first of them
+    # that has to wait: a threading.Condition over the future's lock, _condition.
+    _sleepers: threading.Condition | None = None
+    # Set by a backend: ``help(timeout) -> bool`` does the work that finishes this
+    # future in the waiting thread (the process backend reads the worker's reply
+    # there); a waiter calls it, with the lock released, before it sleeps, and is
+    # done if it returns True.
+    _help: Callable[[float | None], bool] | None = None
 
     def __init__(self) -> None:
-        # concurrent.futures.Future.__init__, with a cheaper condition and no lists.
-        self._condition: Any = _Condition()
+        # concurrent.futures.Future.__init__, but the lock is a bare C RLock -- cheap to
+        # make, and no object for the garbage collector -- and the lists come later.
+        # Every concurrent.futures function only takes a future's ``_condition``; the
+        # methods that also wait or notify on it are written here.
+        self._condition: Any = _thread.RLock()
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -182,17 +143,100 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 return True
             if state == FINISHED:
                 return False
-            stop = self._stop_running if state == RUNNING else None
-            if state == RUNNING and stop is None:
-                return False
+            if state == RUNNING:
+                stop = self._stop_running
+                if stop is None:
+                    return False
+            else:
+                # Pending: cancelled now, and as_completed()/wait() waiters are told at
+                # once rather than when a worker next looks: it may never look.
+                stop = None
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiter_list or ():
+                    waiter.add_cancelled(self)
+                self._wake_sleepers()
         if stop is not None:
             return stop(self) and self._force_cancelled()
-        if not super().cancel():
-            return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
-        # Tell as_completed()/wait() waiters now rather than when a worker
-        # next looks at the queue: a pending future may never be looked at.
-        self.set_running_or_notify_cancel()
+        self._invoke_callbacks()
         return True
+
+    def result(self, timeout: float | None = None) -> T:
+        """Return the call's value, waiting up to ``timeout`` seconds for it.
+
+        Raises:
+            CancelledError: the future was cancelled.
+            TimeoutError: ``timeout`` passed first.
+            Exception: whatever the call raised.
+        """
+        try:
+            with self._condition:
+                if self._state in (PENDING, RUNNING):
+                    self._sleep(timeout)
+                state = self._state
+                if state == FINISHED:
+                    if self._exception is not None:
+                        raise self._exception
+                    return self._result  # type: ignore[no-any-return]
+                if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                    raise concurrent.futures.CancelledError()
+                raise TimeoutError()
+        finally:
+            self = None  # type: ignore[assignment]  # no cycle through a raised exception
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Return what the call raised (None if it returned), waiting up to ``timeout``.
+
+        Raises:
+            CancelledError: the future was cancelled.
+            TimeoutError: ``timeout`` passed first.
+        """
+        with self._condition:
+            if self._state in (PENDING, RUNNING):
+                self._sleep(timeout)
+            state = self._state
+            if state == FINISHED:
+                return self._exception
+            if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                raise concurrent.futures.CancelledError()
+            raise TimeoutError()
+
+    def set_result(self, result: T) -> None:
+        """Finish the future with ``result`` (for code that drives a future by hand)."""
+        if not self._complete(result, None):
+            raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Finish the future with ``exception`` (for code that drives a future by hand)."""
+        if exception is None:
+            raise TypeError("set_exception() needs an exception")
+        if not self._complete(None, exception):
+            raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+
+    def _sleep(self, timeout: float | None) -> None:
+        """Wait, with the lock held, until the future settles or ``timeout`` passes."""
+        help = self._help
+        if help is not None:
+            start = time.monotonic()
+            saved = self._condition._release_save()
+            try:
+                done = help(timeout)
+            finally:
+                self._condition._acquire_restore(saved)
+            if done:
+                return
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
+        sleepers = self._sleepers
+        if sleepers is None:
+            sleepers = self._sleepers = threading.Condition(self._condition)
+        # Looked up at each call, so that taskkit.testing can take over the wait.
+        sleepers.wait(timeout)
+
+    def _wake_sleepers(self) -> None:
+        """Wake every thread in result() or exception() (the lock is held)."""
+        sleepers = self._sleepers
+        if sleepers is not None:  # else nobody ever waited
+            sleepers.notify_all()
 
     def _start(self) -> bool:
         """Move PENDING to RUNNING; False if the future was cancelled meanwhile."""
@@ -212,7 +256,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiter_list or ():
                 waiter.add_cancelled(self)
-            self._condition.notify_all()
+            self._wake_sleepers()
         self._invoke_callbacks()
         return True
 
@@ -244,7 +288,8 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-            self._condition.notify_all()
+            if self._sleepers is not None:
+                self._sleepers.notify_all()
         if settled is not None:
             settled(self)
         if self._callback_list:

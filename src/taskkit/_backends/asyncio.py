@@ -4,9 +4,10 @@ Data flow::
 
     submit(fn, *args) ──► _Task ──► incoming deque ──(one call_soon_threadsafe per burst)──►
         loop thread: _drain ──► admit (max_workers) ──► _begin(task)
-            async def fn ──► loop.create_task(fn(*args)) ──┐
-            plain fn ─────► loop.run_in_executor(None, …) ─┤ done-callback
-                                                           ▼
+            async def fn ──► loop.create_task(_run(task, fn, args)): await fn(*args), then
+                             report the outcome from inside that asyncio task ──────┐
+            plain fn ─────► loop.run_in_executor(None, …) ──► done-callback ───────┤
+                                                                                    ▼
                                   _succeeded / _failed ──► the taskkit.Future settles
 
 The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
@@ -104,8 +105,8 @@ class AsyncioExecutor(Executor):
         self._admission = Admission(max_workers, self._start)
         self._stop_when_idle = False
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
-        # What each running asyncio task (or executor call) runs: one table and one
-        # bound callback, rather than a callback object per task.
+        # What each plain function's executor call runs: one table and one bound
+        # callback, rather than a callback object per call.
         self._owners: dict[asyncio.Future[Any], _Task] = {}
         self._done_hook = self._done
         self._thread: threading.Thread | None = None
@@ -148,7 +149,7 @@ class AsyncioExecutor(Executor):
     # ------------------------------------------------------- executor hooks
 
     def _dispatch(self, task: _Task) -> None:
-        if self._on_loop():
+        if asyncio._get_running_loop() is self._loop:  # submitted from a task on the loop
             self._admission.admit(task)
             return
         self._incoming.append(task)
@@ -173,43 +174,71 @@ class AsyncioExecutor(Executor):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args, kwargs = task.fn, task.args, task.kwargs
-        outcome: asyncio.Future[Any]
         if fn is run_chunk and is_async_callable(args[0]):
-            outcome = self._loop.create_task(_gather_chunk(*args))
-            task.future._stop_running = self._stop_hook  # a task: cancellable
-        elif is_async_callable(fn):
-            try:
-                coro = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._report(task, None, exc)
-                return
-            outcome = self._loop.create_task(coro)
-            task.future._stop_running = self._stop_hook
-        else:
+            fn, args = _gather_chunk, args
+        elif not is_async_callable(fn):
             # Plain functions run on the loop's default executor (a thread pool), so
             # they never block the loop; a running one cannot be cancelled.
             outcome = self._loop.run_in_executor(None, call, fn, args, kwargs)
-        self._owners[outcome] = task
-        task.handle = outcome
-        outcome.add_done_callback(self._done_hook)
+            self._owners[outcome] = task
+            task.handle = outcome
+            outcome.add_done_callback(self._done_hook)
+            return
+        # One asyncio task per attempt, which reports its own outcome as it ends: no
+        # done-callback, and so no second trip through the loop per task.
+        task.handle = self._loop.create_task(self._run(task, fn, args, kwargs))
+        task.future._stop_running = self._stop_hook  # an asyncio task: cancellable
+
+    async def _run(
+        self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """The asyncio task of one attempt: call ``fn``, await it, report how it ended.
+
+        ``fn`` is called here, in the task's first step, so that an attempt cancelled
+        before it starts leaves no coroutine that was never awaited.
+        """
+        try:
+            value = await fn(*args, **kwargs)
+        except BaseException as error:
+            self._ended(task, None, error)
+            if not isinstance(error, Exception):
+                raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
+        else:
+            self._ended(task, value, None)
+
+    def _ended(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        """Loop thread, in the attempt's own asyncio task: report its outcome."""
+        stopped = self._stopped
+        if stopped:  # some stop was asked for: perhaps this attempt's
+            me = asyncio.current_task(self._loop)
+            if me in stopped:
+                stopped.discard(me)  # cancelled or timed out: already reported
+                self._release()
+                return
+        if task.future._state != RUNNING:
+            self._release()  # settled already (cancelled, killed)
+            return
+        if error is None:
+            self._succeeded(task, value)
+        else:
+            self._failed(task, error)
+        self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
-        """Loop thread: a task's coroutine (or executor call) ended."""
+        """Loop thread: a plain function's call on the loop's executor ended."""
         task = self._owners.pop(outcome)
         stopped = bool(self._stopped) and outcome in self._stopped
         if stopped:
             self._stopped.discard(outcome)
         if stopped or task.handle is not outcome or task.future._state != RUNNING:
-            self._release()  # cancelled, timed out or retried: already reported
+            self._release()  # timed out or retried: already reported
             return
-        if outcome.cancelled():
-            self._report(task, None, asyncio.CancelledError())
-            return
-        error = outcome.exception()
-        self._report(task, None if error is not None else outcome.result(), error)
-
-    def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        self._report_outcome(task, value, error)
+        try:
+            value = outcome.result()
+        except BaseException as error:
+            self._failed(task, error)
+        else:
+            self._succeeded(task, value)
         self._release()
 
     def _release(self) -> None:

@@ -307,14 +307,14 @@ class ProcessExecutor(Executor):
         if _HAS_EPOLL and task.attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
             # a caller blocked in result() reads the worker's reply itself.
-            task.future._condition._help = functools.partial(self._help, task)
+            task.future._help = functools.partial(self._help, task)
         return payload
 
     def _settled(self, future: Future[Any]) -> None:
         task = self._live.get(future)
         if task is not None:
             self._payloads.pop(task, None)
-            future._condition._help = None  # it refers to the task
+            future._help = None  # it refers to the task
         super()._settled(future)
 
     def _dispatch(self, task: _Task) -> None:
