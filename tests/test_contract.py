@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import itertools
 import os
 import pathlib
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +124,29 @@ def test_submit_returns_taskkit_future(executor: taskkit.Executor) -> None:
     assert fut.result(timeout=30) == 49
     assert fut.done()
     assert not fut.cancelled()
+
+
+class Payload:
+    """An argument a test can watch die (a weak reference to it goes dead)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def payload_n(payload: Payload) -> int:
+    return payload.n
+
+
+def test_a_kept_future_does_not_keep_its_arguments(executor: taskkit.Executor) -> None:
+    payload = Payload(3)
+    watch = weakref.ref(payload)
+    fut = executor.submit(payload_n, payload)
+    assert fut.result(timeout=30) == 3
+    executor.join(timeout=30)  # the executor's own bookkeeping is done with it too
+    del payload
+    gc.collect()
+    assert watch() is None
+    assert fut.result() == 3
 
 
 def test_executor_is_a_concurrent_futures_executor(executor: taskkit.Executor) -> None:

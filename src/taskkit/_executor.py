@@ -11,11 +11,11 @@ A backend subclasses ``Executor`` and supplies only what differs:
 
 The data flow every backend follows::
 
-    submit(fn, *args) ──► _Task(fn, args, options, future) ──► backend._dispatch(task)
-                                                                   │
+    submit(fn, *args) ──► _Task(fn, args, options) ──► backend._dispatch(task)
+                          (the future submit returns)          │
        worker: _begin(task) → run fn ──► _succeeded(task, value)  │
                                     └──► _failed(task, exc) ──► retries left? ──► _dispatch again
-    future settles ──► _settled(task): statistics, join() wakes
+    future settles ──► _settled(task): statistics, join() wakes, the call's arguments dropped
 
 ``map`` and ``amap`` (see ``_map.py``), options, statistics, close/join,
 shutdown and both context managers are written once, here.
@@ -113,21 +113,15 @@ class Statistics:
     max_workers: int
 
 
-class _Task:
-    """One submitted call (or one chunk of a map) and its bookkeeping."""
+class _Task(Future[Any]):
+    """One submitted call (or one chunk of a map): the future ``submit`` returns, and the
+    executor's bookkeeping for it.
 
-    __slots__ = (
-        "args",
-        "attempt",
-        "deadline",
-        "fn",
-        "future",
-        "handle",
-        "kwargs",
-        "options",
-        "started",
-        "weight",
-    )
+    The task *is* its future, as an asyncio ``Task`` is an asyncio ``Future``: one
+    object per submit rather than two.  Its attributes are private, so the user's
+    ``taskkit.Future`` shows nothing new; the call's arguments are dropped when the
+    future settles, so a future kept after its result does not keep them alive.
+    """
 
     def __init__(
         self,
@@ -137,25 +131,27 @@ class _Task:
         options: TaskOptions,
         weight: int,
     ) -> None:
-        self.fn, self.args, self.kwargs, self.options = fn, args, kwargs, options
-        self.weight = weight
-        self.attempt = 0
-        self.started = False
-        self.deadline: Deadline | None = None
+        Future.__init__(self)
+        self._fn, self._args, self._kwargs, self._options = fn, args, kwargs, options
+        self._name = options.name
+        self._weight = weight
+        self._attempt = 0
+        self._started = False
+        self._deadline: Deadline | None = None
         # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
-        self.handle: Any = None
-        # The future knows what to call the task, but not the task: no reference
-        # cycle, so a finished task is freed at once rather than by the collector.
-        future: Future[Any] = Future()
-        future._fn, future._name = fn, options.name
-        self.future = future
+        self._handle: Any = None
 
     def describe(self) -> str:
         """The task's name, for errors: its ``name`` option or the function's name and a number."""
-        return self.future.name
+        return self.name
 
-    def __repr__(self) -> str:
-        return f"<task {self.future.name} attempt {self.attempt}>"
+    def _forget_call(self) -> None:
+        """Drop the call's arguments and the running attempt: the future has settled."""
+        self._args, self._kwargs, self._handle = (), _NO_KWARGS, None
+
+
+# What a settled task's keyword arguments become (never handed to a call).
+_NO_KWARGS: dict[str, Any] = {}
 
 
 class Executor(concurrent.futures.Executor, abc.ABC):
@@ -265,27 +261,27 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         if self._checks_arguments:
             self._check_arguments(fn, args, kwargs)
         task = _Task(fn, args, kwargs, options, weight)
-        task.future._on_settled = self._settle_hook
+        task._on_settled = self._settle_hook
         with self._state_lock:
             if self._closed:
                 raise ExecutorClosed(
                     f"cannot submit {task.describe()}: the {self.backend} executor is closed"
                 )
             self._n_submitted += weight
-            self._live[task.future] = task
+            self._live[task] = task
         try:
             self._dispatch(task)
         except BaseException as exc:
-            task.future._try_set_exception(exc)
+            task._try_set_exception(exc)
             raise
-        return task.future
+        return task
 
     def _run_inline(self, task: _Task) -> None:
         """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
         if not self._begin(task):
             return
         try:
-            value = call(task.fn, task.args, task.kwargs)
+            value = call(task._fn, task._args, task._kwargs)
         except BaseException as exc:
             self._failed(task, exc)
             if not isinstance(exc, Exception):
@@ -307,16 +303,16 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     def _begin(self, task: _Task) -> bool:
         """Mark ``task`` running; False if it was cancelled and must be skipped."""
-        if task.started:  # a retry: the deadline applies to each attempt
-            if task.future.done():
+        if task._started:  # a retry: the deadline applies to each attempt
+            if task.done():
                 return False
         else:
-            if not task.future._start():
+            if not task._start():
                 return False
             # No lock on this hot path: statistics() counts running tasks in _live.
-            task.started = True
-        if task.options.timeout is not None:
-            task.deadline = self._schedule_deadline(task, task.options.timeout)
+            task._started = True
+        if task._options.timeout is not None:
+            task._deadline = self._schedule_deadline(task, task._options.timeout)
         return True
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
@@ -331,9 +327,9 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     def _succeeded(self, task: _Task, value: Any) -> None:
         """Report that ``task`` returned ``value``."""
-        if task.deadline is not None:
-            task.deadline.cancel()
-        task.future._complete(value, None)
+        if task._deadline is not None:
+            task._deadline.cancel()
+        task._complete(value, None)
 
     def _report_outcome(self, task: _Task, value: Any, error: BaseException | None) -> None:
         """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``."""
@@ -344,32 +340,32 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     def _failed(self, task: _Task, exc: BaseException) -> None:
         """Report that ``task`` raised ``exc``; re-run it if it has retries left."""
-        if task.deadline is not None:
-            task.deadline.cancel()
+        if task._deadline is not None:
+            task._deadline.cancel()
         if (
             isinstance(exc, Exception)
-            and task.attempt < task.options.retries
-            and not task.future.done()
+            and task._attempt < task._options.retries
+            and not task.done()
             and not self._killed
         ):
-            task.attempt += 1
+            task._attempt += 1
             with self._state_lock:
                 self._n_retried += 1
             try:
                 self._dispatch(task)
             except BaseException as dispatch_error:
-                task.future._try_set_exception(dispatch_error)
+                task._try_set_exception(dispatch_error)
             return
         if isinstance(exc, TaskTimeout):
             with self._state_lock:
-                self._n_timed_out += task.weight
-        task.future._try_set_exception(exc)
+                self._n_timed_out += task._weight
+        task._try_set_exception(exc)
 
     def _deadline_passed(self, task: _Task) -> None:
         """Called on the deadline thread when a task overran its timeout."""
-        if task.future.done():
+        if task.done():
             return
-        timeout = task.options.timeout
+        timeout = task._options.timeout
         self._stop_overrunning(task)
         self._failed(task, TaskTimeout(task.describe(), timeout, self._timeout_detail()))
 
@@ -388,27 +384,28 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 return
             # The future is final here: read its state without taking its lock again.
             if future._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                self._n_cancelled += task.weight
+                self._n_cancelled += task._weight
             elif future._exception is not None:
-                self._n_failed += task.weight
-            elif task.fn in self._chunk_runners:
+                self._n_failed += task._weight
+            elif task._fn in self._chunk_runners:
                 self._count_chunk(task, future)
             else:
-                self._n_done += task.weight
+                self._n_done += task._weight
             if self._joining and not self._live:
                 self._all_done.notify_all()
-        if task.deadline is not None:
-            task.deadline.cancel()
+        if task._deadline is not None:
+            task._deadline.cancel()
+        task._forget_call()
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
         # A map chunk, of any size, stops at its first failing call: count what really ran.
         _, failed_at, _, _ = future._result  # a finished chunk
         if failed_at < 0:
-            self._n_done += task.weight
+            self._n_done += task._weight
         else:
             self._n_done += failed_at
             self._n_failed += 1
-            self._n_cancelled += task.weight - failed_at - 1
+            self._n_cancelled += task._weight - failed_at - 1
 
     # ----------------------------------------------------------- backend hooks
 
@@ -426,7 +423,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     def _stop_future(self, future: Future[Any]) -> bool:
         """``future.cancel()`` of a running task: a backend that can stop its tasks sets
-        ``task.future._stop_running = self._stop_hook`` while the task runs."""
+        ``task._stop_running = self._stop_hook`` while the task runs."""
         task = self._live.get(future)
         return task is not None and self._stop_running(task)
 
@@ -574,12 +571,12 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             live = list(self._live.values())
         if cancel_pending or kill:
             for task in live:
-                if not task.started:
-                    task.future.cancel()
+                if not task._started:
+                    task.cancel()
         if kill:
             for task in live:
-                if task.started and not task.future.done() and self._stop_running(task):
-                    task.future._force_cancelled()
+                if task._started and not task.done() and self._stop_running(task):
+                    task._force_cancelled()
         if wait and not kill:
             self.join()
         self._shutdown_workers(wait=wait, kill=kill)
@@ -672,7 +669,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Return a snapshot of the executor's counters."""
         with self._state_lock:
             finished = self._n_done + self._n_failed + self._n_cancelled
-            running = sum(task.weight for task in self._live.values() if task.started)
+            running = sum(task._weight for task in self._live.values() if task._started)
             return Statistics(
                 backend=self.backend,
                 submitted=self._n_submitted,

@@ -173,7 +173,7 @@ class AsyncioExecutor(Executor):
         if not self._begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
-        fn, args, kwargs = task.fn, task.args, task.kwargs
+        fn, args, kwargs = task._fn, task._args, task._kwargs
         if fn is run_chunk and is_async_callable(args[0]):
             fn, args = _gather_chunk, args
         elif not is_async_callable(fn):
@@ -181,13 +181,13 @@ class AsyncioExecutor(Executor):
             # they never block the loop; a running one cannot be cancelled.
             outcome = self._loop.run_in_executor(None, call, fn, args, kwargs)
             self._owners[outcome] = task
-            task.handle = outcome
+            task._handle = outcome
             outcome.add_done_callback(self._done_hook)
             return
         # One asyncio task per attempt, which reports its own outcome as it ends: no
         # done-callback, and so no second trip through the loop per task.
-        task.handle = self._loop.create_task(self._run(task, fn, args, kwargs))
-        task.future._stop_running = self._stop_hook  # an asyncio task: cancellable
+        task._handle = self._loop.create_task(self._run(task, fn, args, kwargs))
+        task._stop_running = self._stop_hook  # an asyncio task: cancellable
 
     async def _run(
         self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -215,7 +215,7 @@ class AsyncioExecutor(Executor):
                 stopped.discard(me)  # cancelled or timed out: already reported
                 self._release()
                 return
-        if task.future._state != RUNNING:
+        if task._state != RUNNING:
             self._release()  # settled already (cancelled, killed)
             return
         if error is None:
@@ -230,7 +230,7 @@ class AsyncioExecutor(Executor):
         stopped = bool(self._stopped) and outcome in self._stopped
         if stopped:
             self._stopped.discard(outcome)
-        if stopped or task.handle is not outcome or task.future._state != RUNNING:
+        if stopped or task._handle is not outcome or task._state != RUNNING:
             self._release()  # timed out or retried: already reported
             return
         try:
@@ -258,9 +258,9 @@ class AsyncioExecutor(Executor):
         return True
 
     def _stop_running(self, task: _Task) -> bool:
-        if task.future._stop_running is None:
+        if task._stop_running is None:
             return False  # a plain function, running on a thread: it cannot be stopped
-        return self._request_cancel(task.handle)
+        return self._request_cancel(task._handle)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # _begin runs on the loop thread: the loop's own timer keeps the deadline.

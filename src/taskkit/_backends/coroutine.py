@@ -183,13 +183,13 @@ class CoroutineExecutor(Executor):
         if not self._begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
-        fn, args = task.fn, task.args
+        fn, args = task._fn, task._args
         start = time.perf_counter()
         try:
             if fn is run_chunk and _runs_as_task(args[0]):
                 coro: Any = _run_chunk_concurrently(*args)
             else:
-                coro = fn(*args, **task.kwargs)
+                coro = fn(*args, **task._kwargs)
         except BaseException as exc:
             self._report(task, None, exc)
             return
@@ -203,8 +203,8 @@ class CoroutineExecutor(Executor):
                 self._scheduler.report_blocking(task.describe(), None, elapsed)
             self._report(task, coro, None)
             return
-        task.handle = ct
-        task.future._stop_running = self._stop_hook
+        task._handle = ct
+        task._stop_running = self._stop_hook
 
     def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
         """Loop thread: a submitted task's coroutine ended."""
@@ -232,7 +232,7 @@ class CoroutineExecutor(Executor):
         return True
 
     def _stop_running(self, task: _Task) -> bool:
-        ct = task.handle
+        ct = task._handle
         return ct is not None and self._request_stop(ct)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:

@@ -207,9 +207,9 @@ class DaskExecutor(Executor):
         last = getattr(self._checked, "last", None)
         if last is not None:
             self._checked.last = None
-            if last[0] is task.fn and last[1] is task.args and last[2] is task.kwargs:
+            if last[0] is task._fn and last[1] is task._args and last[2] is task._kwargs:
                 return last[3]  # type: ignore[no-any-return]
-        return _pickle_call(task.fn, task.args, task.kwargs)
+        return _pickle_call(task._fn, task._args, task._kwargs)
 
     def _dispatch(self, task: _Task) -> None:
         payload = self._payload(task)
@@ -217,14 +217,14 @@ class DaskExecutor(Executor):
             return
         token = next(self._tokens)
         topic = None
-        deadline = task.deadline
+        deadline = task._deadline
         if isinstance(deadline, _ArmedOnStart) and not deadline.cancelled:
             topic = self._topic
             self._starts[token] = task
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
         with self._running_lock:
             self._running[task] = (token, future)
-        task.future._stop_running = self._stop_hook
+        task._stop_running = self._stop_hook
         self._client.loop.add_callback(self._watch, future, task, token)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
@@ -233,10 +233,10 @@ class DaskExecutor(Executor):
     def _started(self, event: tuple[float, int]) -> None:
         # On the client's IO loop: a worker started an attempt that has a deadline.
         task = self._starts.pop(event[1], None)
-        if task is not None and isinstance(task.deadline, _ArmedOnStart):
-            timeout = task.options.timeout
+        if task is not None and isinstance(task._deadline, _ArmedOnStart):
+            timeout = task._options.timeout
             if timeout is not None:
-                task.deadline.arm(timeout)
+                task._deadline.arm(timeout)
 
     async def _watch(self, future: Any, task: _Task, token: int) -> None:
         # On the client's IO loop, one coroutine per task, so results are
@@ -255,7 +255,7 @@ class DaskExecutor(Executor):
             try:
                 self._settle(*item)
             except BaseException as exc:
-                task.future._try_set_exception(exc)  # never leave a future hanging
+                task._try_set_exception(exc)  # never leave a future hanging
 
     def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
         self._starts.pop(token, None)
@@ -264,7 +264,7 @@ class DaskExecutor(Executor):
             if entry is None or entry[0] != token:
                 return  # this attempt was cancelled or timed out (and perhaps retried)
             del self._running[task]
-        task.future._stop_running = None
+        task._stop_running = None
         if status == "finished":
             ok, value = decode(outcome)
             if ok:
@@ -272,7 +272,7 @@ class DaskExecutor(Executor):
             else:
                 self._failed(task, value)
         elif status == "cancelled":
-            task.future._force_cancelled()  # cancelled on the cluster, not by us
+            task._force_cancelled()  # cancelled on the cluster, not by us
         else:
             self._failed(task, self._remote_error(task, outcome))
 
@@ -296,7 +296,7 @@ class DaskExecutor(Executor):
         if entry is None:
             return False  # not in flight, or its outcome is being settled now
         future = entry[1]
-        task.future._stop_running = None
+        task._stop_running = None
         if self._client.status != "running":
             return True  # the cluster is gone, and the call with it
         future.cancel()
@@ -422,10 +422,10 @@ def _ship(module: ModuleType | str) -> None:
 def _key(task: _Task) -> str:
     # Dask groups tasks by the key's prefix on its dashboard; a number per
     # task would make a group per task, so only the function's name is used.
-    fn = task.args[0] if task.fn is run_chunk else task.fn
+    fn = task._args[0] if task._fn is run_chunk else task._fn
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "call"
     name = re.sub(r"[^0-9A-Za-z_.]+", "_", name).strip("_") or "call"
-    prefix = "map_" if task.fn is run_chunk else ""
+    prefix = "map_" if task._fn is run_chunk else ""
     return f"{prefix}{name}-{uuid.uuid4().hex}"
 
 

@@ -295,19 +295,19 @@ class ProcessExecutor(Executor):
         last = _last_payload.value
         if (
             last is not None
-            and last[0] is task.fn
-            and last[1] is task.args
-            and last[2] is task.kwargs
+            and last[0] is task._fn
+            and last[1] is task._args
+            and last[2] is task._kwargs
         ):
             payload = last[3]
             _last_payload.value = None
         else:
-            payload = _wire.dumps(_wire_call(task.fn, task.args, task.kwargs))
+            payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
         self._payloads[task] = payload
-        if _HAS_EPOLL and task.attempt == 0:
+        if _HAS_EPOLL and task._attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
             # a caller blocked in result() reads the worker's reply itself.
-            task.future._help = functools.partial(self._help, task)
+            task._help = functools.partial(self._help, task)
         return payload
 
     def _settled(self, future: Future[Any]) -> None:
@@ -325,7 +325,7 @@ class ProcessExecutor(Executor):
                 error = self._broken
             elif self._killing:
                 error = None
-                task.future.cancel()
+                task.cancel()
                 return
             else:
                 error = None
@@ -358,16 +358,16 @@ class ProcessExecutor(Executor):
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
-        task.future._stop_running = self._stop_hook
+        task._stop_running = self._stop_hook
         if not self._begin(task):
             return False
         if (
-            task.attempt > 0
-            and task.options.timeout is not None
-            and (task.deadline is None or task.deadline.cancelled)
+            task._attempt > 0
+            and task._options.timeout is not None
+            and (task._deadline is None or task._deadline.cancelled)
         ):
             # A retry: the base schedules only the first attempt's deadline.
-            task.deadline = self._schedule_deadline(task, task.options.timeout)
+            task._deadline = self._schedule_deadline(task, task._options.timeout)
         worker.task = task
         worker.done += 1
         if self._max_tasks and worker.done >= self._max_tasks:
@@ -638,7 +638,7 @@ class ProcessExecutor(Executor):
         helping is not possible (the manager then does the work).
         """
         self._read_reply_here(task, timeout)
-        return _done(task.future)
+        return _done(task)
 
     def _read_reply_here(self, task: _Task, timeout: float | None) -> None:
         # Once this thread holds the worker's reading lock as the helper, it must let
@@ -689,7 +689,7 @@ class ProcessExecutor(Executor):
             worker.poller.register(worker.sentinel, select.POLLIN)
         poll = worker.poller.poll
         deadline = None if timeout is None else time.monotonic() + timeout
-        future = task.future
+        future = task
         while not _done(future) and worker.task is task:
             wait_ms = _POLL_SLICE_MS
             if deadline is not None:
@@ -764,8 +764,8 @@ class ProcessExecutor(Executor):
             self._failed(task, WorkerCrashed(task.describe(), worker.pid, exitcode))
 
     def _purge_pending(self) -> None:
-        if any(task.future.done() for task in self._pending):
-            self._pending = collections.deque(t for t in self._pending if not t.future.done())
+        if any(task.done() for task in self._pending):
+            self._pending = collections.deque(t for t in self._pending if not t.done())
 
     def _finish_stopping(self) -> bool:
         """While stopping: let idle workers go once no work is left; True when all are gone."""
@@ -795,7 +795,7 @@ class ProcessExecutor(Executor):
             pending, self._pending = self._pending, collections.deque()
         error = _initializer_failed(exc)
         for task in pending:
-            task.future._try_set_exception(error)
+            task._try_set_exception(error)
 
     def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
         with self._lock:
@@ -805,7 +805,7 @@ class ProcessExecutor(Executor):
         for worker in workers:
             worker.kill()
         for task in tasks:
-            task.future._try_set_exception(exc)
+            task._try_set_exception(exc)
 
     # ------------------------------------------------------- stopping tasks
 
@@ -838,7 +838,7 @@ class ProcessExecutor(Executor):
             if kill:
                 self._killing = True
                 for task in self._pending:
-                    task.future.cancel()
+                    task.cancel()
             thread = self._thread
         _live_executors.discard(self)
         if thread is None:

@@ -131,7 +131,7 @@ class ThreadExecutor(Executor):
                 run(task)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
-                task.future._try_set_exception(exc)
+                task._try_set_exception(exc)
             worker.task = None
             if worker.abandoned:
                 return  # a replacement took this thread's place when it overran
@@ -149,7 +149,7 @@ class ThreadExecutor(Executor):
             except queue.Empty:
                 return
             if task is not None:
-                task.future._try_set_exception(
+                task._try_set_exception(
                     RuntimeError(f"the thread pool's initializer failed: {exc!r}")
                 )
             else:
