@@ -145,10 +145,6 @@ class _Task(Future[Any]):
         """The task's name, for errors: its ``name`` option or the function's name and a number."""
         return self.name
 
-    def _forget_call(self) -> None:
-        """Drop the call's arguments and the running attempt: the future has settled."""
-        self._args, self._kwargs, self._handle = (), _NO_KWARGS, None
-
 
 # What a settled task's keyword arguments become (never handed to a call).
 _NO_KWARGS: dict[str, Any] = {}
@@ -395,7 +391,9 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 self._all_done.notify_all()
         if task._deadline is not None:
             task._deadline.cancel()
-        task._forget_call()
+        # Drop the call's arguments and the running attempt: a future kept after its
+        # result must not keep them alive.
+        task._args, task._kwargs, task._handle = (), _NO_KWARGS, None
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
         # A map chunk, of any size, stops at its first failing call: count what really ran.

@@ -19,7 +19,7 @@ __all__ = ["Admission"]
 class Admission:
     """Start submitted tasks while fewer than ``limit`` run; queue the rest."""
 
-    __slots__ = ("_limit", "_releasing", "_start", "running", "waiting")
+    __slots__ = ("_limit", "_releasing", "_start", "admit", "running", "waiting")
 
     def __init__(self, limit: int | None, start: Callable[[_Task], None]) -> None:
         self._limit, self._start = limit, start
@@ -27,10 +27,12 @@ class Admission:
         self.running = 0
         self.waiting: collections.deque[_Task] = collections.deque()
         self._releasing = False  # admitting waiting tasks (guards against deep recursion)
+        #: ``admit(task)``: start ``task`` now, or queue it while ``limit`` tasks run.
+        #: Without a limit every task starts at once: ``admit`` is ``start`` itself.
+        self.admit: Callable[[_Task], None] = start if limit is None else self._admit
 
-    def admit(self, task: _Task) -> None:
-        """Start ``task`` now, or queue it while ``limit`` tasks run."""
-        if self._limit is not None and self.running >= self._limit:
+    def _admit(self, task: _Task) -> None:
+        if self.running >= self._limit:  # type: ignore[operator]  # a limit is set
             self.waiting.append(task)
         else:
             self._start(task)
