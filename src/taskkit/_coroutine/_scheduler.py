@@ -18,7 +18,8 @@ Data flow::
 
 Every step is timed: a task that holds the thread longer than the blocking threshold
 (``time.sleep`` in a coroutine, a long loop without an ``await``) is reported with a
-``BlockingWarning`` naming it, because every other task waited meanwhile.
+``BlockingWarning`` naming it, because every other task waited meanwhile.  With no
+threshold (``blocking_warning=None``) no step is timed.
 
 A ``Task`` is deliberately small (``__slots__``, no lock, no condition): it is both the
 scheduler's record and the handle ``spawn()`` returns, and it is only ever touched on the
@@ -541,6 +542,8 @@ class Scheduler:
         started = finished = 0
         # One clock reading per step: a step is timed from the end of the one before
         # (the scheduler's own bookkeeping in between is part of no task's budget).
+        # Without a blocking threshold nothing is timed.
+        timed = threshold != float("inf")
         last = perf()
         try:
             for _ in range(len(ready)):
@@ -558,10 +561,11 @@ class Scheduler:
                         task._throw = None
                         request = coro.throw(error)
                 except StopIteration as stop:
-                    now = perf()
-                    if now - last > threshold:
-                        self.report_blocking(task.name, task._coro, now - last)
-                    last = now
+                    if timed:
+                        now = perf()
+                        if now - last > threshold:
+                            self.report_blocking(task.name, coro, now - last)
+                        last = now
                     if task._waiters is None and type(task) is Task:
                         # The common case, inline: a task nobody waits for yet returned.
                         task._coro, task._state, task._value = None, _DONE, stop.value
@@ -570,16 +574,18 @@ class Scheduler:
                         self._finish(task, stop.value, None)
                     continue
                 except BaseException as exc:
-                    now = perf()
-                    if now - last > threshold:
-                        self.report_blocking(task.name, task._coro, now - last)
-                    last = now
+                    if timed:
+                        now = perf()
+                        if now - last > threshold:
+                            self.report_blocking(task.name, coro, now - last)
+                        last = now
                     self._finish(task, None, exc)
                     continue
-                now = perf()
-                if now - last > threshold:
-                    self.report_blocking(task.name, task._coro, now - last)
-                last = now
+                if timed:
+                    now = perf()
+                    if now - last > threshold:
+                        self.report_blocking(task.name, coro, now - last)
+                    last = now
                 if request is None or task._throw is not None:
                     ready.append(task)
                 elif type(request) is _Sleep:
