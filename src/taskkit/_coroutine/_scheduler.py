@@ -561,32 +561,22 @@ class Scheduler:
                         task._throw = None
                         request = coro.throw(error)
                 except StopIteration as stop:
-                    if timed:
-                        now = perf()
-                        if now - last > threshold:
-                            self.report_blocking(task.name, coro, now - last)
-                        last = now
-                    if task._waiters is None and type(task) is Task:
-                        # The common case, inline: a task nobody waits for yet returned.
-                        task._coro, task._state, task._value = None, _DONE, stop.value
-                        finished += 1
-                    else:
-                        self._finish(task, stop.value, None)
-                    continue
+                    request, value, error = _ENDED, stop.value, None
                 except BaseException as exc:
-                    if timed:
-                        now = perf()
-                        if now - last > threshold:
-                            self.report_blocking(task.name, coro, now - last)
-                        last = now
-                    self._finish(task, None, exc)
-                    continue
+                    request, value, error = _ENDED, None, exc
                 if timed:
                     now = perf()
                     if now - last > threshold:
                         self.report_blocking(task.name, coro, now - last)
                     last = now
-                if request is None or task._throw is not None:
+                if request is _ENDED:
+                    if error is None and task._waiters is None and type(task) is Task:
+                        # The common case, inline: a task nobody waits for yet returned.
+                        task._coro, task._state, task._value = None, _DONE, value
+                        finished += 1
+                    else:
+                        self._finish(task, value, error)
+                elif request is None or task._throw is not None:
                     ready.append(task)
                 elif type(request) is _Sleep:
                     entry = (self.now() + request.seconds, next(self._seq), task)
@@ -664,6 +654,7 @@ def _stale(entry: tuple[float, int, Any]) -> bool:
 
 _STOP = object()
 _KILL = object()
+_ENDED = object()  # what a step "yielded" when the task returned or raised
 
 
 def _await_future(future: Future[Any]) -> Generator[Any, None, Any]:
