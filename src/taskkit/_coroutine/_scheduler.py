@@ -349,7 +349,7 @@ class Scheduler:
         self._virtual_now = 0.0
         #: The one replaceable decision: which ready task runs next (None: FIFO, fast path).
         self.pick: PickNext | None = None if pick is fifo else pick
-        self._threshold = float("inf") if blocking_threshold is None else blocking_threshold
+        self._threshold = _NO_THRESHOLD if blocking_threshold is None else blocking_threshold
         self._ready: deque[Task] = deque()
         self._timers: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
@@ -533,9 +533,8 @@ class Scheduler:
 
     def _run_batch(self) -> None:
         """Step each task that is ready now; tasks made ready meanwhile wait for the next batch."""
-        ready, pick, perf = self._ready, self.pick, time.perf_counter
-        take = ready.popleft if pick is None else lambda: pick(ready)
-        threshold = self._threshold
+        # Kept light: with few tasks a batch is a single step, so this runs per switch.
+        ready, pick, threshold, perf = self._ready, self.pick, self._threshold, time.perf_counter
         # _live is settled once, at the end: deferred tasks counted in as they first run,
         # tasks that returned inline counted out (a deferred task is on the ready queue
         # until then, so the loop cannot see _live as zero too early).
@@ -543,11 +542,11 @@ class Scheduler:
         # One clock reading per step: a step is timed from the end of the one before
         # (the scheduler's own bookkeeping in between is part of no task's budget).
         # Without a blocking threshold nothing is timed.
-        timed = threshold != float("inf")
-        last = perf()
+        timed = threshold != _NO_THRESHOLD
+        last = perf() if timed else 0.0
         try:
             for _ in range(len(ready)):
-                task = take()
+                task = ready.popleft() if pick is None else pick(ready)
                 try:
                     coro = task._coro
                     if type(coro) is FunctionType:  # a deferred task's first step
@@ -585,7 +584,8 @@ class Scheduler:
                 else:
                     self._park(task, request)
         finally:
-            self._live += started - finished
+            if started != finished:
+                self._live += started - finished
 
     def _park(self, task: Task, request: object) -> None:
         if isinstance(request, Task):
@@ -654,6 +654,7 @@ def _stale(entry: tuple[float, int, Any]) -> bool:
 
 _STOP = object()
 _KILL = object()
+_NO_THRESHOLD = float("inf")  # blocking_warning=None: no step is timed
 _ENDED = object()  # what a step "yielded" when the task returned or raised
 
 
