@@ -160,7 +160,7 @@ def test_an_existing_running_loop() -> None:
     assert not closed  # the executor never closes a loop it was given
 
 
-def test_a_task_cancelled_before_its_first_step_is_never_called() -> None:
+def test_a_task_cancelled_before_its_first_step_never_runs() -> None:
     class Counted:
         calls = 0
 
@@ -179,8 +179,7 @@ def test_a_task_cancelled_before_its_first_step_is_never_called() -> None:
             seen += [ex.statistics().cancelled, ex.statistics().done]
         return seen
 
-    # Its function is called in the attempt's first step, which never came: no
-    # coroutine was made, so none is left un-awaited (warnings are errors here).
+    # Its body never ran, and no coroutine is left un-awaited (warnings are errors here).
     assert asyncio.run(main()) == [True, "ran", "cancelled", 1, 1]
     assert Counted.calls == 1
 
