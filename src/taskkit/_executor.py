@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -119,8 +119,9 @@ class _Task(Future[Any]):
 
     The task *is* its future, as an asyncio ``Task`` is an asyncio ``Future``: one
     object per submit rather than two.  Its attributes are private, so the user's
-    ``taskkit.Future`` shows nothing new; the call's arguments are dropped when the
-    future settles, so a future kept after its result does not keep them alive.
+    ``taskkit.Future`` shows nothing new.  The call's arguments are dropped when the
+    future settles with the call's outcome (or before the call ran), so a future kept
+    after its result does not keep them alive.
     """
 
     def __init__(
@@ -391,9 +392,14 @@ class Executor(concurrent.futures.Executor, abc.ABC):
                 self._all_done.notify_all()
         if task._deadline is not None:
             task._deadline.cancel()
-        # Drop the call's arguments and the running attempt: a future kept after its
-        # result must not keep them alive.
-        task._args, task._kwargs, task._handle = (), _NO_KWARGS, None
+        # Drop the call's arguments once no attempt can still read them, so that a future
+        # kept after its result does not keep them alive: when the task never started, or
+        # its attempt reported how it ended.  A running task cancelled or timed out by
+        # someone else keeps them (its worker may be between starting and reading them).
+        if not task._started or (
+            future._state == FINISHED and not isinstance(future._exception, TaskTimeout)
+        ):
+            task._args, task._kwargs = (), _NO_KWARGS
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
         # A map chunk, of any size, stops at its first failing call: count what really ran.
