@@ -184,6 +184,29 @@ def test_a_task_cancelled_before_its_first_step_never_runs() -> None:
     assert Counted.calls == 1
 
 
+def test_an_asyncio_task_cancelled_from_outside_before_it_starts_settles_its_future() -> None:
+    async def quick() -> str:
+        return "quick"
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        async with taskkit.open_executor("asyncio", loop=loop, max_workers=1) as ex:
+            fut = ex.submit(quick)
+            for other in asyncio.all_tasks():  # as code that cancels every task would
+                if other is not asyncio.current_task():
+                    other.cancel()
+            seen: list[Any] = []
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+            # Its place under max_workers=1 was given back: the next task runs.
+            seen.append(await asyncio.wait_for(asyncio.wrap_future(ex.submit(quick)), 5))
+        return seen
+
+    assert asyncio.run(main()) == ["cancelled", "quick"]
+
+
 def test_ctrl_c_inside_a_task_reaches_the_loop_and_fails_the_future() -> None:
     async def interrupted() -> None:
         raise KeyboardInterrupt

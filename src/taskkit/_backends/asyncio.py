@@ -24,7 +24,7 @@ import asyncio
 import collections
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures._base import RUNNING
 from typing import Any, final
 
@@ -185,8 +185,12 @@ class AsyncioExecutor(Executor):
             outcome.add_done_callback(self._done_hook)
             return
         # One asyncio task per attempt, which reports its own outcome as it ends: no
-        # done-callback, and so no second trip through the loop per task.
-        task._handle = self._loop.create_task(self._run(task, fn, args, kwargs))
+        # done-callback, and so no second trip through the loop per task.  Its coroutine
+        # is first stepped here, into its try block, so that however early the task is
+        # cancelled -- even before asyncio first runs it -- the outcome is reported.
+        run = self._run(task, fn, args, kwargs)
+        run.send(None)
+        task._handle = self._loop.create_task(run)
         task._stop_running = self._stop_hook  # an asyncio task: cancellable
 
     async def _run(
@@ -194,10 +198,12 @@ class AsyncioExecutor(Executor):
     ) -> None:
         """The asyncio task of one attempt: call ``fn``, await it, report how it ended.
 
-        ``fn`` is called here, in the task's first step, so that an attempt cancelled
-        before it starts leaves no coroutine that was never awaited.
+        ``_start`` steps it once, to the switch point at the top of its try block;
+        ``fn`` is called when asyncio first runs the task, so an attempt cancelled
+        before then leaves no coroutine that was never awaited.
         """
         try:
+            await _ENTERED
             value = await fn(*args, **kwargs)
         except BaseException as error:
             self._ended(task, None, error)
@@ -310,6 +316,19 @@ class AsyncioExecutor(Executor):
         admission = self._admission
         if not admission.running and not admission.waiting and not self._incoming:
             self._loop.stop()
+
+
+class _Entered:
+    """What ``_run`` awaits first: one bare switch, taken by ``_start`` before asyncio runs it."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        # A C iterator that yields once: cheaper than a generator.
+        return iter((None,))  # type: ignore[return-value]
+
+
+_ENTERED = _Entered()
 
 
 # A thread running an asyncio loop awaits taskkit Futures this way (its await hook).
