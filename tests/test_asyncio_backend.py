@@ -184,27 +184,49 @@ def test_a_task_cancelled_before_its_first_step_never_runs() -> None:
     assert Counted.calls == 1
 
 
-def test_an_asyncio_task_cancelled_from_outside_before_it_starts_settles_its_future() -> None:
+def _plain_task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Any, **options: Any
+) -> asyncio.Task[Any]:
+    return asyncio.Task(coro, loop=loop, **options)
+
+
+@pytest.mark.parametrize("task_factory", [None, _plain_task_factory])
+def test_an_asyncio_task_cancelled_from_outside_before_it_starts_settles_its_future(
+    task_factory: Any,
+) -> None:
     async def quick() -> str:
         return "quick"
 
     async def main() -> list[Any]:
         loop = asyncio.get_running_loop()
+        loop.set_task_factory(task_factory)
         async with taskkit.open_executor("asyncio", loop=loop, max_workers=1) as ex:
             fut = ex.submit(quick)
-            for other in asyncio.all_tasks():  # as code that cancels every task would
-                if other is not asyncio.current_task():
-                    other.cancel()
+            for _ in range(2):  # as code that cancels every task would, twice
+                for other in asyncio.all_tasks():
+                    if other is not asyncio.current_task():
+                        other.cancel()
             seen: list[Any] = []
             try:
                 await asyncio.wait_for(asyncio.wrap_future(fut), 5)
             except asyncio.CancelledError:
                 seen.append("cancelled")
-            # Its place under max_workers=1 was given back: the next task runs.
+            # Its place under max_workers=1 was given back, once: the next tasks run,
+            # one at a time.
             seen.append(await asyncio.wait_for(asyncio.wrap_future(ex.submit(quick)), 5))
+            running, most = [0], [0]
+
+            async def one_at_a_time() -> None:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                await asyncio.sleep(0)
+                running[0] -= 1
+
+            await asyncio.gather(*(ex.submit(one_at_a_time) for _ in range(3)))
+            seen.append(most[0])
         return seen
 
-    assert asyncio.run(main()) == ["cancelled", "quick"]
+    assert asyncio.run(main()) == ["cancelled", "quick", 1]
 
 
 def test_ctrl_c_inside_a_task_reaches_the_loop_and_fails_the_future() -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Generator
@@ -185,12 +187,15 @@ class AsyncioExecutor(Executor):
             outcome.add_done_callback(self._done_hook)
             return
         # One asyncio task per attempt, which reports its own outcome as it ends: no
-        # done-callback, and so no second trip through the loop per task.  Its coroutine
-        # is first stepped here, into its try block, so that however early the task is
-        # cancelled -- even before asyncio first runs it -- the outcome is reported.
-        run = self._run(task, fn, args, kwargs)
-        run.send(None)
-        task._handle = self._loop.create_task(run)
+        # done-callback, and so no second trip through the loop per task.
+        loop = self._loop
+        if loop.get_task_factory() is None:
+            task._handle = _Attempt(self._run(task, fn, args, kwargs), loop=loop)
+        else:
+            # The loop makes its tasks its own way: step into a guard first instead.
+            entered = self._run_entered(task, fn, args, kwargs)
+            entered.send(None)
+            task._handle = loop.create_task(entered)
         task._stop_running = self._stop_hook  # an asyncio task: cancellable
 
     async def _run(
@@ -198,12 +203,11 @@ class AsyncioExecutor(Executor):
     ) -> None:
         """The asyncio task of one attempt: call ``fn``, await it, report how it ended.
 
-        ``_start`` steps it once, to the switch point at the top of its try block;
-        ``fn`` is called when asyncio first runs the task, so an attempt cancelled
-        before then leaves no coroutine that was never awaited.
+        ``fn`` is called in the task's first step, so an attempt cancelled before
+        then leaves no coroutine that was never awaited (see ``_Attempt`` for how
+        such an attempt is reported).
         """
         try:
-            await _ENTERED
             value = await fn(*args, **kwargs)
         except BaseException as error:
             self._ended(task, None, error)
@@ -228,6 +232,26 @@ class AsyncioExecutor(Executor):
             self._succeeded(task, value)
         else:
             self._failed(task, error)
+        self._release()
+
+    async def _run_entered(
+        self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """``_run``, for a loop with its own task factory: ``_start`` steps this once, into
+        its try block, so that a cancel before asyncio first runs it is still reported."""
+        try:
+            await _ENTERED
+        except BaseException as error:
+            self._ended(task, None, error)
+            raise
+        await self._run(task, fn, args, kwargs)
+
+    def _never_ran(self, task: _Task, attempt: asyncio.Task[None]) -> None:
+        """Loop thread: an attempt cancelled before its first step is done; report it."""
+        if attempt in self._stopped:
+            self._stopped.discard(attempt)  # stopped by taskkit: already reported
+        elif task._state == RUNNING and task._handle is attempt:
+            self._failed(task, asyncio.CancelledError())
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
@@ -316,6 +340,34 @@ class AsyncioExecutor(Executor):
         admission = self._admission
         if not admission.running and not admission.waiting and not self._incoming:
             self._loop.stop()
+
+
+class _Attempt(asyncio.Task[None]):
+    """The asyncio task of one attempt of a submitted ``async def`` call.
+
+    An asyncio task like any other, but for one case: cancelled before its first
+    step, its coroutine (``AsyncioExecutor._run``) never runs, so nothing in it can
+    report how the attempt ended.  ``cancel`` notices that case and has the executor
+    report the attempt once the task is done; every other attempt costs nothing
+    extra.  It holds no reference of its own to the executor or the taskkit task (a
+    cycle with ``task._handle`` would leave every finished task to the collector):
+    an unstarted coroutine's frame already holds both, as its arguments.
+    """
+
+    __slots__ = ("_report",)  # set by the first cancel before the first step
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        coro: Any = self.get_coro()
+        if inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+            return super().cancel(msg)
+        arguments = coro.cr_frame.f_locals  # _run(self, task, fn, args, kwargs), unstarted
+        if not super().cancel(msg):
+            return False
+        if getattr(self, "_report", None) is None:  # once, however often it is cancelled
+            executor, task = arguments["self"], arguments["task"]
+            self._report = functools.partial(executor._never_ran, task)
+            self.add_done_callback(self._report)
+        return True
 
 
 class _Entered:
