@@ -278,8 +278,9 @@ class AsyncioExecutor(Executor):
 
     def _request_cancel(self, atask: asyncio.Task[Any]) -> bool:
         """Any thread: cancel a running task at its next await."""
-        # Marked before the cancel can take effect, so that _done never reports the
-        # CancelledError as the outcome: the caller settles the future as cancelled.
+        # Marked before the cancel can take effect, so that the attempt's end (_ended,
+        # _never_ran or _done) never reports the CancelledError as its outcome: the
+        # caller settles the future as cancelled.
         self._stopped.add(atask)
         if self._on_loop():
             atask.cancel()
