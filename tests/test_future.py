@@ -76,6 +76,21 @@ def test_a_finished_future_refuses_a_second_outcome() -> None:
     assert future.exception() is None
 
 
+def test_a_waiter_whose_help_fell_short_still_sees_a_result_set_meanwhile() -> None:
+    # A backend's help (the process backend reads the worker's reply in the waiting
+    # thread) runs with the lock released; the result may be set meanwhile, by someone
+    # else, while the help itself reports that it did not finish the future.
+    future: Future[int] = Future()
+
+    def help_that_falls_short(timeout: float | None) -> bool:
+        future.set_result(5)  # as the manager thread would, while the waiter helps
+        return False
+
+    future._help = help_that_falls_short
+    assert future.result(timeout=5) == 5
+    assert future._sleepers is None  # it saw the result, rather than sleep until the timeout
+
+
 def test_many_threads_wait_on_one_future() -> None:
     future: Future[str] = Future()
     waiting = threading.Barrier(9)

@@ -222,7 +222,9 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 done = help(timeout)
             finally:
                 self._condition._acquire_restore(saved)
-            if done:
+            # Looked at again under the lock: the future may have settled by another
+            # path while the lock was released, and then nobody would wake a sleeper.
+            if done or self._state not in (PENDING, RUNNING):
                 return
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))
