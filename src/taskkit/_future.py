@@ -151,10 +151,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 # Pending: cancelled now, and as_completed()/wait() waiters are told at
                 # once rather than when a worker next looks: it may never look.
                 stop = None
-                self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiter_list or ():
-                    waiter.add_cancelled(self)
-                self._wake_sleepers()
+                self._mark_cancelled()
         if stop is not None:
             return stop(self) and self._force_cancelled()
         self._invoke_callbacks()
@@ -170,16 +167,10 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         """
         try:
             with self._condition:
-                if self._state in (PENDING, RUNNING):
-                    self._sleep(timeout)
-                state = self._state
-                if state == FINISHED:
-                    if self._exception is not None:
-                        raise self._exception
-                    return self._result  # type: ignore[no-any-return]
-                if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                    raise concurrent.futures.CancelledError()
-                raise TimeoutError()
+                self._wait_finished(timeout)
+                if self._exception is not None:
+                    raise self._exception
+                return self._result  # type: ignore[no-any-return]
         finally:
             self = None  # type: ignore[assignment]  # no cycle through a raised exception
 
@@ -191,13 +182,21 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             TimeoutError: ``timeout`` passed first.
         """
         with self._condition:
-            if self._state in (PENDING, RUNNING):
-                self._sleep(timeout)
-            state = self._state
-            if state == FINISHED:
-                return self._exception
-            if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                raise concurrent.futures.CancelledError()
+            self._wait_finished(timeout)
+            return self._exception
+
+    def _wait_finished(self, timeout: float | None) -> None:
+        """With the lock held: wait until the future is finished, or raise why it is not.
+
+        Raises:
+            CancelledError: the future was cancelled.
+            TimeoutError: ``timeout`` passed first.
+        """
+        if self._state in (PENDING, RUNNING):
+            self._sleep(timeout)
+        if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            raise concurrent.futures.CancelledError()
+        if self._state != FINISHED:
             raise TimeoutError()
 
     def set_result(self, result: T) -> None:
@@ -240,6 +239,13 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         if sleepers is not None:  # else nobody ever waited
             sleepers.notify_all()
 
+    def _mark_cancelled(self) -> None:
+        """Cancelled, and every waiter told (the lock is held)."""
+        self._state = CANCELLED_AND_NOTIFIED
+        for waiter in self._waiter_list or ():
+            waiter.add_cancelled(self)
+        self._wake_sleepers()
+
     def _start(self) -> bool:
         """Move PENDING to RUNNING; False if the future was cancelled meanwhile."""
         with self._condition:
@@ -255,10 +261,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 return False
             if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
-            self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiter_list or ():
-                waiter.add_cancelled(self)
-            self._wake_sleepers()
+            self._mark_cancelled()
         self._invoke_callbacks()
         return True
 
@@ -290,8 +293,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-            if self._sleepers is not None:
-                self._sleepers.notify_all()
+            self._wake_sleepers()
         if settled is not None:
             settled(self)
         if self._callback_list:
