@@ -218,20 +218,11 @@ class AsyncioExecutor(Executor):
 
     def _ended(self, task: _Task, value: Any, error: BaseException | None) -> None:
         """Loop thread, in the attempt's own asyncio task: report its outcome."""
-        stopped = self._stopped
-        if stopped:  # some stop was asked for: perhaps this attempt's
-            me = asyncio.current_task(self._loop)
-            if me in stopped:
-                stopped.discard(me)  # cancelled or timed out: already reported
-                self._release()
-                return
-        if task._state != RUNNING:
-            self._release()  # settled already (cancelled, killed)
-            return
-        if error is None:
-            self._succeeded(task, value)
-        else:
-            self._failed(task, error)
+        # A stale attempt (one a timeout replaced) always had its stop asked for, so
+        # while no stop is pending the task's handle is this attempt.
+        attempt = asyncio.current_task(self._loop) if self._stopped else task._handle
+        if not self._reported_elsewhere(task, attempt):
+            self._report_outcome(task, value, error)
         self._release()
 
     async def _run_entered(
@@ -248,28 +239,34 @@ class AsyncioExecutor(Executor):
 
     def _never_ran(self, task: _Task, attempt: asyncio.Task[None]) -> None:
         """Loop thread: an attempt cancelled before its first step is done; report it."""
-        if attempt in self._stopped:
-            self._stopped.discard(attempt)  # stopped by taskkit: already reported
-        elif task._state == RUNNING and task._handle is attempt:
+        if not self._reported_elsewhere(task, attempt):
             self._failed(task, asyncio.CancelledError())
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
         """Loop thread: a plain function's call on the loop's executor ended."""
         task = self._owners.pop(outcome)
-        stopped = bool(self._stopped) and outcome in self._stopped
-        if stopped:
-            self._stopped.discard(outcome)
-        if stopped or task._handle is not outcome or task._state != RUNNING:
-            self._release()  # timed out or retried: already reported
-            return
-        try:
-            value = outcome.result()
-        except BaseException as error:
-            self._failed(task, error)
-        else:
-            self._succeeded(task, value)
+        if not self._reported_elsewhere(task, outcome):
+            try:
+                value = outcome.result()
+            except BaseException as error:
+                self._failed(task, error)
+            else:
+                self._succeeded(task, value)
         self._release()
+
+    def _reported_elsewhere(self, task: _Task, attempt: asyncio.Future[Any] | None) -> bool:
+        """Loop thread, as ``attempt`` ends: True if its outcome must not be reported.
+
+        That is when its stop was asked for (the asker settled the future as cancelled
+        or timed out), when a newer attempt replaced it, or when the future was settled
+        by another path (a kill).
+        """
+        stopped = self._stopped
+        if stopped and attempt in stopped:
+            stopped.discard(attempt)
+            return True
+        return task._handle is not attempt or task._state != RUNNING
 
     def _release(self) -> None:
         self._admission.release()
