@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,10 +20,27 @@ import taskkit
 from taskkit._future import Future
 
 
-def _set_from_thread(future: Future[Any], value: Any, release: threading.Event) -> threading.Thread:
+def _settle_once_asleep(
+    future: Future[Any], settle: Callable[[], object], sleepers: int = 1
+) -> threading.Thread:
+    """Run ``settle()`` in a thread once ``sleepers`` threads sleep in result()/exception().
+
+    Sleeping is seen under the future's lock, which a waiter gives up only inside its
+    wait: so the future settles while they really sleep, and each must be woken.  The
+    waiters wait with no timeout, so one left asleep fails the test (by its timeout)
+    rather than waking late and passing.
+    """
+
+    def asleep() -> bool:
+        with future._condition:
+            condition: Any = future._sleepers
+            return condition is not None and len(condition._waiters) >= sleepers
+
     def finish() -> None:
-        release.wait()
-        future.set_result(value)
+        deadline = time.monotonic() + 10
+        while not asleep() and time.monotonic() < deadline:
+            time.sleep(0.001)  # polls a state: what follows does not depend on timing
+        settle()
 
     thread = threading.Thread(target=finish)
     thread.start()
@@ -30,10 +49,8 @@ def _set_from_thread(future: Future[Any], value: Any, release: threading.Event) 
 
 def test_result_wakes_a_blocked_thread() -> None:
     future: Future[int] = Future()
-    release = threading.Event()
-    thread = _set_from_thread(future, 7, release)
-    release.set()
-    assert future.result(timeout=10) == 7
+    thread = _settle_once_asleep(future, lambda: future.set_result(7))
+    assert future.result() == 7
     thread.join()
 
 
@@ -49,11 +66,8 @@ def test_exception_waits_for_the_outcome_and_times_out() -> None:
     future: Future[int] = Future()
     with pytest.raises(TimeoutError):
         future.exception(timeout=0.01)
-    release = threading.Event()
-    thread = threading.Thread(target=lambda: (release.wait(), future.set_exception(KeyError(1))))
-    thread.start()
-    release.set()
-    assert isinstance(future.exception(timeout=10), KeyError)
+    thread = _settle_once_asleep(future, lambda: future.set_exception(KeyError(1)))
+    assert isinstance(future.exception(), KeyError)
     thread.join()
     with pytest.raises(KeyError):
         future.result(timeout=0)
@@ -93,19 +107,15 @@ def test_a_waiter_whose_help_fell_short_still_sees_a_result_set_meanwhile() -> N
 
 def test_many_threads_wait_on_one_future() -> None:
     future: Future[str] = Future()
-    waiting = threading.Barrier(9)
     results: list[str] = []
-
-    def wait() -> None:
-        waiting.wait()
-        results.append(future.result(timeout=10))
-
-    threads = [threading.Thread(target=wait) for _ in range(8)]
+    threads = [  # daemons: a waiter left asleep must fail the test, not hang the run's exit
+        threading.Thread(target=lambda: results.append(future.result()), daemon=True)
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
-    waiting.wait()
-    future.set_result("done")
-    for thread in threads:
+    setter = _settle_once_asleep(future, lambda: future.set_result("done"), sleepers=8)
+    for thread in [*threads, setter]:
         thread.join()
     assert results == ["done"] * 8
 
@@ -120,9 +130,8 @@ def test_cancel_wakes_waiters_and_cancelled_error_is_raised() -> None:
 def test_wait_and_as_completed_see_futures_finished_later() -> None:
     first: Future[int] = Future()
     second: Future[int] = Future()
-    release = threading.Event()
-    thread = _set_from_thread(second, 2, release)
-    release.set()
+    thread = threading.Thread(target=second.set_result, args=(2,))
+    thread.start()
     done, not_done = concurrent.futures.wait(
         [first, second], timeout=10, return_when=concurrent.futures.FIRST_COMPLETED
     )
