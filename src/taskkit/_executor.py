@@ -142,10 +142,6 @@ class _Task(Future[Any]):
         # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
         self._handle: Any = None
 
-    def describe(self) -> str:
-        """The task's name, for errors: its ``name`` option or the function's name and a number."""
-        return self.name
-
 
 # What a settled task's keyword arguments become (never handed to a call).
 _NO_KWARGS: dict[str, Any] = {}
@@ -262,7 +258,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         with self._state_lock:
             if self._closed:
                 raise ExecutorClosed(
-                    f"cannot submit {task.describe()}: the {self.backend} executor is closed"
+                    f"cannot submit {task.name}: the {self.backend} executor is closed"
                 )
             self._n_submitted += weight
             self._live[task] = task
@@ -364,7 +360,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             return
         timeout = task._options.timeout
         self._stop_overrunning(task)
-        self._failed(task, TaskTimeout(task.describe(), timeout, self._timeout_detail()))
+        self._failed(task, TaskTimeout(task.name, timeout, self._timeout_detail()))
 
     def _stop_overrunning(self, task: _Task) -> None:
         """Stop a task that overran its deadline (default: nothing can be stopped)."""

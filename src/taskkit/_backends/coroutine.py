@@ -200,7 +200,7 @@ class CoroutineExecutor(Executor):
             # A plain function ran inline, on the scheduler's thread.
             elapsed = time.perf_counter() - start
             if self._threshold is not None and elapsed > self._threshold:
-                self._scheduler.report_blocking(task.describe(), None, elapsed)
+                self._scheduler.report_blocking(task.name, None, elapsed)
             self._report(task, coro, None)
             return
         task._handle = ct

@@ -283,7 +283,7 @@ class DaskExecutor(Executor):
             exc = outcome
         if isinstance(exc, distributed.KilledWorker):
             worker = getattr(exc, "last_worker", None)
-            crashed = WorkerCrashed(task.describe(), getattr(worker, "pid", None), None)
+            crashed = WorkerCrashed(task.name, getattr(worker, "pid", None), None)
             crashed.__cause__ = exc
             return crashed
         return exc

@@ -761,7 +761,7 @@ class ProcessExecutor(Executor):
             ):
                 self._starting += 1
         if task is not None and not worker.killed:
-            self._failed(task, WorkerCrashed(task.describe(), worker.pid, exitcode))
+            self._failed(task, WorkerCrashed(task.name, worker.pid, exitcode))
 
     def _purge_pending(self) -> None:
         if any(task.done() for task in self._pending):

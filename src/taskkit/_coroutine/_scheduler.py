@@ -222,7 +222,7 @@ class Task:
     def name(self) -> str:
         """The task's name: its executor task name, or its function's qualified name."""
         if self._owner is not None:
-            return str(self._owner.describe())
+            return self._owner.name
         coro = self._coro  # a coroutine, or a deferred task's function: both have a name
         return "task" if coro is None else str(getattr(coro, "__qualname__", "task"))
 
