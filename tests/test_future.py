@@ -90,17 +90,16 @@ def test_a_finished_future_refuses_a_second_outcome() -> None:
     assert future.exception() is None
 
 
-def test_a_waiter_whose_help_fell_short_still_sees_a_result_set_meanwhile() -> None:
+def test_a_result_set_while_the_waiter_helps_is_seen_without_sleeping() -> None:
     # A backend's help (the process backend reads the worker's reply in the waiting
-    # thread) runs with the lock released; the result may be set meanwhile, by someone
-    # else, while the help itself reports that it did not finish the future.
+    # thread) runs with the lock released; the future may settle meanwhile by another
+    # path, which then has no sleeper to wake.
     future: Future[int] = Future()
 
-    def help_that_falls_short(timeout: float | None) -> bool:
+    def help_while_settled_elsewhere(timeout: float | None) -> None:
         future.set_result(5)  # as the manager thread would, while the waiter helps
-        return False
 
-    future._help = help_that_falls_short
+    future._help = help_while_settled_elsewhere
     assert future.result(timeout=5) == 5
     assert future._sleepers is None  # it saw the result, rather than sleep until the timeout
 

@@ -76,11 +76,11 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # The condition that result() and exception() sleep on, made by the first of them
     # that has to wait: a threading.Condition over the future's lock, _condition.
     _sleepers: threading.Condition | None = None
-    # Set by a backend: ``help(timeout) -> bool`` does the work that finishes this
-    # future in the waiting thread (the process backend reads the worker's reply
-    # there); a waiter calls it, with the lock released, before it sleeps, and is
-    # done if it returns True.
-    _help: Callable[[float | None], bool] | None = None
+    # Set by a backend: ``help(timeout)`` does the work that finishes this future in
+    # the waiting thread (the process backend reads the worker's reply there); a
+    # waiter calls it, with the lock released, before it sleeps, and sleeps only if
+    # the future is still unsettled afterwards.
+    _help: Callable[[float | None], None] | None = None
 
     def __init__(self) -> None:
         # concurrent.futures.Future.__init__, but the lock is a bare C RLock, a third of
@@ -218,12 +218,12 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             start = time.monotonic()
             saved = self._condition._release_save()
             try:
-                done = help(timeout)
+                help(timeout)
             finally:
                 self._condition._acquire_restore(saved)
-            # Looked at again under the lock: the future may have settled by another
-            # path while the lock was released, and then nobody would wake a sleeper.
-            if done or self._state not in (PENDING, RUNNING):
+            # Looked at under the lock: settled by the help, or by another path while
+            # the lock was released (then nobody would wake a sleeper).
+            if self._state not in (PENDING, RUNNING):
                 return
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - start))

@@ -628,19 +628,15 @@ class ProcessExecutor(Executor):
             self._settle(task, tag, stream, buffers)
         return _HANDLED
 
-    def _help(self, task: _Task, timeout: float | None) -> bool:
+    def _help(self, task: _Task, timeout: float | None) -> None:
         """Wait for ``task`` by reading its worker's socket in the calling thread.
 
         A synchronous ``submit(...).result()`` then costs one process round
         trip: the caller sleeps in poll() on the worker's socket and reads the
         reply itself, instead of the manager thread reading it and waking the
-        caller.  Returns when the task is done (True), the time is up, or
-        helping is not possible (the manager then does the work).
+        caller.  Returns when the task is done, the time is up, or helping is
+        not possible (the manager then does the work).
         """
-        self._read_reply_here(task, timeout)
-        return _done(task)
-
-    def _read_reply_here(self, task: _Task, timeout: float | None) -> None:
         # Once this thread holds the worker's reading lock as the helper, it must let
         # go whatever happens, Ctrl-C included: the manager waits for that lock when
         # the worker exits, so one left held would hang shutdown.
