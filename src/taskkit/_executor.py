@@ -113,6 +113,10 @@ class Statistics:
     max_workers: int
 
 
+# What a settled task's keyword arguments become (never handed to a call).
+_NO_KWARGS: dict[str, Any] = {}
+
+
 class _Task(Future[Any]):
     """One submitted call (or one chunk of a map): the future ``submit`` returns, and the
     executor's bookkeeping for it.
@@ -124,6 +128,17 @@ class _Task(Future[Any]):
     after its result does not keep them alive.
     """
 
+    # What most tasks keep, as class defaults: set on the few tasks that differ.
+    _options: TaskOptions = _NO_OPTIONS
+    _args: tuple[Any, ...] = ()
+    _kwargs: dict[str, Any] = _NO_KWARGS
+    _weight = 1
+    _attempt = 0
+    _started = False
+    _deadline: Deadline | None = None
+    # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
+    _handle: Any = None
+
     def __init__(
         self,
         fn: Callable[..., Any],
@@ -133,18 +148,12 @@ class _Task(Future[Any]):
         weight: int,
     ) -> None:
         Future.__init__(self)
-        self._fn, self._args, self._kwargs, self._options = fn, args, kwargs, options
-        self._name = options.name
-        self._weight = weight
-        self._attempt = 0
-        self._started = False
-        self._deadline: Deadline | None = None
-        # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
-        self._handle: Any = None
-
-
-# What a settled task's keyword arguments become (never handed to a call).
-_NO_KWARGS: dict[str, Any] = {}
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        if options is not _NO_OPTIONS:
+            self._options = options
+            self._name = options.name
+        if weight != 1:
+            self._weight = weight
 
 
 class Executor(concurrent.futures.Executor, abc.ABC):
@@ -182,6 +191,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         self._joining = 0  # threads waiting in join(): only then is _all_done notified
         self._n_submitted = self._n_done = self._n_failed = 0
         self._n_cancelled = self._n_retried = self._n_timed_out = 0
+        # Counted without the lock, only ever by the thread of the backend's event loop.
+        self._n_loop_submitted = self._n_loop_done = 0
         self._live: dict[Future[Any], _Task] = {}
         # Bound once, not once per task.
         self._settle_hook = self._settled
@@ -396,6 +407,20 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             future._state == FINISHED and not isinstance(future._exception, TaskTimeout)
         ):
             task._args, task._kwargs = (), _NO_KWARGS
+
+    def _settled_with_value(self, task: _Task) -> None:
+        """``_settled``, without the lock, for a task that finished with a value on the
+        thread that owns the ``_n_loop_*`` counts (a backend's event-loop thread)."""
+        live = self._live
+        del live[task]
+        self._n_loop_done += 1
+        if self._joining and not live:
+            with self._state_lock:
+                self._all_done.notify_all()
+        if task._args:
+            task._args = ()
+        if task._kwargs:
+            task._kwargs = _NO_KWARGS
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
         # A map chunk, of any size, stops at its first failing call: count what really ran.
@@ -618,11 +643,13 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     async def _await_idle(self) -> None:
         """Wait for the submitted work without blocking the caller's event loop."""
         self.close()
-        with self._state_lock:
-            futures = list(self._live)
-        for future in futures:
-            if not future.done():
-                await asyncio.wait([asyncio.wrap_future(future)])
+        while True:
+            # The oldest unfinished task: by the time it is done, most others are too.
+            with self._state_lock:
+                oldest = next(iter(self._live), None)
+            if oldest is None:
+                return
+            await asyncio.wait([asyncio.wrap_future(oldest)])
 
     # ------------------------------------------------------------ primitives
 
@@ -668,14 +695,17 @@ class Executor(concurrent.futures.Executor, abc.ABC):
     def statistics(self) -> Statistics:
         """Return a snapshot of the executor's counters."""
         with self._state_lock:
-            finished = self._n_done + self._n_failed + self._n_cancelled
-            running = sum(task._weight for task in self._live.values() if task._started)
+            # A copy first: a backend's loop thread may add or remove tasks meanwhile.
+            running = sum(task._weight for task in list(self._live.values()) if task._started)
+            submitted = self._n_submitted + self._n_loop_submitted
+            done = self._n_done + self._n_loop_done
+            finished = done + self._n_failed + self._n_cancelled
             return Statistics(
                 backend=self.backend,
-                submitted=self._n_submitted,
-                pending=max(0, self._n_submitted - running - finished),
+                submitted=submitted,
+                pending=max(0, submitted - running - finished),
                 running=running,
-                done=self._n_done,
+                done=done,
                 failed=self._n_failed,
                 cancelled=self._n_cancelled,
                 retried=self._n_retried,

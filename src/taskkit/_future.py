@@ -60,6 +60,10 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     same value, or raises the same exception, as ``fut.result()``.
     """
 
+    # A new future's state; set on the future itself as it changes.
+    _state: str = PENDING
+    _result: Any = None
+    _exception: BaseException | None = None
     # Set by the backend while the task runs: ``stop(future)`` stops the running
     # task and returns True if it will stop (the future then ends as cancelled).
     _stop_running: Callable[[Future[Any]], bool] | None = None
@@ -88,9 +92,6 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         # Every concurrent.futures function only takes a future's ``_condition``; the
         # methods that also wait or notify on it are written here.
         self._condition: Any = _thread.RLock()
-        self._state = PENDING
-        self._result: Any = None
-        self._exception: BaseException | None = None
 
     # Read by concurrent.futures code, always with the condition held.
     @property
@@ -127,6 +128,10 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         settled, self._on_settled = self._on_settled, None
         if settled is not None:
             settled(self)
+        self._invoke_done_callbacks()
+
+    def _invoke_done_callbacks(self) -> None:
+        """Run the done-callbacks added with ``add_done_callback`` (not the executor's)."""
         super()._invoke_callbacks()  # type: ignore[misc]
 
     def cancel(self) -> bool:
@@ -274,11 +279,30 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         return self._complete(None, exception)
 
     def _complete(self, result: T | None, exception: BaseException | None) -> bool:
-        # As set_result/set_exception, plus the executor's bookkeeping, which
-        # runs after the waiters are told but before the done-callbacks.  A woken
-        # waiter needs the GIL, which this thread keeps until it next blocks, so
-        # the bookkeeping is all but always done by the time the waiter runs, and
-        # it no longer lengthens a synchronous round trip.
+        """Finish the future, then run the executor's bookkeeping and the done-callbacks.
+
+        False if it had already finished or been cancelled.
+        """
+        # The bookkeeping runs after the waiters are told but before the done-callbacks.
+        # A woken waiter needs the GIL, which this thread keeps until it next blocks, so
+        # the bookkeeping is all but always done by the time the waiter runs, and it
+        # no longer lengthens a synchronous round trip.
+        if not self._finish(result, exception):
+            return False
+        settled, self._on_settled = self._on_settled, None
+        if settled is not None:
+            settled(self)
+        if self._callback_list:
+            self._invoke_done_callbacks()
+        return True
+
+    def _finish(self, result: T | None, exception: BaseException | None) -> bool:
+        """Set the outcome and wake every waiter; False if the future had already
+        finished or been cancelled.
+
+        The one transition to FINISHED: whoever makes it owns the bookkeeping that
+        follows (no other path can settle the future after it).
+        """
         with self._condition:
             if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
                 return False
@@ -287,17 +311,14 @@ class Future(concurrent.futures.Future[T], Generic[T]):
             else:
                 self._exception = exception
             self._state = FINISHED
-            settled, self._on_settled = self._on_settled, None
             for waiter in self._waiter_list or ():
                 if exception is None:
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-            self._wake_sleepers()
-        if settled is not None:
-            settled(self)
-        if self._callback_list:
-            concurrent.futures.Future._invoke_callbacks(self)  # type: ignore[attr-defined]
+            sleepers = self._sleepers  # _wake_sleepers, inlined on this hot path
+            if sleepers is not None:
+                sleepers.notify_all()
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
