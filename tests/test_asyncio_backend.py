@@ -7,10 +7,13 @@ import concurrent.futures
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import taskkit
 from taskkit._backends.asyncio import AsyncioExecutor
@@ -337,3 +340,250 @@ def test_taskkit_sleep_and_checkpoint_work_on_this_backend(
         return "ok"
 
     assert ex.submit(portable).result(timeout=10) == "ok"
+
+
+# ---------------------------------------------------------------------------------------
+# submit() from a task on the executor's loop: an async def function starts at once, as a
+# task counted by the loop's thread (see AsyncioExecutor.submit).  These tests pin that it
+# behaves as every other submit does.
+
+
+async def add(x: int, *, plus: int = 0) -> int:
+    await asyncio.sleep(0)
+    return x + plus
+
+
+async def fails() -> None:
+    raise ValueError("no")
+
+
+def test_submit_from_the_loop_counts_and_settles_like_any_submit() -> None:
+    async def main() -> tuple[taskkit.Statistics, list[int], taskkit.Statistics]:
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            futures = [ex.submit(add, i, plus=1) for i in range(100)]
+            during = ex.statistics()
+            values = [await future for future in futures]
+            with pytest.raises(ValueError, match="no"):
+                await ex.submit(fails)
+        return during, values, ex.statistics()
+
+    during, values, after = asyncio.run(main())
+    assert values == list(range(1, 101))
+    assert (during.submitted, during.running, during.pending, during.done) == (100, 100, 0, 0)
+    assert (after.submitted, after.done, after.failed, after.running, after.pending) == (
+        101,
+        100,
+        1,
+        0,
+        0,
+    )
+
+
+def test_tasks_submitted_by_a_task_of_the_executors_own_loop(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+
+    async def parent() -> int:
+        futures = [ex.submit(add, i) for i in range(10)]
+        return sum([await future for future in futures])
+
+    assert ex.submit(parent).result(timeout=10) == 45
+    ex.shutdown(wait=True)  # its loop stops once the children are done too
+    stats = ex.statistics()
+    assert (stats.submitted, stats.done, stats.running) == (11, 11, 0)
+
+
+def test_threads_waiting_on_futures_submitted_from_the_loop_are_woken() -> None:
+    def wait_in_threads(futures: list[taskkit.Future[int]]) -> tuple[list[Any], list[Any]]:
+        as_completed = taskkit.as_completed
+        seen: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda: seen.append(futures[0].result())),
+            threading.Thread(
+                target=lambda: seen.append(len(concurrent.futures.wait(futures[1:]).done))
+            ),
+            threading.Thread(
+                target=lambda: seen.append(sorted(f.result() for f in as_completed(futures)))
+            ),
+        ]
+        for thread in threads:
+            thread.daemon = True  # one left waiting fails the test, not the run's exit
+            thread.start()
+        return threads, seen
+
+    async def main() -> list[Any]:
+        gate = asyncio.Event()
+
+        async def gated(x: int) -> int:
+            await gate.wait()
+            return x
+
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            futures = [ex.submit(gated, i) for i in range(3)]
+            threads, seen = wait_in_threads(futures)
+            # The gate opens once every thread waits: one asleep in result(), two
+            # registered as waiters by wait() and as_completed().
+            while not (
+                futures[0]._sleepers is not None
+                and len(futures[0]._sleepers._waiters) == 1  # type: ignore[attr-defined]
+                and len(futures[2]._waiter_list or ()) == 2
+            ):
+                await asyncio.sleep(0)
+            gate.set()
+            await asyncio.gather(*futures)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 10)
+        return sorted(seen, key=repr)
+
+    assert asyncio.run(main()) == [0, 2, [0, 1, 2]]
+
+
+@pytest.mark.parametrize("how", ["by its future", "from outside"])
+def test_a_task_submitted_from_the_loop_and_cancelled_before_it_starts(how: str) -> None:
+    calls = []
+
+    async def counted() -> str:
+        calls.append(1)
+        return "ran"
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        async with taskkit.open_executor("asyncio", loop=loop) as ex:
+            doomed = ex.submit(counted)
+            if how == "by its future":
+                cancelled = doomed.cancel()
+            else:  # as code that cancels every task on the loop would, twice
+                for _ in range(2):
+                    for other in asyncio.all_tasks():
+                        if other is not asyncio.current_task():
+                            other.cancel()
+                cancelled = True
+            seen: list[Any] = [cancelled]
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(doomed), 5)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+            seen.append(await ex.submit(counted))
+        stats = ex.statistics()
+        return [*seen, stats.cancelled, stats.done, stats.running]
+
+    # Its body never ran and no coroutine is left un-awaited (warnings are errors here);
+    # its place was given back, and the executor closed without waiting for it.
+    assert asyncio.run(main()) == [True, "cancelled", "ran", 1, 1, 0]
+    assert calls == [1]
+
+
+def test_a_running_task_submitted_from_the_loop_is_cancelled_from_another_thread() -> None:
+    async def main() -> list[Any]:
+        started, finally_ran = asyncio.Event(), []
+
+        async def forever() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                finally_ran.append(True)
+
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            fut = ex.submit(forever)
+            await started.wait()
+            cancelled = await asyncio.to_thread(fut.cancel)
+            with pytest.raises(concurrent.futures.CancelledError):
+                await fut
+            await asyncio.sleep(0)  # the cancel lands at the task's next await
+        stats = ex.statistics()
+        return [cancelled, finally_ran, stats.cancelled, stats.running]
+
+    assert asyncio.run(main()) == [True, [True], 1, 0]
+
+
+def test_submit_from_the_loop_after_close_is_refused() -> None:
+    async def main() -> None:
+        ex = taskkit.open_executor("asyncio", loop=asyncio.get_running_loop())
+        ex.close()
+        with pytest.raises(taskkit.ExecutorClosed):
+            ex.submit(add, 1)
+        ex.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_loops_task_factory_still_makes_the_tasks_submitted_from_it() -> None:
+    made: list[Any] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Task[Any]:
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **options)
+
+    async def main() -> tuple[int, int]:
+        asyncio.get_running_loop().set_task_factory(factory)
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            return await ex.submit(add, 1, plus=2), len(made)
+
+    assert asyncio.run(main()) == (3, 1)
+
+
+def test_a_future_submitted_from_the_loop_drops_its_arguments_when_done() -> None:
+    class Big:
+        pass
+
+    async def takes(big: Big) -> int:
+        return 1
+
+    async def main() -> tuple[int, bool]:
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            big = Big()
+            alive = weakref.ref(big)
+            fut = ex.submit(takes, big)
+            del big
+            value = await fut
+        return value, alive() is None
+
+    assert asyncio.run(main()) == (1, True)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["returns", "raises", "cancelled at once", "cancelled running"]),
+        max_size=30,
+    )
+)
+def test_every_future_submitted_from_the_loop_settles_once_and_is_counted(
+    plan: list[str],
+) -> None:
+    async def step(outcome: str, started: asyncio.Event) -> str:
+        started.set()
+        await asyncio.sleep(0)
+        if outcome == "raises":
+            raise KeyError(outcome)
+        if outcome == "cancelled running":
+            await asyncio.Event().wait()  # until cancelled
+        return outcome
+
+    async def main() -> tuple[list[str], taskkit.Statistics]:
+        async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            started = [asyncio.Event() for _ in plan]
+            futures = [ex.submit(step, what, s) for what, s in zip(plan, started, strict=True)]
+            for what, future, event in zip(plan, futures, started, strict=True):
+                if what == "cancelled at once":
+                    assert future.cancel()
+                elif what == "cancelled running":
+                    await event.wait()
+                    assert future.cancel()
+            ends = []
+            for future in futures:
+                try:
+                    ends.append(await future)
+                except KeyError:
+                    ends.append("raises")
+                except concurrent.futures.CancelledError:
+                    ends.append("cancelled")
+        return ends, ex.statistics()
+
+    ends, stats = asyncio.run(main())
+    assert ends == [what if what in ("returns", "raises") else "cancelled" for what in plan]
+    assert (stats.submitted, stats.running, stats.pending) == (len(plan), 0, 0)
+    assert stats.done == plan.count("returns")
+    assert stats.failed == plan.count("raises")
+    assert stats.cancelled == len(plan) - stats.done - stats.failed

@@ -10,6 +10,12 @@ Data flow::
                                                                                     ▼
                                   _succeeded / _failed ──► the taskkit.Future settles
 
+    On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
+    task is made running and its asyncio task is created at once, and a task that
+    ends with a value is settled and counted by ``_run`` itself, without the
+    executor's lock.  asyncio code that submits by the hundred thousand pays little
+    more than ``loop.create_task`` would cost it.
+
 The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
 and installed), or an existing loop passed as ``loop=``, which the executor uses
 but never stops or closes.  Per-task timeouts are ``loop.call_later`` timers and
@@ -20,23 +26,35 @@ A map chunk of an ``async def`` function runs its calls as concurrent tasks.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import collections
 import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Generator
+from asyncio import _get_running_loop
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures._base import RUNNING
-from typing import Any, final
+from types import FunctionType
+from typing import Any, TypeVar, final, overload
+
+from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
-from .._executor import Executor, _Task, is_async_callable
-from .._future import _await_hooks, await_in_asyncio, set_await_hook
+from .._errors import ExecutorClosed
+from .._executor import _NO_OPTIONS, Executor, _Task, is_async_callable
+from .._future import Future, _await_hooks, await_in_asyncio, set_await_hook
 from .._timer import Deadline
 from ._admission import Admission
 
 __all__ = ["AsyncioExecutor"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_CO_COROUTINE = inspect.CO_COROUTINE
+_NOWHERE: Any = object()  # no event loop is this one
 
 _live_executors: weakref.WeakSet[AsyncioExecutor] = weakref.WeakSet()
 
@@ -123,6 +141,11 @@ class AsyncioExecutor(Executor):
             )
             self._thread.start()
             _live_executors.add(self)
+        # submit() from a task on the loop starts an async def function at once, as a
+        # task of this executor's own class (see _loop_task_class); with max_workers
+        # set, it may have to wait its turn instead.
+        self._start_at_once_on = self._loop if max_workers is None else _NOWHERE
+        self._loop_task = _loop_task_class(self)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -149,6 +172,61 @@ class AsyncioExecutor(Executor):
         return asyncio._get_running_loop() is self._loop
 
     # ------------------------------------------------------- executor hooks
+
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
+
+    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)``: ``await ex.submit(fn, x)`` is ``await fn(x)``.
+
+        As ``Executor.submit``.  From code on the executor's loop (with no
+        ``max_workers`` limit), an ``async def`` function becomes an asyncio task
+        at once, as ``loop.create_task`` makes one, and costs little more: asyncio
+        code may submit tasks by the hundred thousand.
+
+        Args:
+            fn: an ``async def`` function (awaited on the loop) or a plain callable
+                (run on the loop's default executor).
+            *args: positional arguments for ``fn``.
+            **kwargs: keyword arguments for ``fn``.
+
+        Returns:
+            A ``taskkit.Future`` for the call's result.
+
+        Raises:
+            ExecutorClosed: after ``close()`` or ``shutdown()``.
+            TypeError: ``fn`` is not callable.
+        """
+        loop = self._loop
+        if not (
+            _get_running_loop() is self._start_at_once_on
+            and type(fn) is FunctionType
+            and fn.__code__.co_flags & _CO_COROUTINE
+            and loop.get_task_factory() is None
+        ):
+            return self._submit(fn, args, kwargs, _NO_OPTIONS)
+        # Executor._submit and _start in one, on the loop's own thread: no other thread
+        # has seen the task yet, so it is made running, and it is counted without the
+        # lock (the _n_loop_* counts are only ever changed by this thread).
+        if self._closed:
+            raise ExecutorClosed(f"cannot submit {fn.__qualname__}: the asyncio executor is closed")
+        task_class = self._loop_task
+        task = task_class.__new__(task_class)
+        task._fn = fn
+        if args:
+            task._args = args
+        if kwargs:
+            task._kwargs = kwargs
+        task._handle = _Attempt(self._run(task, fn, args, task._kwargs), loop=loop)
+        self._live[task] = task
+        self._n_loop_submitted += 1
+        self._admission.running += 1
+        return task
 
     def _dispatch(self, task: _Task) -> None:
         if asyncio._get_running_loop() is self._loop:  # submitted from a task on the loop
@@ -214,7 +292,19 @@ class AsyncioExecutor(Executor):
             if not isinstance(error, Exception):
                 raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
         else:
-            self._ended(task, value, None)
+            if self._stopped or type(task) is not self._loop_task:
+                self._ended(task, value, None)
+                return
+            # _ended, for a task submit() started on the loop: it has no deadline and no
+            # place under max_workers, no stop is pending, and it is counted here, by the
+            # loop's thread, without the lock (see Executor._settled for the general case).
+            if task._finish(value, None):
+                self._settled_with_value(task)
+                if task._callback_list:
+                    task._invoke_done_callbacks()
+            self._admission.running -= 1
+            if self._stop_when_idle:
+                self._stop_if_idle()
 
     def _ended(self, task: _Task, value: Any, error: BaseException | None) -> None:
         """Loop thread, in the attempt's own asyncio task: report its outcome."""
@@ -222,7 +312,7 @@ class AsyncioExecutor(Executor):
         # while no stop is pending the task's handle is this attempt.
         attempt = asyncio.current_task(self._loop) if self._stopped else task._handle
         if not self._reported_elsewhere(task, attempt):
-            self._report_outcome(task, value, error)
+            self._report(task, value, error)
         self._release()
 
     async def _run_entered(
@@ -240,7 +330,7 @@ class AsyncioExecutor(Executor):
     def _never_ran(self, task: _Task, attempt: asyncio.Task[None]) -> None:
         """Loop thread: an attempt cancelled before its first step is done; report it."""
         if not self._reported_elsewhere(task, attempt):
-            self._failed(task, asyncio.CancelledError())
+            task._force_cancelled()  # cancelled by code outside taskkit
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
@@ -250,10 +340,21 @@ class AsyncioExecutor(Executor):
             try:
                 value = outcome.result()
             except BaseException as error:
-                self._failed(task, error)
+                self._report(task, None, error)
             else:
                 self._succeeded(task, value)
         self._release()
+
+    def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        """Report how an attempt ended (its stop was not asked for by taskkit).
+
+        Cancelled by other code (one that cancels every task on the loop, say, or the
+        loop's own clean-up), the future is cancelled, as the asyncio task was.
+        """
+        if isinstance(error, asyncio.CancelledError):
+            task._force_cancelled()
+        else:
+            self._report_outcome(task, value, error)
 
     def _reported_elsewhere(self, task: _Task, attempt: asyncio.Future[Any] | None) -> bool:
         """Loop thread, as ``attempt`` ends: True if its outcome must not be reported.
@@ -383,6 +484,28 @@ _ENTERED = _Entered()
 
 # A thread running an asyncio loop awaits taskkit Futures this way (its await hook).
 await_on_loop = await_in_asyncio
+
+
+def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
+    """The class of the tasks ``executor.submit`` starts on its loop.
+
+    What these tasks share is kept once, on their class rather than on each task:
+    they start out running, they have their executor's hooks, and one lock serves
+    them all.  Each holds it for a few lines at a time, while a lock of its own would
+    be one more object per task for the garbage collector to walk.
+    """
+    return type(
+        "_Task",
+        (_Task,),
+        {
+            "__module__": __name__,
+            "_condition": _thread.RLock(),
+            "_state": RUNNING,
+            "_started": True,
+            "_on_settled": executor._settle_hook,
+            "_stop_running": executor._stop_hook,
+        },
+    )
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
