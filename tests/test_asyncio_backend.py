@@ -357,10 +357,15 @@ async def fails() -> None:
     raise ValueError("no")
 
 
-def test_submit_from_the_loop_counts_and_settles_like_any_submit() -> None:
+@pytest.mark.parametrize("loop_kind", ["asyncio's", "another"])
+def test_submit_from_the_loop_counts_and_settles_like_any_submit(loop_kind: str) -> None:
     async def main() -> tuple[taskkit.Statistics, list[int], taskkit.Statistics]:
         async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+            assert isinstance(ex, AsyncioExecutor)
+            if loop_kind == "another":  # as uvloop's: asked for the running loop instead
+                ex._loop_thread_known = False
             futures = [ex.submit(add, i, plus=1) for i in range(100)]
+            assert all(type(future) is ex._loop_task for future in futures)  # started at once
             during = ex.statistics()
             values = [await future for future in futures]
             with pytest.raises(ValueError, match="no"):

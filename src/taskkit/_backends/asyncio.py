@@ -33,6 +33,7 @@ import functools
 import inspect
 import threading
 import weakref
+from _thread import get_ident
 from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures._base import RUNNING
@@ -54,7 +55,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _CO_COROUTINE = inspect.CO_COROUTINE
-_NOWHERE: Any = object()  # no event loop is this one
 
 _live_executors: weakref.WeakSet[AsyncioExecutor] = weakref.WeakSet()
 
@@ -141,11 +141,16 @@ class AsyncioExecutor(Executor):
             )
             self._thread.start()
             _live_executors.add(self)
-        # submit() from a task on the loop starts an async def function at once, as a
-        # task of this executor's own class (see _loop_task_class); with max_workers
-        # set, it may have to wait its turn instead.
-        self._start_at_once_on = self._loop if max_workers is None else _NOWHERE
+        # submit() from code on the loop starts an async def function at once, as a task
+        # of this executor's own class (see _loop_task_class); with max_workers set, it
+        # may have to wait its turn instead.
+        self._start_at_once = max_workers is None
         self._loop_task = _loop_task_class(self)
+        # asyncio's own loops say which thread runs them in one attribute (None while
+        # stopped), cheaper to read than asking for the running loop; others are asked.
+        self._loop_thread_known = isinstance(self._loop, asyncio.BaseEventLoop) and hasattr(
+            self._loop, "_thread_id"
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -202,9 +207,14 @@ class AsyncioExecutor(Executor):
             ExecutorClosed: after ``close()`` or ``shutdown()``.
             TypeError: ``fn`` is not callable.
         """
-        loop = self._loop
+        loop: Any = self._loop
         if not (
-            _get_running_loop() is self._start_at_once_on
+            self._start_at_once
+            and (
+                get_ident() == loop._thread_id
+                if self._loop_thread_known
+                else _get_running_loop() is loop
+            )
             and type(fn) is FunctionType
             and fn.__code__.co_flags & _CO_COROUTINE
             and loop.get_task_factory() is None
