@@ -125,6 +125,8 @@ class AsyncioExecutor(Executor):
         self._admission = Admission(max_workers, self._start)
         self._stop_when_idle = False
         self._stopped: set[asyncio.Task[Any]] = set()  # tasks whose stop was requested
+        # Attempts cancelled before their first step, until they are reported (_Attempt).
+        self._unstarted_cancels: set[asyncio.Task[Any]] = set()
         # What each plain function's executor call runs: one table and one bound
         # callback, rather than a callback object per call.
         self._owners: dict[asyncio.Future[Any], _Task] = {}
@@ -339,6 +341,7 @@ class AsyncioExecutor(Executor):
 
     def _never_ran(self, task: _Task, attempt: asyncio.Task[None]) -> None:
         """Loop thread: an attempt cancelled before its first step is done; report it."""
+        self._unstarted_cancels.discard(attempt)
         if not self._reported_elsewhere(task, attempt):
             task._force_cancelled()  # cancelled by code outside taskkit
         self._release()
@@ -463,7 +466,9 @@ class _Attempt(asyncio.Task[None]):
     an unstarted coroutine's frame already holds both, as its arguments.
     """
 
-    __slots__ = ("_report",)  # set by the first cancel before the first step
+    # No slot of its own, not even one: an asyncio task one pointer larger measurably
+    # slows every attempt.  Which attempts await their report is kept by the executor.
+    __slots__ = ()
 
     def cancel(self, msg: Any | None = None) -> bool:
         coro: Any = self.get_coro()
@@ -472,10 +477,10 @@ class _Attempt(asyncio.Task[None]):
         arguments = coro.cr_frame.f_locals  # _run(self, task, fn, args, kwargs), unstarted
         if not super().cancel(msg):
             return False
-        if getattr(self, "_report", None) is None:  # once, however often it is cancelled
-            executor, task = arguments["self"], arguments["task"]
-            self._report = functools.partial(executor._never_ran, task)
-            self.add_done_callback(self._report)
+        executor, task = arguments["self"], arguments["task"]
+        if self not in executor._unstarted_cancels:  # once, however often it is cancelled
+            executor._unstarted_cancels.add(self)
+            self.add_done_callback(functools.partial(executor._never_ran, task))
         return True
 
 
