@@ -234,7 +234,7 @@ class AsyncioExecutor(Executor):
             task._args = args
         if kwargs:
             task._kwargs = kwargs
-        task._handle = _Attempt(self._run(task, fn, args, task._kwargs), loop=loop)
+        task._handle = _Attempt(self._run_at_once(task), loop=loop)
         self._live[task] = task
         self._n_loop_submitted += 1
         self._admission.running += 1
@@ -304,12 +304,25 @@ class AsyncioExecutor(Executor):
             if not isinstance(error, Exception):
                 raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
         else:
-            if self._stopped or type(task) is not self._loop_task:
+            self._ended(task, value, None)
+
+    async def _run_at_once(self, task: _Task) -> None:
+        """``_run``, for a task ``submit`` started at once on the loop.
+
+        It has no deadline, no retries and no place under ``max_workers``, so unless a
+        stop is pending, it settles its future and is counted here, by the loop's
+        thread, without the executor's lock (see ``Executor._settled`` for the rest).
+        """
+        try:
+            value = await task._fn(*task._args, **task._kwargs)
+        except BaseException as error:
+            self._ended(task, None, error)
+            if not isinstance(error, Exception):
+                raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
+        else:
+            if self._stopped:
                 self._ended(task, value, None)
                 return
-            # _ended, for a task submit() started on the loop: it has no deadline and no
-            # place under max_workers, no stop is pending, and it is counted here, by the
-            # loop's thread, without the lock (see Executor._settled for the general case).
             if task._finish(value, None):
                 self._settled_with_value(task)
                 if task._callback_list:
@@ -474,7 +487,7 @@ class _Attempt(asyncio.Task[None]):
         coro: Any = self.get_coro()
         if inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
             return super().cancel(msg)
-        arguments = coro.cr_frame.f_locals  # _run(self, task, fn, args, kwargs), unstarted
+        arguments = coro.cr_frame.f_locals  # of _run or _run_at_once(self, task, ...), unstarted
         if not super().cancel(msg):
             return False
         executor, task = arguments["self"], arguments["task"]
