@@ -229,6 +229,8 @@ class AsyncioExecutor(Executor):
             raise ExecutorClosed(f"cannot submit {fn.__qualname__}: the asyncio executor is closed")
         task_class = self._loop_task
         task = task_class.__new__(task_class)
+        task._state = RUNNING
+        task._result = None
         task._fn = fn
         if args:
             task._args = args
@@ -518,17 +520,21 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
     """The class of the tasks ``executor.submit`` starts on its loop.
 
     What these tasks share is kept once, on their class rather than on each task:
-    they start out running, they have their executor's hooks, and one lock serves
-    them all.  Each holds it for a few lines at a time, while a lock of its own would
-    be one more object per task for the garbage collector to walk.
+    they have started, they have their executor's hooks, and one lock serves them
+    all.  Each holds it for a few lines at a time, while a lock of its own would be
+    one more object per task for the garbage collector to walk.
+
+    What each of them sets is held in slots, so that most of them never make the
+    values of an instance dictionary: one allocation less per task, and less for
+    the collector to walk while a burst of submits keeps them all alive.
     """
     return type(
         "_Task",
         (_Task,),
         {
             "__module__": __name__,
+            "__slots__": ("_fn", "_handle", "_state", "_result"),  # each set by submit
             "_condition": _thread.RLock(),
-            "_state": RUNNING,
             "_started": True,
             "_on_settled": executor._settle_hook,
             "_stop_running": executor._stop_hook,
