@@ -12,8 +12,8 @@ Data flow::
 
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
-    ends with a value is settled and counted by ``_run`` itself, without the
-    executor's lock.  asyncio code that submits by the hundred thousand pays little
+    ends with a value is settled and counted by that asyncio task (``_run_at_once``),
+    without the executor's lock.  asyncio code that submits by the hundred thousand pays little
     more than ``loop.create_task`` would cost it.
 
 The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
