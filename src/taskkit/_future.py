@@ -132,7 +132,8 @@ class Future(concurrent.futures.Future[T], Generic[T]):
 
     def _invoke_done_callbacks(self) -> None:
         """Run the done-callbacks added with ``add_done_callback`` (not the executor's)."""
-        super()._invoke_callbacks()  # type: ignore[misc]
+        if self._callback_list:  # most futures never have one
+            super()._invoke_callbacks()  # type: ignore[misc]
 
     def cancel(self) -> bool:
         """Cancel the task; returns True if it will not complete normally.
@@ -289,11 +290,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         # no longer lengthens a synchronous round trip.
         if not self._finish(result, exception):
             return False
-        settled, self._on_settled = self._on_settled, None
-        if settled is not None:
-            settled(self)
-        if self._callback_list:
-            self._invoke_done_callbacks()
+        self._invoke_callbacks()
         return True
 
     def _finish(self, result: T | None, exception: BaseException | None) -> bool:
@@ -316,9 +313,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
-            sleepers = self._sleepers  # _wake_sleepers, inlined on this hot path
-            if sleepers is not None:
-                sleepers.notify_all()
+            self._wake_sleepers()
         return True
 
     def __await__(self) -> Generator[Any, None, T]:

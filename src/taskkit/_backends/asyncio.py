@@ -13,8 +13,8 @@ Data flow::
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
     ends with a value is settled and counted by that asyncio task (``_run_at_once``),
-    without the executor's lock.  asyncio code that submits by the hundred thousand pays little
-    more than ``loop.create_task`` would cost it.
+    without the executor's lock.  asyncio code that submits by the hundred thousand
+    pays little more than ``loop.create_task`` would cost it.
 
 The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
 and installed), or an existing loop passed as ``loop=``, which the executor uses
@@ -327,8 +327,7 @@ class AsyncioExecutor(Executor):
                 return
             if task._finish(value, None):
                 self._settled_with_value(task)
-                if task._callback_list:
-                    task._invoke_done_callbacks()
+                task._invoke_done_callbacks()
             self._admission.running -= 1
             if self._stop_when_idle:
                 self._stop_if_idle()
@@ -473,12 +472,13 @@ class _Attempt(asyncio.Task[None]):
     """The asyncio task of one attempt of a submitted ``async def`` call.
 
     An asyncio task like any other, but for one case: cancelled before its first
-    step, its coroutine (``AsyncioExecutor._run``) never runs, so nothing in it can
-    report how the attempt ended.  ``cancel`` notices that case and has the executor
-    report the attempt once the task is done; every other attempt costs nothing
-    extra.  It holds no reference of its own to the executor or the taskkit task (a
-    cycle with ``task._handle`` would leave every finished task to the collector):
-    an unstarted coroutine's frame already holds both, as its arguments.
+    step, its coroutine (``AsyncioExecutor._run`` or ``_run_at_once``) never runs,
+    so nothing in it can report how the attempt ended.  ``cancel`` notices that case
+    and has the executor report the attempt once the task is done; every other
+    attempt costs nothing extra.  It holds no reference of its own to the executor or
+    the taskkit task (a cycle with ``task._handle`` would leave every finished task to
+    the collector): an unstarted coroutine's frame already holds both, as its
+    arguments.
     """
 
     # No slot of its own, not even one: an asyncio task one pointer larger measurably
