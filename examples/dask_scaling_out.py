@@ -35,5 +35,5 @@ if __name__ == "__main__":
     with taskkit.open_executor("process", max_workers=2) as ex:
         print("process:", program(ex))
     options = {"address": sys.argv[1]} if len(sys.argv) > 1 else {"max_workers": 2}
-    with taskkit.open_executor("dask", **options) as ex:
-        print("dask:   ", program(ex))
+    with taskkit.open_executor("dask", **options) as cluster:
+        print("dask:   ", program(cluster))

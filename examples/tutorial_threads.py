@@ -7,8 +7,12 @@ Run: python examples/tutorial_threads.py
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import taskkit
+
+A = TypeVar("A")
 
 
 def loop() -> None:
@@ -24,10 +28,10 @@ def compute(n: int) -> int:
     return sum(i * i for i in range(n))
 
 
-def timed(backend_workers: int, fn: object, args: list[object]) -> float:
+def timed(backend_workers: int, fn: Callable[[A], object], args: list[A]) -> float:
     with taskkit.open_executor("thread", max_workers=backend_workers) as ex:
         start = time.perf_counter()
-        list(ex.map(fn, args, chunksize=1))  # type: ignore[arg-type]
+        list(ex.map(fn, args, chunksize=1))
         return time.perf_counter() - start
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import taskkit
+from taskkit._backends import backend_class
 from taskkit._errors import describe_exit
 
 
@@ -23,6 +27,42 @@ def test_exported_classes_say_taskkit() -> None:
         obj = getattr(taskkit, name)
         if isinstance(obj, type):
             assert obj.__module__ == "taskkit", name
+
+
+def test_backend_classes_are_public_and_imported_when_named() -> None:
+    # ``import taskkit`` imports no backend (so neither Dask nor multiprocessing's
+    # machinery); naming a class imports its backend, as open_executor does.
+    code = (
+        "import sys, taskkit\n"
+        "def loaded():\n"
+        "    return sorted(m for m in sys.modules if m.startswith('taskkit._backends.')\n"
+        "                  or m == 'distributed')\n"
+        "print(loaded())\n"
+        "print(taskkit.SerialExecutor.__module__, loaded())\n"
+    )
+    src = str(Path(taskkit.__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert ["[]", "taskkit ['taskkit._backends.serial']"] == done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("backend", ["thread", "serial", "coroutine", "asyncio", "process"])
+def test_open_executor_returns_the_public_class(backend: str) -> None:
+    cls = getattr(taskkit, f"{backend.capitalize()}Executor")
+    assert cls is backend_class(backend)
+    assert cls.__module__ == "taskkit"
+    assert f"{backend.capitalize()}Executor" in taskkit.__all__
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    with taskkit.open_executor(backend, max_workers=1) as ex:  # type: ignore[call-overload]
+        assert type(ex) is cls
+
+
+def test_a_missing_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="NoSuchExecutor"):
+        taskkit.NoSuchExecutor  # type: ignore[attr-defined]
 
 
 def test_workloads_map_to_backends() -> None:
@@ -44,12 +84,12 @@ def test_open_executor_by_workload() -> None:
 
 def test_unknown_backend_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match=r"process.*thread"):
-        taskkit.open_executor("threads")  # type: ignore[arg-type]
+        taskkit.open_executor("threads")  # type: ignore[call-overload]
 
 
 def test_unknown_workload_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match=r"cpu.*io"):
-        taskkit.open_executor(workload="gpu")  # type: ignore[arg-type]
+        taskkit.open_executor(workload="gpu")  # type: ignore[call-overload]
 
 
 def test_backend_and_workload_must_agree() -> None:
@@ -61,7 +101,7 @@ def test_max_workers_must_be_positive_int() -> None:
     with pytest.raises(ValueError):
         taskkit.open_executor("thread", max_workers=0)
     with pytest.raises(TypeError):
-        taskkit.open_executor("thread", max_workers=1.5)  # type: ignore[arg-type]
+        taskkit.open_executor("thread", max_workers=1.5)  # type: ignore[call-overload]
 
 
 def test_missing_backend_is_a_taskkit_error(monkeypatch: pytest.MonkeyPatch) -> None:

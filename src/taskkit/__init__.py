@@ -6,6 +6,8 @@ picks one from ``WORKLOADS``); its ``submit`` returns a ``Future`` that is
 also awaitable.  The guide is in ``docs/``.
 """
 
+import typing as _typing
+
 from ._backends import BACKENDS as BACKENDS
 from ._backends import WORKLOADS as WORKLOADS
 from ._backends import BackendName as BackendName
@@ -41,12 +43,41 @@ from ._primitives._protocols import Queue as Queue
 from ._primitives._protocols import Semaphore as Semaphore
 from ._primitives._protocols import Value as Value
 
+if _typing.TYPE_CHECKING:
+    from ._backends.asyncio import AsyncioExecutor as AsyncioExecutor
+    from ._backends.coroutine import CoroutineExecutor as CoroutineExecutor
+    from ._backends.dask import DaskExecutor as DaskExecutor
+    from ._backends.process import ProcessExecutor as ProcessExecutor
+    from ._backends.serial import SerialExecutor as SerialExecutor
+    from ._backends.thread import ThreadExecutor as ThreadExecutor
+else:
+    from ._backends import CLASS_NAMES as _CLASS_NAMES
+    from ._backends import backend_class as _backend_class
+
+    # The backend classes are imported when first named, as open_executor imports them,
+    # so ``import taskkit`` does not import multiprocessing's machinery or Dask.
+    def __getattr__(name: str) -> type:
+        if name not in _CLASS_NAMES:
+            raise AttributeError(f"module 'taskkit' has no attribute {name!r}")
+        cls = globals()[name] = _backend_class(_CLASS_NAMES[name])
+        return cls
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_CLASS_NAMES})
+
+
 __version__ = "0.1.0"
 
 __all__ = (
     # executors
     "open_executor",
     "Executor",
+    "ThreadExecutor",
+    "ProcessExecutor",
+    "AsyncioExecutor",
+    "CoroutineExecutor",
+    "SerialExecutor",
+    "DaskExecutor",
     "Future",
     "as_completed",
     "Statistics",
@@ -87,6 +118,8 @@ __all__ = (
 
 # Tracebacks and docs say ``taskkit.Future``, not ``taskkit._future.Future``.
 for _name in __all__:
+    if _name not in globals():  # a backend class: see __getattr__ (backend_class names it)
+        continue
     _obj = globals()[_name]
     if isinstance(_obj, type) or callable(_obj):
         try:

@@ -659,6 +659,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         ``q.put(x)`` in one task and ``q.get()`` in another returns ``x``; pass the
         queue to tasks as an ordinary argument (process tasks too).  ``maxsize > 0``
         bounds it: ``put`` then waits for room.  See ``docs/primitives.md``.
+        Annotate it to type its items: ``q: taskkit.Queue[int] = ex.queue()``.
         """
         return self._primitive("queue", maxsize)  # type: ignore[no-any-return]
 
@@ -678,8 +679,12 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Return a semaphore with ``n`` free units this executor's tasks share."""
         return self._primitive("semaphore", n)  # type: ignore[no-any-return]
 
-    def value(self, initial: Any) -> Value[Any]:
-        """Return a shared value holding ``initial``, with an atomic ``update(fn)``."""
+    def value(self, initial: T) -> Value[T]:
+        """Return a shared value holding ``initial``, with an atomic ``update(fn)``.
+
+        Its type follows ``initial``: ``ex.value(0)`` is a ``Value[int]``; annotate
+        for more (``v: taskkit.Value[int | None] = ex.value(None)``).
+        """
         return self._primitive("value", initial)  # type: ignore[no-any-return]
 
     def _primitive(self, kind: str, *args: Any) -> Any:

@@ -28,7 +28,7 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = ["Future", "as_completed", "set_await_hook"]
 
@@ -362,6 +362,18 @@ def _wake_waiter(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+@overload
+def as_completed(
+    futures: Iterable[Future[T]], timeout: float | None = None
+) -> Iterator[Future[T]]: ...
+
+
+@overload
+def as_completed(
+    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+) -> Iterator[concurrent.futures.Future[T]]: ...
+
+
 def as_completed(
     futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
 ) -> Iterator[concurrent.futures.Future[T]]:
@@ -369,5 +381,7 @@ def as_completed(
 
     The same as ``concurrent.futures.as_completed``: duplicates are yielded
     once, and ``TimeoutError`` is raised if ``timeout`` seconds pass first.
+    Given ``taskkit.Future[T]`` objects (what ``submit`` returns), it yields
+    them, typed as such, so ``{ex.submit(fn, x): x ...}[fut]`` type-checks.
     """
     return concurrent.futures.as_completed(futures, timeout=timeout)

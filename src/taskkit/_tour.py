@@ -139,7 +139,7 @@ def _time_workload(backend: str, workload: str) -> float | None:
     if workload in {"io", "async"} and backend in {"thread"}:
         options["max_workers"] = 64
     try:
-        with taskkit.open_executor(backend, **options) as ex:  # type: ignore[arg-type]
+        with taskkit.open_executor(backend, **options) as ex:  # type: ignore[call-overload]
             ex.submit(_tiny_task, 1).result()  # start-up is not the workload
             start = time.perf_counter()
             list(ex.map(fn, args, ordered=False))

@@ -45,10 +45,10 @@ def tour_section() -> None:
     # processes=False keeps the tour quick: the workers are threads of this
     # process.  Without it, each worker is a process; with address= it is a
     # real cluster -- and program() stays the same.
-    with taskkit.open_executor("dask", max_workers=2, processes=False) as ex:
+    with taskkit.open_executor("dask", max_workers=2, processes=False) as dask_ex:
         started = time.perf_counter() - start
-        address = ex.scheduler_address  # type: ignore[attr-defined]
-        result = program(ex)
+        address = dask_ex.scheduler_address
+        result = program(dask_ex)
     same = "the same" if result == expected else "NOT the same"
     print(f"  a local cluster started in {started:.2f} s; its scheduler is {address}")
     print(f"  map of 200 calls, 3 submits and a shared queue gave {result}")

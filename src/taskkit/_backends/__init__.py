@@ -12,14 +12,28 @@ import importlib
 import inspect
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .._errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from .._executor import Executor
+    from .asyncio import AsyncioExecutor
+    from .coroutine import CoroutineExecutor
+    from .dask import DaskExecutor
+    from .process import ProcessExecutor
+    from .serial import SerialExecutor
+    from .thread import ThreadExecutor
 
-__all__ = ["BACKENDS", "WORKLOADS", "BackendName", "WorkloadName", "open_executor"]
+__all__ = [
+    "BACKENDS",
+    "CLASS_NAMES",
+    "WORKLOADS",
+    "BackendName",
+    "WorkloadName",
+    "backend_class",
+    "open_executor",
+]
 
 BackendName = Literal["process", "thread", "asyncio", "coroutine", "dask", "serial"]
 WorkloadName = Literal["cpu", "io", "async", "lightweight", "cluster", "debug"]
@@ -48,6 +62,18 @@ WORKLOADS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+#: The public name of each backend's class (``taskkit.ProcessExecutor``...) -> the backend.
+CLASS_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "ProcessExecutor": "process",
+        "ThreadExecutor": "thread",
+        "AsyncioExecutor": "asyncio",
+        "CoroutineExecutor": "coroutine",
+        "DaskExecutor": "dask",
+        "SerialExecutor": "serial",
+    }
+)
+
 _EXTRAS = {"dask": 'pip install "taskkit[dask]"'}
 
 
@@ -66,9 +92,71 @@ def backend_class(name: str) -> type[Executor]:
         raise BackendUnavailable(
             f"the {name!r} backend needs {exc.name!r}, which is not installed: {hint}"
         ) from exc
-    return cast("type[Executor]", module.backend_class)
+    cls = cast("type[Executor]", module.backend_class)
+    cls.__module__ = "taskkit"  # it is public as taskkit.<Backend>Executor
+    return cls
 
 
+# One overload per backend, so ``open_executor("coroutine")`` is a ``CoroutineExecutor``
+# (with its ``spawn``) and ``open_executor(workload="cpu")`` a ``ProcessExecutor``.  The
+# first that matches wins: the thread backend's comes first, as it is the default when
+# neither name is given.  A name held in a ``BackendName`` variable gives ``Executor``.
+@overload
+def open_executor(
+    backend: Literal["thread"] | None = None,
+    *,
+    workload: Literal["io"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> ThreadExecutor: ...
+@overload
+def open_executor(
+    backend: Literal["process"] | None = None,
+    *,
+    workload: Literal["cpu"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> ProcessExecutor: ...
+@overload
+def open_executor(
+    backend: Literal["asyncio"] | None = None,
+    *,
+    workload: Literal["async"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> AsyncioExecutor: ...
+@overload
+def open_executor(
+    backend: Literal["coroutine"] | None = None,
+    *,
+    workload: Literal["lightweight"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> CoroutineExecutor: ...
+@overload
+def open_executor(
+    backend: Literal["dask"] | None = None,
+    *,
+    workload: Literal["cluster"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> DaskExecutor: ...
+@overload
+def open_executor(
+    backend: Literal["serial"] | None = None,
+    *,
+    workload: Literal["debug"] | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> SerialExecutor: ...
+@overload
+def open_executor(
+    backend: BackendName | None = None,
+    *,
+    workload: WorkloadName | None = None,
+    max_workers: int | None = None,
+    **options: Any,
+) -> Executor: ...
 def open_executor(
     backend: BackendName | None = None,
     *,

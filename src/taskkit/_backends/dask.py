@@ -49,18 +49,13 @@ from .._executor import Executor, _Task
 from .._timer import Deadline, call_later
 
 if TYPE_CHECKING:
-    from .._dask._primitives import (
-        DaskEvent,
-        DaskLock,
-        DaskQueue,
-        DaskSemaphore,
-        DaskValue,
-        _Shared,
-    )
+    from .._dask._primitives import _Shared
+    from .._primitives._protocols import Event, Lock, Queue, Semaphore, Value
 
 __all__ = ["DaskExecutor"]
 
 _P = TypeVar("_P", bound="_Shared")
+_T = TypeVar("_T")
 
 _ADDRESS_VARIABLE = "TASKKIT_DASK_ADDRESS"
 
@@ -352,31 +347,31 @@ class DaskExecutor(Executor):
     # the queues, as on every backend, and before the executor closes a client
     # it made, each object keeps what reads need (see _detach_primitives).
 
-    def queue(self, maxsize: int = 0) -> DaskQueue:
+    def queue(self, maxsize: int = 0) -> Queue[Any]:
         """Return a queue shared by this program and its tasks (a Dask ``Queue``)."""
         from .._dask._primitives import DaskQueue
 
         return self._keep(DaskQueue(self._live_client(), maxsize))
 
-    def lock(self) -> DaskLock:
+    def lock(self) -> Lock:
         """Return a lock shared by this program and its tasks (a Dask ``Lock``)."""
         from .._dask._primitives import DaskLock
 
         return self._keep(DaskLock(self._live_client()))
 
-    def event(self) -> DaskEvent:
+    def event(self) -> Event:
         """Return an event shared by this program and its tasks (a Dask ``Event``)."""
         from .._dask._primitives import DaskEvent
 
         return self._keep(DaskEvent(self._live_client()))
 
-    def semaphore(self, n: int = 1) -> DaskSemaphore:
+    def semaphore(self, n: int = 1) -> Semaphore:
         """Return a semaphore with ``n`` permits (a Dask ``Semaphore``)."""
         from .._dask._primitives import DaskSemaphore
 
         return self._keep(DaskSemaphore(self._live_client(), n))
 
-    def value(self, initial: Any = None) -> DaskValue:
+    def value(self, initial: _T) -> Value[_T]:
         """Return a shared value (a Dask ``Variable`` guarded by a Dask ``Lock``)."""
         from .._dask._primitives import DaskValue
 

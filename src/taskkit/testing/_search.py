@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from ._report import add_note, describe, format_schedule, parse_schedule
 from ._runtime import Run, Task
@@ -460,6 +460,10 @@ def _minimize(
     )
 
 
+@overload
+def replay(target: str, *, watchdog: float = 2.0) -> Scheduler: ...
+@overload
+def replay(target: Counterexample, *, watchdog: float = 2.0) -> None: ...
 def replay(target: Counterexample | str, *, watchdog: float = 2.0) -> Scheduler | None:
     """Run a recorded interleaving again.
 
