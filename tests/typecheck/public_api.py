@@ -7,6 +7,7 @@ protocol-typed name a claim that an implementation provides that protocol.
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Generator
 from typing import Any
 
 from typing_extensions import assert_type
@@ -81,6 +82,19 @@ def futures(ex: taskkit.Executor) -> None:
 async def awaiting(ex: taskkit.Executor) -> None:
     assert_type(await ex.submit(square, 3), int)
     assert_type(await ex.submit(asquare, 3), int)
+
+
+def generate(x: int) -> Generator[None, None, str]:
+    yield
+    return str(x)
+
+
+async def spawning(ex: taskkit.CoroutineExecutor) -> None:
+    handles = [ex.spawn(asquare, i) for i in range(3)]
+    assert_type([await handle for handle in handles], list[int])
+    assert_type(await ex.spawn(generate, 1), str)
+    assert_type(ex.spawn(asquare, 1).result(), int)
+    ex.spawn(asquare, "one")  # type: ignore[call-overload]
 
 
 def wrong_calls(ex: taskkit.Executor) -> None:

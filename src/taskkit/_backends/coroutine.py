@@ -23,10 +23,10 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from threading import get_ident
 from types import CoroutineType, FunctionType, GeneratorType
-from typing import Any, Literal, TypeVar, final
+from typing import Any, Literal, Protocol, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
 
@@ -40,6 +40,7 @@ __all__ = ["CoroutineExecutor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 # Code flags of a function whose call returns a coroutine or a generator.
 _MAKES_CORO = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ITERABLE_COROUTINE
@@ -54,6 +55,19 @@ def _at_exit() -> None:
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+
+
+class Spawned(Protocol[T_co]):
+    """The handle ``spawn`` returns, as a type checker sees it: ``await handle`` is a ``T``."""
+
+    @property
+    def name(self) -> str: ...
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def result(self) -> T_co: ...
+    def exception(self) -> BaseException | None: ...
+    def cancel(self) -> bool: ...
+    def __await__(self) -> Generator[Any, None, T_co]: ...
 
 
 @final
@@ -112,7 +126,22 @@ class CoroutineExecutor(Executor):
 
     # ----------------------------------------------------------- public extras
 
-    def spawn(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Task:
+    @overload
+    def spawn(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Spawned[T]: ...
+
+    @overload
+    def spawn(
+        self, fn: Callable[P, Generator[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Spawned[T]: ...
+
+    @overload
+    def spawn(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Spawned[T]: ...
+
+    def spawn(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Spawned[Any]:
         """Start ``fn(*args, **kwargs)`` as a new task beside the caller; return its handle.
 
         The cheap way to make many tasks: no ``Future`` and no hand-off between
