@@ -72,8 +72,10 @@ PROGRAMS = doc_programs()
 def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     """Run ``mypy --strict`` once over every program; map each file to its error lines.
 
-    A doc program's key is its name (``docs_testing_L7``), a file's its resolved path;
-    errors in any other file (taskkit itself) are under ``"elsewhere"``.
+    A doc program's key is its name (``docs_testing_L7``), a file's its resolved path.
+    taskkit itself is checked by ``mypy --strict src``; here it is what the programs
+    import, and where it is on the Python path (as when installed) mypy reports nothing
+    inside it, as for any installed package.
     """
     api = pytest.importorskip("mypy.api")
     folder = tmp_path_factory.mktemp("doc_examples")
@@ -98,6 +100,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
                 str(ROOT / ".mypy_cache"),
                 "--no-error-summary",
                 "--show-error-codes",
+                "--show-absolute-path",
                 *files,
             ]
         )
@@ -109,8 +112,9 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     assert status in (0, 1), stderr  # 2: mypy itself failed
     errors: dict[str, list[str]] = {}
     for line in stdout.splitlines():
-        key = keys.get(str(Path(line.split(":", 1)[0]).resolve()), "elsewhere")
-        errors.setdefault(key, []).append(line)
+        key = keys.get(str(Path(line.split(":", 1)[0]).resolve()))
+        if key is not None:
+            errors.setdefault(key, []).append(line)
     return errors
 
 
@@ -147,9 +151,3 @@ _MAP_OF_ASYNC = pytest.mark.xfail(reason="map is not yet typed for async def fun
 )
 def test_example_type_checks(path: Path, mypy_errors: dict[str, list[str]]) -> None:
     assert not mypy_errors.get(str(path.resolve()))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_no_errors_in_what_they_import(mypy_errors: dict[str, list[str]]) -> None:
-    assert not mypy_errors.get("elsewhere")
