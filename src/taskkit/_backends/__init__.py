@@ -178,6 +178,10 @@ def open_executor(
         max_workers: the most tasks run at once; each backend has a sensible default.
         **options: backend-specific options (e.g. ``start_method`` for ``"process"``).
 
+    Returns:
+        The backend's executor, e.g. a ``taskkit.ProcessExecutor`` for ``"process"``
+        or ``workload="cpu"``; type checkers see that class from the literal name.
+
     Raises:
         ValueError: an unknown backend or workload, both given and disagreeing,
             or ``max_workers < 1``.
