@@ -6,6 +6,7 @@ protocol-typed name a claim that an implementation provides that protocol.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Generator
 from typing import Any
@@ -95,6 +96,18 @@ async def spawning(ex: taskkit.CoroutineExecutor) -> None:
     assert_type(await ex.spawn(generate, 1), str)
     assert_type(ex.spawn(asquare, 1).result(), int)
     ex.spawn(asquare, "one")  # type: ignore[call-overload]
+
+
+def generator_task() -> Generator[Any, None, int]:
+    yield from taskkit.sleep(0.1)
+    yield from taskkit.checkpoint()
+    return 1
+
+
+async def async_task() -> None:
+    await taskkit.sleep(0.1)
+    await taskkit.checkpoint()
+    await asyncio.gather(taskkit.sleep(0), taskkit.checkpoint())
 
 
 def wrong_calls(ex: taskkit.Executor) -> None:

@@ -159,7 +159,14 @@ class _Checkpoint:
 _CHECKPOINT = _Checkpoint()
 
 
-def sleep(seconds: float) -> Awaitable[None]:
+class SwitchPoint(Protocol):
+    """What ``sleep()`` and ``checkpoint()`` return: ``await`` it, or ``yield from`` it."""
+
+    def __await__(self) -> Generator[Any, None, None]: ...
+    def __iter__(self) -> Generator[Any, None, None]: ...
+
+
+def sleep(seconds: float) -> SwitchPoint:
     """Suspend the calling coroutine task for ``seconds``; other tasks run meanwhile.
 
     ``await taskkit.sleep(s)`` in an ``async def`` task (``yield from taskkit.sleep(s)``
@@ -179,7 +186,7 @@ def sleep(seconds: float) -> Awaitable[None]:
     return _Sleep(float(seconds))
 
 
-def checkpoint() -> Awaitable[None]:
+def checkpoint() -> SwitchPoint:
     """Return a switch point: ``await taskkit.checkpoint()`` lets other tasks run first.
 
     A cooperative task that computes for a long time should await this now and then,
