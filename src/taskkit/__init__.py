@@ -1,9 +1,10 @@
 """taskkit: run Python callables concurrently behind one Executor interface.
 
 ``open_executor(backend)`` gives an ``Executor`` for the process, thread,
-asyncio, coroutine, dask or serial backend (or ``open_executor(workload=...)``
-picks one from ``WORKLOADS``); its ``submit`` returns a ``Future`` that is
-also awaitable.  The guide is in ``docs/``.
+asyncio, coroutine, dask or serial backend (``ProcessExecutor``,
+``ThreadExecutor``...; or ``open_executor(workload=...)`` picks one from
+``WORKLOADS``); its ``submit`` returns a ``Future`` that is also awaitable.
+The guide is in ``docs/``.
 """
 
 import typing as _typing
