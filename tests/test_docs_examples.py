@@ -11,7 +11,7 @@ Which ``python`` blocks of README.md and docs/**/*.md are checked:
   skipped; keep these rare;
 * any other block (a fragment that does not import taskkit) is prose and is not checked.
 
-mypy runs once, in this process, over every program together (see ``_mypy_errors``).
+mypy runs once, in this process, over every program together (the ``mypy_errors`` fixture).
 """
 
 from __future__ import annotations
