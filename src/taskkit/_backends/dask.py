@@ -442,7 +442,7 @@ def _unpicklable(
 ) -> SerializationError:
     """Name the part of a call that would not pickle."""
     if fn is run_chunk:  # a map chunk: (user function, list of argument tuples)
-        fn, items = args
+        fn, items = args[:2]
         candidates = [("the function", fn)]
         for index, item in enumerate(items):
             candidates += [(f"argument {i + 1} of map item {index}", a) for i, a in enumerate(item)]
