@@ -459,14 +459,16 @@ class MapRun:
         """The results of a chunk with failures: each raised, or yielded in its place."""
         results, failures, cut_short = taken
         errors = dict(failures)
-        for index, value in enumerate(results):
+        results.reverse()  # popped from the end, so that a yielded result is not kept here
+        for index in range(len(results)):
             error = errors.get(index)
             if error is None:
-                yield value
-            elif self._return_exceptions:
-                yield error
-            else:
+                yield results.pop()
+                continue
+            results.pop()
+            if not self._return_exceptions:
                 raise error
+            yield error
         if cut_short:
             raise failures[-1][1]  # the chunk stopped there: the calls after it never ran
 
@@ -529,9 +531,13 @@ class MapRun:
                 await self._await_chunk(future)
                 taken = self._take(future)
                 del future
-                for value in self._handed_out(taken):
-                    yield value
+                outcomes = iter(self._handed_out(taken))
                 del taken
+                # Yielded as box.pop(): this generator keeps no result it has handed out.
+                box = [next(outcomes, _END)]
+                while box[0] is not _END:
+                    yield box.pop()
+                    box.append(next(outcomes, _END))
             if self._source_error is not None:
                 raise self._source_error
         finally:

@@ -45,7 +45,7 @@ from typing_extensions import ParamSpec
 from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
 from .._errors import ExecutorClosed
 from .._executor import _NO_OPTIONS, Executor, TaskOptions, _Task, is_async_callable
-from .._future import Future, _await_hooks, await_in_asyncio, set_await_hook
+from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -232,6 +232,7 @@ class AsyncioExecutor(Executor):
         task._state = RUNNING
         task._result = None
         task._fn = fn
+        task._number = next_task_number()
         if args:
             task._args = args
         if kwargs:
@@ -540,7 +541,7 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
         (_Task,),
         {
             "__module__": __name__,
-            "__slots__": ("_fn", "_handle", "_state", "_result"),  # each set by submit
+            "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
             "_condition": _thread.RLock(),
             "_started": True,
             "_on_settled": executor._settle_hook,

@@ -256,6 +256,7 @@ class DaskExecutor(Executor):
                 self._settle(*item)
             except BaseException as exc:
                 task._try_set_exception(exc)  # never leave a future hanging
+            del item, task  # not kept while waiting: the caller may have dropped the result
 
     def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
         self._starts.pop(token, None)

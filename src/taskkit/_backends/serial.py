@@ -78,24 +78,27 @@ class SerialExecutor(Executor):
         # changes them, so they are counted without the lock (statistics() adds them in).
         tally = self._tallies.setdefault(get_ident(), [0, 0, 0])
         retries = options.retries
+        # The result about to be yielded: yielded as box.pop(), so that this generator
+        # does not keep a result the consumer has already been given.
+        box: list[Any] = []
         for args in zip(*iterables, strict=False):
             if self._closed:
                 raise ExecutorClosed(
                     f"cannot go on with map: the {self.backend} executor is closed"
                 )
             try:
-                value = fn(*args)
+                box.append(fn(*args))
             except Exception as exc:
                 error: BaseException = exc
             else:
                 tally[0] += 1
-                yield value
+                yield box.pop()
                 continue
             # Retried outside the except block, so a retry's error is not chained to the last.
             for _ in range(retries):
                 tally[2] += 1
                 try:
-                    value = fn(*args)
+                    box.append(fn(*args))
                 except Exception as exc:
                     error = exc
                 else:
@@ -107,7 +110,7 @@ class SerialExecutor(Executor):
                 yield error
                 continue
             tally[0] += 1
-            yield value
+            yield box.pop()
 
     def statistics(self) -> Statistics:
         """Return a snapshot of the executor's counters."""
