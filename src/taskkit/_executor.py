@@ -44,7 +44,7 @@ from ._future import Future, next_task_number
 from ._map import MapMethods
 
 if TYPE_CHECKING:
-    from ._map import MapRun
+    from ._map import MapRun, MapSpec
     from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
     from ._timer import Deadline
 
@@ -495,24 +495,12 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         return self, _NO_OPTIONS
 
     def _map(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
-        return_exceptions: bool,
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
     ) -> Iterator[Any]:
-        """``map`` with these options (a backend may run it its own way)."""
+        """The iterator ``map`` returns (a backend may run a map its own way)."""
         from ._map import MapRun
 
-        run_class = self._map_run_class or MapRun
-        run = run_class(
-            self, fn, iterables, ordered, window, chunksize, timeout, options, return_exceptions
-        )
-        return run.iter()
+        return (self._map_run_class or MapRun)(self, fn, iterables, spec).iter()
 
     # -------------------------------------------------------------- lifetime
 

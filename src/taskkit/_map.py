@@ -39,7 +39,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
@@ -50,7 +50,7 @@ from ._future import Future
 if TYPE_CHECKING:
     from ._executor import Executor, TaskOptions
 
-__all__ = ["MapMethods", "MapRun", "with_progress"]
+__all__ = ["MapMethods", "MapRun", "MapSpec", "check_map_arguments", "drain"]
 
 T = TypeVar("T")
 
@@ -176,9 +176,8 @@ class MapMethods:
                 ``return_exceptions``).
         """
         executor, options = self._map_target()
-        results = executor._map(
-            fn, iterables, ordered, window, chunksize, timeout, options, return_exceptions
-        )
+        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
+        results = executor._map(fn, iterables, spec)
         return with_progress(results, iterables) if progress else results
 
     @overload
@@ -250,10 +249,8 @@ class MapMethods:
         ``fn`` may be an ``async def`` function.
         """
         executor, options = self._map_target()
-        run = MapRun(
-            executor, fn, iterables, ordered, window, chunksize, timeout, options, return_exceptions
-        )
-        results = run.aiter()
+        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
+        results = MapRun(executor, fn, iterables, spec).aiter()
         return with_async_progress(results, iterables) if progress else results
 
 
@@ -267,25 +264,35 @@ def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     return min(lengths) if lengths else 0
 
 
+@dataclass(frozen=True)
+class MapSpec:
+    """How a ``map`` or ``amap`` call asked to run: its arguments but the function and inputs."""
+
+    options: TaskOptions
+    ordered: bool = True
+    window: int | None = None
+    chunksize: int | None = None
+    timeout: float | None = None
+    return_exceptions: bool = False
+
+    def __post_init__(self) -> None:
+        window, chunksize, timeout = self.window, self.chunksize, self.timeout
+        if window is not None and (isinstance(window, bool) or window < 1):
+            raise ValueError(f"window must be at least 1, got {window!r}")
+        if chunksize is not None and (isinstance(chunksize, bool) or chunksize < 1):
+            raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+
+
 def check_map_arguments(
-    executor: Executor,
-    fn: Callable[..., Any],
-    iterables: tuple[Iterable[Any], ...],
-    window: int | None,
-    chunksize: int | None,
-    timeout: float | None,
+    executor: Executor, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]
 ) -> None:
-    """Raise what ``map`` raises for bad arguments, before any call is made."""
+    """Raise what ``map`` raises for a bad function or input, before any call is made."""
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
     if not iterables:
         raise TypeError("map() needs at least one iterable")
-    if window is not None and (isinstance(window, bool) or window < 1):
-        raise ValueError(f"window must be at least 1, got {window!r}")
-    if chunksize is not None and (isinstance(chunksize, bool) or chunksize < 1):
-        raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
     if executor.closed:
         raise ExecutorClosed(f"cannot map: the {executor.backend} executor is closed")
 
@@ -303,18 +310,14 @@ class MapRun:
         executor: Executor,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
-        return_exceptions: bool = False,
+        spec: MapSpec,
     ) -> None:
-        check_map_arguments(executor, fn, iterables, window, chunksize, timeout)
+        check_map_arguments(executor, fn, iterables)
+        options, chunksize, timeout = spec.options, spec.chunksize, spec.timeout
         self._executor, self._fn, self._options = executor, fn, options
-        self._ordered = ordered
-        self._return_exceptions = return_exceptions
-        self._window = window or executor._default_window()
+        self._ordered = spec.ordered
+        self._return_exceptions = spec.return_exceptions
+        self._window = spec.window or executor._default_window()
         # Each call a task of its own (see Executor._map_per_call), or chunks of calls.
         self._one_by_one = executor._map_per_call(fn, options)
         if self._one_by_one:

@@ -45,9 +45,9 @@ from typing import Any, cast, final
 
 from .._calls import run_chunk
 from .._errors import RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor, TaskOptions, _Task
+from .._executor import Executor, _Task
 from .._future import Future, _await_hooks
-from .._map import MapRun
+from .._map import MapRun, MapSpec
 from .._process import _wire
 from .._process._worker import run_column, worker_main
 
@@ -987,12 +987,7 @@ class _ProcessMapRun(MapRun):
         executor: ProcessExecutor,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
-        return_exceptions: bool = False,
+        spec: MapSpec,
     ) -> None:
         # Set before the base's __init__, which submits the first window.
         column = iterables[0] if len(iterables) == 1 and callable(fn) else None
@@ -1003,9 +998,7 @@ class _ProcessMapRun(MapRun):
         )
         self._position = 0  # of the next item of _sequence to read
         self._process_executor = executor
-        super().__init__(
-            executor, fn, iterables, ordered, window, chunksize, timeout, options, return_exceptions
-        )
+        super().__init__(executor, fn, iterables, spec)
 
     def _read(self, size: int) -> Sequence[Any]:
         if self._sequence is not None:

@@ -19,8 +19,8 @@ from typing import Any, final
 
 from .._calls import run_to_completion
 from .._errors import ExecutorClosed
-from .._executor import Executor, Statistics, TaskOptions, _Task, is_async_callable
-from .._map import check_map_arguments
+from .._executor import Executor, Statistics, _Task, is_async_callable
+from .._map import MapSpec, check_map_arguments
 
 __all__ = ["SerialExecutor"]
 
@@ -46,38 +46,27 @@ class SerialExecutor(Executor):
         return 1
 
     def _map(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
-        return_exceptions: bool,
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
     ) -> Iterator[Any]:
-        if options.timeout is not None:
+        if spec.options.timeout is not None:
             # A deadline per call: each call is a task with its future, as submit makes.
-            return super()._map(
-                fn, iterables, ordered, window, chunksize, timeout, options, return_exceptions
-            )
-        check_map_arguments(self, fn, iterables, window, chunksize, timeout)
+            return super()._map(fn, iterables, spec)
+        check_map_arguments(self, fn, iterables)
         if is_async_callable(fn):
             fn = functools.partial(run_to_completion, fn)  # each coroutine runs to its end
-        return self._inline_map(fn, iterables, options, return_exceptions)
+        return self._inline_map(fn, iterables, spec.options.retries, spec.return_exceptions)
 
     def _inline_map(
         self,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        options: TaskOptions,
+        retries: int,
         return_exceptions: bool,
     ) -> Iterator[Any]:
         """``map``'s calls, each made when its result is reached, and counted as it ends."""
         # [calls done, failed, re-runs] made by map on this thread: only this thread
         # changes them, so they are counted without the lock (statistics() adds them in).
         tally = self._tallies.setdefault(get_ident(), [0, 0, 0])
-        retries = options.retries
         # The result about to be yielded: yielded as box.pop(), so that this generator
         # does not keep a result the consumer has already been given.
         box: list[Any] = []
