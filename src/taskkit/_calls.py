@@ -131,6 +131,10 @@ async def _attempts(fn: Callable[..., Any], item: tuple[Any, ...], retries: int)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def _raise(error: Exception) -> Any:
+    raise error
+
+
 async def run_chunk_concurrently(
     fn: Callable[..., Any],
     items: Sequence[tuple[Any, ...]],
@@ -149,7 +153,12 @@ async def run_chunk_concurrently(
     tasks: list[_Spawned] = []
     try:
         for item in items:
-            tasks.append(spawn(_attempts(fn, item, retries)))
+            try:
+                # Without retries, the call's own coroutine is the task, as a submit makes.
+                coro = _attempts(fn, item, retries) if retries else fn(*item)
+            except Exception as exc:  # the call failed before its coroutine existed
+                coro = _raise(exc)
+            tasks.append(spawn(coro))
     except BaseException:
         for task in tasks:
             task.cancel()
@@ -160,7 +169,7 @@ async def run_chunk_concurrently(
     try:
         for i, task in enumerate(tasks):
             try:
-                attempts, value = await task
+                value = await task
             except Exception as exc:
                 retried += retries
                 results.append(None)
@@ -170,7 +179,9 @@ async def run_chunk_concurrently(
                         rest.cancel()
                     return results, failures, retried, 0.0
             else:
-                retried += attempts
+                if retries:
+                    attempts, value = value
+                    retried += attempts
                 results.append(value)
     except BaseException:
         for task in tasks:
