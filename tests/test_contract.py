@@ -437,24 +437,38 @@ def test_map_return_exceptions_with_retries_counts_each_call(
 
 @pytest.mark.parametrize("name", [None, "resize"])
 def test_map_timeout_option_is_a_deadline_per_call_named_after_it(
-    backend: str, make_executor: Callable[..., taskkit.Executor], name: str | None
+    backend: str,
+    make_executor: Callable[..., taskkit.Executor],
+    tmp_path: pathlib.Path,
+    name: str | None,
 ) -> None:
     ex = make_executor(max_workers=2)
-    fn = sleep_fn(backend)
     ex.submit(square, 2).result(timeout=60)  # a worker's start-up is not part of any call
-    # Serial runs the call inline to its end, so keep it short there.
-    timeout, duration = (0.3, 0.5) if backend == "serial" else (1.0, 3.0)
-    results = ex.options(timeout=timeout, name=name).map(
-        fn, [0.0, duration, 0.0], return_exceptions=True
-    )
-    out = list(results)
-    assert ["slept", "slept"] == [out[0], out[2]]
+    if backend == "serial":
+        # Serial runs the call inline to its end, so the overrunning call is a short sleep.
+        fn, args, timeout, done = sleep_fn(backend), [0.0, 0.5], 0.3, "slept"
+    else:
+        # The overrunning call waits for a gate opened once it timed out: a thread or a
+        # Dask worker, which cannot be stopped, is then free again at once.
+        ready = tmp_path / "ready"
+        ready.touch()
+        fn, args, timeout, done = (
+            gate_fn(backend),
+            [str(ready), str(tmp_path / "gate")],
+            1.5,
+            "opened",
+        )
+    try:
+        out = list(ex.options(timeout=timeout, name=name).map(fn, args, return_exceptions=True))
+    finally:
+        (tmp_path / "gate").touch()
+    assert done == out[0]
     assert isinstance(out[1], taskkit.TaskTimeout)
     assert (name or fn.__name__) in str(out[1])
     assert "run_c" not in str(out[1])
     ex.join(timeout=60)
     stats = ex.statistics()
-    assert (3, 1, 1) == (stats.done, stats.failed, stats.timed_out)
+    assert (2, 1, 1) == (stats.done, stats.failed, stats.timed_out)
 
 
 def test_amap_takes_the_options_of_map(
