@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 import pickle
 import subprocess
-import sys
 
 import pytest
 
@@ -136,46 +133,3 @@ def test_worker_crashed_names_pid_signal_and_cause() -> None:
     assert "out-of-memory" in str(error)
     assert "exited with status 3" in describe_exit(3)
     assert "SIGSEGV" in describe_exit(-11)
-
-
-_MAP_TYPES = """
-from collections.abc import AsyncIterator, Iterator
-
-from typing_extensions import assert_type
-
-import taskkit
-
-
-async def double(x: int) -> int:
-    return 2 * x
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-ex = taskkit.open_executor("thread")
-view = ex.options(retries=1)
-assert_type(ex.map(double, [1]), Iterator[int])
-assert_type(ex.map(square, [1]), Iterator[int])
-assert_type(ex.map(square, [1], return_exceptions=True), Iterator[int | BaseException])
-assert_type(ex.amap(double, [1]), AsyncIterator[int])
-assert_type(ex.amap(square, [1], progress=True), AsyncIterator[int])
-assert_type(view.map(double, [1]), Iterator[int])
-assert_type(view.amap(double, [1], return_exceptions=True), AsyncIterator[int | BaseException])
-"""
-
-
-def test_map_and_amap_are_typed_by_what_the_function_returns(tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("mypy")
-    program = tmp_path / "uses_map.py"
-    program.write_text(_MAP_TYPES)
-    source = pathlib.Path(taskkit.__file__).parent.parent  # this taskkit, not another install
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", str(program)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env={**os.environ, "MYPYPATH": str(source)},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
