@@ -511,7 +511,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
 
     @property
     def max_workers(self) -> int:
-        """The most workers this executor runs at once."""
+        """The most calls this executor runs at once (in ``submit``, ``map`` and ``amap`` alike)."""
         return self._max_workers
 
     def close(self) -> None:
