@@ -511,7 +511,11 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
 
     @property
     def max_workers(self) -> int:
-        """The most calls this executor runs at once (in ``submit``, ``map`` and ``amap`` alike)."""
+        """The most calls this executor runs at once, through ``submit``, ``map`` and ``amap``.
+
+        The asyncio and coroutine backends opened without ``max_workers`` set no limit
+        (and say 1 here).
+        """
         return self._max_workers
 
     def close(self) -> None:
