@@ -347,6 +347,236 @@ def test_map_timeout(backend: str, make_executor: Callable[..., taskkit.Executor
         next(results)
 
 
+# ----------------------------------------------- map: each call as one submit (issue 14)
+
+
+def flaky_item(directory: str, item: int, failures: int) -> int:
+    """``flaky`` with a count of its own per item: fails its first ``failures`` calls."""
+    return flaky(os.path.join(directory, f"calls-{item}"), failures)
+
+
+async def aflaky_item(directory: str, item: int, failures: int) -> int:
+    return flaky_item(directory, item, failures)
+
+
+async def afail_on(x: int, bad: int) -> int:
+    return fail_on(x, bad)
+
+
+def calls_made(directory: pathlib.Path, items: int) -> list[int]:
+    return [(directory / f"calls-{item}").stat().st_size for item in range(items)]
+
+
+@pytest.mark.parametrize("fn", [flaky_item, aflaky_item])
+def test_map_retries_each_failing_call_alone(
+    executor: taskkit.Executor, tmp_path: pathlib.Path, fn: Callable[..., Any]
+) -> None:
+    failures = [0, 2, 0, 1, 0, 0, 2]
+    n = len(failures)
+    results = executor.options(retries=2).map(
+        fn, [str(tmp_path)] * n, range(n), failures, chunksize=3
+    )
+    assert [f + 1 for f in failures] == list(results)
+    # Each call ran as often as it had to, and no more: its chunk was not run again.
+    assert [f + 1 for f in failures] == calls_made(tmp_path, n)
+    executor.join(timeout=60)
+    stats = executor.statistics()
+    assert (n, 0, sum(failures)) == (stats.done, stats.failed, stats.retried)
+
+
+def test_map_a_call_out_of_retries_fails_alone(
+    executor: taskkit.Executor, tmp_path: pathlib.Path
+) -> None:
+    failures = [0, 0, 5, 0]
+    directory = [str(tmp_path)] * 4
+    view = executor.options(retries=1)
+    results = view.map(flaky_item, directory, range(4), failures, chunksize=4)
+    assert [1, 1] == [next(results), next(results)]
+    with pytest.raises(RuntimeError, match="attempt 2 fails"):
+        next(results)
+    executor.join(timeout=60)
+    stats = executor.statistics()
+    assert (2, 1, 1) == (stats.done, stats.failed, stats.retried)
+
+
+@pytest.mark.parametrize("fn", [fail_on, afail_on])
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_return_exceptions_yields_each_error_in_its_place(
+    executor: taskkit.Executor, fn: Callable[..., Any], ordered: bool
+) -> None:
+    out = list(
+        executor.map(fn, range(10), [4] * 10, chunksize=3, ordered=ordered, return_exceptions=True)
+    )
+    errors = [y for y in out if isinstance(y, BaseException)]
+    assert len(errors) == 1
+    assert isinstance(errors[0], ValueError)
+    assert "bad item 4" in str(errors[0])
+    assert [0, 1, 2, 3, 5, 6, 7, 8, 9] == sorted(y for y in out if y is not errors[0])
+    if ordered:
+        assert [0, 1, 2, 3, errors[0], 5, 6, 7, 8, 9] == out
+    executor.join(timeout=60)
+    stats = executor.statistics()
+    assert (9, 1, 0) == (stats.done, stats.failed, stats.cancelled)
+
+
+def test_map_return_exceptions_with_retries_counts_each_call(
+    executor: taskkit.Executor, tmp_path: pathlib.Path
+) -> None:
+    failures = [0, 5, 1, 5]
+    results = executor.options(retries=1).map(
+        flaky_item, [str(tmp_path)] * 4, range(4), failures, return_exceptions=True
+    )
+    out = list(results)
+    assert [1, 2] == [out[0], out[2]]
+    assert all(isinstance(out[i], RuntimeError) for i in (1, 3))
+    assert [1, 2, 2, 2] == calls_made(tmp_path, 4)
+    executor.join(timeout=60)
+    stats = executor.statistics()
+    assert (2, 2, 3) == (stats.done, stats.failed, stats.retried)
+
+
+@pytest.mark.parametrize("name", [None, "resize"])
+def test_map_timeout_option_is_a_deadline_per_call_named_after_it(
+    backend: str,
+    make_executor: Callable[..., taskkit.Executor],
+    tmp_path: pathlib.Path,
+    name: str | None,
+) -> None:
+    ex = make_executor(max_workers=2)
+    ex.submit(square, 2).result(timeout=60)  # a worker's start-up is not part of any call
+    if backend == "serial":
+        # Serial runs the call inline to its end, so the overrunning call is a short sleep.
+        fn, args, timeout, done = sleep_fn(backend), [0.0, 0.5], 0.3, "slept"
+    else:
+        # The overrunning call waits for a gate opened once it timed out: a thread or a
+        # Dask worker, which cannot be stopped, is then free again at once.
+        ready = tmp_path / "ready"
+        ready.touch()
+        fn, args, timeout, done = (
+            gate_fn(backend),
+            [str(ready), str(tmp_path / "gate")],
+            1.5,
+            "opened",
+        )
+    try:
+        out = list(ex.options(timeout=timeout, name=name).map(fn, args, return_exceptions=True))
+    finally:
+        (tmp_path / "gate").touch()
+    assert done == out[0]
+    assert isinstance(out[1], taskkit.TaskTimeout)
+    assert (name or fn.__name__) in str(out[1])
+    assert "run_c" not in str(out[1])
+    ex.join(timeout=60)
+    stats = ex.statistics()
+    assert (2, 1, 1) == (stats.done, stats.failed, stats.timed_out)
+
+
+def test_amap_takes_the_options_of_map(
+    executor: taskkit.Executor, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm")
+
+    async def main() -> list[Any]:
+        view = executor.options(retries=1)
+        results = view.amap(
+            flaky_item,
+            [str(tmp_path)] * 3,
+            range(3),
+            [0, 1, 5],
+            ordered=True,
+            progress=True,
+            return_exceptions=True,
+        )
+        return [y async for y in results]
+
+    out = asyncio.run(main())
+    assert [1, 2] == out[:2]
+    assert isinstance(out[2], RuntimeError)
+    assert "3/3" in capsys.readouterr().err  # the progress bar reached the end
+
+
+def nap(seconds: float) -> tuple[float, float]:
+    """Sleep; return when the call started and ended (one clock for every process)."""
+    start = time.monotonic()
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
+async def anap(seconds: float) -> tuple[float, float]:
+    start = time.monotonic()
+    await _async_sleep(seconds)
+    return start, time.monotonic()
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at one moment."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("entry", ["submit", "map", "amap"])
+def test_max_workers_bounds_calls_in_every_entry_point(
+    backend: str, make_executor: Callable[..., taskkit.Executor], entry: str
+) -> None:
+    ex = make_executor(max_workers=2)
+    fn = anap if backend in ASYNC_NATIVE else nap
+    naps = [0.02] * 16
+    if entry == "submit":
+        intervals = [f.result(timeout=60) for f in [ex.submit(fn, s) for s in naps]]
+    elif entry == "map":
+        intervals = list(ex.map(fn, naps))
+    else:
+
+        async def main() -> list[tuple[float, float]]:
+            return [y async for y in ex.amap(fn, naps)]
+
+        intervals = asyncio.run(main())
+    assert most_at_once(intervals) <= 2
+
+
+def test_statistics_running_counts_calls_not_chunks(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    if backend == "dask":
+        pytest.skip("dask: a task handed to the cluster counts as running until it ends")
+    ex = make_executor(max_workers=2)
+    fn = anap if backend in ASYNC_NATIVE else nap
+    most = 0
+    for _ in ex.map(fn, [0.002] * 200):
+        stats = ex.statistics()
+        most = max(most, stats.running)
+        assert stats.pending >= 0
+    assert most <= 2
+
+
+def make_payload(n: int) -> Payload:
+    return Payload(n)
+
+
+@pytest.mark.parametrize("how", ["ordered", "unordered", "one task per call"])
+def test_map_keeps_no_result_it_has_yielded(executor: taskkit.Executor, how: str) -> None:
+    # As CPython's test_free_reference checks for concurrent.futures' map.
+    view = executor.options(timeout=60) if how == "one task per call" else executor
+    for obj in view.map(make_payload, range(12), chunksize=4, ordered=how != "unordered"):
+        watch = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert watch() is None
+
+
+def test_tasks_are_numbered_in_submission_order(executor: taskkit.Executor) -> None:
+    futures = [executor.submit(boom, str(i)) for i in range(6)]
+    # Names read in another order than the futures were submitted in.
+    names = {f: f.name for f in reversed(futures)}
+    numbers = [int(names[f].rpartition("#")[2]) for f in futures]
+    assert sorted(numbers) == numbers
+    assert all(names[f].startswith("boom#") for f in futures)
+
+
 # ------------------------------------------------------------- cancel, close
 
 

@@ -488,7 +488,9 @@ def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     scheduler_file = tmp / "scheduler.json"
     # The workers can import this test module (as a deployed cluster has the
     # project installed), but not modules the tests create elsewhere.
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    # The workers import this test module, and the taskkit under test (not another install).
+    source = os.path.dirname(os.path.dirname(taskkit.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), source])}
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",

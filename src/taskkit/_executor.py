@@ -30,7 +30,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 from types import FunctionType, TracebackType
@@ -40,10 +40,11 @@ from typing_extensions import ParamSpec, Self
 
 from ._calls import ChunkResult, call, run_chunk
 from ._errors import ExecutorClosed, TaskTimeout
-from ._future import Future
+from ._future import Future, next_task_number
+from ._map import MapMethods
 
 if TYPE_CHECKING:
-    from ._map import MapRun
+    from ._map import MapRun, MapSpec
     from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
     from ._timer import Deadline
 
@@ -133,6 +134,9 @@ class _Task(Future[Any]):
     _args: tuple[Any, ...] = ()
     _kwargs: dict[str, Any] = _NO_KWARGS
     _weight = 1
+    # Calls it runs at once while it runs: a map chunk runs its calls one by one,
+    # unless a backend runs them all at once (then it sets this to the chunk's weight).
+    _width = 1
     _attempt = 0
     _started = False
     _deadline: Deadline | None = None
@@ -149,6 +153,7 @@ class _Task(Future[Any]):
     ) -> None:
         Future.__init__(self)
         self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._number = next_task_number()  # names are numbered in submission order
         if options is not _NO_OPTIONS:
             self._options = options
             self._name = options.name
@@ -156,7 +161,7 @@ class _Task(Future[Any]):
             self._weight = weight
 
 
-class Executor(concurrent.futures.Executor, abc.ABC):
+class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
     """Run callables concurrently; the one interface every taskkit backend provides.
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
@@ -237,7 +242,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         retries: int = 0,
         name: str | None = None,
     ) -> _Configured:
-        """Return a view of this executor whose ``submit`` and ``map`` apply these options.
+        """Return a view of this executor whose ``submit``, ``map``, ``amap`` apply these options.
 
         ``ex.options(timeout=5, retries=2).submit(fn, x)`` runs ``fn(x)`` with a
         5-second deadline per attempt and up to two re-runs if it fails.
@@ -423,14 +428,12 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             task._kwargs = _NO_KWARGS
 
     def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
-        # A map chunk, of any size, stops at its first failing call: count what really ran.
-        _, failed_at, _, _ = future._result  # a finished chunk
-        if failed_at < 0:
-            self._n_done += task._weight
-        else:
-            self._n_done += failed_at
-            self._n_failed += 1
-            self._n_cancelled += task._weight - failed_at - 1
+        # A map chunk counts each of its calls: what ended, how, and what never started.
+        results, failures, retried, _ = future._result  # a finished chunk
+        self._n_done += len(results) - len(failures)
+        self._n_failed += len(failures)
+        self._n_cancelled += task._weight - len(results)
+        self._n_retried += retried
 
     # ----------------------------------------------------------- backend hooks
 
@@ -459,84 +462,45 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         return self._fixed_window or max(16 * self._max_workers, 4096)
 
     def _submit_chunk(
-        self, fn: Callable[..., Any], items: list[tuple[Any, ...]], options: TaskOptions
+        self,
+        fn: Callable[..., Any],
+        items: list[tuple[Any, ...]],
+        options: TaskOptions,
+        keep_going: bool,
     ) -> Future[ChunkResult]:
-        """Submit one map chunk; backends that await coroutines override this."""
-        return self._submit(run_chunk, (fn, items), {}, options, weight=len(items))
+        """Submit one map chunk: ``fn(*item)`` for each item, with ``options`` per call.
+
+        ``options`` name the chunk (for its errors) and keep ``retries``: a failing
+        call is re-run alone by the chunk's runner, and a chunk lost as a whole (its
+        worker crashed) is run again.
+        """
+        args = (
+            (fn, items)
+            if not (options.retries or keep_going)
+            else (fn, items, options.retries, keep_going)
+        )
+        return self._submit(run_chunk, args, {}, options, weight=len(items))
+
+    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+        """True if ``map`` must submit each call as a task of its own, not in chunks.
+
+        A per-call deadline is a task's deadline; a backend whose chunk of ``fn``
+        would run its calls all at once also says True where ``max_workers`` is set.
+        """
+        return options.timeout is not None
 
     # ------------------------------------------------------------------- map
 
-    def map(
-        self,
-        fn: Callable[..., T],
-        *iterables: Iterable[Any],
-        ordered: bool = True,
-        window: int | None = None,
-        chunksize: int | None = None,
-        timeout: float | None = None,
-        progress: bool = False,
-    ) -> Iterator[T]:
-        """Return an iterator of ``fn(*args)`` for args drawn from ``iterables`` in step.
-
-        The same as the builtin ``map`` but concurrent and lazy: at most ``window``
-        calls are in flight, so an infinite input works in bounded memory; the
-        first ``window`` calls start at once; the rest start as results are
-        consumed.  Stops at the shortest iterable.
-
-        Args:
-            fn: the callable.
-            *iterables: one iterable per positional argument of ``fn``.
-            ordered: yield results in input order (True) or as they finish.
-            window: the most calls in flight; default: a few thousand.
-            chunksize: calls sent to a worker at once; ``None`` chooses from
-                measured call durations (tiny calls are batched, slow ones are not).
-            timeout: seconds from this call after which waiting for the next
-                result raises ``TaskTimeout``.
-            progress: show a progress bar (needs ``pip install "taskkit[progress]"``).
-
-        Raises:
-            ExecutorClosed: the executor is closed.
-            ValueError: a bad ``window``, ``chunksize`` or ``timeout``.
-            Exception: a call's exception, when its result is reached.
-        """
-        return self._map(fn, iterables, ordered, window, chunksize, timeout, progress, _NO_OPTIONS)
-
-    def amap(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        ordered: bool = True,
-        window: int | None = None,
-        chunksize: int | None = None,
-        timeout: float | None = None,
-    ) -> AsyncIterator[Any]:
-        """The async twin of ``map``: ``async for y in ex.amap(fn, xs)``.
-
-        Usable from asyncio code and from tasks on the coroutine backend;
-        ``fn`` may be an ``async def`` function.
-        """
-        from ._map import MapRun
-
-        run = MapRun(self, fn, iterables, ordered, window, chunksize, timeout, _NO_OPTIONS)
-        return run.aiter()
+    def _map_target(self) -> tuple[Executor, TaskOptions]:
+        return self, _NO_OPTIONS
 
     def _map(
-        self,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        progress: bool,
-        options: TaskOptions,
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
     ) -> Iterator[Any]:
-        from ._map import MapRun, with_progress
+        """The iterator ``map`` returns (a backend may run a map its own way)."""
+        from ._map import MapRun
 
-        run_class = self._map_run_class or MapRun
-        run = run_class(self, fn, iterables, ordered, window, chunksize, timeout, options)
-        results = run.iter()
-        return with_progress(results, iterables) if progress else results
+        return (self._map_run_class or MapRun)(self, fn, iterables, spec).iter()
 
     # -------------------------------------------------------------- lifetime
 
@@ -547,7 +511,11 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     @property
     def max_workers(self) -> int:
-        """The most workers this executor runs at once."""
+        """The most calls this executor runs at once, through ``submit``, ``map`` and ``amap``.
+
+        The asyncio and coroutine backends opened without ``max_workers`` set no limit
+        (and say 1 here).
+        """
         return self._max_workers
 
     def close(self) -> None:
@@ -701,7 +669,7 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         """Return a snapshot of the executor's counters."""
         with self._state_lock:
             # A copy first: a backend's loop thread may add or remove tasks meanwhile.
-            running = sum(task._weight for task in list(self._live.values()) if task._started)
+            running = sum(task._width for task in list(self._live.values()) if task._started)
             submitted = self._n_submitted + self._n_loop_submitted
             done = self._n_done + self._n_loop_done
             finished = done + self._n_failed + self._n_cancelled
@@ -724,8 +692,8 @@ class Executor(concurrent.futures.Executor, abc.ABC):
         return f"<taskkit {self.backend} executor, {state}, max_workers={self._max_workers}>"
 
 
-class _Configured:
-    """``ex.options(...)``: the executor's ``submit`` and ``map`` with per-task options."""
+class _Configured(MapMethods):
+    """``ex.options(...)``: the executor's ``submit``, ``map`` and ``amap``, with task options."""
 
     __slots__ = ("_executor", "_options")
 
@@ -744,24 +712,8 @@ class _Configured:
         """Like ``Executor.submit``, with these options."""
         return self._executor._submit(fn, args, kwargs, self._options)
 
-    def map(
-        self,
-        fn: Callable[..., T],
-        *iterables: Iterable[Any],
-        ordered: bool = True,
-        window: int | None = None,
-        chunksize: int | None = None,
-        timeout: float | None = None,
-        progress: bool = False,
-    ) -> Iterator[T]:
-        """Like ``Executor.map``, with these options applied to every call.
-
-        With a per-task ``timeout`` and no ``chunksize``, each call is its own
-        task, so the deadline applies to each call.
-        """
-        return self._executor._map(
-            fn, iterables, ordered, window, chunksize, timeout, progress, self._options
-        )
+    def _map_target(self) -> tuple[Executor, TaskOptions]:
+        return self._executor, self._options
 
     def options(
         self, *, timeout: float | None = None, retries: int | None = None, name: str | None = None

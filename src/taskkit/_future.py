@@ -35,6 +35,8 @@ __all__ = ["Future", "as_completed", "set_await_hook"]
 T = TypeVar("T")
 
 _task_ids = itertools.count(1)
+#: The next task number: executors number their tasks as they are submitted.
+next_task_number = _task_ids.__next__
 
 
 # The coroutine scheduler runs tasks on its own thread and sets a hook there:
@@ -70,8 +72,10 @@ class Future(concurrent.futures.Future[T], Generic[T]):
     # Set by the executor: told once when the future finishes by any path
     # (result, exception, cancellation), before the user's done-callbacks.
     _on_settled: Callable[[Future[Any]], None] | None = None
-    # What the task calls (its name is made from it on demand) and its name.
+    # What the task calls, its number (given at submit), and its name, made from the two
+    # on demand.
     _fn: Any = None
+    _number = 0
     _name: str | None = None
     # concurrent.futures' lists of waiters and done-callbacks, made when first used:
     # most futures never have either.
@@ -121,7 +125,8 @@ class Future(concurrent.futures.Future[T], Generic[T]):
                 or getattr(fn, "__name__", None)
                 or type(fn).__name__
             )
-            name = self._name = f"{name}#{next(_task_ids)}"
+            number = self._number or next_task_number()
+            name = self._name = f"{name}#{number}"
         return name
 
     def _invoke_callbacks(self) -> None:

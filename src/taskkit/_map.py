@@ -6,7 +6,7 @@ The consumer drives everything; no extra thread is involved::
                           ▲                                                 │
                           └── top up to `window` ◄── consumer takes a chunk ◄┘
                                                           │
-                                                   yields its results
+                                          yields its results, dropping each as it goes
 
 * ``window`` bounds the calls in flight: submitted and not yet handed to the
   consumer.  The first ``window`` calls are submitted when ``map`` is called.
@@ -14,8 +14,13 @@ The consumer drives everything; no extra thread is involved::
   automatic batching does: each chunk should take about the backend's
   ``_chunk_target`` seconds, and there should be several chunks per worker,
   so tiny calls are batched by the thousand while slow calls go one by one.
+* The task options apply to each call, as to one ``submit`` per item: a chunk's
+  runner re-runs a failing call alone (``retries``); with a per-call ``timeout``
+  (or where a backend would run a chunk's calls all at once past ``max_workers``)
+  each call is a task of its own.
 * A call's exception is raised when its result is reached, after the results
-  before it; an exception from the input iterable likewise.
+  before it (with ``return_exceptions``, it is yielded in its place and the map
+  goes on); an exception from the input iterable is raised likewise.
 * Leaving the iteration early (``break``, ``close()``, garbage collection)
   cancels the chunks not yet started.
 """
@@ -25,9 +30,18 @@ from __future__ import annotations
 import collections
 import queue
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from dataclasses import dataclass, replace
 from itertools import islice
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from ._calls import ChunkResult
 from ._errors import ExecutorClosed, TaskTimeout
@@ -36,7 +50,208 @@ from ._future import Future
 if TYPE_CHECKING:
     from ._executor import Executor, TaskOptions
 
-__all__ = ["MapRun", "with_progress"]
+__all__ = ["MapMethods", "MapRun", "MapSpec", "check_map_arguments", "drain"]
+
+T = TypeVar("T")
+
+# What a chunk's result list ends with once reversed: iter(results.pop, _END) then
+# hands out the results in order, each dropped from the list as it is handed out.
+_END: Any = object()
+
+
+def drain(results: list[Any]) -> Iterator[Any]:
+    """Iterate ``results`` in order at C speed, removing each from the list as it goes.
+
+    A result already yielded is then held by nobody but the consumer, as with
+    ``concurrent.futures``' map (CPython's ``test_free_reference``).
+    """
+    results.append(_END)
+    results.reverse()
+    return iter(results.pop, _END)
+
+
+class MapMethods:
+    """``map`` and ``amap``, written once for ``Executor`` and its ``options(...)`` view."""
+
+    __slots__ = ()
+
+    def _map_target(self) -> tuple[Executor, TaskOptions]:
+        """The executor to map on, and the options for each call."""
+        raise NotImplementedError
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: bool,
+    ) -> Iterator[T | BaseException]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> Iterator[T]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: bool,
+    ) -> Iterator[T | BaseException]: ...
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        window: int | None = None,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        """Return an iterator of ``fn(*args)`` for args drawn from ``iterables`` in step.
+
+        The same as the builtin ``map`` but concurrent and lazy: at most ``window``
+        calls are in flight, so an infinite input works in bounded memory; the
+        first ``window`` calls start at once; the rest start as results are
+        consumed.  Stops at the shortest iterable.  An ``async def`` function's
+        results are what its calls return, awaited.
+
+        Each call is one task for ``max_workers`` and ``statistics()``, and the
+        options of ``ex.options(...)`` apply to each call as they would to one
+        ``submit`` per item: ``retries`` re-runs a failing call alone, ``timeout``
+        is each call's deadline, ``name`` names each call in errors.
+
+        Args:
+            fn: the callable.
+            *iterables: one iterable per positional argument of ``fn``.
+            ordered: yield results in input order (True) or as they finish.
+            window: the most calls in flight; default: a few thousand.
+            chunksize: calls sent to a worker at once; ``None`` chooses from
+                measured call durations (tiny calls are batched, slow ones are not).
+                With a per-call ``timeout``, each call is sent alone.
+            timeout: seconds from this call after which waiting for the next
+                result raises ``TaskTimeout``.
+            progress: show a progress bar (needs ``pip install "taskkit[progress]"``).
+            return_exceptions: yield a failing call's exception in its place and go
+                on, as ``asyncio.gather`` does, instead of raising it and stopping.
+
+        Raises:
+            ExecutorClosed: the executor is closed.
+            ValueError: a bad ``window``, ``chunksize`` or ``timeout``.
+            Exception: a call's exception, when its result is reached (unless
+                ``return_exceptions``).
+        """
+        executor, options = self._map_target()
+        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
+        results = executor._map(fn, iterables, spec)
+        return with_progress(results, iterables) if progress else results
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: bool,
+    ) -> AsyncIterator[T | BaseException]: ...
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        ordered: bool = ...,
+        window: int | None = ...,
+        chunksize: int | None = ...,
+        timeout: float | None = ...,
+        progress: bool = ...,
+        return_exceptions: bool,
+    ) -> AsyncIterator[T | BaseException]: ...
+
+    def amap(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        ordered: bool = True,
+        window: int | None = None,
+        chunksize: int | None = None,
+        timeout: float | None = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
+        """The async twin of ``map``, with the same arguments: ``async for y in ex.amap(fn, xs)``.
+
+        Usable from asyncio code and from tasks on the coroutine backend;
+        ``fn`` may be an ``async def`` function.
+        """
+        executor, options = self._map_target()
+        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
+        results = MapRun(executor, fn, iterables, spec).aiter()
+        return with_async_progress(results, iterables) if progress else results
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -49,6 +264,44 @@ def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
     return min(lengths) if lengths else 0
 
 
+@dataclass(frozen=True)
+class MapSpec:
+    """How a ``map`` or ``amap`` call asked to run: its arguments but the function and inputs."""
+
+    options: TaskOptions
+    ordered: bool = True
+    window: int | None = None
+    chunksize: int | None = None
+    timeout: float | None = None
+    return_exceptions: bool = False
+
+    def __post_init__(self) -> None:
+        window, chunksize, timeout = self.window, self.chunksize, self.timeout
+        if window is not None and (isinstance(window, bool) or window < 1):
+            raise ValueError(f"window must be at least 1, got {window!r}")
+        if chunksize is not None and (isinstance(chunksize, bool) or chunksize < 1):
+            raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+
+
+def check_map_arguments(
+    executor: Executor, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]
+) -> None:
+    """Raise what ``map`` raises for a bad function or input, before any call is made."""
+    if not callable(fn):
+        raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    if executor.closed:
+        raise ExecutorClosed(f"cannot map: the {executor.backend} executor is closed")
+
+
+# What _take returns: the chunk's results (None where a call failed), its failures
+# as (index, exception), and True if calls of the chunk were never run.
+_Taken = tuple[list[Any], list[tuple[int, BaseException]], bool]
+
+
 class MapRun:
     """One call of ``map``/``amap``: the source, the window and the chunks in flight."""
 
@@ -57,33 +310,28 @@ class MapRun:
         executor: Executor,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
+        spec: MapSpec,
     ) -> None:
-        if not callable(fn):
-            raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
-        if not iterables:
-            raise TypeError("map() needs at least one iterable")
-        if window is not None and (isinstance(window, bool) or window < 1):
-            raise ValueError(f"window must be at least 1, got {window!r}")
-        if chunksize is not None and (isinstance(chunksize, bool) or chunksize < 1):
-            raise ValueError(f"chunksize must be at least 1, got {chunksize!r}")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, got {timeout!r}")
-        if executor.closed:
-            raise ExecutorClosed(f"cannot map: the {executor.backend} executor is closed")
+        check_map_arguments(executor, fn, iterables)
+        options, chunksize, timeout = spec.options, spec.chunksize, spec.timeout
         self._executor, self._fn, self._options = executor, fn, options
-        self._ordered = ordered
-        self._window = window or executor._default_window()
-        if chunksize is not None:
-            self._chunksize: int | None = min(chunksize, self._window)
-        elif options.timeout is not None:
-            self._chunksize = 1  # a per-task deadline is a deadline per call
+        self._ordered = spec.ordered
+        self._return_exceptions = spec.return_exceptions
+        self._window = spec.window or executor._default_window()
+        # Each call a task of its own (see Executor._map_per_call), or chunks of calls.
+        self._one_by_one = executor._map_per_call(fn, options)
+        if self._one_by_one:
+            self._chunksize: int | None = 1
+        elif chunksize is not None:
+            self._chunksize = min(chunksize, self._window)
         else:
             self._chunksize = None
+        # A chunk is named after the function it maps, not after its runner.
+        if options.name is None:
+            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+            self._chunk_options = replace(options, name=name or type(fn).__name__)
+        else:
+            self._chunk_options = options
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
         self._source = iter(zip(*iterables, strict=False))
@@ -91,9 +339,9 @@ class MapRun:
         self._exhausted = False
         self._in_flight = 0
         # Ordered: chunks in submission order.  Unordered: finished chunks, via callbacks.
-        self._chunks: collections.deque[tuple[Future[ChunkResult], int]] = collections.deque()
-        self._pending: dict[Future[ChunkResult], int] = {}
-        self._finished: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
+        self._chunks: collections.deque[tuple[Future[Any], int]] = collections.deque()
+        self._pending: dict[Future[Any], int] = {}
+        self._finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
         # Measured seconds per call, from the chunks seen so far.
         self._per_call: float | None = None
         known = _known_length(iterables)
@@ -129,7 +377,7 @@ class MapRun:
                 self._exhausted = True
             if not items:
                 return
-            future = self._submit_items(items)
+            future = self._submit_one(items[0]) if self._one_by_one else self._submit_items(items)
             self._in_flight += len(items)
             if self._ordered:
                 self._chunks.append((future, len(items)))
@@ -147,11 +395,17 @@ class MapRun:
             self._source_error, self._exhausted = exc, True
         return items
 
-    def _submit_items(self, items: Sequence[Any]) -> Future[ChunkResult]:
+    def _submit_items(self, items: Sequence[Any]) -> Future[Any]:
         """Submit one chunk of calls."""
         # The base _read makes a list of argument tuples.
         chunk = cast("list[tuple[Any, ...]]", items)
-        return self._executor._submit_chunk(self._fn, chunk, self._options)
+        return self._executor._submit_chunk(
+            self._fn, chunk, self._chunk_options, self._return_exceptions
+        )
+
+    def _submit_one(self, item: Any) -> Future[Any]:
+        """Submit one call as a task of its own, with the map's options."""
+        return self._executor._submit(self._fn, item, {}, self._options)
 
     def _measure(self, elapsed: float, calls: int) -> None:
         per_call = elapsed / max(calls, 1)
@@ -168,7 +422,7 @@ class MapRun:
     def _timed_out(self) -> TaskTimeout:
         return TaskTimeout("map", self._timeout, "no result arrived in time")
 
-    def _next_chunk(self) -> Future[ChunkResult] | None:
+    def _next_chunk(self) -> Future[Any] | None:
         """Return the next chunk to hand out (waiting for one if unordered), or None at the end."""
         if self._ordered:
             return self._chunks[0][0] if self._chunks else None
@@ -179,17 +433,47 @@ class MapRun:
         except queue.Empty:
             raise self._timed_out() from None
 
-    def _take(self, future: Future[ChunkResult]) -> tuple[Sequence[Any], BaseException | None]:
-        """Account for a finished chunk, top up the window, and return its results and error."""
+    def _take(self, future: Future[Any]) -> _Taken:
+        """Account for a finished chunk, top up the window, and return what it holds."""
         size = self._chunks.popleft()[1] if self._ordered else self._pending.pop(future)
         self._in_flight -= size
-        results, failed_at, error, elapsed = future.result()
-        self._measure(elapsed, len(results) + (failed_at >= 0))
-        if error is not None:
+        failures: list[tuple[int, BaseException]]
+        try:
+            outcome = future.result()
+        except Exception as exc:
+            # The call failed, or the chunk as a whole (its worker died, say): each of its
+            # calls ends with that error.
+            results, failures = [None] * size, [(index, exc) for index in range(size)]
+        else:
+            if self._one_by_one:
+                results, failures = [outcome], []
+            else:
+                chunk = cast("ChunkResult", outcome)
+                results, failures, _, elapsed = chunk
+                self._measure(elapsed, len(results))
+        del future  # the caller drops its reference too: a yielded result is the consumer's
+        if failures and not self._return_exceptions:
             self._exhausted = True  # nothing after a failure will be consumed
         else:
             self._top_up()
-        return results, error
+        return results, failures, len(results) < size
+
+    def _outcomes(self, taken: _Taken) -> Iterator[Any]:
+        """The results of a chunk with failures: each raised, or yielded in its place."""
+        results, failures, cut_short = taken
+        errors = dict(failures)
+        results.reverse()  # popped from the end, so that a yielded result is not kept here
+        for index in range(len(results)):
+            error = errors.get(index)
+            if error is None:
+                yield results.pop()
+                continue
+            results.pop()
+            if not self._return_exceptions:
+                raise error
+            yield error
+        if cut_short:
+            raise failures[-1][1]  # the chunk stopped there: the calls after it never ran
 
     def _cancel_rest(self) -> None:
         for future, _ in self._chunks:
@@ -201,24 +485,45 @@ class MapRun:
 
     # -------------------------------------------------------------- consuming
 
-    def iter(self) -> Iterator[Any]:
-        """The blocking iterator ``map`` returns."""
+    def _wait(self, future: Future[Any]) -> None:
+        try:
+            future.exception(timeout=self._remaining())
+        except TimeoutError:
+            if not future.done():
+                raise self._timed_out() from None
+            raise
+
+    def chunks(self) -> Generator[Iterable[Any], None, None]:
+        """Each chunk's results in turn, as iterables that drop each result once it is read."""
         try:
             while (future := self._next_chunk()) is not None:
-                try:
-                    future.result(timeout=self._remaining())
-                except TimeoutError:
-                    if not future.done():
-                        raise self._timed_out() from None
-                    raise
-                results, error = self._take(future)
-                yield from results
-                if error is not None:
-                    raise error
+                self._wait(future)
+                taken = self._take(future)
+                del future
+                yield self._handed_out(taken)
+                del taken
             if self._source_error is not None:
                 raise self._source_error
         finally:
             self._cancel_rest()
+
+    def _handed_out(self, taken: _Taken) -> Iterable[Any]:
+        """What the consumer gets of a taken chunk, each result in turn."""
+        results, failures, _ = taken
+        if failures:
+            return self._outcomes(taken)
+        if type(results) is list:
+            return drain(results)
+        return results  # a block of packed ints, made one by one as they are read
+
+    def iter(self) -> Iterator[Any]:
+        """The blocking iterator ``map`` returns."""
+        chunks = self.chunks()
+        try:
+            for results in chunks:
+                yield from results
+        finally:
+            chunks.close()
 
     async def _aiter(self) -> AsyncIterator[Any]:
         try:
@@ -227,11 +532,15 @@ class MapRun:
                 if future is None:
                     break
                 await self._await_chunk(future)
-                results, error = self._take(future)
-                for value in results:
-                    yield value
-                if error is not None:
-                    raise error
+                taken = self._take(future)
+                del future
+                outcomes = iter(self._handed_out(taken))
+                del taken
+                # Yielded as box.pop(): this generator keeps no result it has handed out.
+                box = [next(outcomes, _END)]
+                while box[0] is not _END:
+                    yield box.pop()
+                    box.append(next(outcomes, _END))
             if self._source_error is not None:
                 raise self._source_error
         finally:
@@ -241,7 +550,7 @@ class MapRun:
         """The async iterator ``amap`` returns."""
         return self._aiter()
 
-    async def _await_chunk(self, future: Future[ChunkResult]) -> None:
+    async def _await_chunk(self, future: Future[Any]) -> None:
         if future.done():
             return
         remaining = self._remaining()
@@ -258,7 +567,7 @@ class MapRun:
             if not future.done():
                 raise
 
-    async def _await_any(self) -> Future[ChunkResult] | None:
+    async def _await_any(self) -> Future[Any] | None:
         """Wait for any pending chunk to finish, on asyncio or on the coroutine scheduler."""
         if not self._pending:
             return None
@@ -285,12 +594,39 @@ async def _settled(future: Future[Any]) -> None:
             raise
 
 
-def with_progress(results: Iterator[Any], iterables: tuple[Iterable[Any], ...]) -> Iterator[Any]:
-    """Wrap ``results`` in a tqdm progress bar (the ``progress`` extra)."""
+def _progress_bar(iterables: tuple[Iterable[Any], ...]) -> Any:
     try:
         from tqdm.auto import tqdm
     except ImportError:
         raise ModuleNotFoundError(
             'map(..., progress=True) needs tqdm: pip install "taskkit[progress]"', name="tqdm"
         ) from None
-    return iter(tqdm(results, total=_known_length(iterables), unit="call"))
+    return tqdm(total=_known_length(iterables), unit="call")
+
+
+def with_progress(results: Iterator[Any], iterables: tuple[Iterable[Any], ...]) -> Iterator[Any]:
+    """Wrap ``results`` in a tqdm progress bar (the ``progress`` extra)."""
+    bar = _progress_bar(iterables)
+    return _counted(results, bar)
+
+
+def _counted(results: Iterator[Any], bar: Any) -> Iterator[Any]:
+    with bar:
+        for value in results:
+            bar.update()
+            yield value
+
+
+def with_async_progress(
+    results: AsyncIterator[Any], iterables: tuple[Iterable[Any], ...]
+) -> AsyncIterator[Any]:
+    """``with_progress`` for ``amap``: the bar moves as each result is handed out."""
+    bar = _progress_bar(iterables)
+
+    async def counted() -> AsyncIterator[Any]:
+        with bar:
+            async for value in results:
+                bar.update()
+                yield value
+
+    return counted()

@@ -28,6 +28,13 @@ class Deadline:
     def cancel(self) -> None:
         """Stop the callback from running (harmless if it already ran)."""
         self.cancelled = True
+        # A cancelled deadline waits in the heap until its time: let go of the callback
+        # now, so that the finished task it names (and its result) can be freed.
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Clock:

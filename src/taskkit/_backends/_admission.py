@@ -31,6 +31,11 @@ class Admission:
         #: Without a limit every task starts at once: ``admit`` is ``start`` itself.
         self.admit: Callable[[_Task], None] = start if limit is None else self._admit
 
+    @property
+    def limit(self) -> int | None:
+        """The most tasks started at once, or None for no limit."""
+        return self._limit
+
     def _admit(self, task: _Task) -> None:
         if self.running >= self._limit:  # type: ignore[operator]  # a limit is set
             self.waiting.append(task)

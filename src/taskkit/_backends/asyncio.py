@@ -44,8 +44,8 @@ from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
 from .._errors import ExecutorClosed
-from .._executor import _NO_OPTIONS, Executor, _Task, is_async_callable
-from .._future import Future, _await_hooks, await_in_asyncio, set_await_hook
+from .._executor import _NO_OPTIONS, Executor, TaskOptions, _Task, is_async_callable
+from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -232,6 +232,7 @@ class AsyncioExecutor(Executor):
         task._state = RUNNING
         task._result = None
         task._fn = fn
+        task._number = next_task_number()
         if args:
             task._args = args
         if kwargs:
@@ -269,7 +270,8 @@ class AsyncioExecutor(Executor):
         self._admission.running += 1
         fn, args, kwargs = task._fn, task._args, task._kwargs
         if fn is run_chunk and is_async_callable(args[0]):
-            fn, args = _gather_chunk, args
+            fn = _gather_chunk  # its calls run at once (only without a max_workers limit)
+            task._width = task._weight
         elif not is_async_callable(fn):
             # Plain functions run on the loop's default executor (a thread pool), so
             # they never block the loop; a running one cannot be cancelled.
@@ -428,6 +430,12 @@ class AsyncioExecutor(Executor):
     def _worker_count(self) -> int:
         return 1 if self._loop.is_running() else 0
 
+    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+        # A chunk of an async function runs its calls at once: under a max_workers
+        # limit, each call is a task of its own, so that the limit counts calls.
+        limited = self._admission.limit is not None
+        return super()._map_per_call(fn, options) or (limited and is_async_callable(fn))
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every submitted task has finished; True unless ``timeout`` passed first.
 
@@ -533,7 +541,7 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
         (_Task,),
         {
             "__module__": __name__,
-            "__slots__": ("_fn", "_handle", "_state", "_result"),  # each set by submit
+            "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
             "_condition": _thread.RLock(),
             "_started": True,
             "_on_settled": executor._settle_hook,
@@ -564,9 +572,12 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
-async def _gather_chunk(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> ChunkResult:
+async def _gather_chunk(
+    fn: Callable[..., Any], items: list[tuple[Any, ...]], retries: int = 0, keep_going: bool = False
+) -> ChunkResult:
     """A map chunk of an async function: every call is its own asyncio task, all at once."""
-    return await run_chunk_concurrently(fn, items, asyncio.get_running_loop().create_task)
+    spawn = asyncio.get_running_loop().create_task
+    return await run_chunk_concurrently(fn, items, spawn, retries, keep_going)
 
 
 backend_class = AsyncioExecutor

@@ -32,7 +32,7 @@ from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
-from .._executor import Executor, _Task, is_async_callable
+from .._executor import Executor, TaskOptions, _Task, is_async_callable
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -216,7 +216,9 @@ class CoroutineExecutor(Executor):
         start = time.perf_counter()
         try:
             if fn is run_chunk and _runs_as_task(args[0]):
+                # Its calls run at once (only without a max_workers limit).
                 coro: Any = _run_chunk_concurrently(*args)
+                task._width = task._weight
             else:
                 coro = fn(*args, **task._kwargs)
         except BaseException as exc:
@@ -276,6 +278,12 @@ class CoroutineExecutor(Executor):
     def _worker_count(self) -> int:
         return 1 if self._scheduler.alive else 0
 
+    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+        # A chunk of an async function runs its calls at once: under a max_workers
+        # limit, each call is a task of its own, so that the limit counts calls.
+        limited = self._admission.limit is not None
+        return super()._map_per_call(fn, options) or (limited and _runs_as_task(fn))
+
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         _live_executors.discard(self)
         self._scheduler.stop(kill=kill)
@@ -298,12 +306,12 @@ def _runs_as_task(fn: Callable[..., Any]) -> bool:
 
 
 async def _run_chunk_concurrently(
-    fn: Callable[..., Any], items: list[tuple[Any, ...]]
+    fn: Callable[..., Any], items: list[tuple[Any, ...]], retries: int = 0, keep_going: bool = False
 ) -> ChunkResult:
     """A map chunk of an async function: every call is its own task on this scheduler."""
     scheduler = current_scheduler()
     assert scheduler is not None
-    return await run_chunk_concurrently(fn, items, scheduler.spawn)
+    return await run_chunk_concurrently(fn, items, scheduler.spawn, retries, keep_going)
 
 
 backend_class = CoroutineExecutor

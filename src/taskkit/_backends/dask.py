@@ -251,6 +251,7 @@ class DaskExecutor(Executor):
                 self._settle(*item)
             except BaseException as exc:
                 task._try_set_exception(exc)  # never leave a future hanging
+            del item, task  # not kept while waiting: the caller may have dropped the result
 
     def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
         self._starts.pop(token, None)
@@ -437,7 +438,7 @@ def _unpicklable(
 ) -> SerializationError:
     """Name the part of a call that would not pickle."""
     if fn is run_chunk:  # a map chunk: (user function, list of argument tuples)
-        fn, items = args
+        fn, items = args[:2]
         candidates = [("the function", fn)]
         for index, item in enumerate(items):
             candidates += [(f"argument {i + 1} of map item {index}", a) for i, a in enumerate(item)]

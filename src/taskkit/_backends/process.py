@@ -45,9 +45,9 @@ from typing import Any, cast, final
 
 from .._calls import run_chunk
 from .._errors import RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor, TaskOptions, _Task
+from .._executor import Executor, _Task
 from .._future import Future, _await_hooks
-from .._map import MapRun
+from .._map import MapRun, MapSpec
 from .._process import _wire
 from .._process._worker import run_column, worker_main
 
@@ -715,14 +715,14 @@ class ProcessExecutor(Executor):
             self._succeeded(task, value)
         elif tag == _wire.CHUNK:
             try:
-                results, failed_at, encoded, elapsed = _wire.loads(stream, buffers)
+                results, encoded, retried, elapsed = _wire.loads(stream, buffers)
             except Exception as exc:
                 self._failed(task, _unpickle_failed(exc))
                 return
             if type(results) is bytes:
                 results = _wire.unpack_ints(results)
-            error = None if encoded is None else _decode_exception(encoded)
-            self._succeeded(task, (results, failed_at, error, elapsed))
+            failures = [(index, _decode_exception(error)) for index, error in encoded]
+            self._succeeded(task, (results, failures, retried, elapsed))
         else:
             self._failed(task, _decode_exception(stream))
 
@@ -878,10 +878,10 @@ def _wire_call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
     """The call as sent: a map chunk over one iterable travels as a plain list of values."""
-    if fn is run_chunk and len(args) == 2:
-        user_fn, items = args
+    if fn is run_chunk and len(args) >= 2:
+        user_fn, items, *policy = args
         if items and len(items[0]) == 1:  # zip of one iterable: every item is a 1-tuple
-            return run_column, (user_fn, [item[0] for item in items]), {}
+            return run_column, (user_fn, [item[0] for item in items], *policy), {}
     return fn, args, kwargs
 
 
@@ -893,11 +893,11 @@ def _diagnose(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
 ) -> SerializationError:
     """Name the first argument that will not pickle (only called after pickling failed)."""
-    if fn is run_column and len(args) == 2:
+    if fn is run_column and len(args) >= 2:
         args = (args[0], [(value,) for value in args[1]])
         fn = run_chunk
-    if fn is run_chunk and len(args) == 2:
-        user_fn, items = args
+    if fn is run_chunk and len(args) >= 2:
+        user_fn, items = args[:2]
         if _fails(user_fn):
             return SerializationError("the function", type(user_fn).__name__, _reason(exc))
         for index, item in enumerate(items):
@@ -951,15 +951,14 @@ def _initializer_failed(exc: BaseException | None) -> BaseException:
 class _MapIterator(itertools.chain):  # type: ignore[type-arg]
     """What ``map`` returns: a C-speed iterator over the chunks' results.
 
-    Results arrive a chunk at a time (a list, or a block of packed ints: see
-    ``_wire.pack_ints``); ``itertools.chain`` hands them out one by one
-    without a Python frame per item, which matters when the calls are tiny.
-    ``close()`` stops the map as a generator's would.
+    Results arrive a chunk at a time (see ``MapRun.chunks``); ``itertools.chain``
+    hands them out one by one without a Python frame per item, which matters
+    when the calls are tiny.  ``close()`` stops the map as a generator's would.
     """
 
-    _chunks: Generator[Sequence[Any], None, None]
+    _chunks: Generator[Iterable[Any], None, None]
 
-    def __new__(cls, chunks: Generator[Sequence[Any], None, None]) -> _MapIterator:
+    def __new__(cls, chunks: Generator[Iterable[Any], None, None]) -> _MapIterator:
         self = cast("_MapIterator", super().from_iterable(chunks))
         self._chunks = chunks
         return self
@@ -988,11 +987,7 @@ class _ProcessMapRun(MapRun):
         executor: ProcessExecutor,
         fn: Callable[..., Any],
         iterables: tuple[Iterable[Any], ...],
-        ordered: bool,
-        window: int | None,
-        chunksize: int | None,
-        timeout: float | None,
-        options: TaskOptions,
+        spec: MapSpec,
     ) -> None:
         # Set before the base's __init__, which submits the first window.
         column = iterables[0] if len(iterables) == 1 and callable(fn) else None
@@ -1003,7 +998,7 @@ class _ProcessMapRun(MapRun):
         )
         self._position = 0  # of the next item of _sequence to read
         self._process_executor = executor
-        super().__init__(executor, fn, iterables, ordered, window, chunksize, timeout, options)
+        super().__init__(executor, fn, iterables, spec)
 
     def _read(self, size: int) -> Sequence[Any]:
         if self._sequence is not None:
@@ -1025,30 +1020,17 @@ class _ProcessMapRun(MapRun):
     def _submit_items(self, items: Sequence[Any]) -> Future[Any]:
         if self._column is None:
             return super()._submit_items(items)
-        return self._process_executor._submit(
-            run_column, (self._fn, items), {}, self._options, weight=len(items)
-        )
+        options = self._chunk_options
+        args: tuple[Any, ...] = (self._fn, items)
+        if options.retries or self._return_exceptions:
+            args += (options.retries, self._return_exceptions)
+        return self._process_executor._submit(run_column, args, {}, options, weight=len(items))
+
+    def _submit_one(self, item: Any) -> Future[Any]:
+        return super()._submit_one(item if self._column is None else (item,))
 
     def iter(self) -> Iterator[Any]:
-        return _MapIterator(self._chunk_lists())
-
-    def _chunk_lists(self) -> Generator[Sequence[Any], None, None]:
-        try:
-            while (future := self._next_chunk()) is not None:
-                try:
-                    future.result(timeout=self._remaining())
-                except TimeoutError:
-                    if not future.done():
-                        raise self._timed_out() from None
-                    raise
-                results, error = self._take(future)
-                yield results
-                if error is not None:
-                    raise error
-            if self._source_error is not None:
-                raise self._source_error
-        finally:
-            self._cancel_rest()
+        return _MapIterator(self.chunks())
 
 
 ProcessExecutor._map_run_class = _ProcessMapRun

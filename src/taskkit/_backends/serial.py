@@ -2,16 +2,25 @@
 
 For debugging: a breakpoint in a task stops in the caller's thread, tracebacks
 are plain, and the order is the order of submission.  Futures are finished
-when ``submit`` returns; ``map`` computes each result when it is reached.
-A per-task ``timeout`` fails the future on time, but the call itself runs on
-to its end, since it runs in the caller.
+when ``submit`` returns; ``map`` computes each result when it is reached,
+with no future and no chunk: the cheapest way to call a function per item
+that still counts each call in ``statistics()``.  A per-task ``timeout``
+fails the future on time, but the call itself runs on to its end, since it
+runs in the caller.
 """
 
 from __future__ import annotations
 
-from typing import final
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from threading import get_ident
+from typing import Any, final
 
-from .._executor import Executor, _Task
+from .._calls import run_to_completion
+from .._errors import ExecutorClosed
+from .._executor import Executor, Statistics, _Task, is_async_callable
+from .._map import MapSpec, check_map_arguments
 
 __all__ = ["SerialExecutor"]
 
@@ -25,6 +34,7 @@ class SerialExecutor(Executor):
 
     def __init__(self, *, max_workers: int | None = None) -> None:
         super().__init__(max_workers=1 if max_workers is None else max_workers)
+        self._tallies: dict[int, list[int]] = {}  # map's counts per thread (_inline_map)
 
     def _dispatch(self, task: _Task) -> None:
         self._run_inline(task)
@@ -34,6 +44,76 @@ class SerialExecutor(Executor):
 
     def _worker_count(self) -> int:
         return 1
+
+    def _map(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
+    ) -> Iterator[Any]:
+        if spec.options.timeout is not None:
+            # A deadline per call: each call is a task with its future, as submit makes.
+            return super()._map(fn, iterables, spec)
+        check_map_arguments(self, fn, iterables)
+        if is_async_callable(fn):
+            fn = functools.partial(run_to_completion, fn)  # each coroutine runs to its end
+        return self._inline_map(fn, iterables, spec.options.retries, spec.return_exceptions)
+
+    def _inline_map(
+        self,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        retries: int,
+        return_exceptions: bool,
+    ) -> Iterator[Any]:
+        """``map``'s calls, each made when its result is reached, and counted as it ends."""
+        # [calls done, failed, re-runs] made by map on this thread: only this thread
+        # changes them, so they are counted without the lock (statistics() adds them in).
+        tally = self._tallies.setdefault(get_ident(), [0, 0, 0])
+        # The result about to be yielded: yielded as box.pop(), so that this generator
+        # does not keep a result the consumer has already been given.
+        box: list[Any] = []
+        for args in zip(*iterables, strict=False):
+            if self._closed:
+                raise ExecutorClosed(
+                    f"cannot go on with map: the {self.backend} executor is closed"
+                )
+            try:
+                box.append(fn(*args))
+            except Exception as exc:
+                error: BaseException = exc
+            else:
+                tally[0] += 1
+                yield box.pop()
+                continue
+            # Retried outside the except block, so a retry's error is not chained to the last.
+            for _ in range(retries):
+                tally[2] += 1
+                try:
+                    box.append(fn(*args))
+                except Exception as exc:
+                    error = exc
+                else:
+                    break
+            else:
+                tally[1] += 1
+                if not return_exceptions:
+                    raise error
+                yield error
+                continue
+            tally[0] += 1
+            yield box.pop()
+
+    def statistics(self) -> Statistics:
+        """Return a snapshot of the executor's counters."""
+        stats = super().statistics()
+        done = failed = retried = 0
+        for tally in list(self._tallies.values()):
+            done, failed, retried = done + tally[0], failed + tally[1], retried + tally[2]
+        return replace(
+            stats,
+            submitted=stats.submitted + done + failed,
+            done=stats.done + done,
+            failed=stats.failed + failed,
+            retried=stats.retried + retried,
+        )
 
 
 backend_class = SerialExecutor

@@ -132,7 +132,9 @@ class ThreadExecutor(Executor):
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
                 task._try_set_exception(exc)
-            worker.task = None
+            # Not kept while this thread waits for the next task: the caller may have
+            # dropped the result, and expects it freed (as concurrent.futures does).
+            worker.task = task = None
             if worker.abandoned:
                 return  # a replacement took this thread's place when it overran
             # Idle again.  The caller woken by the result cannot take the GIL before

@@ -22,19 +22,20 @@ import select
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from types import FunctionType
 from typing import Any
 
-from .._calls import ChunkResult, call, run_chunk
+from .._calls import ChunkResult, call, run_calls, run_chunk
 from .._errors import SerializationError
 from . import _wire
 
 __all__ = ["run_column", "worker_main"]
 
 
-def run_column(fn: Any, xs: Sequence[Any]) -> ChunkResult:
+def run_column(
+    fn: Any, xs: Sequence[Any], retries: int = 0, keep_going: bool = False
+) -> ChunkResult:
     """``run_chunk`` for a map over one iterable: ``fn(x)`` for each ``x`` of ``xs``.
 
     The parent sends such chunks as a plain list of values (or a ``range``)
@@ -42,21 +43,20 @@ def run_column(fn: Any, xs: Sequence[Any]) -> ChunkResult:
     before an exception, so the failing item's index is still known.
     """
     if inspect.iscoroutinefunction(fn):
-        return run_chunk(fn, [(x,) for x in xs])
-    start = time.perf_counter()
-    results: list[Any] = []
-    try:
+        return run_chunk(fn, [(x,) for x in xs], retries, keep_going)
+
+    def run_from(start: int, results: list[Any]) -> None:
+        rest = xs[start:] if start else xs
         if type(fn) is FunctionType:
             # Python 3.11+ runs a Python function called from Python code
             # without a C call per item, and specialises results.append: up
             # to a fifth faster than map() when the function is tiny.
-            for x in xs:
+            for x in rest:
                 results.append(fn(x))
         else:
-            results.extend(map(fn, xs))  # a builtin: no bytecode per item at all
-    except Exception as exc:
-        return results, len(results), exc, time.perf_counter() - start
-    return results, -1, None, time.perf_counter() - start
+            results.extend(map(fn, rest))  # a builtin: no bytecode per item at all
+
+    return run_calls(run_from, lambda index: fn(xs[index]), retries, keep_going)
 
 
 def _die_with_parent(fd: int) -> None:
@@ -190,13 +190,13 @@ def _run(stream: bytes | bytearray, buffers: list[bytearray]) -> tuple[bytes, _w
 
 def _chunk_reply(value: ChunkResult) -> tuple[bytes, _wire.Payload]:
     """Send a map chunk's results; its exception, if any, travels as an encoded error."""
-    results, failed_at, exc, elapsed = value
-    encoded = None if exc is None else _wire.encode_error(exc)[0]
+    results, failures, retried, elapsed = value
+    encoded = [(index, _wire.encode_error(exc)[0]) for index, exc in failures]
     packed = _wire.pack_ints(results)
     if packed is not None:
-        return _wire.CHUNK, _wire.dumps((packed, failed_at, encoded, elapsed))
+        return _wire.CHUNK, _wire.dumps((packed, encoded, retried, elapsed))
     try:
-        return _wire.CHUNK, _wire.dumps((results, failed_at, encoded, elapsed))
+        return _wire.CHUNK, _wire.dumps((results, encoded, retried, elapsed))
     except BaseException as error:
         # Find the first result that will not pickle and fail from there.
         for index, item in enumerate(results):
@@ -208,8 +208,10 @@ def _chunk_reply(value: ChunkResult) -> tuple[bytes, _wire.Payload]:
                     type(item).__qualname__,
                     _short(error),
                 )
-                encoded = _wire.encode_error(failure)[0]
-                return _wire.CHUNK, _wire.dumps((results[:index], index, encoded, elapsed))
+                encoded = [(i, e) for i, e in encoded if i < index]
+                encoded.append((index, _wire.encode_error(failure)[0]))
+                results = [*results[:index], None]
+                return _wire.CHUNK, _wire.dumps((results, encoded, retried, elapsed))
         failure = SerializationError("map chunk result", "tuple", _short(error))
         return _wire.ERROR, _wire.encode_error(failure)
 
