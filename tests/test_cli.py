@@ -51,7 +51,13 @@ TASKS = textwrap.dedent(
             ready.write(text + "\\n")
         return int(text) * 2
 
+    class Odd(Exception):
+        def __init__(self, *, code):  # unpickling calls Odd(*args): this one cannot be rebuilt
+            super().__init__(f"code {code}")
+
     def stuck(text):
+        if text == "odd":
+            raise Odd(code=3)
         if text == "hang":
             time.sleep(600)  # killed by its timeout
         if text == "exit":
@@ -222,14 +228,18 @@ def test_json_lines(tasks: str) -> None:
 
 def test_errors_outside_the_function_go_with_their_inputs(tasks: str) -> None:
     # The worker of "exit" dies at once; "hang" is killed by its timeout later.  Neither
-    # error passes through the function, yet each is reported with its own input.
-    done = taskkit("map", f"{tasks}:stuck", "hang", "exit", "3", "--timeout", "0.5", "--json")
+    # error passes through the function, yet each is reported with its own input; and
+    # an exception that cannot be unpickled in the parent is still described.
+    args = ("hang", "exit", "odd", "3", "--timeout", "0.5", "--json")
+    done = taskkit("map", f"{tasks}:stuck", *args)
     assert 1 == done.returncode
     lines = {line["input"]: line for line in map(json.loads, done.stdout.splitlines())}
     assert {"input": "3", "result": 6} == lines["3"]
+    assert {"input": "odd", "error": "Odd: code 3"} == lines["odd"]
     assert lines["hang"]["error"].startswith("TaskTimeout: ")
     assert lines["exit"]["error"].startswith("WorkerCrashed: ")
-    assert "2 of 3 calls failed" in done.stderr
+    assert "3 of 4 calls failed" in done.stderr
+    assert "  'odd': Odd: code 3\n" in done.stderr
 
 
 # ----------------------------------------------------------------------- order

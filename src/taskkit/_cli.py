@@ -14,7 +14,7 @@ number with the result, and wraps the function's exception in ``CallFailed``
 with that number.  An error raised outside the function (a per-call timeout, a
 crashed worker, a result that cannot be pickled) carries no number: in input
 order it belongs to the next input; as results finish, it is matched at the end
-with the inputs that never reported (exactly, when there is one).
+with the inputs that never reported (see ``Report.finish``).
 """
 
 from __future__ import annotations
@@ -174,9 +174,13 @@ _functions: dict[Target, Callable[..., Any]] = {}
 
 
 class CallFailed(Exception):
-    """The function failed on input number ``index`` with ``error``."""
+    """The function failed on input number ``index``; ``error`` says how, in words.
 
-    def __init__(self, index: int, error: BaseException) -> None:
+    Words, not the exception itself: any exception can be described, not every one
+    can be pickled back from a worker process.
+    """
+
+    def __init__(self, index: int, error: str) -> None:
         super().__init__(index, error)
         self.index, self.error = index, error
 
@@ -189,7 +193,7 @@ def call_sync(target: Target, index: int, text: str) -> tuple[int, Any]:
     try:
         return index, target.load()(text)
     except Exception as exc:
-        raise CallFailed(index, exc) from exc
+        raise CallFailed(index, _describe(exc)) from exc
 
 
 async def call_async(target: Target, index: int, text: str) -> tuple[int, Any]:
@@ -197,7 +201,7 @@ async def call_async(target: Target, index: int, text: str) -> tuple[int, Any]:
     try:
         return index, await target.load()(text)
     except Exception as exc:
-        raise CallFailed(index, exc) from exc
+        raise CallFailed(index, _describe(exc)) from exc
 
 
 def _task_number(error: BaseException) -> int | None:
@@ -270,6 +274,8 @@ def _open_source(args: argparse.Namespace, stdin: TextIO | None) -> Source:
                 "no inputs: give them as arguments, with --input FILE, or on standard input"
             )
         names = ["-"]
+    if names.count("-") > 1:
+        raise UsageError("standard input can be read only once")
     streams: list[IO[str]] = []
     for name in names:
         if name == "-":
@@ -299,7 +305,7 @@ class Report:
         self._unmatched: list[BaseException] = []  # as they finish: errors with no number
         self.calls = 0
         self.failed = 0
-        self._listed: list[tuple[str, BaseException]] = []
+        self._listed: list[tuple[str, str]] = []
 
     def add(self, outcome: Any) -> None:
         """Account for one outcome of ``map(call_sync, ...)``."""
@@ -307,7 +313,7 @@ class Report:
             self._report(outcome.index, error=outcome.error)
         elif isinstance(outcome, BaseException):
             if self._ordered:
-                self._report(self._next, error=outcome)
+                self._report(self._next, error=_describe(outcome))
             else:
                 self._unmatched.append(outcome)
         else:
@@ -326,12 +332,10 @@ class Report:
         if len(numbered) == len(errors):
             errors = [error for _, error in sorted(numbered, key=lambda pair: pair[0])]
         for index, error in zip(sorted(self._source.unreported), errors, strict=False):
-            self._report(index, error=error)
+            self._report(index, error=_describe(error))
         self._unmatched = []
 
-    def _report(
-        self, index: int, *, result: Any = None, error: BaseException | None = None
-    ) -> None:
+    def _report(self, index: int, *, result: Any = None, error: str | None = None) -> None:
         text = self._source.unreported.pop(index)
         self._next = index + 1
         self.calls += 1
@@ -344,7 +348,7 @@ class Report:
             if error is None:
                 record["result"] = result
             else:
-                record["error"] = _describe(error)
+                record["error"] = error
             line = json.dumps(record, ensure_ascii=False, default=repr)
         elif error is None and result is not None:
             line = str(result)
@@ -360,7 +364,8 @@ class Report:
         if not self.failed:
             return ""
         lines = [f"{PROG}: {self.failed} of {self.calls} calls failed:"]
-        lines += [f"  {text!r}: {_describe(error)}" for text, error in self._listed]
+        # One line each: the first of the error's message.
+        lines += [f"  {text!r}: {error.partition(chr(10))[0]}" for text, error in self._listed]
         if self.failed > len(self._listed):
             lines.append(f"  ... and {self.failed - len(self._listed)} more")
         return "\n".join(lines)
