@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import select
 import signal
 import subprocess
@@ -336,12 +337,31 @@ def test_an_error_at_import_is_one_line_and_status_2(tmp_path: Path) -> None:
         ["--timeout", "-1", "1"],
         ["-a", "/no/such/file"],
         ["-a", "/dev/null", "1"],  # both kinds of input
+        ["-a", "-", "-a", "-"],
     ],
 )
 def test_usage_errors_exit_2(tasks: str, args: list[str]) -> None:
     done = taskkit("map", f"{tasks}:double", *args)
     assert (2, "") == (done.returncode, done.stdout)
     assert "Traceback" not in done.stderr
+
+
+def test_no_inputs_from_a_terminal_is_a_usage_error(tasks: str) -> None:
+    terminal, other_end = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "taskkit", "map", f"{tasks}:double"],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            env=environment(),
+            timeout=LIMIT,
+        )
+    finally:
+        os.close(terminal)
+        os.close(other_end)
+    assert (2, "") == (done.returncode, done.stdout)
+    assert "no inputs: give them as arguments" in done.stderr
 
 
 def test_progress_without_tqdm_is_a_usage_error(tasks: str, tmp_path: Path) -> None:
