@@ -1,9 +1,12 @@
-"""``python -m taskkit``: the tour, and what this installation offers."""
+"""``python -m taskkit``: the tour, what this installation offers, and ``map`` for the shell."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from ._cli import add_map_parser
+from ._cli import run as run_map
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +16,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("tour", help="run the tutorial's scenarios and measure the backends")
     commands.add_parser("backends", help="list the backends and whether each is available here")
-    args = parser.parse_args(argv)
+    map_parser = add_map_parser(commands)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["map"]:
+        # Intermixed, so that options may follow the inputs (argparse's subparsers cannot).
+        args = map_parser.parse_intermixed_args(argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    if args.command == "map":
+        return run_map(args)
     if args.command == "tour":
         from ._tour import main as tour
 
