@@ -301,3 +301,32 @@ def test_max_workers_zero_is_refused_with_the_stdlib_message() -> None:
         taskkit.open_executor("thread", max_workers=0)
     with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         ThreadExecutor(max_workers=0)
+
+
+def test_the_interpreter_exit_waits_for_work_left_by_shutdown_without_wait() -> None:
+    # As concurrent.futures does: shutdown(wait=False) returns at once, but the
+    # program's exit still lets the running and the queued tasks finish.
+    script = textwrap.dedent(
+        """
+        import threading, time
+        import taskkit
+
+        go = threading.Event()
+
+        def slow(word):
+            go.wait()
+            time.sleep(0.3)  # still running when the main thread ends
+            print(word, flush=True)
+
+        ex = taskkit.open_executor("thread", max_workers=1)
+        ex.submit(slow, "running")
+        ex.submit(slow, "queued")
+        ex.shutdown(wait=False)
+        go.set()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.split() == ["running", "queued"]

@@ -50,9 +50,9 @@ _executor_numbers = itertools.count()
 
 
 def _at_exit() -> None:
-    # Like concurrent.futures: let queued work finish before the interpreter
-    # exits, since worker threads are daemons (so that abandoned ones never
-    # block exit).
+    # Like concurrent.futures: let queued and running work finish before the
+    # interpreter exits (after shutdown(wait=False) too), since worker threads
+    # are daemons (so that abandoned ones never block exit).
     for executor in list(_live_executors):
         # A forked child inherits the parent's executors but none of their threads.
         if executor._pid == os.getpid():
@@ -217,7 +217,10 @@ class ThreadExecutor(Executor):
             self._stopping = True
             workers = list(self._workers)
         self._queue.put(None)
-        _live_executors.discard(self)
+        if wait or kill:
+            # Otherwise stay listed: as in concurrent.futures, the interpreter's exit
+            # waits for work that shutdown(wait=False) left running or queued.
+            _live_executors.discard(self)
         if wait and not kill:
             current = threading.current_thread()
             for worker in workers:
