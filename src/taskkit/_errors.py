@@ -20,8 +20,9 @@ The tree::
 Each error also subclasses the standard error it resembles, so existing
 ``except TimeoutError:`` or ``except subprocess.CalledProcessError:`` clauses
 keep working.  Bad arguments raise the builtin ``ValueError`` or ``TypeError``
-(see docs/errors.md for the few other standard errors taskkit keeps).  Errors that cross a process boundary define ``__reduce__`` so
-they unpickle with the same fields.
+(see docs/errors.md for the few other standard errors taskkit keeps).  Errors
+that cross a process boundary define ``__reduce__`` so they unpickle with the
+same fields.
 """
 
 from __future__ import annotations
