@@ -194,14 +194,19 @@ class _Spawner:
 
         with self._lock:
             if self._pid != os.getpid():
-                self._requests = queue.SimpleQueue()
-                self._pid = os.getpid()
-                threading.Thread(
+                requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                thread = threading.Thread(
                     target=self._serve,
-                    args=(self._requests,),
+                    args=(requests,),
                     name="taskkit-pipeline-spawner",
                     daemon=True,
-                ).start()
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # the interpreter is exiting: no new threads
+                    fn()
+                    return
+                self._requests, self._pid = requests, os.getpid()
             requests = self._requests
         done = threading.Event()
         outcome: list[BaseException] = []
