@@ -181,3 +181,43 @@ def test_worker_crashed_names_pid_signal_and_cause() -> None:
     assert "out-of-memory" in str(error)
     assert "exited with status 3" in describe_exit(3)
     assert "SIGSEGV" in describe_exit(-11)
+
+
+def test_what_taskkit_raises_on_misuse_or_breakage_is_a_taskkit_error() -> None:
+    # Each used to be a bare RuntimeError; each is still one (code may catch that).
+    from taskkit._backends.coroutine import CoroutineExecutor
+
+    def broken_pick(ready: object) -> object:
+        raise ZeroDivisionError("bad pick")
+
+    def no_init() -> None:
+        raise OSError("no config")
+
+    async def one() -> int:
+        return 1
+
+    lines = taskkit.cmd("true").lines()
+    with pytest.raises(taskkit.UsageError, match="with"):
+        next(lines)
+    with (
+        taskkit.open_executor("coroutine") as co,
+        pytest.raises(taskkit.UsageError, match="submit"),
+    ):
+        co.spawn(one)  # type: ignore[attr-defined]
+    broken = CoroutineExecutor(order=broken_pick)  # type: ignore[arg-type]
+    with pytest.raises(taskkit.SchedulerStopped, match="scheduler stopped"):
+        broken.submit(one).result(timeout=10)
+    broken.shutdown(wait=False)
+    for backend in ("serial", "process"):
+        with (
+            taskkit.open_executor(backend) as ex,  # type: ignore[call-overload]
+            pytest.raises(taskkit.UsageError, match="release"),
+        ):
+            ex.lock().release()
+    with taskkit.open_executor("process", max_workers=1, initializer=no_init) as ex:
+        with pytest.raises(taskkit.InitializerFailed, match="initializer failed") as info:
+            ex.submit(abs, 1).result(timeout=30)
+        assert isinstance(info.value.__cause__, OSError)
+    for error in (taskkit.UsageError, taskkit.SchedulerStopped, taskkit.InitializerFailed):
+        assert issubclass(error, taskkit.TaskkitError)
+        assert issubclass(error, RuntimeError)

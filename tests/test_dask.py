@@ -132,13 +132,64 @@ def ex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[taskkit.Executor]:
     assert _gone(workers), "worker processes were left running"
 
 
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """The addresses every process of ``pid``'s tree listens on (TCP, IPv4 and IPv6)."""
+    found = []
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        for conn in process.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN:
+                found.append((conn.laddr.ip, conn.laddr.port))
+    return found
+
+
 def test_own_cluster_listens_on_loopback_with_random_ports(ex: Any) -> None:
-    assert ex.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert ex.scheduler_address.startswith("tls://127.0.0.1:")
     workers = ex.client.scheduler_info()["workers"]
     assert len(workers) == 2
-    assert all(address.startswith("tcp://127.0.0.1:") for address in workers)
+    assert all(address.startswith("tls://127.0.0.1:") for address in workers)
     assert not ex.client.dashboard_link.endswith(":8787/status")
     assert ex.statistics().max_workers == 2
+
+
+def test_own_cluster_refuses_a_client_without_its_credentials(ex: Any) -> None:
+    # Another local account can reach 127.0.0.1 but holds none of the cluster's
+    # TLS credentials: before, a plain Client(address) connected and ran code.
+    port = ex.scheduler_address.rsplit(":", 1)[1]
+    for address in (ex.scheduler_address, f"tcp://127.0.0.1:{port}"):
+        # tls:// without credentials is a TypeError; tcp:// to the TLS port times out.
+        with (
+            pytest.raises((TypeError, OSError)),
+            distributed.Client(address, timeout=2, set_as_default=False) as intruder,
+        ):
+            intruder.submit(os.getpid).result(timeout=10)
+    # The owner's credentials do connect: the refusal above is about them.
+    security = ex.client.security
+    with distributed.Client(ex.scheduler_address, security=security, timeout=10) as owner:
+        assert owner.submit(square, 3, pure=False).result(timeout=30) == 9
+
+
+def test_address_with_the_clusters_security_connects(ex: Any) -> None:
+    # A TLS cluster of the user's own (here: the one taskkit started) is
+    # reached with address= and the user's security=.
+    with taskkit.open_executor(
+        "dask", address=ex.scheduler_address, security=ex.client.security
+    ) as other:
+        assert other.submit(square, 7).result(timeout=30) == 49
+    with pytest.raises(taskkit.BackendUnavailable, match="security="):
+        taskkit.open_executor("dask", address=ex.scheduler_address, connect_timeout=2)
+
+
+@pytest.mark.parametrize("processes", [True, False])
+def test_every_listener_of_an_own_cluster_is_on_loopback(
+    processes: bool, tmp_path: pathlib.Path
+) -> None:
+    with taskkit.open_executor(
+        "dask", max_workers=2, processes=processes, local_directory=tmp_path
+    ) as ex:
+        assert ex.submit(square, 2).result(timeout=30) == 4
+        listening = _listening(os.getpid())
+    assert listening, "the cluster's HTTP servers at least listen"
+    assert [] == [(ip, port) for ip, port in listening if ip not in ("127.0.0.1", "::1")]
 
 
 def test_lambdas_closures_and_main_style_functions_run(ex: taskkit.Executor) -> None:
@@ -381,6 +432,8 @@ def test_bad_options_are_rejected() -> None:
         taskkit.open_executor("dask", address="tcp://127.0.0.1:1", client=object())
     with pytest.raises(TypeError, match=r"distributed\.Client"):
         taskkit.open_executor("dask", client=object())
+    with pytest.raises(ValueError, match="security"):
+        taskkit.open_executor("dask", client=object(), security=object())
 
 
 def test_workload_cluster_starts_and_closes_its_own_cluster(tmp_path: pathlib.Path) -> None:
@@ -409,6 +462,31 @@ def test_kill_stops_its_own_cluster_without_waiting(tmp_path: pathlib.Path) -> N
         assert ex.client.status == "closed"  # type: ignore[attr-defined]
     finally:
         pathlib.Path(gate).touch()  # lets the abandoned worker thread end
+
+
+def started_then_wait_for_file(started: str, gate: str) -> str:
+    pathlib.Path(started).touch()
+    return wait_for_file(gate)
+
+
+def test_shutdown_cancel_pending_cancels_the_queued_tasks(tmp_path: pathlib.Path) -> None:
+    started, gate = str(tmp_path / "started"), str(tmp_path / "gate")
+    ex = taskkit.open_executor("dask", max_workers=1, processes=False, local_directory=tmp_path)
+    try:
+        running = ex.submit(started_then_wait_for_file, started, gate)
+        queued = [ex.submit(record_call, str(tmp_path / "calls")) for _ in range(3)]
+        assert wait_for_file(started) == "opened"  # the one worker thread is busy now
+        ex.shutdown(wait=False, cancel_pending=True)
+        assert [f.cancelled() for f in queued] == [True, True, True]
+        assert not running.cancelled()
+    finally:
+        pathlib.Path(gate).touch()
+    assert running.result(timeout=30) == "opened"
+    closer = next((t for t in threading.enumerate() if t.name == "taskkit-dask-close"), None)
+    if closer is not None:
+        closer.join(timeout=30)
+    assert not (tmp_path / "calls").exists()  # none of them ran
+    assert ex.statistics().cancelled == 3
 
 
 def test_shutdown_without_wait_closes_once_the_work_is_done(tmp_path: pathlib.Path) -> None:

@@ -7,6 +7,7 @@ checks that no test leaves a child process behind, unreaped or running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import pickle
@@ -817,3 +818,79 @@ async def test_alines_real_time_with_input() -> None:
         assert await lines.__anext__() == "first"
         proceed.set()
         assert [line async for line in lines] == ["second"]
+
+
+# -- stages die with their parent ------------------------------------------------------
+
+
+def _stage_pid_when_parent_killed(tmp_path: Path, how: signal.Signals, outlive: bool) -> int:
+    """Run ``sleep 60`` as a pipeline stage in a child interpreter, kill the interpreter
+    with ``how`` during ``run()``, and return the stage's pid."""
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so the stage's open() returns
+    script = textwrap.dedent(
+        f"""
+        from taskkit import cmd
+        stage = cmd("sh", "-c", "echo $$ > {fifo}; exec sleep 60", outlive_parent={outlive})
+        (stage | cmd("cat")).run()
+        """
+    )
+    parent = subprocess.Popen([PY, "-c", script])
+    try:
+        assert select.select([reader], [], [], 30)[0], "the stage did not start"
+        pid = int(os.read(reader, 100).decode())
+        parent.send_signal(how)
+        assert parent.wait(30) == -how
+    finally:
+        os.close(reader)
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    return pid
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_stages_die_with_a_parent_killed_during_run(tmp_path: Path, how: signal.Signals) -> None:
+    pid = _stage_pid_when_parent_killed(tmp_path, how, outlive=False)
+    try:
+        assert _ends(pid, within=10), "the stage outlived the process that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_outlive_parent_keeps_a_stage_running_after_its_parent_died(tmp_path: Path) -> None:
+    pid = _stage_pid_when_parent_killed(tmp_path, signal.SIGKILL, outlive=True)
+    try:
+        assert not _ends(pid, within=1), "the stage died with its parent"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert _ends(pid)
+
+
+def test_stages_started_by_a_thread_that_ended_keep_running() -> None:
+    # The kernel's parent-death signal follows the thread that forked: a stage must
+    # not die when the thread that entered lines() ends.
+    release = threading.Event()
+
+    def feed() -> Iterator[bytes]:
+        release.wait(30)
+        yield b"still here\n"
+
+    entered: list[object] = []
+
+    def enter() -> None:
+        context = cmd("cat").lines(input=feed())
+        entered.append((context, context.__enter__()))
+
+    starter = threading.Thread(target=enter)
+    starter.start()
+    starter.join(30)
+    context, lines = entered[0]  # type: ignore[misc]
+    try:
+        release.set()
+        assert list(lines) == ["still here"]
+    finally:
+        context.__exit__(None, None, None)  # type: ignore[attr-defined]

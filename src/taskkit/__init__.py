@@ -20,13 +20,16 @@ from ._coroutine import sleep as sleep
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import Deadlock as Deadlock
 from ._errors import ExecutorClosed as ExecutorClosed
+from ._errors import InitializerFailed as InitializerFailed
 from ._errors import PipelineFailed as PipelineFailed
 from ._errors import PipelineTimeout as PipelineTimeout
 from ._errors import QueueClosed as QueueClosed
 from ._errors import RemoteError as RemoteError
+from ._errors import SchedulerStopped as SchedulerStopped
 from ._errors import SerializationError as SerializationError
 from ._errors import TaskkitError as TaskkitError
 from ._errors import TaskTimeout as TaskTimeout
+from ._errors import UsageError as UsageError
 from ._errors import WorkerCrashed as WorkerCrashed
 from ._executor import Executor as Executor
 from ._executor import Statistics as Statistics
@@ -111,6 +114,9 @@ __all__ = (
     "WorkerCrashed",
     "SerializationError",
     "RemoteError",
+    "InitializerFailed",
+    "SchedulerStopped",
+    "UsageError",
     "QueueClosed",
     "PipelineFailed",
     "PipelineTimeout",

@@ -57,6 +57,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from ._errors import UsageError
+
 __all__ = [
     "Hook",
     "active",
@@ -120,11 +122,11 @@ def wait_until(
     """Block the calling task until ``ready()`` holds, as the scheduler sees it; see rule 2.
 
     Raises:
-        RuntimeError: no run is controlled (check ``controlled()`` first).
+        UsageError: no run is controlled (check ``controlled()`` first).
     """
     h = hook
     if h is None:
-        raise RuntimeError("wait_until() needs a controlled run; check controlled() first")
+        raise UsageError("wait_until() needs a controlled run; check controlled() first")
     return h.wait_until(ready, what, obj, timeout)
 
 
@@ -132,7 +134,7 @@ def aswitch(op: str, obj: object = None) -> Awaitable[None]:
     """Return an awaitable switch point for a coroutine task; see rule 4."""
     h = hook
     if h is None:
-        raise RuntimeError("aswitch() needs a controlled run; check controlled() first")
+        raise UsageError("aswitch() needs a controlled run; check controlled() first")
     return h.aswitch(op, obj)
 
 
@@ -142,5 +144,5 @@ def await_until(
     """Return an awaitable that suspends a coroutine task until ``ready()``; see rule 4."""
     h = hook
     if h is None:
-        raise RuntimeError("await_until() needs a controlled run; check controlled() first")
+        raise UsageError("await_until() needs a controlled run; check controlled() first")
     return h.await_until(ready, what, obj, timeout)

@@ -5,6 +5,9 @@ The tree::
     TaskkitError(Exception)
     ├── ExecutorClosed(RuntimeError)        submit after close()/shutdown()
     ├── BackendUnavailable(RuntimeError)    a backend whose extra is missing
+    ├── InitializerFailed(BrokenExecutor)   a worker's initializer raised: the pool is broken
+    ├── SchedulerStopped(RuntimeError)      the coroutine scheduler died of an internal error
+    ├── UsageError(RuntimeError)            a call made where it cannot work
     ├── TaskTimeout(TimeoutError)           a task overran its deadline
     ├── WorkerCrashed(RuntimeError)         the process running a task died
     ├── SerializationError(TypeError)       an argument or result would not pickle
@@ -16,12 +19,15 @@ The tree::
 
 Each error also subclasses the standard error it resembles, so existing
 ``except TimeoutError:`` or ``except subprocess.CalledProcessError:`` clauses
-keep working.  Errors that cross a process boundary define ``__reduce__`` so
-they unpickle with the same fields.
+keep working.  Bad arguments raise the builtin ``ValueError`` or ``TypeError``
+(see docs/errors.md for the few other standard errors taskkit keeps).  Errors
+that cross a process boundary define ``__reduce__`` so they unpickle with the
+same fields.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import subprocess
 from typing import TYPE_CHECKING, Any
@@ -33,13 +39,16 @@ __all__ = [
     "BackendUnavailable",
     "Deadlock",
     "ExecutorClosed",
+    "InitializerFailed",
     "PipelineFailed",
     "PipelineTimeout",
     "QueueClosed",
     "RemoteError",
+    "SchedulerStopped",
     "SerializationError",
     "TaskTimeout",
     "TaskkitError",
+    "UsageError",
     "WorkerCrashed",
     "describe_exit",
 ]
@@ -58,6 +67,47 @@ class ExecutorClosed(TaskkitError, RuntimeError):
 
 class BackendUnavailable(TaskkitError, RuntimeError):
     """A backend was asked for that cannot run here (its extra is not installed)."""
+
+
+class InitializerFailed(TaskkitError, concurrent.futures.BrokenExecutor):
+    """A worker's ``initializer`` raised, so the pool cannot run tasks.
+
+    Every task queued then, and every task submitted later, fails with this
+    error (its ``__cause__`` is the initializer's exception), as the
+    standard library's pools fail with ``BrokenExecutor``.
+
+    Attributes:
+        backend: the backend whose pool broke.
+        reason: ``repr()`` of the initializer's exception.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(
+            f"the {backend} pool's initializer failed: {reason}; the pool runs no tasks, "
+            "open a new executor"
+        )
+        self.backend, self.reason = backend, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.backend, self.reason))
+
+
+class SchedulerStopped(TaskkitError, RuntimeError):
+    """The coroutine backend's scheduler stopped after an internal error.
+
+    Its unfinished tasks fail with this error, and so does every later
+    ``submit``; the cause is chained as ``__cause__``.
+    """
+
+
+class UsageError(TaskkitError, RuntimeError):
+    """A taskkit call was made where it cannot work.
+
+    For example ``join()`` on the executor's own event loop, ``result()`` of an
+    unfinished coroutine task from inside the scheduler, or a pipeline's
+    ``lines`` used outside their ``with`` block.  The message says what to do
+    instead.  Bad *arguments* raise the builtin ``ValueError`` or ``TypeError``.
+    """
 
 
 class TaskTimeout(TaskkitError, TimeoutError):

@@ -27,6 +27,8 @@ import abc
 import asyncio
 import concurrent.futures
 import inspect
+import math
+import numbers
 import threading
 import time
 import weakref
@@ -69,8 +71,19 @@ class TaskOptions:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        timeout: Any = self.timeout  # checked here, whatever the caller passed
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+                raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+            seconds = float(timeout)
+            if seconds == math.inf:
+                object.__setattr__(self, "timeout", None)  # no deadline, as for None
+            elif not 0 < seconds <= threading.TIMEOUT_MAX:  # nan fails both comparisons
+                raise ValueError(
+                    f"timeout must be a positive number of seconds, at most "
+                    f"{threading.TIMEOUT_MAX:.0f} (or inf or None for no deadline), "
+                    f"got {timeout!r}"
+                )
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
 
@@ -186,7 +199,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
             raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
         if max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
         self._max_workers = max_workers
         self._closed = False
         self._killed = False

@@ -4,17 +4,25 @@ Per-task timeouts need a clock that watches many deadlines cheaply: a heap of
 ``(deadline, sequence, callback)`` entries and one thread that sleeps until the
 earliest.  Callbacks run on that thread, so they must be quick (fail a future,
 kill a worker) and must not block.
+
+The thread must never die: every executor's deadlines depend on it.  So a
+callback that raises is logged (``taskkit.deadlines``) and the thread goes
+on, and a wait is never longer than ``threading.TIMEOUT_MAX`` (a far-off or
+infinite deadline would otherwise raise ``OverflowError`` in ``wait``).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 __all__ = ["Deadline", "call_at", "call_later"]
+
+_log = logging.getLogger("taskkit.deadlines")
 
 
 class Deadline:
@@ -45,6 +53,8 @@ class _Clock:
         self._thread: threading.Thread | None = None
 
     def call_at(self, when: float, callback: Callable[[], object]) -> Deadline:
+        if when != when:  # nan: it would break the heap's order
+            raise ValueError("a deadline cannot be nan")
         deadline = Deadline(when, callback)
         with self._wakeup:
             heapq.heappush(self._heap, (when, next(self._counter), deadline))
@@ -68,10 +78,16 @@ class _Clock:
                     if self._heap and self._heap[0][0] <= now:
                         due = heapq.heappop(self._heap)[2]
                         break
-                    self._wakeup.wait(None if not self._heap else self._heap[0][0] - now)
+                    if self._heap:
+                        self._wakeup.wait(min(self._heap[0][0] - now, threading.TIMEOUT_MAX))
+                    else:
+                        self._wakeup.wait()
             if not due.cancelled:
                 due.cancelled = True
-                due.callback()
+                try:
+                    due.callback()
+                except BaseException:
+                    _log.exception("a deadline callback failed; the deadline thread goes on")
 
 
 _clock = _Clock()

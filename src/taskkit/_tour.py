@@ -41,7 +41,7 @@ def _threads_section() -> None:
         names.append(threading.current_thread().name)
         return threading.current_thread().name
 
-    with taskkit.open_executor("thread", max_workers=1, thread_name_prefix="LoopThread") as ex:
+    with taskkit.open_executor("thread", max_workers=1) as ex:
         name = ex.submit(loop).result()
     print(f"a task ran on thread {name!r}; the main thread is {threading.main_thread().name!r}")
 

@@ -203,7 +203,7 @@ def open_executor(
     ):
         raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
     if max_workers is not None and max_workers < 1:
-        raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
     cls = backend_class(name)
     accepted = {
         parameter.name

@@ -43,7 +43,7 @@ from typing import Any, TypeVar, final, overload
 from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
-from .._errors import ExecutorClosed
+from .._errors import ExecutorClosed, UsageError
 from .._executor import _NO_OPTIONS, Executor, TaskOptions, _Task, is_async_callable
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._timer import Deadline
@@ -440,11 +440,11 @@ class AsyncioExecutor(Executor):
         """Wait until every submitted task has finished; True unless ``timeout`` passed first.
 
         Raises:
-            RuntimeError: called on the executor's event loop with work still running,
+            UsageError: called on the executor's event loop with work still running,
                 which could never finish while the loop is blocked (use ``async with``).
         """
         if self._on_loop() and self.statistics().pending + self.statistics().running:
-            raise RuntimeError(
+            raise UsageError(
                 "join() on the executor's own event loop would block the tasks it waits for; "
                 "use `async with` (or await the futures) instead"
             )

@@ -32,6 +32,7 @@ from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
+from .._errors import SchedulerStopped, UsageError
 from .._executor import Executor, TaskOptions, _Task, is_async_callable
 from .._timer import Deadline
 from ._admission import Admission
@@ -154,12 +155,12 @@ class CoroutineExecutor(Executor):
         call itself (wrong arguments) as it raises the task's other errors.
 
         Raises:
-            RuntimeError: called from outside this executor's tasks.
+            UsageError: called from outside this executor's tasks.
             TypeError: ``fn`` is not an ``async def`` or generator function.
         """
         scheduler = self._scheduler
         if get_ident() != scheduler._ident:
-            raise RuntimeError(
+            raise UsageError(
                 "spawn() can only be called from a task of this executor; "
                 "from other code use submit() or map()"
             )
@@ -191,7 +192,8 @@ class CoroutineExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         if self._crashed is not None:
-            raise RuntimeError("the coroutine scheduler stopped after an error") from self._crashed
+            error = SchedulerStopped("the coroutine scheduler stopped after an error")
+            raise error from self._crashed
         self._scheduler.send(task)
 
     def _scheduler_crashed(self, error: BaseException) -> None:
@@ -200,7 +202,7 @@ class CoroutineExecutor(Executor):
         with self._state_lock:
             futures = list(self._live)
         for future in futures:
-            failure = RuntimeError(f"the coroutine scheduler stopped after an error: {error!r}")
+            failure = SchedulerStopped(f"the coroutine scheduler stopped after an error: {error!r}")
             failure.__cause__ = error
             future._try_set_exception(failure)
 

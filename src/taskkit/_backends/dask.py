@@ -33,6 +33,7 @@ import os
 import queue
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
@@ -43,7 +44,7 @@ import distributed as _distributed
 
 from .._calls import run_chunk
 from .._dask._cluster import Connection, connect
-from .._dask._remote import decode, run_payload
+from .._dask._remote import decode, run_payload, worker_keys
 from .._errors import ExecutorClosed, SerializationError, WorkerCrashed
 from .._executor import Executor, _Task
 from .._timer import Deadline, call_later
@@ -58,6 +59,8 @@ _P = TypeVar("_P", bound="_Shared")
 _T = TypeVar("_T")
 
 _ADDRESS_VARIABLE = "TASKKIT_DASK_ADDRESS"
+# How long shutdown(cancel_pending=True) waits for the workers to drop cancelled tasks.
+_CANCEL_SETTLE = 2.0
 
 # distributed is only partly typed: its objects are handled as Any here.
 distributed: Any = _distributed
@@ -107,6 +110,7 @@ class DaskExecutor(Executor):
         threads_per_worker: int = 1,
         local_directory: str | os.PathLike[str] | None = None,
         connect_timeout: float = 5.0,
+        security: Any = None,
         ship_modules: Iterable[ModuleType | str] = (),
         cluster_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -125,12 +129,17 @@ class DaskExecutor(Executor):
             local_directory: local cluster only: where workers keep files
                 (default: a temporary directory, removed at shutdown).
             connect_timeout: seconds to wait for ``address`` to answer.
+            security: a ``distributed.security.Security`` for a cluster that
+                speaks TLS (``address="tls://..."``); a local cluster, without
+                it, makes credentials of its own that only this process holds.
             ship_modules: modules (or their names) that are not installed on
                 the workers: their functions are sent by value with each task.
             cluster_options: more keyword arguments for ``distributed.LocalCluster``.
         """
         if address is not None and client is not None:
             raise ValueError("give address= or client=, not both")
+        if client is not None and security is not None:
+            raise ValueError("security= is for address= or a local cluster; client= has its own")
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout!r}")
         if threads_per_worker < 1:
@@ -150,6 +159,7 @@ class DaskExecutor(Executor):
             processes=processes,
             local_directory=local_directory,
             connect_timeout=connect_timeout,
+            security=security,
             cluster_options=dict(cluster_options or {}),
         )
         self._client: Any = self._connection.client
@@ -297,6 +307,58 @@ class DaskExecutor(Executor):
             return True  # the cluster is gone, and the call with it
         future.cancel()
         return True
+
+    def shutdown(
+        self,
+        wait: bool = True,
+        *,
+        cancel_pending: bool = False,
+        kill: bool = False,
+        cancel_futures: bool | None = None,
+    ) -> None:
+        """Close the executor and, if it owns it, its cluster (see ``Executor.shutdown``)."""
+        if (cancel_pending or cancel_futures) and not kill:
+            self.close()  # nothing new arrives while the queued tasks are cancelled
+            self._cancel_queued()
+        super().shutdown(
+            wait, cancel_pending=cancel_pending, kill=kill, cancel_futures=cancel_futures
+        )
+
+    def _cancel_queued(self) -> None:
+        """Cancel the tasks no Dask worker has started.
+
+        Every task is handed to Dask at once, so the base class sees none as
+        pending: ask the workers which tasks they are running (the scheduler's
+        "processing" also counts tasks a worker holds in its own queue), and
+        cancel the others.  Dask passes a cancel on asynchronously, so then
+        wait, briefly, until no worker holds them, lest one start them meanwhile.
+        A task that starts between the question and the cancel is cancelled as
+        a running one is (its result is dropped).
+        """
+        with self._running_lock:
+            entries = list(self._running.items())
+        if not entries:
+            return
+        try:
+            running = {key for keys, _ in self._client.run(worker_keys).values() for key in keys}
+        except Exception:
+            return  # the cluster is unreachable: what was queued there is lost with it
+        cancelled = set()
+        for task, (_, future) in entries:
+            if future.key not in running and not future.done() and task.cancel():
+                cancelled.add(future.key)
+        deadline = time.monotonic() + _CANCEL_SETTLE
+        while cancelled and time.monotonic() < deadline:
+            try:
+                # The scheduler first (it sends "free" after "compute" on the same
+                # stream), then the workers.
+                held = {key for keys in self._client.processing().values() for key in keys}
+                held |= {key for _, keys in self._client.run(worker_keys).values() for key in keys}
+            except Exception:
+                return
+            cancelled &= held
+            if cancelled:
+                time.sleep(0.005)  # the cancel has yet to reach them
 
     def _timeout_detail(self) -> str:
         return (

@@ -44,7 +44,7 @@ from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
 from .._calls import run_chunk
-from .._errors import RemoteError, SerializationError, WorkerCrashed
+from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
 from .._executor import Executor, _Task
 from .._future import Future, _await_hooks
 from .._map import MapRun, MapSpec
@@ -943,7 +943,7 @@ def _unpickle_failed(exc: BaseException) -> SerializationError:
 
 
 def _initializer_failed(exc: BaseException | None) -> BaseException:
-    error = RuntimeError(f"the process pool's initializer failed: {exc!r}")
+    error = InitializerFailed("process", repr(exc))
     error.__cause__ = exc
     return error
 

@@ -12,10 +12,16 @@ on time, the stuck thread is marked abandoned (it exits when its call finally
 returns, and its result is dropped) and a replacement thread is started at
 once, so ``max_workers`` threads keep doing useful work.  Abandoned threads
 are daemon threads: they do not keep the interpreter alive.
+
+An ``initializer`` that raises breaks the pool, as in ``concurrent.futures``:
+the queued tasks, and every task submitted later, fail at once with
+``InitializerFailed`` (the process backend does the same), so nothing waits
+for a thread that will never take it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -23,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, final
 
+from .._errors import InitializerFailed
 from .._executor import Executor, _Task
 
 __all__ = ["ThreadExecutor"]
@@ -38,12 +45,14 @@ class _Worker:
 
 
 _live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+# Numbers the executors, so that default thread names tell pools apart.
+_executor_numbers = itertools.count()
 
 
 def _at_exit() -> None:
-    # Like concurrent.futures: let queued work finish before the interpreter
-    # exits, since worker threads are daemons (so that abandoned ones never
-    # block exit).
+    # Like concurrent.futures: let queued and running work finish before the
+    # interpreter exits (after shutdown(wait=False) too), since worker threads
+    # are daemons (so that abandoned ones never block exit).
     for executor in list(_live_executors):
         # A forked child inherits the parent's executors but none of their threads.
         if executor._pid == os.getpid():
@@ -55,7 +64,12 @@ threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
 
 @final
 class ThreadExecutor(Executor):
-    """Run tasks on a pool of threads."""
+    """Run tasks on a pool of threads.
+
+    Its threads are named ``f"{thread_name_prefix}_{n}"`` (n = 0, 1, ...), as
+    ``concurrent.futures.ThreadPoolExecutor`` names them; the default prefix
+    is ``"taskkit-thread-N"``, N numbering the executors of this process.
+    """
 
     backend = "thread"
 
@@ -63,7 +77,7 @@ class ThreadExecutor(Executor):
         self,
         *,
         max_workers: int | None = None,
-        thread_name_prefix: str = "taskkit-thread",
+        thread_name_prefix: str | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
@@ -73,6 +87,8 @@ class ThreadExecutor(Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
         self._initializer, self._initargs = initializer, initargs
+        if thread_name_prefix is None:
+            thread_name_prefix = f"taskkit-thread-{next(_executor_numbers)}"
         self._prefix = thread_name_prefix
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         # One token per idle worker: C-level put/get, cheaper than a Semaphore.
@@ -81,13 +97,23 @@ class ThreadExecutor(Executor):
         self._workers: set[_Worker] = set()
         self._started = 0
         self._stopping = False
+        # The initializer's exception, once one failed: the pool is then broken.
+        self._broken: BaseException | None = None
         self._pid = os.getpid()
         _live_executors.add(self)
 
     # --------------------------------------------------------------- workers
 
     def _dispatch(self, task: _Task) -> None:
+        if self._is_broken():
+            task._try_set_exception(self._broken_error())
+            return
         self._queue.put(task)
+        if self._is_broken():
+            # The pool broke between the check and the put, perhaps after the
+            # failing thread drained the queue: drain it again, so this task fails too.
+            self._fail_queued()
+            return
         try:
             self._idle.get_nowait()
         except queue.Empty:
@@ -104,7 +130,7 @@ class ThreadExecutor(Executor):
         thread = threading.Thread(
             target=self._work,
             args=(worker,),
-            name=f"{self._prefix}-{self._started}",
+            name=f"{self._prefix}_{self._started - 1}",
             daemon=True,
         )
         worker.thread = thread
@@ -116,7 +142,11 @@ class ThreadExecutor(Executor):
             try:
                 self._initializer(*self._initargs)
             except BaseException as exc:
-                self._fail_queued(exc)
+                with self._workers_lock:
+                    self._workers.discard(worker)
+                    if self._broken is None:
+                        self._broken = exc
+                self._fail_queued()
                 return
         get, run, idle = self._queue.get, self._run_inline, self._idle.put
         while True:
@@ -133,7 +163,8 @@ class ThreadExecutor(Executor):
                 # Already reported, unless taskkit itself failed: never lose a task.
                 task._try_set_exception(exc)
             # Not kept while this thread waits for the next task: the caller may have
-            # dropped the result, and expects it freed (as concurrent.futures does).
+            # dropped the result, and expects it freed (as concurrent.futures does); nor
+            # the settled task, which would keep its function alive.
             worker.task = task = None
             if worker.abandoned:
                 return  # a replacement took this thread's place when it overran
@@ -141,22 +172,28 @@ class ThreadExecutor(Executor):
             # this thread blocks in get(), so its next submit finds this token.
             idle(None)
 
-    def _fail_queued(self, exc: BaseException) -> None:
-        # A failing initializer makes the pool unusable, as in concurrent.futures.
-        with self._workers_lock:
-            self._stopping = True
+    def _fail_queued(self) -> None:
+        # A failing initializer makes the pool unusable, as in concurrent.futures:
+        # fail what is queued (other threads may be taking tasks meanwhile: fine).
         while True:
             try:
                 task = self._queue.get_nowait()
             except queue.Empty:
                 return
             if task is not None:
-                task._try_set_exception(
-                    RuntimeError(f"the thread pool's initializer failed: {exc!r}")
-                )
+                task._try_set_exception(self._broken_error())
             else:
-                self._queue.put(None)
+                self._queue.put(None)  # shutdown's sentinel: leave it for the threads
                 return
+
+    def _is_broken(self) -> bool:
+        # A method, not an inline test: another thread may set _broken between two reads.
+        return self._broken is not None
+
+    def _broken_error(self) -> InitializerFailed:
+        error = InitializerFailed(self.backend, repr(self._broken))
+        error.__cause__ = self._broken
+        return error
 
     def _stop_overrunning(self, task: _Task) -> None:
         with self._workers_lock:
@@ -182,7 +219,10 @@ class ThreadExecutor(Executor):
             self._stopping = True
             workers = list(self._workers)
         self._queue.put(None)
-        _live_executors.discard(self)
+        if wait or kill:
+            # Otherwise stay listed: as in concurrent.futures, the interpreter's exit
+            # waits for work that shutdown(wait=False) left running or queued.
+            _live_executors.discard(self)
         if wait and not kill:
             current = threading.current_thread()
             for worker in workers:

@@ -44,7 +44,7 @@ from types import CoroutineType, FunctionType, GeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from .. import _control
-from .._errors import TaskkitError
+from .._errors import TaskkitError, UsageError
 from .._future import Future, set_await_hook
 from .._timer import Deadline
 
@@ -247,12 +247,12 @@ class Task:
             return self._value
         if self._state == _FAILED:
             raise self._value
-        raise RuntimeError(f"task {self.name} has not finished; await it instead")
+        raise UsageError(f"task {self.name} has not finished; await it instead")
 
     def exception(self) -> BaseException | None:
         """Return the task's exception (None if it returned); the task must be done."""
         if self._state < _DONE:
-            raise RuntimeError(f"task {self.name} has not finished; await it instead")
+            raise UsageError(f"task {self.name} has not finished; await it instead")
         return self._value if self._state == _FAILED else None
 
     def cancel(self) -> bool:
@@ -261,7 +261,7 @@ class Task:
             return False
         scheduler = current_scheduler()
         if scheduler is None:
-            raise RuntimeError("a coroutine task can only be cancelled from its own scheduler")
+            raise UsageError("a coroutine task can only be cancelled from its own scheduler")
         scheduler._cancel(self)
         return True
 
@@ -679,15 +679,15 @@ _USE_ASYNCIO = (
 )
 
 
-def _foreign_await(task: Task, request: object) -> RuntimeError:
-    return RuntimeError(
+def _foreign_await(task: Task, request: object) -> UsageError:
+    return UsageError(
         f"coroutine task {task.name} awaited {request!r}, which belongs to another "
         f"event loop{_USE_ASYNCIO}"
     )
 
 
-def _foreign_loop(task: Task, error: RuntimeError) -> RuntimeError:
-    new = RuntimeError(
+def _foreign_loop(task: Task, error: RuntimeError) -> UsageError:
+    new = UsageError(
         f"coroutine task {task.name} used asyncio (no running event loop){_USE_ASYNCIO}"
     )
     new.__cause__ = error

@@ -3,6 +3,20 @@
 ``open_executor("dask")`` owns what it starts and closes it (client first,
 then cluster); ``address=`` connects a new client it owns to an existing
 scheduler; ``client=`` uses the caller's client and closes nothing.
+
+Who can reach a cluster taskkit starts: a Dask scheduler runs whatever code
+its clients send, so a cluster reachable by others is a way to run code as
+its owner.  Ours therefore listens only on loopback, and
+
+* with worker processes, speaks TLS with credentials made for this cluster
+  alone (``Security.temporary()``, kept in this process's memory and handed
+  to the workers it starts): a client without them is refused, so another
+  local account cannot connect even though it can reach 127.0.0.1;
+* with worker threads (``processes=False``), uses in-process channels and
+  opens no port for clients at all.
+
+Its HTTP servers (the scheduler's dashboard, each worker's ``/health`` and
+``/metrics``) are bound to 127.0.0.1 too; they serve status, not code.
 """
 
 from __future__ import annotations
@@ -125,6 +139,7 @@ def connect(
     processes: bool,
     local_directory: str | os.PathLike[str] | None,
     connect_timeout: float,
+    security: Any | None,
     cluster_options: Mapping[str, Any],
 ) -> Connection:
     """Return a connection to the cluster the executor should use."""
@@ -134,7 +149,16 @@ def connect(
         return Connection(client, None, owns_client=False, directory=None)
     if address is not None:
         try:
-            new = distributed.Client(address, timeout=connect_timeout, set_as_default=False)
+            new = distributed.Client(
+                address, timeout=connect_timeout, security=security, set_as_default=False
+            )
+        except TypeError as exc:
+            if security is not None or "TLS" not in str(exc):
+                raise
+            raise BackendUnavailable(
+                f"could not reach the Dask scheduler at {address}: it speaks TLS, so pass "
+                "the cluster's credentials as security=distributed.security.Security(...)"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise BackendUnavailable(
                 f"could not reach a Dask scheduler at {address} within {connect_timeout:g} s "
@@ -142,7 +166,9 @@ def connect(
                 "right (tcp://host:port)?"
             ) from exc
         return Connection(new, None, owns_client=True, directory=None)
-    return _start_local(n_workers, threads_per_worker, processes, local_directory, cluster_options)
+    return _start_local(
+        n_workers, threads_per_worker, processes, local_directory, security, cluster_options
+    )
 
 
 def _start_local(
@@ -150,22 +176,29 @@ def _start_local(
     threads_per_worker: int,
     processes: bool,
     local_directory: str | os.PathLike[str] | None,
+    security: Any | None,
     cluster_options: Mapping[str, Any],
 ) -> Connection:
-    directory = None
-    if local_directory is None:
-        directory = local_directory = tempfile.mkdtemp(prefix="taskkit-dask-")
     options: dict[str, Any] = {
         "n_workers": n_workers,
         "threads_per_worker": threads_per_worker,
         "processes": processes,
-        # The HTTP server always starts, on port 8787 unless told otherwise:
-        # a random loopback port never collides with another cluster.
+        # The HTTP servers always start, the scheduler's on port 8787 and each
+        # worker's on every interface unless told otherwise: random loopback
+        # ports never collide with another cluster and are not seen from outside.
         "dashboard_address": "127.0.0.1:0",
-        "local_directory": os.fspath(local_directory),
+        "worker_dashboard_address": "127.0.0.1:0",
     }
-    if processes:
-        options["host"] = "127.0.0.1"  # with processes=False it is in-process anyway
+    if processes or security is not None:
+        # Clients and workers connect over sockets: TLS with this cluster's own
+        # credentials, so that no other local account can connect (see above).
+        options["host"] = "127.0.0.1"
+        options["security"] = security if security is not None else _own_credentials()
+    # else worker threads talk to the scheduler in-process: no port for clients at all.
+    directory = None
+    if local_directory is None:
+        directory = local_directory = tempfile.mkdtemp(prefix="taskkit-dask-")
+    options["local_directory"] = os.fspath(local_directory)
     options.update(cluster_options)
     _quiet(True)
     try:
@@ -182,3 +215,14 @@ def _start_local(
             shutil.rmtree(directory, ignore_errors=True)
         raise
     return Connection(client, cluster, owns_client=True, directory=directory)
+
+
+def _own_credentials() -> Any:
+    """Self-signed TLS credentials for one cluster, held only in this process's memory."""
+    try:
+        return distributed.security.Security.temporary()
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "a Dask cluster started by taskkit is secured with TLS credentials of its own, "
+            'which needs the "cryptography" package: python -m pip install "taskkit[dask]"'
+        ) from exc

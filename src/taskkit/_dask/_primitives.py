@@ -52,7 +52,7 @@ from typing import Any, TypeVar, final
 import cloudpickle
 import distributed as _distributed
 
-from .._errors import ExecutorClosed, QueueClosed
+from .._errors import ExecutorClosed, QueueClosed, UsageError
 from .._primitives._common import (
     EventStatistics,
     LockStatistics,
@@ -461,10 +461,13 @@ class DaskLock(_Acquirable):
         return True
 
     def release(self) -> None:
-        """Release the lock (``RuntimeError`` if this copy does not hold it)."""
+        """Release the lock (``UsageError``, a ``RuntimeError``, if this copy does not hold it)."""
         self._check_reachable()
         self._holder.set("")
-        self._lock.release()
+        try:
+            self._lock.release()
+        except RuntimeError as exc:  # Dask's: this copy does not hold it
+            raise UsageError(f"release() of {self!r}, which this copy does not hold") from exc
 
     def locked(self) -> bool:
         """True if some holder has the lock now."""

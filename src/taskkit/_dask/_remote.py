@@ -29,7 +29,7 @@ import cloudpickle
 from .._calls import call
 from .._errors import RemoteError, SerializationError
 
-__all__ = ["RemoteTraceback", "decode", "run_payload"]
+__all__ = ["RemoteTraceback", "decode", "worker_keys", "run_payload"]
 
 
 class RemoteTraceback(Exception):
@@ -103,3 +103,10 @@ def decode(blob: bytes) -> tuple[bool, Any]:
     if isinstance(value, BaseException) and rest:
         value.__cause__ = RemoteTraceback(rest[0])
     return False, value
+
+
+def worker_keys(dask_worker: Any) -> tuple[list[str], list[str]]:
+    """On a worker (through ``client.run``): the keys it is running, and all it holds."""
+    state = dask_worker.state
+    running = [str(ts.key) for ts in (*state.executing, *state.long_running)]
+    return running, [str(key) for key in state.tasks]

@@ -363,6 +363,7 @@ def _stage(
     cwd: StrPath | None,
     env: Mapping[str, str | None] | None,
     ok_codes: Iterable[int],
+    outlive_parent: bool,
 ) -> Pipeline:
     codes = frozenset(ok_codes)
     if not all(isinstance(code, int) for code in codes):
@@ -378,6 +379,7 @@ def _stage(
             cwd=None if cwd is None else os.fspath(cwd),
             env=tuple((env or {}).items()),
             ok_codes=codes,
+            outlive_parent=bool(outlive_parent),
         )
     )
 
@@ -388,6 +390,7 @@ def cmd(
     cwd: StrPath | None = None,
     env: Mapping[str, str | None] | None = None,
     ok_codes: Iterable[int] = (0,),
+    outlive_parent: bool = False,
 ) -> Pipeline:
     """Describe one program run with ``args``, with no shell: ``cmd("ls", "-l")``.
 
@@ -398,6 +401,8 @@ def cmd(
         env: variables added to (or, with ``None`` as the value, removed from) the
             parent's environment for this program.
         ok_codes: exit statuses that count as success.
+        outlive_parent: keep the program running if the Python process that started
+            it dies (by default, on Linux, it is killed with SIGKILL then).
 
     Returns:
         A one-stage ``Pipeline``; join it to others with ``|``.
@@ -415,7 +420,7 @@ def cmd(
         argv.append(value)
     if not argv[0]:
         raise ValueError("cmd() needs a program name")
-    return _stage(argv, cwd, env, ok_codes)
+    return _stage(argv, cwd, env, ok_codes, outlive_parent)
 
 
 def shell(
@@ -424,6 +429,7 @@ def shell(
     cwd: StrPath | None = None,
     env: Mapping[str, str | None] | None = None,
     ok_codes: Iterable[int] = (0,),
+    outlive_parent: bool = False,
 ) -> Pipeline:
     """Describe a ``/bin/sh -c script`` stage: the only way taskkit runs a shell.
 
@@ -433,4 +439,4 @@ def shell(
     """
     if not isinstance(script, str):
         raise TypeError(f"shell() takes the script as one str, not {type(script).__name__}")
-    return _stage(["/bin/sh", "-c", script], cwd, env, ok_codes)
+    return _stage(["/bin/sh", "-c", script], cwd, env, ok_codes, outlive_parent)

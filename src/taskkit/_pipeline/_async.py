@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, final
 
+from .._errors import UsageError
 from ._common import HIGH_WATER, LineSplitter, completed, raise_for_outcome
 from ._engine import DRAIN_GRACE, Engine
 from ._results import Completed, Options, Stage
@@ -148,7 +149,7 @@ class AsyncLines(AsyncIterator[str]):
 
     async def __aenter__(self) -> AsyncLines:
         if self._state != "new":
-            raise RuntimeError("an AsyncLines object can be entered only once; call alines() again")
+            raise UsageError("an AsyncLines object can be entered only once; call alines() again")
         self._reactor = _LoopReactor(asyncio.get_running_loop())
         self._state = "ended"
         try:
@@ -176,7 +177,7 @@ class AsyncLines(AsyncIterator[str]):
 
     async def __anext__(self) -> str:
         if self._state == "new":
-            raise RuntimeError("use the lines inside `async with pipeline.alines() as lines:`")
+            raise UsageError("use the lines inside `async with pipeline.alines() as lines:`")
         assert self._reactor is not None
         while not self._splitter:
             if self._state == "ended":

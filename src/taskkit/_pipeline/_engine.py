@@ -17,6 +17,13 @@ which are non-blocking and watched by a reactor: a selector for ``run``/``lines`
 event loop for ``arun``/``alines``.  O_NONBLOCK belongs to an open file description and
 each pipe end is its own description, so the children's ends stay blocking.
 
+When the parent dies (SIGKILL, a crash) it can no longer stop its stages, so on Linux
+each stage asks the kernel, before it execs, for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), unless it was made with ``outlive_parent=True``.  The
+kernel means the parent *thread*: so stages are started by one long-lived thread,
+``taskkit-pipeline-spawner``, never by the caller's thread, which may end long before
+the pipeline does (a ``lines()`` handed to another thread, a pool thread).
+
 All stages share one process group led by stage 0, so one ``killpg`` reaches the
 stages and whatever they started.  No stage is reaped before ``close()``, and stage 0
 last: while it is unreaped the group id cannot be reused, so a ``killpg`` cannot hit
@@ -127,11 +134,100 @@ def _signal_defaults_needed() -> bool:
     return bool(signal.pthread_sigmask(signal.SIG_BLOCK, []))
 
 
-def _child_setup(pgid: int | None, unblock: bool) -> None:  # pragma: no cover - runs in the child
+def _child_setup(
+    pgid: int | None, unblock: bool, parent: int
+) -> None:  # pragma: no cover - runs in the child
     if pgid is not None:
         os.setpgid(0, pgid)
     if unblock:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if parent:
+        _die_with_parent(parent)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None  # libc's prctl, looked up in the parent: the child only calls it
+
+
+def _parent_death_signal_available() -> bool:
+    global _prctl
+    if not sys.platform.startswith("linux"):
+        return False
+    if _prctl is None:
+        import ctypes
+
+        try:
+            function = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            _prctl = False
+        else:
+            function.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+            function.restype = ctypes.c_int
+            _prctl = function
+    return bool(_prctl)
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0)
+    if os.getppid() != parent:
+        # The parent died between the fork and the prctl: too late for the kernel to tell.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Spawner:
+    """The long-lived thread that starts every stage that must die with its parent.
+
+    ``PR_SET_PDEATHSIG`` fires when the thread that forked the child exits, not the
+    process: a stage forked by a short-lived thread would be killed with that thread.
+    A daemon thread lives until the process ends.  It is started on first use, and
+    again in a forked child (threads do not survive a fork).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Any = None
+        self._pid = 0
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the spawner thread; return once it has, raising what it raised."""
+        import queue
+
+        with self._lock:
+            if self._pid != os.getpid():
+                requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                thread = threading.Thread(
+                    target=self._serve,
+                    args=(requests,),
+                    name="taskkit-pipeline-spawner",
+                    daemon=True,
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # the interpreter is exiting: no new threads
+                    fn()
+                    return
+                self._requests, self._pid = requests, os.getpid()
+            requests = self._requests
+        done = threading.Event()
+        outcome: list[BaseException] = []
+        requests.put((fn, done, outcome))
+        done.wait()
+        if outcome:
+            raise outcome[0]
+
+    @staticmethod
+    def _serve(requests: Any) -> None:
+        while True:
+            fn, done, outcome = requests.get()
+            try:
+                fn()
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+
+
+_spawner = _Spawner()
 
 
 _DEFERRED_SIGNALS = tuple(
@@ -240,9 +336,15 @@ class Engine:
         for index, (stage, env) in enumerate(zip(self.stages, envs, strict=True)):
             _check_program(stage, env, f"stage {index} of {self.describe()!r}")
         with _signals_deferred():
-            self._spawn(envs)
+            if any(not stage.outlive_parent for stage in self.stages) and (
+                _parent_death_signal_available()
+            ):
+                _spawner.call(lambda: self._spawn(envs, os.getpid()))
+            else:
+                self._spawn(envs, 0)
 
-    def _spawn(self, envs: list[dict[str, str] | None]) -> None:
+    def _spawn(self, envs: list[dict[str, str] | None], parent: int) -> None:
+        """Start the stages; ``parent``: this process's pid if stages die with it, else 0."""
         opts = self.options
         unblock = _signal_defaults_needed()
         child_ends: list[int] = []  # closed by the parent once every stage has started
@@ -279,7 +381,9 @@ class Engine:
                         env=env,
                         close_fds=True,
                         restore_signals=True,  # SIGPIPE and SIGXFSZ back to default
-                        **self._group_options(index, unblock),
+                        **self._group_options(
+                            index, unblock, 0 if stage.outlive_parent else parent
+                        ),
                     )
                 )
                 if index == 0:
@@ -303,15 +407,15 @@ class Engine:
         for index, proc in enumerate(self.procs):
             self._watch_exit(index, proc)
 
-    def _group_options(self, index: int, unblock: bool) -> dict[str, Any]:
+    def _group_options(self, index: int, unblock: bool, parent: int) -> dict[str, Any]:
         pgid = 0 if index == 0 else self.pgid
         options: dict[str, Any] = {}
         if sys.version_info >= (3, 11):
             options["process_group"] = pgid
-            if unblock:
-                options["preexec_fn"] = lambda: _child_setup(None, True)
+            if unblock or parent:
+                options["preexec_fn"] = lambda: _child_setup(None, unblock, parent)
         else:  # no process_group before 3.11: join the group from the child
-            options["preexec_fn"] = lambda: _child_setup(pgid, unblock)
+            options["preexec_fn"] = lambda: _child_setup(pgid, unblock, parent)
         return options
 
     def _abort_start(self) -> None:

@@ -24,6 +24,7 @@ class Stage:
     cwd: str | None = None
     env: tuple[tuple[str, str | None], ...] = ()  # merged into os.environ; None removes a key
     ok_codes: frozenset[int] = frozenset({0})
+    outlive_parent: bool = False  # keep running if the Python process that started it dies
 
 
 @final

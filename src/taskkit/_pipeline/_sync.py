@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, final
 
+from .._errors import UsageError
 from ._common import LineSplitter, completed, raise_for_outcome
 from ._engine import DRAIN_GRACE, Engine
 from ._results import Completed, Options, Stage
@@ -124,7 +125,7 @@ class Lines(Iterator[str]):
 
     def __enter__(self) -> Lines:
         if self._state != "new":
-            raise RuntimeError("a Lines object can be entered only once; call lines() again")
+            raise UsageError("a Lines object can be entered only once; call lines() again")
         self._reactor = reactor = _SelectorReactor()
         try:
             self._engine.start(reactor)
@@ -153,7 +154,7 @@ class Lines(Iterator[str]):
 
     def __next__(self) -> str:
         if self._state == "new":
-            raise RuntimeError("use the lines inside `with pipeline.lines() as lines:`")
+            raise UsageError("use the lines inside `with pipeline.lines() as lines:`")
         assert self._reactor is not None
         while not self._splitter:
             if self._state == "ended":

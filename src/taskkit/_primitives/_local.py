@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from .. import _control
-from .._errors import Deadlock, QueueClosed
+from .._errors import Deadlock, QueueClosed, UsageError
 from .._future import Future
 from ._common import (
     AcquireContext,
@@ -555,7 +555,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         """Release the lock (any thread may).
 
         Raises:
-            RuntimeError: the lock is not held.
+            UsageError: the lock is not held.
         """
         h = _control.hook
         if h is not None:
@@ -563,7 +563,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         try:
             _sem_release(self)
         except ValueError:
-            raise RuntimeError(f"release() of an unlocked {self!r}") from None
+            raise UsageError(f"release() of an unlocked {self!r}") from None
         if self._waiters:
             with self._mutex:
                 wake_one(self._waiters)

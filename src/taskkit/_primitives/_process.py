@@ -61,7 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import _control
-from .._errors import QueueClosed, SerializationError
+from .._errors import QueueClosed, SerializationError, UsageError
 from .._future import Future
 from . import _shm
 from ._common import (
@@ -857,7 +857,7 @@ class Lock(AcquireContext, _Shared):
         """Wait up to ``timeout`` seconds (forever if ``None``) for the lock; True if acquired.
 
         Raises:
-            RuntimeError: the calling thread already holds it (waiting would never end).
+            UsageError: the calling thread already holds it (waiting would never end).
         """
         h = _control.hook
         if (
@@ -878,7 +878,7 @@ class Lock(AcquireContext, _Shared):
             if timeout == 0:
                 return False
             if timeout is None and self._lock_word.value & _TID_MASK == threading.get_native_id():
-                raise RuntimeError(
+                raise UsageError(
                     f"this thread already holds {self!r}; acquiring it again would wait forever"
                 )
             result = _shm.mutex_lock(self._mutex, check_timeout(timeout))
@@ -892,7 +892,7 @@ class Lock(AcquireContext, _Shared):
         if result == errno.ETIMEDOUT:
             return False
         if result == errno.EDEADLK:
-            raise RuntimeError(f"this thread already holds {self!r}; acquiring it again would hang")
+            raise UsageError(f"this thread already holds {self!r}; acquiring it again would hang")
         raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
 
     def _free(self) -> bool:
@@ -902,7 +902,7 @@ class Lock(AcquireContext, _Shared):
         """Release the lock.
 
         Raises:
-            RuntimeError: the calling thread does not hold it.
+            UsageError: the calling thread does not hold it.
         """
         h = _control.hook
         if h is not None:
@@ -912,7 +912,7 @@ class Lock(AcquireContext, _Shared):
         w[_HOLDER] = 0
         if _shm.unlock(self._mutex):
             w[_HOLDER] = holder
-            raise RuntimeError(f"release() of {self!r}, which this thread does not hold")
+            raise UsageError(f"release() of {self!r}, which this thread does not hold")
         if w[_WAITERS] > 0:  # coroutines wait on the word, not on the mutex
             self._bump(0)
             _shm.futex_wake(self._futex(0))

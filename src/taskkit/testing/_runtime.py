@@ -33,7 +33,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .. import _control
-from .._errors import Deadlock
+from .._errors import Deadlock, UsageError
 from . import _patches
 from ._tracing import (
     ANY_WRITE,
@@ -363,11 +363,11 @@ class Run:
     ) -> bool:
         task = self.caller()
         if task is None:
-            raise RuntimeError("wait_until() was called by a thread that is not a task of the run")
+            raise UsageError("wait_until() was called by a thread that is not a task of the run")
         if task.is_coro:
             if ready():
                 return True
-            raise RuntimeError(
+            raise UsageError(
                 f"{what}: a blocking call inside async task {task.name} would stop every "
                 "coroutine task; await the primitive's async form instead"
             )
@@ -516,7 +516,7 @@ class Run:
             enabled = [first]
         if len(self.steps) >= self.max_steps:
             self.fail(
-                RuntimeError(
+                UsageError(
                     f"the run did not finish within {self.max_steps} switch points; a task may "
                     "be spinning while it waits for another (add checkpoint() to the loop, or "
                     "wait on a lock, event or condition)"
@@ -593,7 +593,7 @@ class Run:
     def execute(self) -> BaseException | None:
         """Run every task to its end under control; return the failure, if any."""
         if _control.hook is not None:
-            raise RuntimeError("controlled runs do not nest")
+            raise UsageError("controlled runs do not nest")
         _patches.begin(self)
         _control.hook = self
         # The cycle collector runs weakref callbacks and finalizers at moments that differ

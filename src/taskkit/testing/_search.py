@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from .._errors import UsageError
 from ._report import add_note, describe, format_schedule, parse_schedule
 from ._runtime import Run, Task
 from ._tracing import FootprintT, conflicts
@@ -227,7 +228,7 @@ class _Dpor:
             node = self.nodes[depth]
             by_index = {t.index: t for t in enabled}
             if tuple(by_index) != node.enabled:
-                raise RuntimeError(
+                raise UsageError(
                     "the program did not repeat itself: the same decisions led to different "
                     "runnable tasks (does it depend on time, randomness or outside state?)"
                 )
