@@ -797,3 +797,115 @@ def test_picklers_are_not_shared_between_threads() -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+# ------------------------------------------- every shutdown lets the program exit
+
+_EXIT_CHILD = """
+import atexit, sys, time
+import taskkit
+
+def main(method, wait, cancel_pending, kill):
+    ex = taskkit.open_executor("process", max_workers=2, start_method=method)
+    assert ex.submit(abs, -1).result(timeout=60) == 1
+    futures = [ex.submit(time.sleep, 0.2) for _ in range(6)]
+    while sum(f.running() for f in futures) < 2:
+        time.sleep(0.002)
+
+    def report():  # runs after taskkit's own exit hook
+        states = [
+            "cancelled" if f.cancelled() else "done" if f.done() else "unsettled" for f in futures
+        ]
+        print("states", *states, flush=True)
+
+    atexit.register(report)
+    ex.shutdown(wait=wait, cancel_pending=cancel_pending, kill=kill)
+    if wait:
+        assert all(f.done() for f in futures)
+    print("returned", flush=True)
+
+if __name__ == "__main__":
+    main(sys.argv[1], *(flag == "1" for flag in sys.argv[2:]))
+"""
+
+_SHUTDOWN_FORMS = [
+    (wait, cancel_pending, kill)
+    for wait in (False, True)
+    for cancel_pending in (False, True)
+    for kill in (False, True)
+]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_every_form_of_shutdown_lets_the_program_exit(method: str, tmp_path: Path) -> None:
+    """Issue 19: after shutdown(), running tasks finish (or are killed), every future
+    settles and the interpreter exits, for each wait/cancel_pending/kill and start method.
+
+    The eight forms run as eight child interpreters at once, each with a hard limit.
+    """
+    script = tmp_path / "shutdown_child.py"
+    script.write_text(_EXIT_CHILD)
+    children = {
+        form: subprocess.Popen(
+            [sys.executable, str(script), method, *("1" if flag else "0" for flag in form)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for form in _SHUTDOWN_FORMS
+    }
+    problems = []
+    try:
+        for (wait, cancel_pending, kill), child in children.items():
+            form = f"shutdown(wait={wait}, cancel_pending={cancel_pending}, kill={kill})"
+            try:
+                stdout, stderr = child.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{form}: the program never exited")
+                continue
+            if child.returncode != 0 or "returned" not in stdout or stderr:
+                problems.append(f"{form}: exit {child.returncode}\n{stdout}{stderr}")
+                continue
+            states = stdout.split("states", 1)[1].split()
+            running, pending = states[:2], states[2:]
+            assert len(pending) == 4
+            expect_running = "cancelled" if kill else "done"
+            expect_pending = "cancelled" if kill or cancel_pending else "done"
+            if running != [expect_running] * 2 or pending != [expect_pending] * 4:
+                problems.append(f"{form}: futures ended {states}")
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+    assert [] == problems
+
+
+def test_the_poll_fallback_runs_and_shuts_down_cleanly() -> None:
+    """Where select.epoll is missing, the manager waits with select.poll (issue 14)."""
+    script = textwrap.dedent(
+        """
+        import select
+        del select.epoll  # as on a platform without it
+        import taskkit
+        from taskkit._backends import process
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            assert not process._HAS_EPOLL
+            with taskkit.open_executor("process", max_workers=2) as ex:
+                assert ex.submit(square, 3).result(timeout=60) == 9
+                assert list(ex.map(square, range(50), chunksize=3)) == [x * x for x in range(50)]
+                futures = [ex.submit(square, i) for i in range(20)]
+                assert [f.result(timeout=60) for f in futures] == [i * i for i in range(20)]
+            print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert "ok" in done.stdout, done.stderr
+    assert "" == done.stderr

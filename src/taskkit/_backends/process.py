@@ -177,9 +177,13 @@ _live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    # Runs before the interpreter joins threads.  After an uncaught Ctrl-C, kill
-    # at once (one Ctrl-C is enough); otherwise let submitted work finish, as
-    # concurrent.futures does.
+    # Runs before the interpreter joins threads, and before multiprocessing's own
+    # exit hook joins every child.  After an uncaught Ctrl-C, kill at once (one
+    # Ctrl-C is enough); otherwise let submitted work finish, as
+    # concurrent.futures does.  An executor already shut down without waiting
+    # stays in _live_executors until its manager thread has let every worker go:
+    # waiting for it here is what lets such a program exit (issue 19), and keeps
+    # the manager from reaping workers while multiprocessing's hook does too.
     interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for executor in list(_live_executors):
         if executor._owner != os.getpid():
@@ -391,6 +395,7 @@ class ProcessExecutor(Executor):
                 self._thread = threading.Thread(
                     target=self._manage, name="taskkit-process-manager", daemon=True
                 )
+                _live_executors.add(self)  # until the manager ends (see _at_exit)
                 self._thread.start()
                 return
         try:
@@ -404,9 +409,12 @@ class ProcessExecutor(Executor):
         try:
             while True:
                 self._start_workers()
+                # Before the stopping check: taking over a claimed reply may have
+                # settled the last running task, after which nothing wakes us.
+                timeout = self._claims_timeout()
                 if self._stopping and self._finish_stopping():
                     return
-                for fd, _ in poller.poll(self._claims_timeout()):
+                for fd, _ in poller.poll(timeout):
                     if fd == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
@@ -431,10 +439,12 @@ class ProcessExecutor(Executor):
             self._fail_everything(exc)
             raise
         finally:
-            poller.close()
+            if _HAS_EPOLL:
+                poller.close()  # a select.poll object has nothing to close
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
+            _live_executors.discard(self)  # nothing left for _at_exit to wait for
 
     def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
         self._by_fd[fd] = (worker, is_sentinel)
@@ -626,6 +636,8 @@ class ProcessExecutor(Executor):
                 self._failed(task, _initializer_failed(self._broken))
         elif task is not None:
             self._settle(task, tag, stream, buffers)
+        if self._stopping and threading.current_thread() is not self._thread:
+            self._wake()  # a caller settled a task: the manager may now let the worker go
         return _HANDLED
 
     def _help(self, task: _Task, timeout: float | None) -> None:
@@ -836,8 +848,8 @@ class ProcessExecutor(Executor):
                 for task in self._pending:
                     task.cancel()
             thread = self._thread
-        _live_executors.discard(self)
         if thread is None:
+            _live_executors.discard(self)
             return
         self._wake()
         if wait and thread is not threading.current_thread():
