@@ -909,3 +909,23 @@ def test_the_poll_fallback_runs_and_shuts_down_cleanly() -> None:
     )
     assert "ok" in done.stdout, done.stderr
     assert "" == done.stderr
+
+
+class Holder:
+    def triple(self, x: int) -> int:
+        return 3 * x
+
+
+def test_a_settled_task_keeps_no_reference_to_its_function(ex: taskkit.Executor) -> None:
+    """Issue 14: once settled and handed over, the parent holds nothing of the call."""
+    assert 1 == ex.submit(square, 1).result(timeout=30)  # a worker is idle: the send is direct
+    holder = Holder()
+    alive = weakref.ref(holder)
+    future = ex.submit(holder.triple, 2)
+    settled = threading.Event()
+    future.add_done_callback(lambda _: settled.set())
+    assert settled.wait(timeout=30)  # settled by the manager thread, not read here
+    assert 6 == future.result()
+    del holder, future
+    gc.collect()
+    assert alive() is None

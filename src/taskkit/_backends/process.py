@@ -68,9 +68,11 @@ _HANDLED, _EMPTY, _EOF = 1, 0, -1
 
 
 class _Claims(threading.local):
-    # (executor, worker, task) while this thread holds a claim; a class default
-    # so that reading it never raises inside getattr.
-    claim: tuple[ProcessExecutor, _Worker, _Task] | None = None
+    # (executor, worker, weak reference to the task) while this thread holds a
+    # claim; a class default so that reading it never raises inside getattr.  The
+    # task is held weakly: a claim the manager took over stays here until this
+    # thread dispatches again, and must not keep the call's function alive.
+    claim: tuple[ProcessExecutor, _Worker, weakref.ref[_Task]] | None = None
 
 
 _claims = _Claims()
@@ -470,7 +472,7 @@ class ProcessExecutor(Executor):
         if not worker.reading.acquire(blocking=False):
             return
         worker.claimer = threading.get_ident()
-        _claims.claim = (self, worker, task)
+        _claims.claim = (self, worker, weakref.ref(task))
 
     def _end_claim(self) -> None:
         """Let go of this thread's claim, if it has one."""
@@ -655,7 +657,7 @@ class ProcessExecutor(Executor):
         claim = _claims.claim
         helping = False
         try:
-            if claim is not None and claim[0] is self and claim[2] is task:
+            if claim is not None and claim[0] is self and claim[2]() is task:
                 _claims.claim = None
                 worker = claim[1]
                 with self._lock:
