@@ -929,3 +929,18 @@ def test_a_settled_task_keeps_no_reference_to_its_function(ex: taskkit.Executor)
     del holder, future
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_timeout_counts_from_when_the_task_starts_not_the_worker(method: str) -> None:
+    """Issue 14.7: a worker's start-up (its initializer included) is not the task's time."""
+    with taskkit.open_executor(
+        "process",
+        max_workers=1,
+        start_method=method,
+        initializer=time.sleep,
+        initargs=(1.0,),  # a slow start, twice the task's deadline
+    ) as executor:
+        future = executor.options(timeout=0.5).submit(abs, -3)
+        assert 3 == future.result(timeout=60)
+        assert 0 == executor.statistics().timed_out

@@ -136,6 +136,7 @@ class _Worker:
         "process",
         "reader",
         "reading",
+        "ready",
         "retiring",
         "sentinel",
         "task",
@@ -161,6 +162,7 @@ class _Worker:
         self.done = 0  # tasks sent to it
         self.killed = False  # we killed it: its task was already settled
         self.retiring = False  # reached max_tasks_per_child: it exits after its task
+        self.ready = False  # it said it is set up: a task's deadline may run
 
     def kill(self) -> None:
         """SIGKILL the worker and every process in its process group."""
@@ -374,6 +376,11 @@ class ProcessExecutor(Executor):
         ):
             # A retry: the base schedules only the first attempt's deadline.
             task._deadline = self._schedule_deadline(task, task._options.timeout)
+        if not worker.ready and task._deadline is not None:
+            # The worker is still starting (or running its initializer): the
+            # deadline is armed when it says it is ready (see _on_ready).
+            task._deadline.cancel()
+            task._deadline = None
         worker.task = task
         worker.done += 1
         if self._max_tasks and worker.done >= self._max_tasks:
@@ -620,6 +627,9 @@ class ProcessExecutor(Executor):
             self._unwatch(worker.fd)
             return _EOF
         tag, stream, buffers = message
+        if tag == _wire.READY:
+            self._on_ready(worker)
+            return _HANDLED
         with self._lock:
             task = worker.task
             worker.task = None
@@ -641,6 +651,16 @@ class ProcessExecutor(Executor):
         if self._stopping and threading.current_thread() is not self._thread:
             self._wake()  # a caller settled a task: the manager may now let the worker go
         return _HANDLED
+
+    def _on_ready(self, worker: _Worker) -> None:
+        """``worker`` is set up: arm the deadline of the task already sent to it."""
+        with self._lock:
+            worker.ready = True
+            task = worker.task
+            timeout = None if task is None else task._options.timeout
+            if task is None or timeout is None or task._deadline is not None or _done(task):
+                return
+            task._deadline = self._schedule_deadline(task, timeout)
 
     def _help(self, task: _Task, timeout: float | None) -> None:
         """Wait for ``task`` by reading its worker's socket in the calling thread.

@@ -10,10 +10,12 @@ memory the receiver keeps, with no copy into the pickle stream)::
     body    = pickle stream, then each buffer
 
 Parent -> worker tags: ``T`` run a task ``(fn, args, kwargs)``, ``S`` set up
-``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``R`` a
-result, ``C`` a map chunk's results (a list, or plain ints packed as 64-bit
-integers, see ``pack_ints``; with its exception, if any, encoded as for
-``E``), ``E`` an error (see ``encode_error``), ``I`` the initializer failed.
+``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``A`` set
+up and ready (once, empty: a task's deadline counts from here, not from the
+worker's start-up), ``R`` a result, ``C`` a map chunk's results (a list, or
+plain ints packed as 64-bit integers, see ``pack_ints``; with its exception, if
+any, encoded as for ``E``), ``E`` an error (see ``encode_error``), ``I`` the
+initializer failed.
 
 A worker answers each task before it is sent another, so there is never more
 than one task or one answer in flight on a socket (``S`` may precede the first
@@ -38,6 +40,7 @@ __all__ = [
     "ERROR",
     "INIT_FAILED",
     "QUIT",
+    "READY",
     "RESULT",
     "SETUP",
     "TASK",
@@ -53,7 +56,7 @@ __all__ = [
 ]
 
 TASK, SETUP, QUIT = b"T", b"S", b"Q"
-RESULT, ERROR, INIT_FAILED, CHUNK = b"R", b"E", b"I", b"C"
+RESULT, ERROR, INIT_FAILED, CHUNK, READY = b"R", b"E", b"I", b"C", b"A"
 
 _HEADER = struct.Struct("!cIQ")
 _LENGTH = struct.Struct("!Q")

@@ -3,6 +3,7 @@
 ::
 
     parent ──S(initializer, initargs, max_tasks)──► worker   (first message, once)
+    parent ◄──A (ready: the initializer ran)───────────────┘
     parent ──T(fn, args, kwargs)──────────────────► worker ── runs fn ──┐
     parent ◄──R(value) / E(exception, its text, its traceback)──────────┘
     parent ──Q, or end of file─────────────────────► worker exits
@@ -32,6 +33,8 @@ from .._errors import SerializationError
 from . import _wire
 
 __all__ = ["run_column", "worker_main"]
+
+_NOTHING: _wire.Payload = (b"", [])
 
 
 def run_column(fn: Any, xs: Sequence[Any]) -> ChunkResult:
@@ -160,6 +163,10 @@ def _serve(conn: Any, close_fds: tuple[int, ...]) -> None:
                     except OSError:
                         pass
                     return
+            try:
+                _wire.send(fd, _wire.READY, _NOTHING)
+            except OSError:
+                return
         else:  # QUIT
             return
 
