@@ -9,12 +9,14 @@ parent) run in a child script.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import enum
 import gc
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -34,6 +37,11 @@ from taskkit import (
     TaskTimeout,
     WorkerCrashed,
 )
+
+if TYPE_CHECKING:
+    # Imported where used: a worker imports this module to run its functions, and
+    # Hypothesis would add a second to each worker's first task.
+    from hypothesis.strategies import SearchStrategy
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -944,3 +952,208 @@ def test_a_timeout_counts_from_when_the_task_starts_not_the_worker(method: str) 
         future = executor.options(timeout=0.5).submit(abs, -3)
         assert 3 == future.result(timeout=60)
         assert 0 == executor.statistics().timed_out
+
+
+# ------------------------------------------ a worker that breaks the protocol
+
+
+def _own_socket() -> int:
+    """In a task: the worker's end of its socket to the parent."""
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        assert frame.f_back is not None
+        frame = frame.f_back
+    return int(frame.f_locals["fd"])
+
+
+def write_then_return(garbage: bytes, value: int) -> int:
+    os.write(_own_socket(), garbage)
+    return value
+
+
+def _settles(future: taskkit.Future[object], seconds: float = 60) -> bool:
+    concurrent.futures.wait([future], timeout=seconds)
+    return future.done()
+
+
+def _shuts_down(executor: taskkit.Executor, seconds: float = 60) -> bool:
+    stopper = threading.Thread(target=executor.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    return not stopper.is_alive()
+
+
+_HEADER = struct.Struct("!cIQ")
+
+
+@pytest.mark.parametrize(
+    ("garbage", "what"),
+    [
+        (b"x", "unknown type"),
+        (b"R", "buffers"),  # a known type: the reply that follows is then misframed
+        (_HEADER.pack(b"R", 0, 1 << 40), "more than this machine's memory"),
+        (_HEADER.pack(b"C", 1 << 30, 0), "buffers"),
+    ],
+    ids=["stray byte", "stray tag byte", "bogus length", "bogus buffer count"],
+)
+def test_a_worker_that_breaks_the_protocol_is_replaced(garbage: bytes, what: str) -> None:
+    """Issue 15.3: bad bytes from a worker fail its task only; the pool goes on."""
+    executor = taskkit.open_executor("process", max_workers=2)
+    try:
+        gate = f"/tmp/taskkit-gate-{os.getpid()}-{time.monotonic_ns()}"
+        bystander = executor.submit(wait_for_file, gate)
+        wait_until(bystander.running)
+        liar = executor.submit(write_then_return, garbage, 7)
+        assert _settles(liar)
+        with pytest.raises(WorkerCrashed, match="broke the protocol") as info:
+            liar.result()
+        assert what in str(info.value)
+        assert 9 == executor.submit(square, 3).result(timeout=60)
+        Path(gate).touch()
+        try:
+            assert gate == bystander.result(timeout=60)
+        finally:
+            os.unlink(gate)
+    finally:
+        assert _shuts_down(executor)
+
+
+def test_a_worker_that_stops_half_way_through_a_message_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskkit._backends import process
+
+    monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
+    executor = taskkit.open_executor("process", max_workers=1)
+    try:
+        truncated = _HEADER.pack(b"R", 0, 1000) + b"\x80\x05"
+        liar = executor.submit(write_then_return, truncated, 7)
+        assert _settles(liar)
+        with pytest.raises(WorkerCrashed, match="unfinished"):
+            liar.result()
+        assert 9 == executor.submit(square, 3).result(timeout=60)
+    finally:
+        assert _shuts_down(executor)
+
+
+def _frames() -> SearchStrategy[bytes]:
+    """What a broken worker might write: garbage, truncated and oversized frames."""
+    from hypothesis import strategies as st
+
+    tags = st.sampled_from([b"R", b"E", b"C", b"I", b"A", b"T", b"\x00"])
+    truncated = st.builds(
+        lambda tag, length, cut, body: (_HEADER.pack(tag, 0, length) + body)[: _HEADER.size + cut],
+        tags,
+        st.integers(1, 4096),
+        st.integers(0, 64),
+        st.binary(min_size=64, max_size=64),
+    )
+    oversized = st.builds(
+        lambda tag, count, length: _HEADER.pack(tag, count, length),
+        tags,
+        st.integers(0, 2**32 - 1),
+        st.integers(2**40, 2**64 - 1),
+    )
+    return st.one_of(st.binary(min_size=1, max_size=64), truncated, oversized)
+
+
+def test_garbage_from_workers_never_strands_a_future(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection on the wire: whatever a worker writes, every future settles,
+    the pool keeps working and shutdown returns."""
+    import hypothesis
+
+    from taskkit._backends import process
+
+    monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
+    executor = taskkit.open_executor("process", max_workers=2)
+
+    @hypothesis.settings(max_examples=25)
+    @hypothesis.given(garbage=_frames())
+    def garbage_is_contained(garbage: bytes) -> None:
+        liar = executor.submit(write_then_return, garbage, 7)
+        honest = executor.submit(square, 5)
+        assert _settles(liar)
+        assert 25 == honest.result(timeout=60)
+        assert 16 == executor.submit(square, 4).result(timeout=60)
+
+    try:
+        garbage_is_contained()
+    finally:
+        assert _shuts_down(executor)
+    assert 0 == executor.statistics().workers
+
+
+# ------------------------------------------- results whose unpickling raises
+
+
+class ExitsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (sys.exit, ("a result that exits when unpickled",))
+
+
+def exits_when_loaded() -> ExitsWhenLoaded:
+    return ExitsWhenLoaded()
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+class InterruptsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_raise_interrupt, ())
+
+
+def interrupts_when_loaded() -> InterruptsWhenLoaded:
+    return InterruptsWhenLoaded()
+
+
+@pytest.mark.parametrize("reader", ["manager", "caller"])
+def test_a_result_that_raises_systemexit_when_unpickled_settles(reader: str) -> None:
+    """Issue 15.5: the future settles with a SerializationError, the pool survives."""
+    executor = taskkit.open_executor("process", max_workers=1)
+    try:
+        assert 1 == executor.submit(abs, -1).result(timeout=60)
+        future = executor.submit(exits_when_loaded)
+        if reader == "manager":
+            assert _settles(future)
+        with pytest.raises(SerializationError, match="SystemExit") as info:
+            future.result(timeout=60)
+        assert isinstance(info.value.__cause__, SystemExit)
+        assert 4 == executor.submit(square, 2).result(timeout=60)
+    finally:
+        assert _shuts_down(executor)
+
+
+def test_an_interrupt_while_a_result_is_unpickled_settles_the_future() -> None:
+    """A KeyboardInterrupt while the result is unpickled: the future settles, the pool
+    survives, and when the main thread was the one reading, the interrupt reaches it."""
+    script = textwrap.dedent(
+        """
+        import taskkit, sys
+        sys.path.insert(0, {tests!r})
+        from test_process import interrupts_when_loaded
+
+        if __name__ == "__main__":
+            with taskkit.open_executor("process", max_workers=1) as ex:
+                assert ex.submit(abs, -1).result(timeout=60) == 1
+                future = ex.submit(interrupts_when_loaded)
+                try:
+                    future.result(timeout=60)
+                except KeyboardInterrupt:
+                    print("interrupted")  # the main thread read the reply
+                except taskkit.SerializationError:
+                    print("failed")  # the manager thread read it
+                assert future.done()
+                error = future.exception()
+                assert isinstance(error, taskkit.SerializationError), repr(error)
+                assert isinstance(error.__cause__, KeyboardInterrupt)
+                assert ex.submit(abs, -2).result(timeout=60) == 2
+            print("ok")
+        """
+    ).format(tests=str(Path(__file__).parent))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split()[-1:] == ["ok"], done.stdout + done.stderr
+    assert "" == done.stderr

@@ -131,14 +131,14 @@ def _serve(conn: Any, close_fds: tuple[int, ...]) -> None:
         pass
     fd = conn.fileno()
     _die_with_parent(fd)
-    reader = _wire.Reader(fd)
+    reader = _wire.Reader(fd, _wire.TO_WORKER)
     max_tasks = 0
     done = 0
     while True:
         try:
             message = reader.recv()
-        except (OSError, EOFError):
-            return
+        except (OSError, EOFError, _wire.ProtocolError):
+            return  # trust nothing but the parent's own messages
         if message is None:
             return
         tag, stream, buffers = message
