@@ -613,6 +613,26 @@ def test_submit_after_shutdown_is_refused(executor: taskkit.Executor) -> None:
         executor.map(square, range(3))
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ex: ex.queue(),
+        lambda ex: ex.lock(),
+        lambda ex: ex.event(),
+        lambda ex: ex.semaphore(2),
+        lambda ex: ex.value(0),
+    ],
+    ids=["queue", "lock", "event", "semaphore", "value"],
+)
+def test_primitives_after_shutdown_are_refused(
+    executor: taskkit.Executor, make: Callable[[taskkit.Executor], object]
+) -> None:
+    make(executor)  # one made before is fine
+    executor.shutdown()
+    with pytest.raises(taskkit.ExecutorClosed):
+        make(executor)
+
+
 def test_close_then_join_waits_for_all(executor: taskkit.Executor) -> None:
     futures = [executor.submit(square, i) for i in range(10)]
     executor.close()

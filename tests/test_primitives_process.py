@@ -255,3 +255,86 @@ def test_primitives_work_in_plain_multiprocessing_children() -> None:
     for method in ("fork", "spawn", "forkserver"):
         assert f"OK {method} 250" in out
     assert [] == left_in_shm(pid)
+
+
+# ------------------------------------------------ a queue grows without its mutex
+
+
+def _grow_with_gets_meanwhile(
+    monkeypatch: pytest.MonkeyPatch, wrapped: bool, gets_meanwhile: int
+) -> tuple[bool, list[object], list[object]]:
+    """Fill a queue, start a put that grows it, and hold that growth at its copy while
+    this thread makes ``gets_meanwhile`` gets.  Returns (did the gets wait for the
+    growth, what they got, what was put in order)."""
+    import threading
+
+    from taskkit._primitives._process import Queue
+
+    q: Queue[object] = Queue()
+    expected: list[object] = []
+    try:
+        record = "x" * 400
+        if wrapped:
+            # Fill most of the ring, take the front, and put again: the tail wraps.
+            for i in range(140):
+                q.put((i, record))
+            for i in range(100):
+                assert q.get_nowait() == (i, record)
+            expected = [(i, record) for i in range(100, 140)]
+            for i in range(140, 200):
+                q.put((i, record))
+                expected.append((i, record))
+            assert q._hd[0] >> 32 < q._hd[0] & 0xFFFFFFFF, "the ring should be wrapped"
+        else:
+            for i in range(100):
+                q.put((i, record))
+                expected.append((i, record))
+        big = ("big", "y" * 40_000)  # more than the room left: the ring must grow
+
+        growing, go_on = threading.Event(), threading.Event()
+        original = Queue._new_ring
+
+        def held_at_the_copy(self: Queue[object], gen: int, capacity: int) -> object:
+            segment = original(self, gen, capacity)
+            if gen > 0:
+                growing.set()
+                go_on.wait(60)
+            return segment
+
+        monkeypatch.setattr(Queue, "_new_ring", held_at_the_copy)
+        putter = threading.Thread(target=q.put, args=(big,))
+        putter.start()
+        assert growing.wait(60)
+        got: list[object] = []
+        getter = threading.Thread(
+            target=lambda: got.extend(q.get_nowait() for _ in range(gets_meanwhile))
+        )
+        getter.start()
+        getter.join(15)  # a bound, not a wait for timing: the getter needs no one else
+        blocked = getter.is_alive()
+        go_on.set()
+        putter.join(60)
+        getter.join(60)
+        assert not putter.is_alive()
+        expected.append(big)
+        got.extend(q.get_nowait() for _ in range(q.qsize()))
+        assert q.qsize() == 0
+        q.put("after")  # the grown ring takes more
+        got.append(q.get_nowait())
+        expected.append("after")
+        return blocked, got, expected
+    finally:
+        q._shutdown(close=True)
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["flat ring", "wrapped ring"])
+@pytest.mark.parametrize("gets_meanwhile", [1, 30, 45])
+def test_a_queue_grows_while_its_getters_go_on(
+    monkeypatch: pytest.MonkeyPatch, wrapped: bool, gets_meanwhile: int
+) -> None:
+    """Issue 15.12: growing a queue copied every record while holding its mutex (half
+    a second for 676k items, every producer and consumer stalled).  The copy is made
+    without the mutex: gets go on, across the wrap too, and no item is lost or moved."""
+    blocked, got, expected = _grow_with_gets_meanwhile(monkeypatch, wrapped, gets_meanwhile)
+    assert not blocked, "a get waited for the queue to grow"
+    assert expected == got

@@ -9,12 +9,14 @@ parent) run in a child script.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import enum
 import gc
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -34,6 +37,11 @@ from taskkit import (
     TaskTimeout,
     WorkerCrashed,
 )
+
+if TYPE_CHECKING:
+    # Imported where used: a worker imports this module to run its functions, and
+    # Hypothesis would add a second to each worker's first task.
+    from hypothesis.strategies import SearchStrategy
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -797,3 +805,355 @@ def test_picklers_are_not_shared_between_threads() -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+# ------------------------------------------- every shutdown lets the program exit
+
+_EXIT_CHILD = """
+import atexit, sys, time
+import taskkit
+
+def main(method, wait, cancel_pending, kill):
+    ex = taskkit.open_executor("process", max_workers=2, start_method=method)
+    assert ex.submit(abs, -1).result(timeout=60) == 1
+    futures = [ex.submit(time.sleep, 0.2) for _ in range(6)]
+    while sum(f.running() for f in futures) < 2:
+        time.sleep(0.002)
+
+    def report():  # runs after taskkit's own exit hook
+        states = [
+            "cancelled" if f.cancelled() else "done" if f.done() else "unsettled" for f in futures
+        ]
+        print("states", *states, flush=True)
+
+    atexit.register(report)
+    ex.shutdown(wait=wait, cancel_pending=cancel_pending, kill=kill)
+    if wait:
+        assert all(f.done() for f in futures)
+    print("returned", flush=True)
+
+if __name__ == "__main__":
+    main(sys.argv[1], *(flag == "1" for flag in sys.argv[2:]))
+"""
+
+_SHUTDOWN_FORMS = [
+    (wait, cancel_pending, kill)
+    for wait in (False, True)
+    for cancel_pending in (False, True)
+    for kill in (False, True)
+]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_every_form_of_shutdown_lets_the_program_exit(method: str, tmp_path: Path) -> None:
+    """Issue 19: after shutdown(), running tasks finish (or are killed), every future
+    settles and the interpreter exits, for each wait/cancel_pending/kill and start method.
+
+    The eight forms run as eight child interpreters at once, each with a hard limit.
+    """
+    script = tmp_path / "shutdown_child.py"
+    script.write_text(_EXIT_CHILD)
+    children = {
+        form: subprocess.Popen(
+            [sys.executable, str(script), method, *("1" if flag else "0" for flag in form)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for form in _SHUTDOWN_FORMS
+    }
+    problems = []
+    try:
+        for (wait, cancel_pending, kill), child in children.items():
+            form = f"shutdown(wait={wait}, cancel_pending={cancel_pending}, kill={kill})"
+            try:
+                stdout, stderr = child.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{form}: the program never exited")
+                continue
+            if child.returncode != 0 or "returned" not in stdout or stderr:
+                problems.append(f"{form}: exit {child.returncode}\n{stdout}{stderr}")
+                continue
+            states = stdout.split("states", 1)[1].split()
+            running, pending = states[:2], states[2:]
+            assert len(pending) == 4
+            expect_running = "cancelled" if kill else "done"
+            expect_pending = "cancelled" if kill or cancel_pending else "done"
+            if running != [expect_running] * 2 or pending != [expect_pending] * 4:
+                problems.append(f"{form}: futures ended {states}")
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+    assert [] == problems
+
+
+def test_the_poll_fallback_runs_and_shuts_down_cleanly() -> None:
+    """Where select.epoll is missing, the manager waits with select.poll (issue 14)."""
+    script = textwrap.dedent(
+        """
+        import select
+        del select.epoll  # as on a platform without it
+        import taskkit
+        from taskkit._backends import process
+
+        def square(x):
+            return x * x
+
+        if __name__ == "__main__":
+            assert not process._HAS_EPOLL
+            with taskkit.open_executor("process", max_workers=2) as ex:
+                assert ex.submit(square, 3).result(timeout=60) == 9
+                assert list(ex.map(square, range(50), chunksize=3)) == [x * x for x in range(50)]
+                futures = [ex.submit(square, i) for i in range(20)]
+                assert [f.result(timeout=60) for f in futures] == [i * i for i in range(20)]
+            print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert "ok" in done.stdout, done.stderr
+    assert "" == done.stderr
+
+
+class Holder:
+    def triple(self, x: int) -> int:
+        return 3 * x
+
+
+def test_a_settled_task_keeps_no_reference_to_its_function(ex: taskkit.Executor) -> None:
+    """Issue 14: once settled and handed over, the parent holds nothing of the call."""
+    assert 1 == ex.submit(square, 1).result(timeout=30)  # a worker is idle: the send is direct
+    holder = Holder()
+    alive = weakref.ref(holder)
+    future = ex.submit(holder.triple, 2)
+    settled = threading.Event()
+    future.add_done_callback(lambda _: settled.set())
+    assert settled.wait(timeout=30)  # settled by the manager thread, not read here
+    assert 6 == future.result()
+    del holder, future
+    gc.collect()
+    assert alive() is None
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_timeout_counts_from_when_the_task_starts_not_the_worker(method: str) -> None:
+    """Issue 14.7: a worker's start-up (its initializer included) is not the task's time."""
+    with taskkit.open_executor(
+        "process",
+        max_workers=1,
+        start_method=method,
+        initializer=time.sleep,
+        initargs=(1.0,),  # a slow start, twice the task's deadline
+    ) as executor:
+        future = executor.options(timeout=0.5).submit(abs, -3)
+        assert 3 == future.result(timeout=60)
+        assert 0 == executor.statistics().timed_out
+
+
+# ------------------------------------------ a worker that breaks the protocol
+
+
+def _own_socket() -> int:
+    """In a task: the worker's end of its socket to the parent."""
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        assert frame.f_back is not None
+        frame = frame.f_back
+    return int(frame.f_locals["fd"])
+
+
+def write_then_return(garbage: bytes, value: int) -> int:
+    os.write(_own_socket(), garbage)
+    return value
+
+
+def _settles(future: taskkit.Future[object], seconds: float = 60) -> bool:
+    concurrent.futures.wait([future], timeout=seconds)
+    return future.done()
+
+
+def _shuts_down(executor: taskkit.Executor, seconds: float = 60) -> bool:
+    stopper = threading.Thread(target=executor.shutdown, daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    return not stopper.is_alive()
+
+
+_HEADER = struct.Struct("!cIQ")
+
+
+@pytest.mark.parametrize(
+    ("garbage", "what"),
+    [
+        (b"x", "unknown type"),
+        (b"R", "buffers"),  # a known type: the reply that follows is then misframed
+        (_HEADER.pack(b"R", 0, 1 << 40), "more than this machine's memory"),
+        (_HEADER.pack(b"C", 1 << 30, 0), "buffers"),
+    ],
+    ids=["stray byte", "stray tag byte", "bogus length", "bogus buffer count"],
+)
+def test_a_worker_that_breaks_the_protocol_is_replaced(garbage: bytes, what: str) -> None:
+    """Issue 15.3: bad bytes from a worker fail its task only; the pool goes on."""
+    executor = taskkit.open_executor("process", max_workers=2)
+    try:
+        gate = f"/tmp/taskkit-gate-{os.getpid()}-{time.monotonic_ns()}"
+        bystander = executor.submit(wait_for_file, gate)
+        wait_until(bystander.running)
+        liar = executor.submit(write_then_return, garbage, 7)
+        assert _settles(liar)
+        with pytest.raises(WorkerCrashed, match="broke the protocol") as info:
+            liar.result()
+        assert what in str(info.value)
+        assert 9 == executor.submit(square, 3).result(timeout=60)
+        Path(gate).touch()
+        try:
+            assert gate == bystander.result(timeout=60)
+        finally:
+            os.unlink(gate)
+    finally:
+        assert _shuts_down(executor)
+
+
+def test_a_worker_that_stops_half_way_through_a_message_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskkit._backends import process
+
+    monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
+    executor = taskkit.open_executor("process", max_workers=1)
+    try:
+        truncated = _HEADER.pack(b"R", 0, 1000) + b"\x80\x05"
+        liar = executor.submit(write_then_return, truncated, 7)
+        assert _settles(liar)
+        with pytest.raises(WorkerCrashed, match="unfinished"):
+            liar.result()
+        assert 9 == executor.submit(square, 3).result(timeout=60)
+    finally:
+        assert _shuts_down(executor)
+
+
+def _frames() -> SearchStrategy[bytes]:
+    """What a broken worker might write: garbage, truncated and oversized frames."""
+    from hypothesis import strategies as st
+
+    tags = st.sampled_from([b"R", b"E", b"C", b"I", b"A", b"T", b"\x00"])
+    truncated = st.builds(
+        lambda tag, length, cut, body: (_HEADER.pack(tag, 0, length) + body)[: _HEADER.size + cut],
+        tags,
+        st.integers(1, 4096),
+        st.integers(0, 64),
+        st.binary(min_size=64, max_size=64),
+    )
+    oversized = st.builds(
+        lambda tag, count, length: _HEADER.pack(tag, count, length),
+        tags,
+        st.integers(0, 2**32 - 1),
+        st.integers(2**40, 2**64 - 1),
+    )
+    return st.one_of(st.binary(min_size=1, max_size=64), truncated, oversized)
+
+
+def test_garbage_from_workers_never_strands_a_future(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection on the wire: whatever a worker writes, every future settles,
+    the pool keeps working and shutdown returns."""
+    import hypothesis
+
+    from taskkit._backends import process
+
+    monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
+    executor = taskkit.open_executor("process", max_workers=2)
+
+    @hypothesis.settings(max_examples=25)
+    @hypothesis.given(garbage=_frames())
+    def garbage_is_contained(garbage: bytes) -> None:
+        liar = executor.submit(write_then_return, garbage, 7)
+        honest = executor.submit(square, 5)
+        assert _settles(liar)
+        assert 25 == honest.result(timeout=60)
+        assert 16 == executor.submit(square, 4).result(timeout=60)
+
+    try:
+        garbage_is_contained()
+    finally:
+        assert _shuts_down(executor)
+    assert 0 == executor.statistics().workers
+
+
+# ------------------------------------------- results whose unpickling raises
+
+
+class ExitsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (sys.exit, ("a result that exits when unpickled",))
+
+
+def exits_when_loaded() -> ExitsWhenLoaded:
+    return ExitsWhenLoaded()
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+class InterruptsWhenLoaded:
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_raise_interrupt, ())
+
+
+def interrupts_when_loaded() -> InterruptsWhenLoaded:
+    return InterruptsWhenLoaded()
+
+
+@pytest.mark.parametrize("reader", ["manager", "caller"])
+def test_a_result_that_raises_systemexit_when_unpickled_settles(reader: str) -> None:
+    """Issue 15.5: the future settles with a SerializationError, the pool survives."""
+    executor = taskkit.open_executor("process", max_workers=1)
+    try:
+        assert 1 == executor.submit(abs, -1).result(timeout=60)
+        future = executor.submit(exits_when_loaded)
+        if reader == "manager":
+            assert _settles(future)
+        with pytest.raises(SerializationError, match="SystemExit") as info:
+            future.result(timeout=60)
+        assert isinstance(info.value.__cause__, SystemExit)
+        assert 4 == executor.submit(square, 2).result(timeout=60)
+    finally:
+        assert _shuts_down(executor)
+
+
+def test_an_interrupt_while_a_result_is_unpickled_settles_the_future() -> None:
+    """A KeyboardInterrupt while the result is unpickled: the future settles, the pool
+    survives, and when the main thread was the one reading, the interrupt reaches it."""
+    script = textwrap.dedent(
+        """
+        import taskkit, sys
+        sys.path.insert(0, {tests!r})
+        from test_process import interrupts_when_loaded
+
+        if __name__ == "__main__":
+            with taskkit.open_executor("process", max_workers=1) as ex:
+                assert ex.submit(abs, -1).result(timeout=60) == 1
+                future = ex.submit(interrupts_when_loaded)
+                try:
+                    future.result(timeout=60)
+                except KeyboardInterrupt:
+                    print("interrupted")  # the main thread read the reply
+                except taskkit.SerializationError:
+                    print("failed")  # the manager thread read it
+                assert future.done()
+                error = future.exception()
+                assert isinstance(error, taskkit.SerializationError), repr(error)
+                assert isinstance(error.__cause__, KeyboardInterrupt)
+                assert ex.submit(abs, -2).result(timeout=60) == 2
+            print("ok")
+        """
+    ).format(tests=str(Path(__file__).parent))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split()[-1:] == ["ok"], done.stdout + done.stderr
+    assert "" == done.stderr

@@ -162,18 +162,21 @@ class WorkerCrashed(TaskkitError, RuntimeError):
         pid: the worker's process id.
         exitcode: the worker's exit status; negative when killed by a signal.
         signal: the number of the signal that killed it, or ``None``.
+        detail: why the parent killed it, if it did (it broke the protocol), else ``""``.
     """
 
-    def __init__(self, task: str, pid: int | None, exitcode: int | None) -> None:
+    def __init__(self, task: str, pid: int | None, exitcode: int | None, detail: str = "") -> None:
         how = describe_exit(exitcode) if exitcode is not None else "its exit status is unknown"
-        super().__init__(
-            f"worker {pid} running {task} died ({how}); the pool replaced it and keeps running"
-        )
-        self.task, self.pid, self.exitcode = task, pid, exitcode
+        if detail:  # the parent killed it, and says why
+            message = f"worker {pid} running {task} was killed because {detail}"
+        else:
+            message = f"worker {pid} running {task} died ({how})"
+        super().__init__(f"{message}; the pool replaced it and keeps running")
+        self.task, self.pid, self.exitcode, self.detail = task, pid, exitcode, detail
         self.signal: int | None = -exitcode if exitcode is not None and exitcode < 0 else None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.task, self.pid, self.exitcode))
+        return (type(self), (self.task, self.pid, self.exitcode, self.detail))
 
 
 class SerializationError(TaskkitError, TypeError):

@@ -202,6 +202,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
         self._max_workers = max_workers
         self._closed = False
+        self._shut_down = False  # shutdown() was called: no new primitives either
         self._killed = False
         # One lock guards the counters and the live table; join() waits on it.
         self._state_lock = threading.Lock()
@@ -571,7 +572,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if cancel_futures is not None:
             cancel_pending = cancel_pending or cancel_futures
         with self._state_lock:
-            self._closed = True
+            self._closed = self._shut_down = True
             if kill:
                 self._killed = True
             live = list(self._live.values())
@@ -671,10 +672,23 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
     def _primitive(self, kind: str, *args: Any) -> Any:
         from ._primitives import create, family_of
 
+        self._refuse_after_shutdown(kind)
         family = self._primitive_family or family_of(self.backend)
         primitive = create(family, kind, *args)
         self._primitives.add(primitive)
+        try:
+            self._refuse_after_shutdown(kind)  # shutdown() ran meanwhile, without this one
+        except ExecutorClosed:
+            primitive._shutdown(close=True)
+            raise
         return primitive
+
+    def _refuse_after_shutdown(self, kind: str) -> None:
+        # After shutdown() nothing would free a new primitive's OS resources (shared
+        # memory, for processes), and no task of this executor can use it.  close()
+        # still allows one: the submitted work runs on and may be handed it.
+        if self._shut_down:
+            raise ExecutorClosed(f"cannot make a {kind}: the {self.backend} executor is shut down")
 
     # ------------------------------------------------------------ statistics
 

@@ -441,9 +441,10 @@ class DaskExecutor(Executor):
         return self._keep(DaskValue(self._live_client(), initial))
 
     def _live_client(self) -> Any:
-        if self._client.status != "running":
+        if self._shut_down or self._client.status != "running":
             raise ExecutorClosed(
-                "this executor's Dask client is closed: shared objects can no longer be made"
+                "this executor is shut down or its Dask client is closed: "
+                "shared objects can no longer be made"
             )
         return self._client
 

@@ -65,12 +65,17 @@ _EDGE_MUTED = select.EPOLLET if _HAS_EPOLL else 0  # hang-up only, reported once
 _HELPING = -1
 _CLAIM_GRACE = 0.001  # seconds a claimed reply waits for its caller
 _HANDLED, _EMPTY, _EOF = 1, 0, -1
+# A worker that leaves a message half-sent this long broke the protocol: an honest
+# one writes each reply in one go, and the parent reads as fast as it arrives.
+_STALL_SECONDS = 10.0
 
 
 class _Claims(threading.local):
-    # (executor, worker, task) while this thread holds a claim; a class default
-    # so that reading it never raises inside getattr.
-    claim: tuple[ProcessExecutor, _Worker, _Task] | None = None
+    # (executor, worker, weak reference to the task) while this thread holds a
+    # claim; a class default so that reading it never raises inside getattr.  The
+    # task is held weakly: a claim the manager took over stays here until this
+    # thread dispatches again, and must not keep the call's function alive.
+    claim: tuple[ProcessExecutor, _Worker, weakref.ref[_Task]] | None = None
 
 
 _claims = _Claims()
@@ -124,6 +129,7 @@ class _Worker:
     """The parent's record of one worker process."""
 
     __slots__ = (
+        "broken",
         "claimer",
         "conn",
         "done",
@@ -134,6 +140,7 @@ class _Worker:
         "process",
         "reader",
         "reading",
+        "ready",
         "retiring",
         "sentinel",
         "task",
@@ -146,7 +153,7 @@ class _Worker:
         self.fd: int = conn.fileno()
         os.set_blocking(self.fd, False)
         self.sentinel: int = process.sentinel
-        self.reader = _wire.Reader(self.fd)
+        self.reader = _wire.Reader(self.fd, _wire.TO_PARENT)
         # Held by whichever thread reads this worker's socket: the manager, or a
         # caller waiting in result() for this worker's task (see _help).
         self.reading = threading.Lock()
@@ -159,6 +166,8 @@ class _Worker:
         self.done = 0  # tasks sent to it
         self.killed = False  # we killed it: its task was already settled
         self.retiring = False  # reached max_tasks_per_child: it exits after its task
+        self.ready = False  # it said it is set up: a task's deadline may run
+        self.broken: str | None = None  # why the parent stopped trusting it (it is killed)
 
     def kill(self) -> None:
         """SIGKILL the worker and every process in its process group."""
@@ -177,9 +186,13 @@ _live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    # Runs before the interpreter joins threads.  After an uncaught Ctrl-C, kill
-    # at once (one Ctrl-C is enough); otherwise let submitted work finish, as
-    # concurrent.futures does.
+    # Runs before the interpreter joins threads, and before multiprocessing's own
+    # exit hook joins every child.  After an uncaught Ctrl-C, kill at once (one
+    # Ctrl-C is enough); otherwise let submitted work finish, as
+    # concurrent.futures does.  An executor already shut down without waiting
+    # stays in _live_executors until its manager thread has let every worker go:
+    # waiting for it here is what lets such a program exit (issue 19), and keeps
+    # the manager from reaping workers while multiprocessing's hook does too.
     interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for executor in list(_live_executors):
         if executor._owner != os.getpid():
@@ -268,6 +281,7 @@ class ProcessExecutor(Executor):
         self._by_fd: dict[int, tuple[_Worker, bool]] = {}
         self._stale: dict[_Worker, float] = {}  # claimed replies the manager waits to take
         self._recheck: list[_Worker] = []  # sockets let go of with a reply unread
+        self._unfinished: set[_Worker] = set()  # a message half-read (see _stall_timeout)
         _live_executors.add(self)
 
     @property
@@ -368,6 +382,11 @@ class ProcessExecutor(Executor):
         ):
             # A retry: the base schedules only the first attempt's deadline.
             task._deadline = self._schedule_deadline(task, task._options.timeout)
+        if not worker.ready and task._deadline is not None:
+            # The worker is still starting (or running its initializer): the
+            # deadline is armed when it says it is ready (see _on_ready).
+            task._deadline.cancel()
+            task._deadline = None
         worker.task = task
         worker.done += 1
         if self._max_tasks and worker.done >= self._max_tasks:
@@ -391,6 +410,7 @@ class ProcessExecutor(Executor):
                 self._thread = threading.Thread(
                     target=self._manage, name="taskkit-process-manager", daemon=True
                 )
+                _live_executors.add(self)  # until the manager ends (see _at_exit)
                 self._thread.start()
                 return
         try:
@@ -404,9 +424,12 @@ class ProcessExecutor(Executor):
         try:
             while True:
                 self._start_workers()
+                # Before the stopping check: taking over a claimed reply may have
+                # settled the last running task, after which nothing wakes us.
+                timeout = self._next_wait()
                 if self._stopping and self._finish_stopping():
                     return
-                for fd, _ in poller.poll(self._claims_timeout()):
+                for fd, _ in poller.poll(timeout):
                     if fd == self._wake_r:
                         try:
                             os.read(self._wake_r, 4096)
@@ -431,10 +454,12 @@ class ProcessExecutor(Executor):
             self._fail_everything(exc)
             raise
         finally:
-            poller.close()
+            if _HAS_EPOLL:
+                poller.close()  # a select.poll object has nothing to close
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
+            _live_executors.discard(self)  # nothing left for _at_exit to wait for
 
     def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
         self._by_fd[fd] = (worker, is_sentinel)
@@ -460,7 +485,7 @@ class ProcessExecutor(Executor):
         if not worker.reading.acquire(blocking=False):
             return
         worker.claimer = threading.get_ident()
-        _claims.claim = (self, worker, task)
+        _claims.claim = (self, worker, weakref.ref(task))
 
     def _end_claim(self) -> None:
         """Let go of this thread's claim, if it has one."""
@@ -475,6 +500,43 @@ class ProcessExecutor(Executor):
                 worker.claimer = None
         if owned:
             executor._release_reading(worker)
+
+    def _next_wait(self) -> float | int:
+        """Do what is due (claims to take over, stalled senders); the poll's timeout."""
+        claims = self._claims_timeout()
+        stalls = self._stall_timeout()
+        wait = max(claims, stalls) if _FOREVER in (claims, stalls) else min(claims, stalls)
+        if not _HAS_EPOLL and wait != _FOREVER:
+            return int(wait * 1000) + 1  # select.poll counts milliseconds
+        return wait
+
+    def _stall_timeout(self) -> float | int:
+        """Break workers that left a message half-sent for _STALL_SECONDS."""
+        if not self._unfinished:
+            return _FOREVER
+        now = time.monotonic()
+        wait: float | None = None
+        with self._lock:
+            unfinished = list(self._unfinished)
+        for worker in unfinished:
+            since = worker.reader.since
+            if not since or worker.broken is not None:
+                with self._lock:
+                    self._unfinished.discard(worker)
+                continue
+            left = since + _STALL_SECONDS - now
+            if left <= 0:
+                # Not while a caller reads it: that caller checks for itself.
+                if worker.reading.acquire(blocking=False):
+                    try:
+                        if worker.reader.since == since:
+                            self._break(worker, _stalled())
+                            continue
+                    finally:
+                        worker.reading.release()
+                left = _POLL_SLICE_MS / 1000
+            wait = left if wait is None else min(wait, left)
+        return _FOREVER if wait is None else max(0.0, wait)
 
     def _claims_timeout(self) -> float | int:
         if not self._stale:
@@ -601,32 +663,97 @@ class ProcessExecutor(Executor):
         try:
             message = worker.reader.recv()
         except BlockingIOError:
+            if worker.reader.since:
+                self._note_unfinished(worker)
             return _EMPTY
         except (OSError, EOFError):
             message = None
+        except _wire.ProtocolError as exc:
+            self._break(worker, f"it broke the protocol: it sent {exc}")
+            return _EOF
+        except BaseException as exc:
+            # MemoryError for a huge reply, or a Ctrl-C landing in a caller that
+            # reads it: the rest of the socket can no longer be framed.
+            self._break(worker, f"its reply could not be read ({_reason(exc)})")
+            if isinstance(exc, Exception):
+                return _EOF
+            raise
         if message is None:
             self._unwatch(worker.fd)
             return _EOF
         tag, stream, buffers = message
+        if tag == _wire.READY:
+            self._on_ready(worker)
+            return _HANDLED
         with self._lock:
             task = worker.task
+            stray = task is None and not worker.killed and tag != _wire.INIT_FAILED
             worker.task = None
             if task is not None:
                 self._running.pop(task, None)
             following = None
             if tag == _wire.INIT_FAILED:
                 self._broken = _decode_exception(stream)
-            elif not worker.retiring and not worker.killed:
+            elif not worker.retiring and not worker.killed and not stray:
                 following = self._next_task(worker)
-        if following is not None:
-            self._send_task(worker, following)
-        if tag == _wire.INIT_FAILED:
-            self._fail_pending(self._broken)
-            if task is not None:
-                self._failed(task, _initializer_failed(self._broken))
-        elif task is not None:
-            self._settle(task, tag, stream, buffers)
+        if stray:
+            self._break(worker, "it broke the protocol: it answered a task it was not given")
+            return _EOF
+        try:
+            if following is not None:
+                try:
+                    self._send_task(worker, following)
+                except BaseException:  # a Ctrl-C in a caller that reads: its next task
+                    self._break(worker, "sending it its next task was interrupted")
+                    raise
+            if tag == _wire.INIT_FAILED:
+                self._fail_pending(self._broken)
+                if task is not None:
+                    self._failed(task, _initializer_failed(self._broken))
+            elif task is not None:
+                self._settle(task, tag, stream, buffers)
+        except BaseException as exc:
+            # Only a Ctrl-C in a caller that reads gets here: the task it answered
+            # settles all the same.
+            if task is not None and not _done(task):
+                self._failed(task, _unpickle_failed(exc))
+            raise
+        if self._stopping and not self._on_manager_thread():
+            self._wake()  # a caller settled a task: the manager may now let the worker go
         return _HANDLED
+
+    def _break(self, worker: _Worker, reason: str) -> None:
+        """Stop trusting ``worker``: kill it; its task fails with ``WorkerCrashed(reason)``.
+
+        Only that worker is affected: _on_exit fails its task (or retries it)
+        and starts a replacement, as for any worker that died.
+        """
+        with self._lock:
+            if worker.broken is None:
+                worker.broken = reason
+            self._unfinished.discard(worker)
+        self._unwatch(worker.fd)
+        worker.kill()
+
+    def _on_manager_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _note_unfinished(self, worker: _Worker) -> None:
+        with self._lock:
+            new = worker not in self._unfinished
+            self._unfinished.add(worker)
+        if new and not self._on_manager_thread():
+            self._wake()  # the manager times the stall (see _stall_timeout)
+
+    def _on_ready(self, worker: _Worker) -> None:
+        """``worker`` is set up: arm the deadline of the task already sent to it."""
+        with self._lock:
+            worker.ready = True
+            task = worker.task
+            timeout = None if task is None else task._options.timeout
+            if task is None or timeout is None or task._deadline is not None or _done(task):
+                return
+            task._deadline = self._schedule_deadline(task, timeout)
 
     def _help(self, task: _Task, timeout: float | None) -> None:
         """Wait for ``task`` by reading its worker's socket in the calling thread.
@@ -643,7 +770,7 @@ class ProcessExecutor(Executor):
         claim = _claims.claim
         helping = False
         try:
-            if claim is not None and claim[0] is self and claim[2] is task:
+            if claim is not None and claim[0] is self and claim[2]() is task:
                 _claims.claim = None
                 worker = claim[1]
                 with self._lock:
@@ -702,29 +829,36 @@ class ProcessExecutor(Executor):
                 return  # it died: the manager reports it
             elif deadline is not None and time.monotonic() >= deadline:
                 return
+            since = worker.reader.since
+            if since and time.monotonic() - since >= _STALL_SECONDS:
+                self._break(worker, _stalled())
+                return
 
     def _settle(
         self, task: _Task, tag: bytes, stream: bytes | bytearray, buffers: list[bytearray]
     ) -> None:
-        if tag == _wire.RESULT:
-            try:
+        # Unpickling runs the result's own code: a __reduce__ may raise anything,
+        # SystemExit included, and a Ctrl-C may land meanwhile.  Whatever it is,
+        # the task settles with it, and the pool goes on.
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            if tag == _wire.RESULT:
                 value = _wire.loads(stream, buffers)
-            except Exception as exc:
-                self._failed(task, _unpickle_failed(exc))
-                return
-            self._succeeded(task, value)
-        elif tag == _wire.CHUNK:
-            try:
+            elif tag == _wire.CHUNK:
                 results, encoded, retried, elapsed = _wire.loads(stream, buffers)
-            except Exception as exc:
-                self._failed(task, _unpickle_failed(exc))
-                return
-            if type(results) is bytes:
-                results = _wire.unpack_ints(results)
-            failures = [(index, _decode_exception(error)) for index, error in encoded]
-            self._succeeded(task, (results, failures, retried, elapsed))
-        else:
-            self._failed(task, _decode_exception(stream))
+                if type(results) is bytes:
+                    results = _wire.unpack_ints(results)
+                failures = [(index, _decode_exception(failure)) for index, failure in encoded]
+                value = (results, failures, retried, elapsed)
+            else:
+                error = _decode_exception(stream)
+        except BaseException as exc:
+            self._failed(task, _unpickle_failed(exc))
+            if isinstance(exc, KeyboardInterrupt) and not self._on_manager_thread():
+                raise  # a real Ctrl-C, in the main thread reading the reply: the user's
+            return
+        self._report_outcome(task, value, error)
 
     def _on_exit(self, worker: _Worker) -> None:
         with self._lock:
@@ -736,6 +870,8 @@ class ProcessExecutor(Executor):
         self._stale.pop(worker, None)
         self._unwatch(worker.fd)
         worker.reading.release()
+        with self._lock:
+            self._unfinished.discard(worker)
         self._unwatch(worker.sentinel)
         worker.process.join()
         exitcode = worker.process.exitcode
@@ -756,8 +892,9 @@ class ProcessExecutor(Executor):
                 and len(self._workers) + self._starting < self._max_workers
             ):
                 self._starting += 1
-        if task is not None and not worker.killed:
-            self._failed(task, WorkerCrashed(task.name, worker.pid, exitcode))
+        if task is not None and (not worker.killed or worker.broken is not None):
+            crash = WorkerCrashed(task.name, worker.pid, exitcode, worker.broken or "")
+            self._failed(task, crash)
 
     def _purge_pending(self) -> None:
         if any(task.done() for task in self._pending):
@@ -836,8 +973,8 @@ class ProcessExecutor(Executor):
                 for task in self._pending:
                     task.cancel()
             thread = self._thread
-        _live_executors.discard(self)
         if thread is None:
+            _live_executors.discard(self)
             return
         self._wake()
         if wait and thread is not threading.current_thread():
@@ -937,9 +1074,15 @@ def _decode_exception(stream: bytes | bytearray) -> BaseException:
 
 
 def _unpickle_failed(exc: BaseException) -> SerializationError:
-    return SerializationError(
+    error = SerializationError(
         "result", "unknown", f"it could not be unpickled here: {_reason(exc)}"
     )
+    error.__cause__ = exc
+    return error
+
+
+def _stalled() -> str:
+    return f"it broke the protocol: it left a message unfinished for {_STALL_SECONDS:g} s"
 
 
 def _initializer_failed(exc: BaseException | None) -> BaseException:

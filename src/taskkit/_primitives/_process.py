@@ -18,10 +18,20 @@ Head and tail share one 64-bit word, so every change is committed by one store: 
 process killed anywhere inside ``put``/``get`` leaves either the old state or the
 new one, never a mix, and the next locker (told ``EOWNERDEAD`` by the kernel)
 recounts the ring.  Only the item a killed process had already taken is gone with
-it; items still queued are never lost.  A full ring grows: the putter copies the
-records into generation ``g+1``, twice the size, and commits by storing the new
-generation number; every process remaps when it sees the number change.  An empty
-ring restarts at offset 0, so memory touched stays near the largest backlog.
+it; items still queued are never lost.  A full ring grows into generation ``g+1``,
+at least twice the size, without holding the mutex while it copies (a ring of
+hundreds of thousands of items took half a second to copy)::
+
+    putter: lock ─ full: mark GROWING (puts now wait; records stay put) ─ unlock
+            copy the records' bytes into g+1, each at the same offset (a wrapped
+            ring's front part goes after the rest, ending the wrap) ─ lock
+            map where getters moved the head meanwhile into g+1 ─ store g+1 ─ unlock
+
+Getters go on taking items from generation ``g`` while it copies; other putters
+wait on the queue's second (robust) mutex, which one grower at a time holds, so a
+grower killed half-way is simply replaced by the next.  Every process remaps when
+it sees the generation number change.  An empty ring restarts at offset 0, so
+memory touched stays near the largest backlog.
 
 Lock.  The mutex itself: ``acquire`` is one ``pthread_mutex_trylock``, ``release``
 one unlock, no system call when uncontended.  When a holder dies, the kernel hands
@@ -87,6 +97,8 @@ _META_MUTEX = 320  # byte offset of a second mutex (lock bookkeeping)
 # int64 fields
 _GEN, _COUNT, _CLOSED, _MAXSIZE, _GETTERS, _PUTTERS, _PUTS, _GETS = range(8)
 _TAKEOVERS, _HOLDER, _NBYTES, _VALUE, _INITIAL, _WAITERS, _WRITES = range(8, 15)
+# A queue's: where the records before the ring's last wrap end; a ring is being grown.
+_WRAPPED_AT, _GROWING = 15, 16
 # u32 futex words
 _NOT_EMPTY, _NOT_FULL = 0, 1
 _RING_START = 16
@@ -380,30 +392,34 @@ class Queue(_Shared, Generic[T]):
 
     # -- the ring (call under the mutex) ----------------------------------------------
 
-    def _append(self, payload: bytes) -> None:
+    def _append(self, payload: bytes) -> bool:
+        """Append one record; False if the ring must grow first (see ``_grow``)."""
         ring, cap = self._ring, self._cap
         state = self._hd[0]
         head, tail = state & 0xFFFFFFFF, state >> 32
         need = 4 + len(payload)
+        if self._w[_GROWING]:
+            return False  # a grower is copying the records: they must not move
         if tail >= head and cap - tail >= need and (tail + need != cap or head != 0):
             at = tail
         elif tail >= head and need < head:
+            self._w[_WRAPPED_AT] = tail  # read only while wrapped, i.e. after the commit
             if cap - tail >= 4:
                 _u32.pack_into(ring, _RING_START + tail, _WRAP)
             at = 0
         elif tail < head and tail + need < head:
             at = tail
         else:
-            self._grow(need)
-            self._append(payload)
-            return
+            return False
         start = _RING_START + at
         _u32.pack_into(ring, start, len(payload))
         ring[start + 4 : start + need] = payload
         end = at + need
         if end == cap:
+            self._w[_WRAPPED_AT] = cap
             end = 0
         self._hd[0] = head | (end << 32)  # the commit: one store
+        return True
 
     def _records(self) -> list[bytes]:
         """Every queued record, oldest first (for growing and repairing)."""
@@ -428,26 +444,80 @@ class Queue(_Shared, Generic[T]):
         return records
 
     def _grow(self, need: int) -> None:
-        records = self._records()
-        used = sum(4 + len(r) for r in records) + need
-        capacity = self._cap * 2
-        while capacity < 2 * used + 8:
-            capacity *= 2
-        if capacity >= 1 << 32:
-            raise OverflowError("a process queue holds at most 4 GiB of pickled items")
-        gen = self._gen + 1
-        segment = self._new_ring(gen, capacity)
-        ring = segment.buf
-        at = 0
-        for record in records:
-            _u32.pack_into(ring, _RING_START + at, len(record))
-            ring[_RING_START + at + 4 : _RING_START + at + 4 + len(record)] = record
-            at += 4 + len(record)
-        header = memoryview(ring)[:_RING_START].cast("Q")
-        header[0] = at << 32
+        """Make room for a record of ``need`` bytes (called without the mutex; see above)."""
+        result = _shm.mutex_lock(self._meta, None)  # one grower at a time
+        if result == errno.EOWNERDEAD:
+            _shm.mutex_consistent(self._meta)  # a grower died: _GROWING is reset below
+        try:
+            self._enter()
+            try:
+                w = self._w
+                w[_GROWING] = 0  # no grower runs now (we hold the grow mutex)
+                state = self._hd[0]
+                head, tail = state & 0xFFFFFFFF, state >> 32
+                if self._has_space(head, tail, need):
+                    return  # another process grew it, or getters made room
+                cap, gen = self._cap, self._gen
+                wrapped_at = int(w[_WRAPPED_AT]) if tail < head else tail
+                capacity = cap * 2
+                while capacity < 2 * (cap + need) + 8:
+                    capacity *= 2
+                if capacity >= 1 << 32:
+                    raise OverflowError("a process queue holds at most 4 GiB of pickled items")
+                w[_GROWING] = 1
+            finally:
+                self._unlock_mutex()
+            try:
+                segment = self._new_ring(gen + 1, capacity)
+                self._copy_records(segment, head, tail, wrapped_at)
+            except BaseException:
+                self._enter()
+                w[_GROWING] = 0
+                self._unlock_mutex()
+                raise
+            self._enter()
+            try:
+                self._commit_growth(segment, head, tail, wrapped_at)
+            finally:
+                self._unlock_mutex()
+        finally:
+            _shm.mutex_unlock(self._meta)
+
+    def _has_space(self, head: int, tail: int, need: int) -> bool:
+        """The tests of ``_append``: is there room for ``need`` bytes now?"""
+        cap = self._cap
+        if tail >= head:
+            return (cap - tail >= need and (tail + need != cap or head != 0)) or need < head
+        return tail + need < head
+
+    def _copy_records(self, segment: _shm.Segment, head: int, tail: int, wrapped_at: int) -> None:
+        """Copy the ring's records into ``segment`` (no mutex held: puts wait, records stay)."""
+        old, new = self._ring, segment.buf
+        start = _RING_START
+        if tail >= head:
+            new[start + head : start + tail] = old[start + head : start + tail]
+        else:
+            # [head, wrapped_at) stays where it is; [0, tail) follows it, unwrapped.
+            new[start + head : start + wrapped_at] = old[start + head : start + wrapped_at]
+            new[start + wrapped_at : start + wrapped_at + tail] = old[start : start + tail]
+
+    def _commit_growth(self, segment: _shm.Segment, head: int, tail: int, wrapped_at: int) -> None:
+        """Under the mutex: point the new ring at what getters left, then switch to it."""
+        w = self._w
+        now = self._hd[0] & 0xFFFFFFFF  # getters may have moved the head; nothing else moved
+        if w[_COUNT] <= 0:
+            state = 0
+        elif tail >= head:
+            state = now | (tail << 32)
+        else:
+            # Past the wrap (now < head) the head is in the part moved after wrapped_at.
+            state = (now if now >= head else wrapped_at + now) | ((wrapped_at + tail) << 32)
+        header = memoryview(segment.buf)[:_RING_START].cast("Q")
+        header[0] = state
         header.release()
         old = f"{self._name}-d{self._gen}"
-        self._w[_GEN] = gen  # the commit: one store
+        w[_GEN] = self._gen + 1  # the commit: one store
+        w[_GROWING] = 0
         self._remap()
         _shm.unlink(old)  # superseded; processes that still map it remap on their next call
 
@@ -486,15 +556,17 @@ class Queue(_Shared, Generic[T]):
 
     # -- blocking faces -----------------------------------------------------------------
 
-    def _try_put(self, payload: bytes) -> bool:
-        """Under the mutex: append if there is room; False if full."""
+    def _try_put(self, payload: bytes) -> bool | None:
+        """Under the mutex: append if there is room; False if full, None if the ring
+        must grow first (let go of the mutex, ``_grow``, try again)."""
         w = self._w
         if w[_CLOSED]:
             raise QueueClosed(f"put() on a closed queue {self!r}")
         maxsize = w[_MAXSIZE]
         if maxsize and w[_COUNT] >= maxsize:
             return False
-        self._append(payload)
+        if not self._append(payload):
+            return None
         w[_COUNT] += 1
         w[_PUTS] += 1
         return True
@@ -525,10 +597,9 @@ class Queue(_Shared, Generic[T]):
             if w[_CLOSED]:
                 raise QueueClosed(f"put() on a closed queue {self!r}")
             maxsize = w[_MAXSIZE]
-            if maxsize and w[_COUNT] >= maxsize:
-                wake = None
+            if (maxsize and w[_COUNT] >= maxsize) or not self._append(payload):
+                wake = None  # full, or the ring must grow: the slow path does either
             else:
-                self._append(payload)
                 w[_COUNT] += 1
                 w[_PUTS] += 1
                 wake = w[_GETTERS] > 0
@@ -547,18 +618,25 @@ class Queue(_Shared, Generic[T]):
         while True:
             self._enter()
             try:
-                if self._try_put(payload):
+                put = self._try_put(payload)
+                if put:
                     wake = w[_GETTERS] > 0
                     if wake:
                         self._bump(_NOT_EMPTY)
                     break
-                if deadline is not None and time.monotonic() >= deadline:
+                if put is None:
+                    seen = -1  # the ring must grow first
+                elif deadline is not None and time.monotonic() >= deadline:
                     raise queue.Full
-                w[_PUTTERS] += 1
-                seen = self._f[_NOT_FULL]
+                else:
+                    w[_PUTTERS] += 1
+                    seen = self._f[_NOT_FULL]
             finally:
                 self._unlock_mutex()
-            self._sleep(_NOT_FULL, seen, deadline, _PUTTERS)
+            if seen < 0:
+                self._grow(4 + len(payload))
+            else:
+                self._sleep(_NOT_FULL, seen, deadline, _PUTTERS)
         if wake:
             _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
 
@@ -654,15 +732,21 @@ class Queue(_Shared, Generic[T]):
         h = _control.hook
         if h is not None:
             h.switch("queue.put", self)
-        self._enter()
-        try:
-            if not self._try_put(payload):
-                raise queue.Full
-            wake = self._w[_GETTERS] > 0
-            if wake:
-                self._bump(_NOT_EMPTY)
-        finally:
-            self._unlock_mutex()
+        while True:
+            self._enter()
+            try:
+                put = self._try_put(payload)
+                if put is False:
+                    raise queue.Full
+                if put:
+                    wake = self._w[_GETTERS] > 0
+                    if wake:
+                        self._bump(_NOT_EMPTY)
+            finally:
+                self._unlock_mutex()
+            if put:
+                break
+            self._grow(4 + len(payload))  # room is only a copy away: not "full"
         if wake:
             _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
 

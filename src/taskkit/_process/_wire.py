@@ -10,10 +10,12 @@ memory the receiver keeps, with no copy into the pickle stream)::
     body    = pickle stream, then each buffer
 
 Parent -> worker tags: ``T`` run a task ``(fn, args, kwargs)``, ``S`` set up
-``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``R`` a
-result, ``C`` a map chunk's results (a list, or plain ints packed as 64-bit
-integers, see ``pack_ints``; with its exception, if any, encoded as for
-``E``), ``E`` an error (see ``encode_error``), ``I`` the initializer failed.
+``(initializer, initargs, max_tasks)``, ``Q`` quit.  Worker -> parent: ``A`` set
+up and ready (once, empty: a task's deadline counts from here, not from the
+worker's start-up), ``R`` a result, ``C`` a map chunk's results (a list, or
+plain ints packed as 64-bit integers, see ``pack_ints``; with its exception, if
+any, encoded as for ``E``), ``E`` an error (see ``encode_error``), ``I`` the
+initializer failed.
 
 A worker answers each task before it is sent another, so there is never more
 than one task or one answer in flight on a socket (``S`` may precede the first
@@ -28,6 +30,7 @@ import os
 import pickle
 import select
 import struct
+import time
 import traceback
 import weakref
 from collections.abc import Sequence
@@ -41,7 +44,12 @@ __all__ = [
     "RESULT",
     "SETUP",
     "TASK",
+    "MESSAGE_LIMIT",
+    "READY",
+    "TO_PARENT",
+    "TO_WORKER",
     "Payload",
+    "ProtocolError",
     "decode_error",
     "dumps",
     "encode_error",
@@ -53,7 +61,7 @@ __all__ = [
 ]
 
 TASK, SETUP, QUIT = b"T", b"S", b"Q"
-RESULT, ERROR, INIT_FAILED, CHUNK = b"R", b"E", b"I", b"C"
+RESULT, ERROR, INIT_FAILED, CHUNK, READY = b"R", b"E", b"I", b"C", b"A"
 
 _HEADER = struct.Struct("!cIQ")
 _LENGTH = struct.Struct("!Q")
@@ -291,87 +299,163 @@ def _wait(fd: int, event: int) -> None:
     poller.poll()
 
 
-def _read(fd: int, size: int) -> bytes:
-    while True:
-        try:
-            return os.read(fd, size)
-        except BlockingIOError:
-            _wait(fd, select.POLLIN)
+class ProtocolError(Exception):
+    """Bytes on a socket that are not a message of this protocol (see ``Reader``)."""
+
+
+def _memory_size() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 1 << 48
+
+
+#: No honest message is larger than this machine's memory.
+MESSAGE_LIMIT = _memory_size()
+#: What each side may be sent.
+TO_WORKER = frozenset({TASK, SETUP, QUIT})
+TO_PARENT = frozenset({RESULT, ERROR, INIT_FAILED, CHUNK, READY})
 
 
 class Reader:
-    """Reads whole messages from one file descriptor, keeping any bytes read ahead."""
+    """Reads whole messages from one file descriptor, checking each as it arrives.
 
-    __slots__ = ("_ahead", "fd")
+    Nothing on the socket is trusted: a type this side is never sent, a count
+    of buffers or a length no honest sender writes (a buffer below the
+    out-of-band minimum, a total beyond this machine's memory) raises
+    ``ProtocolError`` as soon as the bytes that show it are in, before anything
+    is allocated for it.  On a non-blocking descriptor a message that has not
+    fully arrived raises ``BlockingIOError`` and is kept: the next ``recv``
+    continues it, so one slow or silent sender never holds up the reading
+    thread.  ``since`` is when such a message last made progress (0.0: none is
+    waiting), so the owner can give up on a sender that stopped half-way.
+    """
 
-    def __init__(self, fd: int) -> None:
+    __slots__ = ("_accepts", "_ahead", "_frame", "_limit", "fd", "since")
+
+    def __init__(self, fd: int, accepts: frozenset[bytes], limit: int = MESSAGE_LIMIT) -> None:
         self.fd = fd
-        self._ahead = b""
+        self._accepts = accepts
+        self._limit = limit
+        self._ahead = b""  # bytes read past the last whole message (or a header so far)
+        self._frame: _Frame | None = None  # a message whose header is in, its body not yet
+        self.since = 0.0
 
     def recv(self) -> tuple[bytes, bytes | bytearray, list[bytearray]] | None:
         """Read one message: ``(tag, pickle stream, buffers)``, or None at end of file.
 
         Raises:
+            BlockingIOError: (non-blocking descriptor) no whole message yet.
             EOFError: the peer went away in the middle of a message.
+            ProtocolError: the bytes are not a message of this protocol.
         """
-        fd = self.fd
-        # On a non-blocking descriptor this first read raises BlockingIOError
-        # when no message has started; once one has, the rest is waited for.
-        data = self._ahead or os.read(fd, 65536)
-        self._ahead = b""
-        if not data:
-            return None
-        data = _read_more(fd, data, _HEADER.size)
-        tag, count, length = _HEADER.unpack_from(data)
-        offset = _HEADER.size
-        sizes: list[int] = []
-        if count:
-            data = _read_more(fd, data, offset + count * _LENGTH.size)
-            sizes = [_LENGTH.unpack_from(data, offset + i * _LENGTH.size)[0] for i in range(count)]
-            offset += count * _LENGTH.size
-        end = offset + length
-        stream: bytes | bytearray
-        if len(data) >= end:
-            stream = data[offset:end]
-            rest = memoryview(data)[end:]
-        else:
-            buffer = bytearray(length)
-            have = len(data) - offset
-            buffer[:have] = memoryview(data)[offset:]
-            _read_into(fd, memoryview(buffer)[have:])
-            stream = buffer  # pickle reads a bytearray as well: no copy
-            rest = memoryview(b"")
-        buffers = []
-        for size in sizes:
-            target = bytearray(size)
-            taken = min(size, len(rest))
-            target[:taken] = rest[:taken]
-            rest = rest[taken:]
-            _read_into(fd, memoryview(target)[taken:])
-            buffers.append(target)
-        self._ahead = bytes(rest)
-        return tag, stream, buffers
-
-
-def _read_more(fd: int, data: bytes, need: int) -> bytes:
-    while len(data) < need:
-        more = _read(fd, max(65536, need - len(data)))
-        if not more:
-            raise EOFError("connection closed inside a message")
-        data += more
-    return data
-
-
-def _read_into(fd: int, view: memoryview) -> None:
-    while view:
+        frame = self._frame
+        if frame is None:
+            data = self._ahead
+            head = _parse_head(data, self._accepts, self._limit) if data else None
+            while head is None:
+                try:
+                    more = os.read(self.fd, 65536)
+                except BlockingIOError:
+                    if data:
+                        self.since = time.monotonic()
+                    raise
+                if not more:
+                    if data:
+                        raise EOFError("connection closed inside a message")
+                    return None
+                data = self._ahead = data + more if data else more
+                head = _parse_head(data, self._accepts, self._limit)
+            tag, sizes, end = head
+            offset = end - sum(sizes)
+            if len(data) >= end:  # the whole message is here (the common, small case)
+                self._ahead = data[end:]
+                self.since = 0.0
+                at = offset + sizes[0]
+                stream = data[offset:at]
+                buffers = []
+                for size in sizes[1:]:
+                    buffers.append(bytearray(memoryview(data)[at : at + size]))
+                    at += size
+                return tag, stream, buffers
+            frame = self._frame = _Frame(tag, sizes, memoryview(data)[offset:])
+            self._ahead = b""
         try:
-            got = os.readv(fd, [view])
+            frame.fill(self.fd)
         except BlockingIOError:
-            _wait(fd, select.POLLIN)
-            continue
-        if not got:
-            raise EOFError("connection closed inside a message")
-        view = view[got:]
+            self.since = time.monotonic()
+            raise
+        self._frame = None
+        self.since = 0.0
+        return frame.tag, frame.parts[0], frame.parts[1:]
+
+
+def _parse_head(
+    data: bytes, accepts: frozenset[bytes], limit: int
+) -> tuple[bytes, list[int], int] | None:
+    """``(tag, [stream length, *buffer sizes], end of the message)``; None until enough is in.
+
+    Raises:
+        ProtocolError: as soon as the bytes in show the header is not an honest one.
+    """
+    tag = data[:1]
+    if tag not in accepts:
+        raise ProtocolError(f"a message of unknown type {tag!r}")
+    if len(data) < _HEADER.size:
+        return None
+    _, count, length = _HEADER.unpack_from(data)
+    if count > limit // _OUT_OF_BAND_MIN:
+        raise ProtocolError(f"a message of {count} buffers")
+    offset = _HEADER.size + count * _LENGTH.size
+    if len(data) < offset:
+        return None
+    if count:
+        sizes = [length, *struct.unpack_from(f"!{count}Q", data, _HEADER.size)]
+        if min(sizes[1:]) < _OUT_OF_BAND_MIN:
+            raise ProtocolError("a message with a buffer below the out-of-band minimum")
+        total = sum(sizes)
+    else:
+        sizes, total = [length], length
+    if total > limit:
+        raise ProtocolError(f"a message of {total} bytes, more than this machine's memory")
+    return tag, sizes, offset + total
+
+
+class _Frame:
+    """A message whose header has been read: its parts, filled as bytes arrive."""
+
+    __slots__ = ("_filled", "_part", "parts", "tag")
+
+    def __init__(self, tag: bytes, sizes: list[int], have: memoryview) -> None:
+        self.tag = tag
+        self.parts = [bytearray(size) for size in sizes]  # pickle reads a bytearray too
+        self._part = self._filled = 0
+        self._take(have)
+
+    def _take(self, data: memoryview) -> None:
+        while data and self._part < len(self.parts):
+            target = self.parts[self._part]
+            taken = min(len(target) - self._filled, len(data))
+            target[self._filled : self._filled + taken] = data[:taken]
+            data = data[taken:]
+            self._advance(taken)
+
+    def _advance(self, count: int) -> None:
+        self._filled += count
+        parts = self.parts
+        while self._part < len(parts) and self._filled == len(parts[self._part]):
+            self._part += 1
+            self._filled = 0
+
+    def fill(self, fd: int) -> None:
+        """Read the rest straight into the parts (no read-ahead past the message)."""
+        parts = self.parts
+        while self._part < len(parts):
+            view = memoryview(parts[self._part])[self._filled :]
+            got = os.readv(fd, [view])  # BlockingIOError: the caller keeps this frame
+            if not got:
+                raise EOFError("connection closed inside a message")
+            self._advance(got)
 
 
 # ------------------------------------------------------------------- errors
@@ -414,7 +498,9 @@ def decode_error(stream: bytes | bytearray) -> tuple[BaseException | None, str, 
     if inner is not None:
         try:
             exc = pickle.loads(inner)
-        except Exception:
+        except KeyboardInterrupt:
+            raise  # a Ctrl-C landing here is the user's, not the exception's
+        except BaseException:  # SystemExit from a __reduce__ too: reported as text
             exc = None
         if not isinstance(exc, BaseException):
             exc = None

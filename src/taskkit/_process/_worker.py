@@ -3,6 +3,7 @@
 ::
 
     parent ──S(initializer, initargs, max_tasks)──► worker   (first message, once)
+    parent ◄──A (ready: the initializer ran)───────────────┘
     parent ──T(fn, args, kwargs)──────────────────► worker ── runs fn ──┐
     parent ◄──R(value) / E(exception, its text, its traceback)──────────┘
     parent ──Q, or end of file─────────────────────► worker exits
@@ -31,6 +32,8 @@ from .._errors import SerializationError
 from . import _wire
 
 __all__ = ["run_column", "worker_main"]
+
+_NOTHING: _wire.Payload = (b"", [])
 
 
 def run_column(
@@ -128,14 +131,14 @@ def _serve(conn: Any, close_fds: tuple[int, ...]) -> None:
         pass
     fd = conn.fileno()
     _die_with_parent(fd)
-    reader = _wire.Reader(fd)
+    reader = _wire.Reader(fd, _wire.TO_WORKER)
     max_tasks = 0
     done = 0
     while True:
         try:
             message = reader.recv()
-        except (OSError, EOFError):
-            return
+        except (OSError, EOFError, _wire.ProtocolError):
+            return  # trust nothing but the parent's own messages
         if message is None:
             return
         tag, stream, buffers = message
@@ -160,6 +163,10 @@ def _serve(conn: Any, close_fds: tuple[int, ...]) -> None:
                     except OSError:
                         pass
                     return
+            try:
+                _wire.send(fd, _wire.READY, _NOTHING)
+            except OSError:
+                return
         else:  # QUIT
             return
 
