@@ -15,6 +15,7 @@ from ._coroutine import BlockingWarning as BlockingWarning
 from ._coroutine import checkpoint as checkpoint
 from ._coroutine import sleep as sleep
 from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import BlockingCallError as BlockingCallError
 from ._errors import Deadlock as Deadlock
 from ._errors import ExecutorClosed as ExecutorClosed
 from ._errors import PipelineFailed as PipelineFailed
@@ -80,6 +81,7 @@ __all__ = (
     "SerializationError",
     "RemoteError",
     "QueueClosed",
+    "BlockingCallError",
     "PipelineFailed",
     "PipelineTimeout",
     "Deadlock",

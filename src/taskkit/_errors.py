@@ -10,6 +10,7 @@ The tree::
     ├── SerializationError(TypeError)       an argument or result would not pickle
     ├── RemoteError(RuntimeError)           a task's exception that could not be rebuilt
     ├── QueueClosed(Exception)              get() on a closed, drained queue
+    ├── BlockingCallError(RuntimeError)     a wait that would block the loop it waits for
     ├── PipelineFailed(CalledProcessError)  a pipeline stage failed (pipefail)
     ├── PipelineTimeout(TimeoutExpired)     a pipeline overran its timeout
     └── Deadlock(RuntimeError)              no task can proceed (taskkit.testing)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendUnavailable",
+    "BlockingCallError",
     "Deadlock",
     "ExecutorClosed",
     "PipelineFailed",
@@ -167,6 +169,18 @@ class QueueClosed(TaskkitError):
 
     def __init__(self, message: str = "the queue is closed") -> None:
         super().__init__(message)
+
+
+class BlockingCallError(TaskkitError, RuntimeError):
+    """A call would have waited where waiting can never end, so it raised instead.
+
+    On the thread of an executor's own event loop (the coroutine scheduler, the
+    asyncio loop) a blocking wait stops every task of that loop, the one it waits
+    for included: ``fut.result()``, ``q.get()`` or ``lock.acquire()`` there would
+    hang.  So would ``join()`` or ``shutdown(wait=True)`` called from one of the
+    executor's own tasks, which would wait for itself.  The message names what to
+    use instead (``await fut``, ``await q.aget()``, ``async with``).
+    """
 
 
 class PipelineFailed(TaskkitError, subprocess.CalledProcessError):

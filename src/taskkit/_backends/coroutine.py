@@ -32,7 +32,7 @@ from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
-from .._executor import Executor, _Task, is_async_callable
+from .._executor import KILL_GRACE, Executor, _Task, is_async_callable, shut_down_at_exit
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -48,9 +48,7 @@ _live_executors: weakref.WeakSet[CoroutineExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    # As for threads: let submitted work finish before the interpreter exits.
-    for executor in list(_live_executors):
-        executor.shutdown(wait=True)
+    shut_down_at_exit(_live_executors)
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
@@ -247,11 +245,17 @@ class CoroutineExecutor(Executor):
     def _worker_count(self) -> int:
         return 1 if self._scheduler.alive else 0
 
+    def _on_own_loop(self) -> bool:
+        return self._scheduler.on_loop()
+
+    def _now(self) -> float:
+        return self._scheduler.now()
+
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         _live_executors.discard(self)
         self._scheduler.stop(kill=kill)
         if wait:
-            self._scheduler.join()
+            self._scheduler.join(KILL_GRACE if kill else None)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

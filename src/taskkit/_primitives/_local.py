@@ -49,7 +49,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from .. import _control
-from .._errors import Deadlock, QueueClosed
+from .._coroutine._scheduler import _here
+from .._errors import BlockingCallError, Deadlock, QueueClosed
 from .._future import Future
 from ._common import (
     AcquireContext,
@@ -143,8 +144,9 @@ _names = itertools.count()
 _sem_acquire = _SemLock.acquire
 _sem_release = _SemLock.release
 
-#: How long a coroutine waiting for a lock sleeps before it looks again by itself.
-#: A safety net only: a release wakes it at once (see ``ThreadLock``).
+#: How long a coroutine waiting for a lock that began as a ``ThreadLock`` sleeps before
+#: it looks again by itself: a thread that entered ``with lock:`` before the lock changed
+#: class releases it in C, which wakes no coroutine.  Other locks never poll.
 _LOCK_POLL = 0.2
 
 
@@ -179,6 +181,21 @@ def _forever(what: str) -> Deadlock:
         "thread backend",
         {"caller": what},
     )
+
+
+def _refuse_on_scheduler(what: str, twin: str) -> None:
+    """Raise ``BlockingCallError`` if the caller is the coroutine scheduler's thread.
+
+    A plain function run there by the coroutine backend holds the one thread every
+    task of the scheduler runs on: a wait there could only end by another thread's
+    doing, and would stall every task meanwhile, so it fails at once instead.
+    """
+    if _here.scheduler is not None:
+        raise BlockingCallError(
+            f"{what} would wait on the coroutine scheduler's thread, where no other task "
+            f"can run until it returns; use `{twin}` in an async def task, or run this "
+            "function on the thread backend"
+        )
 
 
 def _check_controlled() -> Any:
@@ -281,6 +298,7 @@ class Queue(_InProcess, Generic[T]):
                     raise queue.Full
                 if self._serial and deadline is None:
                     raise _forever(f"put() on a full {self!r}")
+                _refuse_on_scheduler(f"put() on a full {self!r}", "await q.aput(item)")
                 waiter = thread_waiter()
                 self._putters.append(waiter)
             self._block(waiter, deadline, self._putters)
@@ -310,6 +328,7 @@ class Queue(_InProcess, Generic[T]):
                     raise queue.Empty
                 if self._serial and deadline is None:
                     raise _forever(f"get() on an empty {self!r}")
+                _refuse_on_scheduler(f"get() on an empty {self!r}", "await q.aget()")
                 waiter = thread_waiter()
                 self._getters.append(waiter)
             self._block(waiter, deadline, self._getters)
@@ -495,6 +514,35 @@ def _discard(waiters: deque[Any], waiter: object) -> None:
         pass
 
 
+def _hand_over(waiters: deque[Any]) -> bool:
+    """Give what is being released to the longest-waiting coroutine (call under the mutex).
+
+    True if a coroutine's waiter took it: the lock stays held, or the unit stays
+    taken, for that coroutine, so no task that comes later can take it first (the
+    longest waiter gets it, as ``asyncio.Lock`` hands it over).  False if the line is
+    empty or a thread is first in it: a thread cannot be handed anything, so the
+    caller frees it and wakes that thread, which then takes it itself.
+    """
+    while waiters:
+        waiter = waiters[0]
+        if type(waiter) is _thread.LockType:
+            return False
+        waiters.popleft()
+        if waiter._try_set_result(True):
+            return True
+        # a coroutine that timed out or was cancelled: the next one
+    return False
+
+
+def _withdraw(waiters: deque[Any], waiter: Future[bool]) -> bool:
+    """Take a coroutine's waiter out of the line (call under the mutex); True if it had
+    been handed what it waited for meanwhile, which the caller must then pass on."""
+    if waiter._try_set_result(False) or waiter.cancelled():
+        _discard(waiters, waiter)
+        return False
+    return bool(waiter.result())
+
+
 class SerialQueue(Queue[T]):
     """The serial backend's queue: a wait that could never end raises ``Deadlock``."""
 
@@ -539,6 +587,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             return False
         if self._serial and deadline is None:
             raise _forever(f"acquire() of a held {self!r}")
+        _refuse_on_scheduler(f"acquire() of a held {self!r}", "async with lock")
         return bool(_sem_acquire(self, True, timeout))
 
     def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
@@ -560,13 +609,20 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         h = _control.hook
         if h is not None:
             h.switch("lock.release", self)
+        if self._waiters:
+            with self._mutex:
+                if self._is_zero() and _hand_over(self._waiters):
+                    return  # still held: by the longest-waiting coroutine now
         try:
             _sem_release(self)
         except ValueError:
             raise RuntimeError(f"release() of an unlocked {self!r}") from None
         if self._waiters:
+            # A coroutine joined the line just as the lock was freed, after the look
+            # above: take the lock back for it, or it would wait for a release to come.
             with self._mutex:
-                wake_one(self._waiters)
+                if _sem_acquire(self, False) and not _hand_over(self._waiters):
+                    _sem_release(self)
 
     def locked(self) -> bool:
         """True if the lock is held now."""
@@ -583,6 +639,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
                 if _sem_acquire(self, False):
                     return True
         deadline = check_timeout(timeout)
+        polls = self in _fast_locks  # began as a ThreadLock (see _LOCK_POLL)
         while True:
             if _sem_acquire(self, False):
                 return True
@@ -592,21 +649,25 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             with self._mutex:
                 self._waiters.append(waiter)
             if type(self) is ThreadLock:
-                self.__class__ = Lock  # type: ignore[assignment]  # release() now wakes coroutines
+                self.__class__ = Lock  # type: ignore[assignment]  # release() now hands it over
             if _sem_acquire(self, False):  # released before we were enqueued
                 with self._mutex:
                     _discard(self._waiters, waiter)
                 return True
-            poll = time.monotonic() + _LOCK_POLL
+            limit = deadline
+            if polls:
+                poll = time.monotonic() + _LOCK_POLL
+                limit = poll if deadline is None else min(deadline, poll)
             try:
-                await await_waiter(waiter, poll if deadline is None else min(deadline, poll))
+                handed = await await_waiter(waiter, limit)
             except BaseException:
                 with self._mutex:
-                    if waiter._try_set_result(False):
-                        _discard(self._waiters, waiter)
-                    elif not waiter.cancelled() and waiter.result() and not self._is_zero():
-                        wake_one(self._waiters)
+                    handed = _withdraw(self._waiters, waiter)
+                if handed:
+                    self.release()  # handed over just as this task was cancelled: pass it on
                 raise
+            if handed:
+                return True  # release() left it held, for this task
             with self._mutex:
                 _discard(self._waiters, waiter)
 
@@ -733,6 +794,7 @@ class Event(_InProcess):
                 return True
             if self._serial and deadline is None:
                 raise _forever(f"wait() on a clear {self!r}")
+            _refuse_on_scheduler(f"wait() on a clear {self!r}", "await event.await_()")
             waiter = thread_waiter()
             self._waiters.append(waiter)
         left = remaining(deadline)
@@ -825,6 +887,7 @@ class Semaphore(_InProcess, AcquireContext):
                     return False
                 if self._serial and deadline is None:
                     raise _forever(f"acquire() of {self!r}")
+                _refuse_on_scheduler(f"acquire() of {self!r}", "await semaphore.aacquire()")
                 waiter = thread_waiter()
                 self._waiters.append(waiter)
             left = remaining(deadline)
@@ -840,8 +903,14 @@ class Semaphore(_InProcess, AcquireContext):
         if h is not None:
             h.switch("semaphore.release", self)
         with self._mutex:
-            self._value += n
-            for _ in range(n):
+            self._give(n)
+
+    def _give(self, n: int) -> None:
+        # Under the mutex: each unit goes to the longest-waiting coroutine, if one is
+        # first in line, or back to the count (waking a thread).
+        for _ in range(n):
+            if not _hand_over(self._waiters):
+                self._value += 1
                 wake_one(self._waiters)
 
     async def aacquire(self, timeout: float | None = None) -> bool:
@@ -865,17 +934,16 @@ class Semaphore(_InProcess, AcquireContext):
                 waiter: Future[bool] = Future()
                 self._waiters.append(waiter)
             try:
-                woke = await await_waiter(waiter, deadline)
+                handed = await await_waiter(waiter, deadline)
             except BaseException:
                 with self._mutex:
-                    if waiter._try_set_result(False):
-                        _discard(self._waiters, waiter)
-                    elif not waiter.cancelled() and waiter.result() and self._value > 0:
-                        wake_one(self._waiters)
+                    if _withdraw(self._waiters, waiter):
+                        self._give(1)  # handed a unit just as this task was cancelled
                 raise
-            if not woke:
-                with self._mutex:
-                    _discard(self._waiters, waiter)
+            if handed:
+                return True  # release() gave its unit to this task
+            with self._mutex:
+                _discard(self._waiters, waiter)
 
     @property
     def value(self) -> int:
