@@ -593,3 +593,46 @@ def test_every_future_submitted_from_the_loop_settles_once_and_is_counted(
     assert stats.done == plan.count("returns")
     assert stats.failed == plan.count("raises")
     assert stats.cancelled == len(plan) - stats.done - stats.failed
+
+
+def test_opened_inside_a_running_loop_it_uses_that_loop() -> None:
+    async def main() -> tuple[bool, str, bool]:
+        loop = asyncio.get_running_loop()
+        async with taskkit.open_executor("asyncio") as ex:
+            ran_on, thread = await ex.submit(where)
+        return ran_on is loop and ex.loop is loop, thread, loop.is_closed()
+
+    same_loop, thread, closed = asyncio.run(main())
+    assert same_loop
+    assert thread == threading.current_thread().name  # no hand-off to a thread of its own
+    assert not closed
+
+
+def test_opened_outside_a_loop_it_runs_a_loop_of_its_own(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+    assert ex.submit(where).result(timeout=10)[1] == "taskkit-asyncio"
+
+
+async def raises(error: type[BaseException]) -> None:
+    raise error
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_exit_or_ctrl_c_in_a_task_fails_only_its_future(
+    error: type[BaseException], make: Callable[..., AsyncioExecutor]
+) -> None:
+    ex = make()
+    release = ex.event()
+    waiting = ex.submit(release.await_, 20)
+    failed = ex.submit(raises, error)
+    assert isinstance(failed.exception(timeout=20), error)
+    # The loop runs on: other tasks settle, new ones are taken, shutdown ends.
+    assert ex.submit(nap, 0).result(timeout=20) == "slept"
+    release.set()
+    assert waiting.result(timeout=20) is True
+    assert ex.join(timeout=20)
+    ex.shutdown(wait=True)
+    with pytest.raises(taskkit.ExecutorClosed):
+        ex.submit(nap, 0)

@@ -213,6 +213,14 @@ class Executor(concurrent.futures.Executor, abc.ABC):
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
     ``concurrent.futures.Executor``, so code that takes one keeps working.
+
+    Leaving ``with ex:`` waits for the submitted work, also when the block raised,
+    as ``concurrent.futures`` does.  Leaving ``async with ex:`` normally awaits the
+    work without blocking the event loop; left by an exception, it cancels what is
+    still pending or running (process tasks are killed; a thread that cannot be
+    stopped runs on, its future cancelled) and the exception goes on at once, as
+    ``asyncio.TaskGroup`` does.  Either block left by ``KeyboardInterrupt`` cancels
+    and kills at once, and so does a Ctrl-C while ``with`` waits: one is enough.
     """
 
     #: The backend's name, as given to ``open_executor``.

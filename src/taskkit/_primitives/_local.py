@@ -251,8 +251,11 @@ class Queue(_InProcess, Generic[T]):
             raise QueueClosed(f"put() on a closed queue {self!r}")
         if self._maxsize and len(self._items) >= self._maxsize:
             return False
-        self._items.append(item)
         self._puts += 1
+        if self._getters and _hand_over(self._getters, (item,)):
+            self._gets += 1  # straight to the longest-waiting coroutine (see _hand_over)
+            return True
+        self._items.append(item)
         if self._getters:
             wake_one(self._getters)
         return True
@@ -421,31 +424,41 @@ class Queue(_InProcess, Generic[T]):
                     raise QueueClosed(f"aget() on a closed, empty queue {self!r}")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise queue.Empty
-                waiter: Future[bool] = Future()
+                waiter: Future[Any] = Future()
                 self._getters.append(waiter)
-            await self._await(waiter, deadline, self._getters, self._has_item)
+            handed = await self._await(waiter, deadline, self._getters, self._has_item)
+            if type(handed) is tuple:
+                return handed[0]  # put() gave its item to this task
 
     async def _await(
         self,
-        waiter: Future[bool],
+        waiter: Future[Any],
         deadline: float | None,
         waiters: deque[Any],
         ready: Callable[[], bool],
-    ) -> None:
+    ) -> Any:
+        """Await ``waiter``; return what woke it (True, False, or an item handed over)."""
         try:
             woke = await await_waiter(waiter, deadline)
         except BaseException:
             # Cancelled.  If a put or get had already woken us, hand that wake-up on,
-            # or the next waiter would sleep although the queue is ready for it.
+            # or the next waiter would sleep although the queue is ready for it; an item
+            # handed to us goes back to the front of the queue, or to the next getter.
             with self._mutex:
-                if waiter._try_set_result(False):
-                    _discard(waiters, waiter)
-                elif waiter.done() and not waiter.cancelled() and waiter.result() and ready():
-                    wake_one(waiters)
+                if _withdraw(waiters, waiter):
+                    handed = waiter.result()
+                    if type(handed) is tuple:
+                        self._gets -= 1
+                        if not _hand_over(waiters, handed):
+                            self._items.appendleft(handed[0])
+                            wake_one(waiters)
+                    elif ready():
+                        wake_one(waiters)
             raise
         if not woke:
             with self._mutex:
                 _discard(waiters, waiter)
+        return woke
 
     # -- state ----------------------------------------------------------------------------
 
@@ -514,21 +527,22 @@ def _discard(waiters: deque[Any], waiter: object) -> None:
         pass
 
 
-def _hand_over(waiters: deque[Any]) -> bool:
-    """Give what is being released to the longest-waiting coroutine (call under the mutex).
+def _hand_over(waiters: deque[Any], gift: object = True) -> bool:
+    """Give what is being released or put to the longest-waiting coroutine (call under
+    the mutex): the waiter's result is ``gift`` (True, or a queue's ``(item,)``).
 
-    True if a coroutine's waiter took it: the lock stays held, or the unit stays
-    taken, for that coroutine, so no task that comes later can take it first (the
-    longest waiter gets it, as ``asyncio.Lock`` hands it over).  False if the line is
-    empty or a thread is first in it: a thread cannot be handed anything, so the
-    caller frees it and wakes that thread, which then takes it itself.
+    True if a coroutine's waiter took it: the lock stays held, the unit stays taken,
+    or the item skips the queue, for that coroutine, so no task that comes later can
+    take it first (the longest waiter gets it, as ``asyncio.Lock`` hands it over).
+    False if the line is empty or a thread is first in it: a thread cannot be handed
+    anything, so the caller frees it and wakes that thread, which then takes it itself.
     """
     while waiters:
         waiter = waiters[0]
         if type(waiter) is _thread.LockType:
             return False
         waiters.popleft()
-        if waiter._try_set_result(True):
+        if waiter._try_set_result(gift):
             return True
         # a coroutine that timed out or was cancelled: the next one
     return False
