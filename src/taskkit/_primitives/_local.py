@@ -428,7 +428,7 @@ class Queue(_InProcess, Generic[T]):
                 self._getters.append(waiter)
             handed = await self._await(waiter, deadline, self._getters, self._has_item)
             if type(handed) is tuple:
-                return handed[0]  # put() gave its item to this task
+                return handed[0]  # type: ignore[no-any-return]  # put() handed it over
 
     async def _await(
         self,
