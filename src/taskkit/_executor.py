@@ -407,16 +407,13 @@ class Executor(concurrent.futures.Executor, abc.ABC):
             late = self._now() - deadline.when
             if late >= 0:
                 deadline.cancel()
-                value, error = (
-                    None,
-                    TaskTimeout(
-                        task.name,
-                        timeout,
-                        f"it held the event loop's thread for {timeout + late:.3f} s without "
-                        "awaiting, so it could not be cancelled at its deadline and ran on to its "
-                        "end (await taskkit.sleep() or asyncio.sleep() in long loops, or run "
-                        "blocking work on a thread executor)",
-                    ),
+                error = TaskTimeout(
+                    task.name,
+                    timeout,
+                    f"it held the event loop's thread for {timeout + late:.3f} s without "
+                    "awaiting, so it could not be cancelled at its deadline and ran on to its "
+                    "end (await taskkit.sleep() or asyncio.sleep() in long loops, or run "
+                    "blocking work on a thread executor)",
                 )
         if error is None:
             self._succeeded(task, value)
