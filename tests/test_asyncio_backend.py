@@ -636,3 +636,32 @@ def test_exit_or_ctrl_c_in_a_task_fails_only_its_future(
     ex.shutdown(wait=True)
     with pytest.raises(taskkit.ExecutorClosed):
         ex.submit(nap, 0)
+
+
+async def record_cleanup(started: asyncio.Event, cleaned: list[str]) -> None:
+    started.set()
+    try:
+        await asyncio.sleep(60)
+    finally:
+        await asyncio.sleep(0)  # cleanup that awaits, as a TaskGroup lets it
+        cleaned.append("cleaned up")
+
+
+def test_async_with_left_by_an_exception_waits_for_the_cancelled_tasks_cleanup() -> None:
+    cleaned: list[str] = []
+    futures: list[taskkit.Future[None]] = []
+
+    async def body() -> None:
+        started = asyncio.Event()
+        async with taskkit.open_executor("asyncio") as ex:
+            futures.append(ex.submit(record_cleanup, started, cleaned))
+            await started.wait()
+            raise KeyError("the body failed")
+
+    async def main() -> list[str]:
+        with pytest.raises(KeyError):
+            await body()
+        return list(cleaned)  # as the block was left, before asyncio.run cleans up
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ["cleaned up"]
+    assert futures[0].cancelled()

@@ -38,7 +38,7 @@ from _thread import get_ident
 from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures._base import RUNNING
-from types import FunctionType
+from types import FunctionType, TracebackType
 from typing import Any, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
@@ -447,6 +447,26 @@ class AsyncioExecutor(Executor):
 
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await (a plain function runs on to its end)"
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """As ``Executor.__aexit__``; left by an exception on the executor's own loop, it
+        also waits for the cancelled tasks' ``finally`` blocks, as ``asyncio.TaskGroup`` does."""
+        cancelled: list[asyncio.Task[Any]] = []
+        if exc_type is not None and self._on_loop():
+            current = asyncio.current_task()
+            cancelled = [
+                task._handle
+                for task in list(self._live.values())
+                if isinstance(task._handle, asyncio.Task) and task._handle is not current
+            ]
+        await super().__aexit__(exc_type, exc, tb)
+        if cancelled:
+            await asyncio.wait(cancelled)
 
     def _worker_count(self) -> int:
         return 1 if self._loop.is_running() else 0
