@@ -11,8 +11,16 @@ never held while anyone waits) and a FIFO of waiters (see ``_common``)::
 
 The blocking faces work from any thread, the ``a``-prefixed twins from asyncio and
 from taskkit's coroutine scheduler, and both kinds of caller can wait on the same
-primitive at once.  A woken waiter always re-checks the state, so a waiter that
+primitive at once.  A woken thread always re-checks the state, so a waiter that
 times out at the moment it is woken never loses the item or unit it was woken for.
+A coroutine first in line is not just woken but handed what was released or put
+(the lock stays held for it, the unit or item is its own: ``_hand_over``), so a task
+that comes later cannot take it first: the longest waiter gets it, as with
+``asyncio.Lock``.  One that is cancelled or times out just then passes it on.
+
+On the coroutine scheduler's own thread a blocking face never waits (a plain
+function task there holds the thread every other task needs): it raises
+``BlockingCallError`` naming its ``a``-prefixed twin.
 
 Speed.  ``Queue`` is a deque under one lock, cheaper than ``queue.Queue``'s
 three conditions.  ``ThreadLock`` is a C semaphore (``_multiprocessing.SemLock``,
