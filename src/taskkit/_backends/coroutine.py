@@ -13,7 +13,10 @@ Data flow::
 
 No asyncio is involved: a switch between tasks is a generator ``send``.  Everything
 runs on one thread, so tasks need no locks between them -- and one blocking call
-stalls them all, which the scheduler reports with a ``BlockingWarning``.
+stalls them all, which the scheduler reports with a ``BlockingWarning``.  A wait
+that could only end by another task's doing never starts on that thread: a taskkit
+primitive's blocking face, ``result()`` of this executor's unfinished future, and
+``join()`` or ``shutdown(wait=True)`` raise ``BlockingCallError`` there instead.
 """
 
 from __future__ import annotations
