@@ -2,9 +2,10 @@
 
 * 100,000 no-op tasks submitted and awaited, against ``asyncio.TaskGroup`` (target:
   <= 1.3x): ``ex.map`` (one hand-off per chunk; its calls become asyncio tasks),
-  and ``ex.submit`` per task -- from code on the same loop (``loop=``; each future
-  is then awaited, which TaskGroup's tasks are not), and, for comparison, from a
-  plain thread to the executor's own loop;
+  and ``ex.submit`` per task -- from code on the same loop (the executor opened
+  inside the running loop, which it then uses; each future is then awaited, which
+  TaskGroup's tasks are not), and, for comparison, from a plain thread to the
+  executor's own loop;
 * 1,000 concurrent ``asyncio.sleep(0.2)`` (target: <= 0.4 s), against ``gather``;
 * ``submit(coro_fn).result()`` from a plain thread against
   ``asyncio.run_coroutine_threadsafe(...).result()`` (target: <= 1.5x), also on uvloop.
@@ -38,7 +39,7 @@ async def _taskgroup(n: int) -> None:
 
 
 async def _submit_on_loop(n: int) -> None:
-    async with open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
+    async with open_executor("asyncio") as ex:  # opened inside the loop: it uses it
         futures = [ex.submit(noop) for _ in range(n)]
         for future in futures:
             await future
@@ -86,7 +87,7 @@ def main(repeats: int) -> None:
         base = "asyncio.TaskGroup"
         names = {
             "map": "taskkit ex.map from a plain thread",
-            "loop": "taskkit ex.submit + await, same loop (loop=)",
+            "loop": "taskkit ex.submit + await, same loop (opened in it)",
             "thread": "taskkit ex.submit x 100,000 from a plain thread",
         }
         medians = interleaved(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -90,3 +93,19 @@ def make_executor(
 @pytest.fixture
 def executor(make_executor: Callable[..., taskkit.Executor]) -> taskkit.Executor:
     return make_executor()
+
+
+def _run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child interpreter; a hang fails the test after ``timeout`` seconds."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_python(script, timeout=60)``: run a script in a child interpreter (hang tests)."""
+    return _run_python

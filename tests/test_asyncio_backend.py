@@ -593,3 +593,75 @@ def test_every_future_submitted_from_the_loop_settles_once_and_is_counted(
     assert stats.done == plan.count("returns")
     assert stats.failed == plan.count("raises")
     assert stats.cancelled == len(plan) - stats.done - stats.failed
+
+
+def test_opened_inside_a_running_loop_it_uses_that_loop() -> None:
+    async def main() -> tuple[bool, str, bool]:
+        loop = asyncio.get_running_loop()
+        async with taskkit.open_executor("asyncio") as ex:
+            ran_on, thread = await ex.submit(where)
+        return ran_on is loop and ex.loop is loop, thread, loop.is_closed()
+
+    same_loop, thread, closed = asyncio.run(main())
+    assert same_loop
+    assert thread == threading.current_thread().name  # no hand-off to a thread of its own
+    assert not closed
+
+
+def test_opened_outside_a_loop_it_runs_a_loop_of_its_own(
+    make: Callable[..., AsyncioExecutor],
+) -> None:
+    ex = make()
+    assert ex.submit(where).result(timeout=10)[1] == "taskkit-asyncio"
+
+
+async def raises(error: type[BaseException]) -> None:
+    raise error
+
+
+@pytest.mark.parametrize("error", [SystemExit, KeyboardInterrupt])
+def test_exit_or_ctrl_c_in_a_task_fails_only_its_future(
+    error: type[BaseException], make: Callable[..., AsyncioExecutor]
+) -> None:
+    ex = make()
+    release = ex.event()
+    waiting = ex.submit(release.await_, 20)
+    failed = ex.submit(raises, error)
+    assert isinstance(failed.exception(timeout=20), error)
+    # The loop runs on: other tasks settle, new ones are taken, shutdown ends.
+    assert ex.submit(nap, 0).result(timeout=20) == "slept"
+    release.set()
+    assert waiting.result(timeout=20) is True
+    assert ex.join(timeout=20)
+    ex.shutdown(wait=True)
+    with pytest.raises(taskkit.ExecutorClosed):
+        ex.submit(nap, 0)
+
+
+async def record_cleanup(started: asyncio.Event, cleaned: list[str]) -> None:
+    started.set()
+    try:
+        await asyncio.sleep(60)
+    finally:
+        await asyncio.sleep(0)  # cleanup that awaits, as a TaskGroup lets it
+        cleaned.append("cleaned up")
+
+
+def test_async_with_left_by_an_exception_waits_for_the_cancelled_tasks_cleanup() -> None:
+    cleaned: list[str] = []
+    futures: list[taskkit.Future[None]] = []
+
+    async def body() -> None:
+        started = asyncio.Event()
+        async with taskkit.open_executor("asyncio") as ex:
+            futures.append(ex.submit(record_cleanup, started, cleaned))
+            await started.wait()
+            raise KeyError("the body failed")
+
+    async def main() -> list[str]:
+        with pytest.raises(KeyError):
+            await body()
+        return list(cleaned)  # as the block was left, before asyncio.run cleans up
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == ["cleaned up"]
+    assert futures[0].cancelled()

@@ -9,14 +9,17 @@ backends can ship them by reference.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import gc
 import itertools
 import os
 import pathlib
+import threading
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
@@ -719,3 +722,235 @@ def test_max_workers_below_one_is_rejected(backend: str) -> None:
 def test_unknown_option_is_rejected(backend: str) -> None:
     with pytest.raises(TypeError, match="no_such_option"):
         taskkit.open_executor(backend, no_such_option=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- waits that could never end (issue 15.7)
+
+
+def test_shutdown_or_join_inside_an_own_task_raises(
+    backend: str, run_python: Callable[..., Any]
+) -> None:
+    if backend not in {"thread", "serial", "coroutine", "asyncio"}:
+        pytest.skip("process and dask tasks run elsewhere and cannot reach the executor")
+    # In a child interpreter: before the fix, the task waited for itself forever.
+    script = f"""
+        import taskkit
+
+        def stop(ex, how):
+            getattr(ex, how)()
+
+        async def astop(ex, how):
+            getattr(ex, how)()
+
+        with taskkit.open_executor("{backend}") as ex:
+            fns = [stop, astop] if "{backend}" in ("coroutine", "asyncio") else [stop]
+            for fn in fns:
+                for how in ["shutdown", "join"]:
+                    error = ex.submit(fn, ex, how).exception(timeout=20)
+                    assert isinstance(error, taskkit.BlockingCallError), repr(error)
+                    assert isinstance(error, RuntimeError)
+                    assert how + "(" in str(error), str(error)
+            assert not ex.closed  # refused before anything changed
+            assert ex.submit(abs, -2).result(timeout=20) == 2
+        print("exited")
+    """
+    child = run_python(script, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "exited\n"
+
+
+async def wait_for_event(event: Any) -> bool:
+    return bool(await event.await_())
+
+
+async def result_of(future: Any, timeout: float | None) -> str:
+    try:
+        return f"value {future.result(timeout=timeout)}"
+    except taskkit.BlockingCallError as error:
+        return f"refused: {error}"
+    except TimeoutError:
+        return "timed out"
+
+
+async def exception_of(future: Any) -> str:
+    try:
+        return repr(future.exception(timeout=5))
+    except taskkit.BlockingCallError as error:
+        return f"refused: {error}"
+
+
+def test_result_on_the_executors_own_loop_raises(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    if backend not in ASYNC_NATIVE:
+        pytest.skip("only the coroutine and asyncio backends run tasks on an event loop")
+    ex = make_executor()
+    gate = ex.event()
+    pending = ex.submit(wait_for_event, gate)
+    # On the loop's thread, waiting for a task that needs that very thread.
+    refused = ex.submit(result_of, pending, 5).result(timeout=30)
+    assert refused.startswith("refused: ")
+    assert "await" in refused
+    assert ex.submit(result_of, pending, None).result(timeout=30).startswith("refused: ")
+    assert ex.submit(exception_of, pending).result(timeout=30).startswith("refused: ")
+    # A wait of no time blocks nothing: it still just looks.
+    assert ex.submit(result_of, pending, 0).result(timeout=30) == "timed out"
+    gate.set()
+    assert pending.result(timeout=30) is True
+    # A finished future's result() is read on the loop like anywhere else.
+    assert ex.submit(result_of, pending, None).result(timeout=30) == "value True"
+
+
+# ------------------------------------------------ async with left by an exception (14.5)
+
+
+def test_async_with_left_by_an_exception_cancels_the_work(
+    backend: str, make_executor: Callable[..., taskkit.Executor], tmp_path: pathlib.Path
+) -> None:
+    gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+    os.mkfifo(started)
+    ex = make_executor(max_workers=1)
+    futures: list[taskkit.Future[Any]] = []
+
+    async def main() -> None:
+        async with ex:
+            if backend != "serial":  # serial would run the blocker inside submit()
+                futures.append(ex.submit(gate_fn(backend), gate, started))
+                await asyncio.to_thread(wait_until_started, started)
+            futures.extend(ex.submit(square, i) for i in range(20))
+            raise KeyError("the body failed")
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as error:
+            errors.append(error)
+
+    # A hard timeout: before the fix the exit waited for the gate, which only opens below.
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(30)
+    returned_promptly = not runner.is_alive()
+    pathlib.Path(gate).touch()
+    runner.join(60)
+    assert returned_promptly, "async with waited for the work after its body raised"
+    assert [KeyError] == [type(error) for error in errors]
+    assert ex.closed
+    if backend != "serial":
+        assert all(future.cancelled() for future in futures[1:])
+
+
+def test_with_left_by_an_exception_still_waits(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    ex = make_executor(max_workers=1)
+    futures: list[taskkit.Future[Any]] = []
+
+    def body() -> None:
+        with ex:
+            futures.extend(ex.submit(sleep_fn(backend), 0.01) for _ in range(3))
+            raise KeyError("the body failed")
+
+    with pytest.raises(KeyError):
+        body()
+    assert ["slept"] * 3 == [future.result(timeout=0) for future in futures]
+
+
+# ----------------------------------------------------- overruns that never await (15.9)
+
+
+def spin_for(seconds: float) -> str:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return "spun"
+
+
+async def aspin_for(seconds: float) -> str:
+    return spin_for(seconds)  # never awaits: holds an event loop's thread throughout
+
+
+def test_an_overrun_that_never_awaits_still_times_out(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    ex = make_executor(max_workers=1)
+    fn = aspin_for if backend in ASYNC_NATIVE else spin_for
+    warns = pytest.warns(taskkit.BlockingWarning) if backend == "coroutine" else nullcontext()
+    with warns:
+        future = ex.options(timeout=0.1, name="spinner").submit(fn, 0.4)
+        with pytest.raises(taskkit.TaskTimeout, match="spinner") as info:
+            future.result(timeout=30)
+        ex.join()
+    if backend in ASYNC_NATIVE:
+        assert "without awaiting" in str(info.value)
+    assert ex.statistics().timed_out == 1
+
+
+# ------------------------------------------------------------------- fairness (14.9)
+
+
+async def take_turns(
+    start: Any, guard: Any, me: int, turns: list[int], n: int, sleep: Callable[[], Any]
+) -> None:
+    await start.await_()
+    while len(turns) < n:
+        async with guard:
+            turns.append(me)
+            await sleep()  # a switch point while holding it: the others queue up
+
+
+async def _asyncio_checkpoint() -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_a_release_goes_to_the_longest_waiter(
+    backend: str, kind: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    if backend not in ASYNC_NATIVE:
+        pytest.skip("threads and processes are woken by the operating system")
+    ex = make_executor()
+    guard = ex.lock() if kind == "lock" else ex.semaphore(1)
+    start = ex.event()
+    turns: list[int] = []
+    sleep = taskkit.checkpoint if backend == "coroutine" else _asyncio_checkpoint
+    tasks = [ex.submit(take_turns, start, guard, me, turns, 90, sleep) for me in range(3)]
+    start.set()
+    for task in tasks:
+        task.result(timeout=30)
+    counts = collections.Counter(turns[:90])
+    assert sorted(counts) == [0, 1, 2]
+    assert max(counts.values()) - min(counts.values()) <= 2, counts
+    # Once all three wait in line, no task takes it twice in a row.
+    assert all(a != b for a, b in itertools.pairwise(turns[6:90])), turns
+
+
+async def consume_all(q: Any, me: int, got: list[int], sleep: Callable[[], Any]) -> None:
+    while await q.aget() is not None:
+        got.append(me)
+        await sleep()
+
+
+async def produce(q: Any, n: int, consumers: int) -> None:
+    for item in [*range(n), *[None] * consumers]:
+        await q.aput(item)
+
+
+def test_a_queue_item_goes_to_a_waiting_consumer_first(
+    backend: str, make_executor: Callable[..., taskkit.Executor]
+) -> None:
+    if backend not in ASYNC_NATIVE:
+        pytest.skip("threads and processes are woken by the operating system")
+    ex = make_executor()
+    q = ex.queue(maxsize=1)
+    got: list[int] = []
+    sleep = taskkit.checkpoint if backend == "coroutine" else _asyncio_checkpoint
+    consumers = [ex.submit(consume_all, q, me, got, sleep) for me in range(3)]
+    ex.submit(produce, q, 600, 3).result(timeout=30)
+    for consumer in consumers:
+        consumer.result(timeout=30)
+    counts = collections.Counter(got)
+    # Before items were handed to waiting consumers, one consumer took nearly every item.
+    assert min(counts[me] for me in range(3)) >= 600 // 5, counts

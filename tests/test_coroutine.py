@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -685,3 +689,85 @@ def test_many_queued_plain_calls_behind_max_workers(
     gate.set_result(None)
     first.result(timeout=10)
     assert [f.result(timeout=10) for f in futures] == list(range(5000))
+
+
+# ---------------------------------------------- blocking calls on the scheduler (issue 14.2)
+
+
+def test_a_plain_function_that_would_wait_fails_at_once(run_python: Callable[..., Any]) -> None:
+    # In a child interpreter: before the fix, each of these calls hung the scheduler.
+    script = """
+        import queue
+        import taskkit
+
+        def produce(q):
+            for i in range(3):
+                q.put(i)
+            q.put(None)
+
+        def consume(q):
+            items = []
+            while (item := q.get()) is not None:
+                items.append(item)
+            return items
+
+        with taskkit.open_executor("coroutine") as ex:
+            q, full, lock = ex.queue(), ex.queue(maxsize=1), ex.lock()
+            event, semaphore = ex.event(), ex.semaphore(0)
+            full.put_nowait(0)
+            lock.acquire()
+            waits = [
+                (consume, (q,), "await q.aget()"),  # a consumer that starts first
+                (q.get, (5,), "await q.aget()"),
+                (full.put, (1,), "await q.aput(item)"),
+                (lock.acquire, (), "async with lock"),
+                (event.wait, (), "await event.await_()"),
+                (semaphore.acquire, (), "await semaphore.aacquire()"),
+            ]
+            for fn, args, twin in waits:
+                error = ex.submit(fn, *args).exception(timeout=20)
+                assert isinstance(error, taskkit.BlockingCallError), repr(error)
+                assert twin in str(error), str(error)
+            lock.release()
+            # What can finish at once still does, and a wait of no time still just looks.
+            ex.submit(produce, q).result(timeout=20)
+            assert ex.submit(consume, q).result(timeout=20) == [0, 1, 2]
+            assert isinstance(ex.submit(q.get, 0).exception(timeout=20), queue.Empty)
+            assert ex.submit(lock.acquire).result(timeout=20) is True
+        print("ok")
+    """
+    child = run_python(script, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "ok\n"
+
+
+@pytest.mark.parametrize("waits_in", ["with", "result"])
+def test_one_ctrl_c_ends_a_program_whose_task_never_returns(waits_in: str) -> None:
+    script = textwrap.dedent(f"""
+        import threading
+        import taskkit
+
+        def forever():
+            print("running", flush=True)
+            threading.Event().wait()  # blocks the scheduler's thread: it cannot be cancelled
+
+        if "{waits_in}" == "with":
+            with taskkit.open_executor("coroutine") as ex:
+                ex.submit(forever)
+        else:
+            taskkit.open_executor("coroutine").submit(forever).result()
+    """)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "running\n"
+        child.send_signal(signal.SIGINT)  # once
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "KeyboardInterrupt" in stderr
+    assert child.returncode != 0

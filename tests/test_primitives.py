@@ -70,6 +70,12 @@ def hold(lock: Any, held: Any, release: Any) -> bool:
         return bool(release.wait(10))
 
 
+async def ahold(lock: Any, held: Any, release: Any) -> bool:
+    async with lock:
+        held.set()
+        return bool(await release.await_(10))
+
+
 def is_locked(lock: Any) -> bool:
     return bool(lock.locked())
 
@@ -167,6 +173,11 @@ def test_bounded_queue_applies_backpressure(make_executor: Make) -> None:
     if ex.backend == "serial":
         with pytest.raises(taskkit.Deadlock):
             ex.submit(put_all, q, [1, 2, 3]).result()
+        return
+    if ex.backend == "coroutine":
+        # A plain function holds the scheduler's thread: its put() on a full queue fails.
+        with pytest.raises(taskkit.BlockingCallError, match=r"await q\.aput\(item\)"):
+            ex.submit(put_all, q, [1, 2, 3]).result(timeout=20)
         return
     producer = ex.submit(put_all, q, list(range(6)))
     got = []
@@ -274,7 +285,8 @@ def test_lock_held_by_a_task_blocks_the_caller(make_executor: Make) -> None:
         lock.release()
         return
     lock, held, release = ex.lock(), ex.event(), ex.event()
-    holder = ex.submit(hold, lock, held, release)
+    # A plain function may not wait on the coroutine scheduler's thread: hold it in a coroutine.
+    holder = ex.submit(ahold if ex.backend == "coroutine" else hold, lock, held, release)
     assert held.wait(20)
     assert lock.acquire(timeout=0.02) is False
     release.set()

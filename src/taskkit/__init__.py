@@ -18,6 +18,7 @@ from ._coroutine import BlockingWarning as BlockingWarning
 from ._coroutine import checkpoint as checkpoint
 from ._coroutine import sleep as sleep
 from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import BlockingCallError as BlockingCallError
 from ._errors import Deadlock as Deadlock
 from ._errors import ExecutorClosed as ExecutorClosed
 from ._errors import InitializerFailed as InitializerFailed
@@ -118,6 +119,7 @@ __all__ = (
     "SchedulerStopped",
     "UsageError",
     "QueueClosed",
+    "BlockingCallError",
     "PipelineFailed",
     "PipelineTimeout",
     "Deadlock",

@@ -8,6 +8,7 @@ The tree::
     ├── InitializerFailed(BrokenExecutor)   a worker's initializer raised: the pool is broken
     ├── SchedulerStopped(RuntimeError)      the coroutine scheduler died of an internal error
     ├── UsageError(RuntimeError)            a call made where it cannot work
+    │   └── BlockingCallError               a wait that would block the loop it waits for
     ├── TaskTimeout(TimeoutError)           a task overran its deadline
     ├── WorkerCrashed(RuntimeError)         the process running a task died
     ├── SerializationError(TypeError)       an argument or result would not pickle
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendUnavailable",
+    "BlockingCallError",
     "Deadlock",
     "ExecutorClosed",
     "InitializerFailed",
@@ -220,6 +222,18 @@ class QueueClosed(TaskkitError):
 
     def __init__(self, message: str = "the queue is closed") -> None:
         super().__init__(message)
+
+
+class BlockingCallError(UsageError):
+    """A call would have waited where waiting can never end, so it raised instead.
+
+    On the thread of an executor's own event loop (the coroutine scheduler, the
+    asyncio loop) a blocking wait stops every task of that loop, the one it waits
+    for included: ``fut.result()``, ``q.get()`` or ``lock.acquire()`` there would
+    hang.  So would ``join()`` or ``shutdown(wait=True)`` called from one of the
+    executor's own tasks, which would wait for itself.  The message names what to
+    use instead (``await fut``, ``await q.aget()``, ``async with``).
+    """
 
 
 class PipelineFailed(TaskkitError, subprocess.CalledProcessError):

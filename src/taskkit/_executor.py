@@ -29,6 +29,7 @@ import concurrent.futures
 import inspect
 import math
 import numbers
+import sys
 import threading
 import time
 import weakref
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 from typing_extensions import ParamSpec, Self
 
 from ._calls import ChunkResult, call, run_chunk
-from ._errors import ExecutorClosed, TaskTimeout
+from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout
 from ._future import Future, next_task_number
 from ._map import MapMethods
 
@@ -131,6 +132,45 @@ class Statistics:
 _NO_KWARGS: dict[str, Any] = {}
 
 
+class _Running(threading.local):
+    # The executor whose task this thread is running, if any: join() and shutdown(wait=True)
+    # called there would wait for that task itself.  A class default, read cheaply.
+    executor: Executor | None = None
+
+
+_running = _Running()
+
+
+#: How long ``shutdown(kill=True)`` waits for an event loop's thread to finish cancelling
+#: its tasks.  A task blocking that thread cannot be cancelled; the thread (a daemon) is
+#: then left to it, so that one Ctrl-C always ends the program.
+KILL_GRACE = 1.0
+
+
+def shut_down_at_exit(executors: Iterable[Executor]) -> None:
+    """At interpreter exit, let submitted work finish, as threads do.
+
+    A program ended by Ctrl-C does not wait: its work is cancelled, so that one
+    Ctrl-C is enough even when a task would never end.
+    """
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    for executor in list(executors):
+        if interrupted:
+            executor.shutdown(wait=False, cancel_pending=True, kill=True)
+        else:
+            executor.shutdown(wait=True)
+
+
+def call_as_task(executor: Executor, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``call(fn, args, kwargs)`` in a thread marked as running a task of ``executor``."""
+    running = _running
+    outer, running.executor = running.executor, executor
+    try:
+        return call(fn, args, kwargs)
+    finally:
+        running.executor = outer
+
+
 class _Task(Future[Any]):
     """One submitted call (or one chunk of a map): the future ``submit`` returns, and the
     executor's bookkeeping for it.
@@ -173,12 +213,32 @@ class _Task(Future[Any]):
         if weight != 1:
             self._weight = weight
 
+    def _sleep(self, timeout: float | None) -> None:
+        # Only an unfinished future gets here, so a finished one's result() pays nothing.
+        if timeout is None or timeout > 0:
+            executor = getattr(self._on_settled, "__self__", None)  # None once settled
+            if executor is not None and executor._on_own_loop():
+                raise BlockingCallError(
+                    f"result() of the unfinished {self.name} on the thread of its "
+                    f"{executor.backend} executor's event loop would block that loop, and "
+                    "with it the task it waits for; `await` the future instead"
+                )
+        Future._sleep(self, timeout)
+
 
 class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
     """Run callables concurrently; the one interface every taskkit backend provides.
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
     ``concurrent.futures.Executor``, so code that takes one keeps working.
+
+    Leaving ``with ex:`` waits for the submitted work, also when the block raised,
+    as ``concurrent.futures`` does.  Leaving ``async with ex:`` normally awaits the
+    work without blocking the event loop; left by an exception, it cancels what is
+    still pending or running (process tasks are killed; a thread that cannot be
+    stopped runs on, its future cancelled) and the exception goes on at once, as
+    ``asyncio.TaskGroup`` does.  Either block left by ``KeyboardInterrupt`` cancels
+    and kills at once, and so does a Ctrl-C while ``with`` waits: one is enough.
     """
 
     #: The backend's name, as given to ``open_executor``.
@@ -304,7 +364,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if not self._begin(task):
             return
         try:
-            value = call(task._fn, task._args, task._kwargs)
+            value = call_as_task(self, task._fn, task._args, task._kwargs)
         except BaseException as exc:
             self._failed(task, exc)
             if not isinstance(exc, Exception):
@@ -355,7 +415,25 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         task._complete(value, None)
 
     def _report_outcome(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``."""
+        """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``.
+
+        For the backends that run tasks on an event loop's thread (coroutine, asyncio):
+        a task that never awaited held that thread past its deadline, so the loop's timer
+        could not fire to cancel it; it still overran, and fails with ``TaskTimeout``.
+        """
+        deadline, timeout = task._deadline, task._options.timeout
+        if deadline is not None and timeout is not None and not deadline.cancelled:
+            late = self._now() - deadline.when
+            if late >= 0:
+                deadline.cancel()
+                error = TaskTimeout(
+                    task.name,
+                    timeout,
+                    f"it held the event loop's thread for {timeout + late:.3f} s without "
+                    "awaiting, so it could not be cancelled at its deadline and ran on to its "
+                    "end (await taskkit.sleep() or asyncio.sleep() in long loops, or run "
+                    "blocking work on a thread executor)",
+                )
         if error is None:
             self._succeeded(task, value)
         else:
@@ -398,6 +476,10 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
 
     def _timeout_detail(self) -> str:
         return ""
+
+    def _now(self) -> float:
+        """The clock ``_schedule_deadline`` times deadlines by."""
+        return time.monotonic()
 
     def _settled(self, future: Future[Any]) -> None:
         """Called once when a task's future finishes, fails or is cancelled."""
@@ -472,6 +554,29 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
     def _worker_count(self) -> int:
         return 0
 
+    def _on_own_loop(self) -> bool:
+        """True on the thread of the executor's own event loop (coroutine, asyncio)."""
+        return False
+
+    def _refuse_to_wait(self, what: str) -> None:
+        """Raise ``BlockingCallError`` if waiting for this executor's work here could never end.
+
+        That is on the thread of its own event loop, which the work needs, or inside one
+        of its own tasks, which would wait for itself.
+        """
+        if self._on_own_loop():
+            where = (
+                f"on the {self.backend} executor's own event loop would block the tasks "
+                "it waits for"
+            )
+            instead = "use `async with` (or await the futures) instead"
+        elif _running.executor is self:
+            where = "inside one of the executor's own tasks would wait for that task itself"
+            instead = "call it from the code that opened the executor"
+        else:
+            return
+        raise BlockingCallError(f"{what} {where}; {instead}")
+
     def _default_window(self) -> int:
         return self._fixed_window or max(16 * self._max_workers, 4096)
 
@@ -538,7 +643,14 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             self._closed = True
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted task has finished; True unless ``timeout`` passed first."""
+        """Wait until every submitted task has finished; True unless ``timeout`` passed first.
+
+        Raises:
+            BlockingCallError: work is unfinished and the caller is the thread of the
+                executor's own event loop, or one of its tasks: the wait could never end.
+        """
+        if self._live and timeout != 0:
+            self._refuse_to_wait("join()")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._all_done:
             self._joining += 1
@@ -568,9 +680,15 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             kill: also stop running tasks now (process workers are killed; their
                 futures are cancelled).  The executor is then closed, not broken.
             cancel_futures: the ``concurrent.futures`` name for ``cancel_pending``.
+
+        Raises:
+            BlockingCallError: ``wait`` (without ``kill``) where the wait could never end,
+                as ``join()`` raises.
         """
         if cancel_futures is not None:
             cancel_pending = cancel_pending or cancel_futures
+        if wait and not kill and self._live:
+            self._refuse_to_wait("shutdown(wait=True)")
         with self._state_lock:
             self._closed = self._shut_down = True
             if kill:
@@ -602,7 +720,14 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None or issubclass(exc_type, Exception):
-            self.shutdown(wait=True)
+            try:
+                self.shutdown(wait=True)
+            except BaseException as interrupt:
+                if not isinstance(interrupt, Exception):
+                    # Ctrl-C while waiting for the work: one Ctrl-C stops it all, as
+                    # leaving the block by Ctrl-C does.
+                    self.shutdown(wait=True, cancel_pending=True, kill=True)
+                raise
         else:
             # Ctrl-C or SystemExit: stop now rather than wait for the work.
             self.shutdown(wait=True, cancel_pending=True, kill=True)
@@ -616,7 +741,9 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is not None and not issubclass(exc_type, Exception):
+        if exc_type is not None:
+            # Left by an exception, as an asyncio.TaskGroup is: what still runs or waits
+            # is cancelled (process tasks are killed), and the exception goes on at once.
             self.shutdown(wait=True, cancel_pending=True, kill=True)
             return
         await self._await_idle()

@@ -16,9 +16,10 @@ Data flow::
     without the executor's lock.  asyncio code that submits by the hundred thousand
     pays little more than ``loop.create_task`` would cost it.
 
-The loop is the executor's own, run by a daemon thread (``uvloop`` when asked for
-and installed), or an existing loop passed as ``loop=``, which the executor uses
-but never stops or closes.  Per-task timeouts are ``loop.call_later`` timers and
+The loop is the one running where the executor was opened, if any, or an existing
+loop passed as ``loop=`` (the executor uses these but never stops or closes them),
+else the executor's own, run by a daemon thread (``uvloop`` when asked for and
+installed).  Per-task timeouts are ``loop.call_later`` timers and
 cancellation is asyncio's own: ``CancelledError`` is raised inside the task at
 its next ``await``, so its ``finally`` blocks and ``async with`` exits run.
 A map chunk of an ``async def`` function runs its calls as concurrent tasks.
@@ -37,14 +38,23 @@ from _thread import get_ident
 from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures._base import RUNNING
-from types import FunctionType
+from types import FunctionType, TracebackType
 from typing import Any, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
 
-from .._calls import ChunkResult, call, run_chunk, run_chunk_concurrently
-from .._errors import ExecutorClosed, UsageError
-from .._executor import _NO_OPTIONS, Executor, TaskOptions, _Task, is_async_callable
+from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
+from .._errors import ExecutorClosed
+from .._executor import (
+    _NO_OPTIONS,
+    KILL_GRACE,
+    Executor,
+    TaskOptions,
+    _Task,
+    call_as_task,
+    is_async_callable,
+    shut_down_at_exit,
+)
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._timer import Deadline
 from ._admission import Admission
@@ -60,9 +70,7 @@ _live_executors: weakref.WeakSet[AsyncioExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    # As for threads: let submitted work finish before the interpreter exits.
-    for executor in list(_live_executors):
-        executor.shutdown(wait=True)
+    shut_down_at_exit(_live_executors)
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
@@ -110,10 +118,11 @@ class AsyncioExecutor(Executor):
         Args:
             max_workers: the most submitted tasks that run at once (the others wait
                 their turn); None, the default, starts every task at once.
-            loop: an existing event loop (usually the running one) to run tasks on;
-                the executor never stops or closes it.
-            uvloop: run the executor's own loop on uvloop if it is installed (it is
-                never required: without it, asyncio's loop is used).
+            loop: an existing event loop to run tasks on; the executor never stops or
+                closes it.  None (the default): the running loop when opened inside
+                one, else a loop of the executor's own, run by a thread.
+            uvloop: run a loop of the executor's own on uvloop if it is installed (it
+                is never required: without it, asyncio's loop is used).
         """
         super().__init__(max_workers=1 if max_workers is None else max_workers)
         if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
@@ -132,6 +141,8 @@ class AsyncioExecutor(Executor):
         self._owners: dict[asyncio.Future[Any], _Task] = {}
         self._done_hook = self._done
         self._thread: threading.Thread | None = None
+        if loop is None and not uvloop:
+            loop = asyncio._get_running_loop()  # opened inside a running loop: use it
         if loop is not None:
             self._loop = loop
             if asyncio._get_running_loop() is loop and _await_hooks.hook is None:
@@ -275,7 +286,7 @@ class AsyncioExecutor(Executor):
         elif not is_async_callable(fn):
             # Plain functions run on the loop's default executor (a thread pool), so
             # they never block the loop; a running one cannot be cancelled.
-            outcome = self._loop.run_in_executor(None, call, fn, args, kwargs)
+            outcome = self._loop.run_in_executor(None, call_as_task, self, fn, args, kwargs)
             self._owners[outcome] = task
             task._handle = outcome
             outcome.add_done_callback(self._done_hook)
@@ -305,8 +316,8 @@ class AsyncioExecutor(Executor):
             value = await fn(*args, **kwargs)
         except BaseException as error:
             self._ended(task, None, error)
-            if not isinstance(error, Exception):
-                raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
+            if self._ends_the_attempt(error):
+                raise
         else:
             self._ended(task, value, None)
 
@@ -321,8 +332,8 @@ class AsyncioExecutor(Executor):
             value = await task._fn(*task._args, **task._kwargs)
         except BaseException as error:
             self._ended(task, None, error)
-            if not isinstance(error, Exception):
-                raise  # cancellation ends the asyncio task too; Ctrl-C and exit go on up
+            if self._ends_the_attempt(error):
+                raise
         else:
             if self._stopped:
                 self._ended(task, value, None)
@@ -333,6 +344,19 @@ class AsyncioExecutor(Executor):
             self._admission.running -= 1
             if self._stop_when_idle:
                 self._stop_if_idle()
+
+    def _ends_the_attempt(self, error: BaseException) -> bool:
+        """True if ``error``, reported as the task's outcome, goes on up its asyncio task.
+
+        Cancellation ends the asyncio task too.  ``SystemExit`` and ``KeyboardInterrupt``
+        raised by a task would stop the executor's own loop, leaving every other future
+        unsettled and the executor unable to shut down: there they fail only that task's
+        future.  On a loop the executor was given (or found running), they go on up as
+        they do from the loop's other tasks.
+        """
+        return isinstance(error, asyncio.CancelledError) or (
+            self._thread is None and not isinstance(error, Exception)
+        )
 
     def _ended(self, task: _Task, value: Any, error: BaseException | None) -> None:
         """Loop thread, in the attempt's own asyncio task: report its outcome."""
@@ -427,6 +451,26 @@ class AsyncioExecutor(Executor):
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await (a plain function runs on to its end)"
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """As ``Executor.__aexit__``; left by an exception on the executor's own loop, it
+        also waits for the cancelled tasks' ``finally`` blocks, as ``asyncio.TaskGroup`` does."""
+        cancelled: list[asyncio.Task[Any]] = []
+        if exc_type is not None and self._on_loop():
+            current = asyncio.current_task()
+            cancelled = [
+                task._handle
+                for task in list(self._live.values())
+                if isinstance(task._handle, asyncio.Task) and task._handle is not current
+            ]
+        await super().__aexit__(exc_type, exc, tb)
+        if cancelled:
+            await asyncio.wait(cancelled)
+
     def _worker_count(self) -> int:
         return 1 if self._loop.is_running() else 0
 
@@ -436,19 +480,11 @@ class AsyncioExecutor(Executor):
         limited = self._admission.limit is not None
         return super()._map_per_call(fn, options) or (limited and is_async_callable(fn))
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted task has finished; True unless ``timeout`` passed first.
+    def _on_own_loop(self) -> bool:
+        return self._on_loop()
 
-        Raises:
-            UsageError: called on the executor's event loop with work still running,
-                which could never finish while the loop is blocked (use ``async with``).
-        """
-        if self._on_loop() and self.statistics().pending + self.statistics().running:
-            raise UsageError(
-                "join() on the executor's own event loop would block the tasks it waits for; "
-                "use `async with` (or await the futures) instead"
-            )
-        return super().join(timeout)
+    def _now(self) -> float:
+        return self._loop.time()
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         _live_executors.discard(self)
@@ -461,7 +497,7 @@ class AsyncioExecutor(Executor):
         except RuntimeError:
             return  # the loop already closed
         if wait and threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._thread.join(KILL_GRACE if kill else None)
 
     def _begin_stop(self, kill: bool) -> None:
         if kill:

@@ -13,7 +13,10 @@ Data flow::
 
 No asyncio is involved: a switch between tasks is a generator ``send``.  Everything
 runs on one thread, so tasks need no locks between them -- and one blocking call
-stalls them all, which the scheduler reports with a ``BlockingWarning``.
+stalls them all, which the scheduler reports with a ``BlockingWarning``.  A wait
+that could only end by another task's doing never starts on that thread: a taskkit
+primitive's blocking face, ``result()`` of this executor's unfinished future, and
+``join()`` or ``shutdown(wait=True)`` raise ``BlockingCallError`` there instead.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from typing_extensions import ParamSpec
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
 from .._errors import SchedulerStopped, UsageError
-from .._executor import Executor, TaskOptions, _Task, is_async_callable
+from .._executor import (
+    KILL_GRACE,
+    Executor,
+    TaskOptions,
+    _Task,
+    is_async_callable,
+    shut_down_at_exit,
+)
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -50,9 +60,7 @@ _live_executors: weakref.WeakSet[CoroutineExecutor] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    # As for threads: let submitted work finish before the interpreter exits.
-    for executor in list(_live_executors):
-        executor.shutdown(wait=True)
+    shut_down_at_exit(_live_executors)
 
 
 threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
@@ -286,11 +294,17 @@ class CoroutineExecutor(Executor):
         limited = self._admission.limit is not None
         return super()._map_per_call(fn, options) or (limited and _runs_as_task(fn))
 
+    def _on_own_loop(self) -> bool:
+        return self._scheduler.on_loop()
+
+    def _now(self) -> float:
+        return self._scheduler.now()
+
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         _live_executors.discard(self)
         self._scheduler.stop(kill=kill)
         if wait:
-            self._scheduler.join()
+            self._scheduler.join(KILL_GRACE if kill else None)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

@@ -11,8 +11,16 @@ never held while anyone waits) and a FIFO of waiters (see ``_common``)::
 
 The blocking faces work from any thread, the ``a``-prefixed twins from asyncio and
 from taskkit's coroutine scheduler, and both kinds of caller can wait on the same
-primitive at once.  A woken waiter always re-checks the state, so a waiter that
+primitive at once.  A woken thread always re-checks the state, so a waiter that
 times out at the moment it is woken never loses the item or unit it was woken for.
+A coroutine first in line is not just woken but handed what was released or put
+(the lock stays held for it, the unit or item is its own: ``_hand_over``), so a task
+that comes later cannot take it first: the longest waiter gets it, as with
+``asyncio.Lock``.  One that is cancelled or times out just then passes it on.
+
+On the coroutine scheduler's own thread a blocking face never waits (a plain
+function task there holds the thread every other task needs): it raises
+``BlockingCallError`` naming its ``a``-prefixed twin.
 
 Speed.  ``Queue`` is a deque under one lock, cheaper than ``queue.Queue``'s
 three conditions.  ``ThreadLock`` is a C semaphore (``_multiprocessing.SemLock``,
@@ -49,7 +57,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from .. import _control
-from .._errors import Deadlock, QueueClosed, UsageError
+from .._coroutine._scheduler import _here
+from .._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._future import Future
 from ._common import (
     AcquireContext,
@@ -143,8 +152,9 @@ _names = itertools.count()
 _sem_acquire = _SemLock.acquire
 _sem_release = _SemLock.release
 
-#: How long a coroutine waiting for a lock sleeps before it looks again by itself.
-#: A safety net only: a release wakes it at once (see ``ThreadLock``).
+#: How long a coroutine waiting for a lock that began as a ``ThreadLock`` sleeps before
+#: it looks again by itself: a thread that entered ``with lock:`` before the lock changed
+#: class releases it in C, which wakes no coroutine.  Other locks never poll.
 _LOCK_POLL = 0.2
 
 
@@ -179,6 +189,21 @@ def _forever(what: str) -> Deadlock:
         "thread backend",
         {"caller": what},
     )
+
+
+def _refuse_on_scheduler(what: str, twin: str) -> None:
+    """Raise ``BlockingCallError`` if the caller is the coroutine scheduler's thread.
+
+    A plain function run there by the coroutine backend holds the one thread every
+    task of the scheduler runs on: a wait there could only end by another thread's
+    doing, and would stall every task meanwhile, so it fails at once instead.
+    """
+    if _here.scheduler is not None:
+        raise BlockingCallError(
+            f"{what} would wait on the coroutine scheduler's thread, where no other task "
+            f"can run until it returns; use `{twin}` in an async def task, or run this "
+            "function on the thread backend"
+        )
 
 
 def _check_controlled() -> Any:
@@ -234,8 +259,11 @@ class Queue(_InProcess, Generic[T]):
             raise QueueClosed(f"put() on a closed queue {self!r}")
         if self._maxsize and len(self._items) >= self._maxsize:
             return False
-        self._items.append(item)
         self._puts += 1
+        if self._getters and _hand_over(self._getters, (item,)):
+            self._gets += 1  # straight to the longest-waiting coroutine (see _hand_over)
+            return True
+        self._items.append(item)
         if self._getters:
             wake_one(self._getters)
         return True
@@ -281,6 +309,7 @@ class Queue(_InProcess, Generic[T]):
                     raise queue.Full
                 if self._serial and deadline is None:
                     raise _forever(f"put() on a full {self!r}")
+                _refuse_on_scheduler(f"put() on a full {self!r}", "await q.aput(item)")
                 waiter = thread_waiter()
                 self._putters.append(waiter)
             self._block(waiter, deadline, self._putters)
@@ -310,6 +339,7 @@ class Queue(_InProcess, Generic[T]):
                     raise queue.Empty
                 if self._serial and deadline is None:
                     raise _forever(f"get() on an empty {self!r}")
+                _refuse_on_scheduler(f"get() on an empty {self!r}", "await q.aget()")
                 waiter = thread_waiter()
                 self._getters.append(waiter)
             self._block(waiter, deadline, self._getters)
@@ -402,31 +432,41 @@ class Queue(_InProcess, Generic[T]):
                     raise QueueClosed(f"aget() on a closed, empty queue {self!r}")
                 if deadline is not None and time.monotonic() >= deadline:
                     raise queue.Empty
-                waiter: Future[bool] = Future()
+                waiter: Future[Any] = Future()
                 self._getters.append(waiter)
-            await self._await(waiter, deadline, self._getters, self._has_item)
+            handed = await self._await(waiter, deadline, self._getters, self._has_item)
+            if type(handed) is tuple:
+                return handed[0]  # type: ignore[no-any-return]  # put() handed it over
 
     async def _await(
         self,
-        waiter: Future[bool],
+        waiter: Future[Any],
         deadline: float | None,
         waiters: deque[Any],
         ready: Callable[[], bool],
-    ) -> None:
+    ) -> Any:
+        """Await ``waiter``; return what woke it (True, False, or an item handed over)."""
         try:
             woke = await await_waiter(waiter, deadline)
         except BaseException:
             # Cancelled.  If a put or get had already woken us, hand that wake-up on,
-            # or the next waiter would sleep although the queue is ready for it.
+            # or the next waiter would sleep although the queue is ready for it; an item
+            # handed to us goes back to the front of the queue, or to the next getter.
             with self._mutex:
-                if waiter._try_set_result(False):
-                    _discard(waiters, waiter)
-                elif waiter.done() and not waiter.cancelled() and waiter.result() and ready():
-                    wake_one(waiters)
+                if _withdraw(waiters, waiter):
+                    handed = waiter.result()
+                    if type(handed) is tuple:
+                        self._gets -= 1
+                        if not _hand_over(waiters, handed):
+                            self._items.appendleft(handed[0])
+                            wake_one(waiters)
+                    elif ready():
+                        wake_one(waiters)
             raise
         if not woke:
             with self._mutex:
                 _discard(waiters, waiter)
+        return woke
 
     # -- state ----------------------------------------------------------------------------
 
@@ -495,6 +535,36 @@ def _discard(waiters: deque[Any], waiter: object) -> None:
         pass
 
 
+def _hand_over(waiters: deque[Any], gift: object = True) -> bool:
+    """Give what is being released or put to the longest-waiting coroutine (call under
+    the mutex): the waiter's result is ``gift`` (True, or a queue's ``(item,)``).
+
+    True if a coroutine's waiter took it: the lock stays held, the unit stays taken,
+    or the item skips the queue, for that coroutine, so no task that comes later can
+    take it first (the longest waiter gets it, as ``asyncio.Lock`` hands it over).
+    False if the line is empty or a thread is first in it: a thread cannot be handed
+    anything, so the caller frees it and wakes that thread, which then takes it itself.
+    """
+    while waiters:
+        waiter = waiters[0]
+        if type(waiter) is _thread.LockType:
+            return False
+        waiters.popleft()
+        if waiter._try_set_result(gift):
+            return True
+        # a coroutine that timed out or was cancelled: the next one
+    return False
+
+
+def _withdraw(waiters: deque[Any], waiter: Future[bool]) -> bool:
+    """Take a coroutine's waiter out of the line (call under the mutex); True if it had
+    been handed what it waited for meanwhile, which the caller must then pass on."""
+    if waiter._try_set_result(False) or waiter.cancelled():
+        _discard(waiters, waiter)
+        return False
+    return bool(waiter.result())
+
+
 class SerialQueue(Queue[T]):
     """The serial backend's queue: a wait that could never end raises ``Deadlock``."""
 
@@ -539,6 +609,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             return False
         if self._serial and deadline is None:
             raise _forever(f"acquire() of a held {self!r}")
+        _refuse_on_scheduler(f"acquire() of a held {self!r}", "async with lock")
         return bool(_sem_acquire(self, True, timeout))
 
     def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
@@ -560,13 +631,20 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         h = _control.hook
         if h is not None:
             h.switch("lock.release", self)
+        if self._waiters:
+            with self._mutex:
+                if self._is_zero() and _hand_over(self._waiters):
+                    return  # still held: by the longest-waiting coroutine now
         try:
             _sem_release(self)
         except ValueError:
             raise UsageError(f"release() of an unlocked {self!r}") from None
         if self._waiters:
+            # A coroutine joined the line just as the lock was freed, after the look
+            # above: take the lock back for it, or it would wait for a release to come.
             with self._mutex:
-                wake_one(self._waiters)
+                if _sem_acquire(self, False) and not _hand_over(self._waiters):
+                    _sem_release(self)
 
     def locked(self) -> bool:
         """True if the lock is held now."""
@@ -583,6 +661,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
                 if _sem_acquire(self, False):
                     return True
         deadline = check_timeout(timeout)
+        polls = self in _fast_locks  # began as a ThreadLock (see _LOCK_POLL)
         while True:
             if _sem_acquire(self, False):
                 return True
@@ -592,21 +671,25 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             with self._mutex:
                 self._waiters.append(waiter)
             if type(self) is ThreadLock:
-                self.__class__ = Lock  # type: ignore[assignment]  # release() now wakes coroutines
+                self.__class__ = Lock  # type: ignore[assignment]  # release() now hands it over
             if _sem_acquire(self, False):  # released before we were enqueued
                 with self._mutex:
                     _discard(self._waiters, waiter)
                 return True
-            poll = time.monotonic() + _LOCK_POLL
+            limit = deadline
+            if polls:
+                poll = time.monotonic() + _LOCK_POLL
+                limit = poll if deadline is None else min(deadline, poll)
             try:
-                await await_waiter(waiter, poll if deadline is None else min(deadline, poll))
+                handed = await await_waiter(waiter, limit)
             except BaseException:
                 with self._mutex:
-                    if waiter._try_set_result(False):
-                        _discard(self._waiters, waiter)
-                    elif not waiter.cancelled() and waiter.result() and not self._is_zero():
-                        wake_one(self._waiters)
+                    handed = _withdraw(self._waiters, waiter)
+                if handed:
+                    self.release()  # handed over just as this task was cancelled: pass it on
                 raise
+            if handed:
+                return True  # release() left it held, for this task
             with self._mutex:
                 _discard(self._waiters, waiter)
 
@@ -733,6 +816,7 @@ class Event(_InProcess):
                 return True
             if self._serial and deadline is None:
                 raise _forever(f"wait() on a clear {self!r}")
+            _refuse_on_scheduler(f"wait() on a clear {self!r}", "await event.await_()")
             waiter = thread_waiter()
             self._waiters.append(waiter)
         left = remaining(deadline)
@@ -825,6 +909,7 @@ class Semaphore(_InProcess, AcquireContext):
                     return False
                 if self._serial and deadline is None:
                     raise _forever(f"acquire() of {self!r}")
+                _refuse_on_scheduler(f"acquire() of {self!r}", "await semaphore.aacquire()")
                 waiter = thread_waiter()
                 self._waiters.append(waiter)
             left = remaining(deadline)
@@ -840,8 +925,14 @@ class Semaphore(_InProcess, AcquireContext):
         if h is not None:
             h.switch("semaphore.release", self)
         with self._mutex:
-            self._value += n
-            for _ in range(n):
+            self._give(n)
+
+    def _give(self, n: int) -> None:
+        # Under the mutex: each unit goes to the longest-waiting coroutine, if one is
+        # first in line, or back to the count (waking a thread).
+        for _ in range(n):
+            if not _hand_over(self._waiters):
+                self._value += 1
                 wake_one(self._waiters)
 
     async def aacquire(self, timeout: float | None = None) -> bool:
@@ -865,17 +956,16 @@ class Semaphore(_InProcess, AcquireContext):
                 waiter: Future[bool] = Future()
                 self._waiters.append(waiter)
             try:
-                woke = await await_waiter(waiter, deadline)
+                handed = await await_waiter(waiter, deadline)
             except BaseException:
                 with self._mutex:
-                    if waiter._try_set_result(False):
-                        _discard(self._waiters, waiter)
-                    elif not waiter.cancelled() and waiter.result() and self._value > 0:
-                        wake_one(self._waiters)
+                    if _withdraw(self._waiters, waiter):
+                        self._give(1)  # handed a unit just as this task was cancelled
                 raise
-            if not woke:
-                with self._mutex:
-                    _discard(self._waiters, waiter)
+            if handed:
+                return True  # release() gave its unit to this task
+            with self._mutex:
+                _discard(self._waiters, waiter)
 
     @property
     def value(self) -> int:
