@@ -135,20 +135,8 @@ def test_doc_example_type_checks(program: Program, mypy_errors: dict[str, list[s
     assert not found, "\n".join([*found, "", program.source])
 
 
-# ``ex.map(async_fn, ...)`` is typed as an iterator of coroutines until map has overloads
-# for ``async def`` functions, as submit has.
-_MAP_OF_ASYNC = pytest.mark.xfail(reason="map is not yet typed for async def functions")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(path, marks=[_MAP_OF_ASYNC] if path.name == "tutorial_coroutines.py" else [])
-        for path in EXAMPLES + TYPECHECK
-    ],
-    ids=lambda path: path.name,
-)
+@pytest.mark.parametrize("path", EXAMPLES + TYPECHECK, ids=lambda path: path.name)
 def test_example_type_checks(path: Path, mypy_errors: dict[str, list[str]]) -> None:
     assert not mypy_errors.get(path.stem)
