@@ -31,7 +31,10 @@ The protocol, for the author of a primitive::
 
 The rules:
 
-1. Call ``switch(op, obj)`` just before an operation other tasks can observe.  When it returns,
+1. Call ``switch(op, obj)`` just before an operation other tasks can observe, and
+   ``observe(op, obj)`` just before a read of a snapshot of ``obj`` (``qsize()``,
+   ``locked()``, ``is_set()``): a read is a switch point too, or a test that branches on
+   it would be "proven" without the orders in which the snapshot changes under it.  When it returns,
    no other task runs until the caller reaches its next switch point, so plain Python that
    follows (on the primitive's own state) is atomic.  ``switch`` is a no-op for callers that
    are not tasks of the controlled run (the executor's own threads, the test's main thread).
@@ -64,6 +67,7 @@ __all__ = [
     "await_until",
     "controlled",
     "hook",
+    "observe",
     "switch",
     "wait_until",
 ]
@@ -77,6 +81,9 @@ class Hook(Protocol):
 
     def switch(self, op: str, obj: object) -> None:
         """Let the scheduler run other tasks before the caller's operation ``op`` on ``obj``."""
+
+    def observe(self, op: str, obj: object) -> None:
+        """Like ``switch``, before an operation that only reads ``obj``'s state."""
 
     def wait_until(
         self, ready: Callable[[], object], what: str, obj: object, timeout: float | None
@@ -112,6 +119,13 @@ def switch(op: str, obj: object = None) -> None:
     h = hook
     if h is not None:
         h.switch(op, obj)
+
+
+def observe(op: str, obj: object = None) -> None:
+    """Mark a switch point before reading a snapshot of ``obj`` (``qsize()``); see rule 1."""
+    h = hook
+    if h is not None:
+        h.observe(op, obj)
 
 
 def wait_until(

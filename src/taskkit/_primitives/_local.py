@@ -295,7 +295,7 @@ class Queue(_InProcess, Generic[T]):
         h = _check_controlled()
         if h is not None:
             self._controlled_wait(h, self._has_item, "get", timeout, queue.Empty)
-            return self.get_nowait()
+            return self._take_now()  # no switch point: the wait's ready() saw the item
         with self._mutex:
             if self._items:
                 return self._take()
@@ -358,6 +358,9 @@ class Queue(_InProcess, Generic[T]):
         h = _control.hook
         if h is not None:
             h.switch("queue.get", self)
+        return self._take_now()
+
+    def _take_now(self) -> T:
         with self._mutex:
             if self._items:
                 return self._take()
@@ -392,7 +395,7 @@ class Queue(_InProcess, Generic[T]):
         if _control.controlled():
             if not await _control.await_until(self._has_item, f"aget() on {self!r}", self, timeout):
                 raise queue.Empty
-            return self.get_nowait()
+            return self._take_now()
         deadline = check_timeout(timeout)
         while True:
             with self._mutex:
@@ -446,6 +449,8 @@ class Queue(_InProcess, Generic[T]):
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
+        if _control.hook is not None:
+            _control.observe("queue.closed", self)
         return self._closed
 
     @property
@@ -455,18 +460,26 @@ class Queue(_InProcess, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
+        if _control.hook is not None:
+            _control.observe("queue.qsize", self)
         return len(self._items)
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
+        if _control.hook is not None:
+            _control.observe("queue.empty", self)
         return not self._items
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
+        if _control.hook is not None:
+            _control.observe("queue.full", self)
         return bool(self._maxsize) and len(self._items) >= self._maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         with self._mutex:
             return QueueStatistics(
                 size=len(self._items),
@@ -570,6 +583,8 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def locked(self) -> bool:
         """True if the lock is held now."""
+        if _control.hook is not None:
+            _control.observe("lock.locked", self)
         return bool(self._is_zero())
 
     async def aacquire(self, timeout: float | None = None) -> bool:
@@ -612,12 +627,14 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return LockStatistics(
-            locked=self.locked(), holder_pid=None, takeovers=0, waiting=len(self._waiters)
+            locked=bool(self._is_zero()), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
-        return f"<taskkit Lock {'locked' if self.locked() else 'unlocked'}>"
+        return f"<taskkit Lock {'locked' if self._is_zero() else 'unlocked'}>"
 
 
 class ThreadLock(Lock):
@@ -715,6 +732,8 @@ class Event(_InProcess):
 
     def is_set(self) -> bool:
         """True if the flag is set."""
+        if _control.hook is not None:
+            _control.observe("event.is_set", self)
         return self._flag
 
     def _is_set(self) -> bool:
@@ -764,6 +783,8 @@ class Event(_InProcess):
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
     def __repr__(self) -> str:
@@ -880,10 +901,14 @@ class Semaphore(_InProcess, AcquireContext):
     @property
     def value(self) -> int:
         """The number of free units now."""
+        if _control.hook is not None:
+            _control.observe("semaphore.value", self)
         return self._value
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return SemaphoreStatistics(
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
@@ -920,9 +945,8 @@ class Value(_InProcess, Generic[T]):
 
     def get(self) -> T:
         """Return the current value."""
-        h = _control.hook
-        if h is not None:
-            h.switch("value.get", self)
+        if _control.hook is not None:
+            _control.observe("value.get", self)
         return self._value
 
     def set(self, value: T) -> None:
@@ -988,6 +1012,8 @@ class Value(_InProcess, Generic[T]):
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return ValueStatistics(writes=self._writes, nbytes=0)
 
     def __repr__(self) -> str:

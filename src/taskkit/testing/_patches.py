@@ -18,10 +18,14 @@ Two mechanisms, chosen by what can be changed soundly:
 from __future__ import annotations
 
 import _thread
+import asyncio
+import os
 import queue
+import random
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -331,40 +335,151 @@ def _sleep(seconds: float) -> None:
         h.wait_until(_never, f"time.sleep({seconds:g})", None, seconds)
 
 
-_base = 0.0
+# Each clock of the time module reads, for a task of a controlled run, the value it had when
+# the run began plus the run's virtual time; timeouts in Semaphore, Queue ... expire at once.
+_bases: dict[Callable[[], float | int], float] = {}
 
 
-def _monotonic() -> float:
-    h: Any = _control.hook
-    if _controlled(h):
-        return _base + float(
-            h.now()
-        )  # virtual time: timeouts in Semaphore, Queue ... expire at once
-    return _real_monotonic()
+def _virtual_clock(real: Callable[[], Any]) -> Callable[[], Any]:
+    scale = 1_000_000_000 if real.__name__.endswith("_ns") else 0
+    _bases[real] = 0.0
 
+    def clock() -> Any:
+        h: Any = _control.hook
+        if _controlled(h):
+            if scale:
+                return int(_bases[real] + h.now() * scale)
+            return _bases[real] + float(h.now())
+        return real()
+
+    clock.__name__ = clock.__qualname__ = real.__name__
+    clock.__doc__ = real.__doc__
+    return clock
+
+
+_CLOCK_NAMES = (
+    "monotonic",
+    "monotonic_ns",
+    "time",
+    "time_ns",
+    "perf_counter",
+    "perf_counter_ns",
+)
+#: The time module's own functions, and the stand-ins a controlled run puts in their place.
+VIRTUAL: dict[object, Callable[..., Any]] = {
+    getattr(time, name): _virtual_clock(getattr(time, name)) for name in _CLOCK_NAMES
+}
+VIRTUAL[_real_sleep] = _sleep
+_monotonic = VIRTUAL[_real_monotonic]
 
 _saved: list[tuple[object, str, object]] = []
+_traced_modules: tuple[int, list[types.ModuleType]] = (-1, [])
 
 
-def begin(run: object) -> None:
+def _modules_under_test() -> list[types.ModuleType]:
+    """The imported modules whose code is traced (cached while no module is imported)."""
+    global _traced_modules
+    count, found = _traced_modules
+    if count != len(sys.modules):
+        found = []
+        for module in list(sys.modules.values()):
+            filename = getattr(module, "__file__", None)
+            if isinstance(filename, str) and classify(filename) == TRACED:
+                found.append(module)
+        _traced_modules = (len(sys.modules), found)
+    return found
+
+
+def _aliases() -> list[tuple[object, str, object]]:
+    """``from time import sleep, monotonic`` in code under test: rebind those names too."""
+    found: list[tuple[object, str, object]] = []
+    for module in _modules_under_test():
+        for name, value in list(vars(module).items()):
+            try:
+                stand_in = VIRTUAL.get(value)
+            except TypeError:  # unhashable
+                continue
+            if stand_in is not None:
+                found.append((module, name, stand_in))
+    return found
+
+
+def begin(run: Any) -> None:
     """Patch for the duration of a controlled run."""
-    global _base
     install_factories()
-    _base = _real_monotonic()
-    patches = [
+    for real in _bases:
+        _bases[real] = real()
+    patches: list[tuple[object, str, object]] = [
         (threading.Condition, "wait", _condition_wait),
         (threading.Condition, "wait_for", _condition_wait_for),
         (time, "sleep", _sleep),
+        *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
         (threading, "_time", _monotonic),
         (queue, "time", _monotonic),
+        (random.Random, "seed", _seed),
+        (random, "_urandom", _urandom),
+        (os, "urandom", _urandom),
+        (asyncio.BaseEventLoop, "run_forever", _run_forever),
+        *_aliases(),
     ]
     for owner, name, value in patches:
         _saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, value)
+    # Randomness, repeated: every execution starts from the same state of ``random``, and a
+    # ``random.Random()`` made by a task gets the next of a fixed series of seeds.
+    _saved_random.append(random.getstate())
+    random.seed(RANDOM_SEED)
+    _seeds[:] = [0]
+    _seeded[:] = [random.getstate()]
 
 
-def end() -> None:
-    """Undo ``begin``."""
+def end(run: Any) -> None:
+    """Undo ``begin``; note in ``run`` whether its tasks drew random numbers."""
     while _saved:
         owner, name, value = _saved.pop()
         setattr(owner, name, value)
+    if _seeds[0] or (_seeded and random.getstate() != _seeded[0]):
+        run.notes[
+            f"random was seeded with {RANDOM_SEED} at the start of every execution (and each "
+            "random.Random() a task made with 1, 2, ...): the search covers that sequence of "
+            "random values"
+        ] = None
+    _seeded.clear()
+    while _saved_random:
+        random.setstate(_saved_random.pop())
+
+
+RANDOM_SEED = 0
+_saved_random: list[Any] = []
+_seeded: list[Any] = []
+_seeds = [0]
+_real_seed = random.Random.seed
+_real_urandom = os.urandom
+_real_run_forever = asyncio.BaseEventLoop.run_forever
+
+
+def _seed(self: random.Random, a: Any = None, version: int = 2) -> None:
+    h: Any = _control.hook
+    if a is None and _controlled(h):
+        _seeds[0] += 1
+        a = _seeds[0]
+    _real_seed(self, a, version)
+
+
+def _urandom(size: int) -> bytes:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.uncontrolled(
+            "read os.urandom() (SystemRandom, secrets, uuid.uuid4()), which no execution repeats"
+        )
+    return _real_urandom(size)
+
+
+def _run_forever(self: asyncio.BaseEventLoop) -> None:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.uncontrolled(
+            "ran an asyncio event loop of its own (asyncio.run(), loop.run_until_complete()), "
+            "whose callbacks run in an order the search does not vary"
+        )
+    _real_run_forever(self)

@@ -38,6 +38,7 @@ from . import _patches
 from ._tracing import (
     ANY_WRITE,
     CALL_TYPE,
+    CALLEE_GLOBAL,
     CONTAINERS,
     DATA_TYPES,
     ITEMS,
@@ -61,6 +62,8 @@ from ._tracing import (
     call_type_footprint,
     classify,
     describe_callable,
+    note_rebound,
+    rebound,
     visible_ops,
 )
 
@@ -221,22 +224,34 @@ class _Tracer:
     def visible(self, frame: FrameType, entry: tuple[int, str, str, str | None]) -> None:
         kind, name, text, guard = entry
         fp: FootprintT
-        if kind == LOAD_GLOBAL:
+        if kind in (LOAD_GLOBAL, CALLEE_GLOBAL):
             g = frame.f_globals
-            value = g.get(name, _MISSING)
-            if value is _MISSING:
-                value = frame.f_builtins.get(name, _MISSING)
-            if type(value) not in DATA_TYPES:
-                return  # functions, classes, modules, locks, containers: not the access itself
+            if not rebound(g, name):
+                if kind == CALLEE_GLOBAL:
+                    return
+                value = g.get(name, _MISSING)
+                if value is _MISSING:
+                    value = frame.f_builtins.get(name, _MISSING)
+                if type(value) not in DATA_TYPES:
+                    return  # a function, class, lock or container no code rebinds
             fp = (("g", id(g), name), False)
         elif kind == STORE_GLOBAL:
             fp = (("g", id(frame.f_globals), name), True)
         elif kind == LOAD_ATTR:
-            if guard is not None and isinstance(frame.f_globals.get(guard), type(sys)):
-                return  # module.attribute
-            fp = (("a", name), False)
+            module = frame.f_globals.get(guard) if guard is not None else None
+            if isinstance(module, type(sys)):
+                if not rebound(vars(module), name):
+                    return  # module.function, module.CONSTANT: nothing rebinds it
+                fp = (("g", id(vars(module)), name), False)
+            else:
+                fp = (("a", name), False)
         elif kind == STORE_ATTR:
-            fp = (("a", name), True)
+            module = frame.f_globals.get(guard) if guard is not None else None
+            if isinstance(module, type(sys)):
+                note_rebound(name)
+                fp = (("g", id(vars(module)), name), True)
+            else:
+                fp = (("a", name), True)
         elif kind in (READ_ITEM, ITERATE):
             fp = (ITEMS, False)
         elif kind == WRITE_ITEM:
@@ -268,6 +283,10 @@ class _Tracer:
         if event == "c_call":
             if classify(frame.f_code.co_filename) != TRACED:
                 return
+            if arg in _patches.VIRTUAL:
+                # the time module's own sleep or clock, reached through a name the run did not
+                # rebind (a default argument, an attribute): it runs on real time
+                self.run.uncontrolled(f"called the real time.{arg.__name__}() through an alias")
             fp = c_call_footprint(arg)
             if fp is False:
                 return
@@ -333,6 +352,10 @@ class Run:
         self.ticks = 0
         self.deciding = False
         self.held: dict[Any, None] = {}  # controllable locks that tasks hold
+        # What the report must say: facts about every execution (``notes``), and things the
+        # run could neither see nor repeat, each of which makes a search incomplete.
+        self.notes: dict[str, None] = {}
+        self.unseen: dict[str, None] = {}
 
     # -- the hook protocol (taskkit._control.Hook) ---------------------------------------
 
@@ -356,6 +379,13 @@ class Run:
         if task is None or task.is_coro:
             return  # a plain call inside a coroutine task cannot suspend it
         where, fp = self._site(obj)
+        self.switch_point(task, op, where, fp)
+
+    def observe(self, op: str, obj: object) -> None:
+        task = self.caller()
+        if task is None or task.is_coro:
+            return
+        where, fp = self._site(obj, write=False)
         self.switch_point(task, op, where, fp)
 
     def wait_until(
@@ -385,13 +415,19 @@ class Run:
     ) -> _Request:
         return _Request(f"wait: {what}", obj, ready, what, timeout)
 
+    def uncontrolled(self, what: str) -> None:
+        """Record that a task did something the run cannot see or repeat (once per kind)."""
+        task = self.caller()
+        who = f"{task.name} " if task is not None else ""
+        self.unseen[f"{who}{what}"] = None
+
     def now(self) -> float:
         """Return the run's virtual clock (seconds since it started)."""
         return self.clock
 
     # -- switch points of thread tasks --------------------------------------------------
 
-    def _site(self, obj: object) -> tuple[Where | None, FootprintT]:
+    def _site(self, obj: object, write: bool = True) -> tuple[Where | None, FootprintT]:
         """Find where a hook was called from and the footprint of the operation on ``obj``.
 
         The footprint names ``obj`` only when the hook's caller is traced code: then
@@ -400,7 +436,7 @@ class Run:
         """
         where, precise = self.site()
         if precise and obj is not None:
-            return where, (("o", id(obj)), True)
+            return where, (("o", id(obj)), write)
         return where, ANY_WRITE
 
     def site(self) -> tuple[Where | None, bool]:
@@ -607,7 +643,7 @@ class Run:
                 self._main_loop()
         finally:
             _control.hook = None
-            _patches.end()
+            _patches.end(self)
             if collecting:
                 gc.enable()
         _patches.release_leftovers(self.held)

@@ -404,22 +404,27 @@ def explore(
     search = _Dpor(max_preemptions)
     executions = 0
     timeouts = False
+    notes: dict[str, None] = {}
+    unseen: dict[str, None] = {}
     while True:
         search.begin()
         run, failure = _execute(tasks, setup, invariant, search, watchdog)
         executions += 1
         timeouts = timeouts or run.used_timeouts
+        notes.update(run.notes)
+        unseen.update(run.unseen)
         if failure is not None:
             cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
-            return Report(False, False, executions, cx)
+            return Report(False, False, executions, cx, list(notes))
         if not search.advance():
-            notes = []
             if timeouts:
-                notes.append("timed waits expired in some executions: not a complete search")
-            complete = not search.pruned and not timeouts
-            return Report(True, complete, executions, None, notes)
+                notes["timed waits expired in some executions: not a complete search"] = None
+            notes.update((f"not controlled, so not searched: {what}", None) for what in unseen)
+            complete = not search.pruned and not timeouts and not unseen
+            return Report(True, complete, executions, None, list(notes))
         if executions >= max_executions:
-            return Report(True, False, executions, None, ["stopped at max_executions"])
+            notes["stopped at max_executions"] = None
+            return Report(True, False, executions, None, list(notes))
 
 
 def _minimize(
