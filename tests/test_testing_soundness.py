@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import queue
 import random
+import time
 from collections.abc import Callable
+from time import monotonic, sleep
+from time import time as wall_clock
 from typing import Any
 
 import pytest
@@ -221,3 +224,38 @@ def test_os_urandom_makes_the_report_incomplete() -> None:
     report = explore([ident], setup=list)
     assert not report.complete
     assert any("urandom" in note for note in report.notes), report.notes
+
+
+# -- time -------------------------------------------------------------------------------------
+
+
+def nap(stamps: list[float]) -> None:
+    start = monotonic()
+    sleep(3600)
+    stamps.append(monotonic() - start)
+    stamps.append(wall_clock())
+
+
+@pytest.mark.timeout(30)
+def test_time_functions_imported_by_name_are_virtual() -> None:
+    before = wall_clock()
+    report = explore([nap], setup=list, invariant=lambda stamps: stamps[0] == 3600)
+    assert report.ok, report
+
+    stamps: list[float] = []
+    s = replay("")
+    assert s is not None
+    s.run([nap], args=(stamps,))
+    assert stamps[0] == 3600
+    assert stamps[1] >= before + 3600  # the wall clock moved on by the virtual hour
+    assert sleep is time.sleep and monotonic is time.monotonic  # rebound for the run only
+
+
+def measured(stamps: list[float], clock: Callable[[], float] = time.monotonic) -> None:
+    stamps.append(clock())
+
+
+def test_a_clock_the_run_cannot_rebind_makes_the_report_incomplete() -> None:
+    report = explore([measured], setup=list)
+    assert not report.complete
+    assert any("time.monotonic" in note for note in report.notes), report.notes
