@@ -7,6 +7,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,9 +365,16 @@ def test_async_tasks_switch_at_awaits_and_mix_with_threads() -> None:
     assert order == ["p1", "b1", "a1", "a2", "p2", "b2"]
 
 
+class _Foreign:
+    """An awaitable of another event loop: it yields what asyncio cannot wait for."""
+
+    def __await__(self) -> Generator[str, None, None]:
+        yield "a request for some other loop"
+
+
 def test_an_awaitable_the_scheduler_cannot_run_is_reported() -> None:
     async def uses_asyncio(_: object) -> None:
-        await asyncio.sleep(1)
+        await _Foreign()
 
     s = replay("")
     assert s is not None

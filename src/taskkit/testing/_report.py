@@ -6,10 +6,19 @@ import linecache
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ._runtime import Run, Step
 
-__all__ = ["add_note", "format_schedule", "format_table", "parse_schedule"]
+__all__ = [
+    "add_note",
+    "describe_report",
+    "format_schedule",
+    "format_table",
+    "parse_schedule",
+    "summarize_counterexample",
+    "summarize_report",
+]
 
 _ENTRY = re.compile(r"^\s*(T\d+|-)@(\d+)>T(\d+)\s*$")
 
@@ -107,3 +116,40 @@ def describe(run: Run) -> str:
         f"{head}\n{format_table(run)}\n"
         f"schedule: {schedule!r}  (taskkit.testing.replay({schedule!r}).run(...))"
     )
+
+
+def _first_line(error: BaseException, width: int = 80) -> str:
+    text = f"{type(error).__name__}: {error}".split("\n", 1)[0].rstrip(": ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def summarize_counterexample(cx: Any) -> str:
+    """One line for ``repr(counterexample)``: what failed and the schedule that replays it."""
+    return (
+        f"Counterexample({_first_line(cx.error)!r}, schedule={cx.schedule!r}, "
+        f"preemptions={cx.preemptions})"
+    )
+
+
+def summarize_report(report: Any) -> str:
+    """One line for ``repr(report)``, short enough for pytest's ``where ... = Report(...)``."""
+    parts = [f"ok={report.ok}", f"complete={report.complete}", f"executions={report.executions}"]
+    if report.counterexample is not None:
+        parts.append(f"failure={_first_line(report.counterexample.error)!r}")
+        parts.append(f"schedule={report.counterexample.schedule!r}")
+    if report.notes:
+        parts.append(f"notes={len(report.notes)}")
+    return f"Report({', '.join(parts)})"
+
+
+def describe_report(report: Any) -> str:
+    """The whole story of a report: the verdict, the failing interleaving and the notes."""
+    runs = f"{report.executions} execution{'s' if report.executions != 1 else ''}"
+    if report.ok:
+        if report.complete:
+            head = f"ok: every interleaving checked ({runs})"
+        else:
+            head = f"ok, but not a complete search ({runs})"
+    else:
+        head = f"failed after {runs}:\n{report.counterexample}"
+    return "\n".join([head, *(f"note: {note}" for note in report.notes)])

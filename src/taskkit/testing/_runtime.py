@@ -22,6 +22,8 @@ raises ``_Abort`` at its switch point, so it unwinds without running on.
 from __future__ import annotations
 
 import _thread
+import asyncio
+import functools
 import gc
 import inspect
 import sys
@@ -34,7 +36,8 @@ from typing import Any, Protocol
 
 from .. import _control
 from .._errors import Deadlock
-from . import _patches
+from . import _asyncio, _patches
+from ._asyncio import ControlledLoop, where_awaiting
 from ._tracing import (
     ANY_WRITE,
     CALL_TYPE,
@@ -110,6 +113,7 @@ class Task:
 
     __slots__ = (
         "aborted",
+        "aio",
         "baton",
         "coro",
         "deadline",
@@ -118,24 +122,32 @@ class Task:
         "footprint",
         "index",
         "is_coro",
+        "label",
         "name",
         "op",
         "ready",
-        "send_value",
         "started",
         "state",
         "stuck",
         "thread",
         "timed_out",
+        "top",
+        "wait",
         "what",
         "where",
     )
 
-    def __init__(self, index: int, fn: Callable[..., Any]) -> None:
+    def __init__(
+        self, index: int, fn: Callable[..., Any], aio: asyncio.Task[Any] | None = None
+    ) -> None:
         self.index = index
         self.name = f"T{index}"
         self.fn = fn
-        self.is_coro = inspect.iscoroutinefunction(fn)
+        self.is_coro = aio is not None or inspect.iscoroutinefunction(fn)
+        self.top = aio is None  # one of the callables given, not a task the code created
+        self.aio = aio  # the asyncio.Task of a coroutine task, once started
+        self.wait: _Pending | None = None  # what a coroutine task awaits through await_until
+        self.label: str | None = None  # the op of a coroutine task's next step, if it said
         self.coro: Coroutine[Any, Any, Any] | None = None
         self.thread: threading.Thread | None = None
         self.baton = _thread.allocate_lock()
@@ -150,7 +162,6 @@ class Task:
         self.footprint: FootprintT = ANY_WRITE if self.is_coro else None
         self.error: BaseException | None = None
         self.stuck = False
-        self.send_value: object = None
         self.started = False
         self.aborted = False  # told to unwind: cleanup code runs on without switch points
 
@@ -166,23 +177,57 @@ def default_choice(current: Task | None, enabled: list[Task], ntasks: int) -> Ta
     return min(enabled, key=lambda t: (t.index - start) % ntasks)
 
 
-class _Request:
-    """What a coroutine task yields to the scheduler at an ``await``."""
+class _Yield:
+    """``await checkpoint()`` / ``aswitch`` in a coroutine task: let the scheduler choose."""
 
-    __slots__ = ("obj", "op", "ready", "timeout", "what")
+    __slots__ = ("op", "run")
+
+    def __init__(self, run: Run, op: str) -> None:
+        self.run, self.op = run, op
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        task = self.run.caller()
+        if task is not None:
+            task.label = self.op
+        yield  # a bare yield: asyncio steps the task again at once, as sleep(0) does
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A coroutine task's ``await_until``: the future it sleeps on and when it may wake."""
+
+    future: asyncio.Future[bool]
+    ready: Callable[[], object]
+    what: object
+    deadline: float | None
+
+
+class _Wait:
+    """``await_until`` in a coroutine task: sleep on a future the scheduler resolves."""
+
+    __slots__ = ("ready", "run", "timeout", "what")
 
     def __init__(
-        self,
-        op: str,
-        obj: object,
-        ready: Callable[[], object] | None = None,
-        what: object = "",
-        timeout: float | None = None,
+        self, run: Run, ready: Callable[[], object], what: object, timeout: float | None
     ) -> None:
-        self.op, self.obj, self.ready, self.what, self.timeout = op, obj, ready, what, timeout
+        self.run, self.ready, self.what, self.timeout = run, ready, what, timeout
 
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self)
+    def __await__(self) -> Generator[Any, Any, bool]:
+        run = self.run
+        task = run.caller()
+        if task is None or task.aio is None:
+            raise RuntimeError("await_until() is for coroutine tasks of a controlled run")
+        if self.timeout is not None and self.timeout <= 0:
+            task.label = f"poll {self.what}"
+            yield
+            return bool(self.ready())
+        future: asyncio.Future[bool] = run.loop.create_future()
+        deadline = None if self.timeout is None else run.clock + self.timeout
+        task.wait = _Pending(future, self.ready, self.what, deadline)
+        try:
+            return (yield from future.__await__())
+        finally:
+            task.wait = None
 
 
 def _where(frame: FrameType) -> Where:
@@ -352,6 +397,9 @@ class Run:
         self.ticks = 0
         self.deciding = False
         self.held: dict[Any, None] = {}  # controllable locks that tasks hold
+        # async def tasks run as asyncio tasks on the controlled loop (see _asyncio)
+        self.loop: ControlledLoop = _asyncio.loop()
+        self.creating = False  # the run itself is creating a task's asyncio.Task
         # What the report must say: facts about every execution (``notes``), and things the
         # run could neither see nor repeat, each of which makes a search incomplete.
         self.notes: dict[str, None] = {}
@@ -407,13 +455,13 @@ class Run:
             return bool(ready())
         return self.block(task, ready, what, timeout, where, fp)
 
-    def aswitch(self, op: str, obj: object) -> _Request:
-        return _Request(op, obj)
+    def aswitch(self, op: str, obj: object) -> _Yield:
+        return _Yield(self, op)
 
     def await_until(
         self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
-    ) -> _Request:
-        return _Request(f"wait: {what}", obj, ready, what, timeout)
+    ) -> _Wait:
+        return _Wait(self, ready, what, timeout)
 
     def uncontrolled(self, what: str) -> None:
         """Record that a task did something the run cannot see or repeat (once per kind)."""
@@ -537,15 +585,23 @@ class Run:
         if self.aborting:
             return self._next_to_unwind()
         enabled = [t for t in self.tasks if self._enabled(t)]
-        if not enabled:
+        while not enabled:
             blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
-            if not blocked:
-                return None
+            if not any(t.top for t in blocked):
+                return None  # what is left are tasks the code created and never awaited
             timed = [t for t in blocked if t.deadline is not None]
-            if not timed:
+            timer = self.loop.next_timer()
+            first = min(timed, key=lambda t: (t.deadline, t.index)) if timed else None
+            if timer is not None and (first is None or timer <= (first.deadline or 0.0)):
+                # an asyncio timer (sleep, wait_for, timeout) fires in virtual time
+                self.clock = max(self.clock, timer)
+                self.used_timeouts = True
+                self.loop.fire_timers()
+                enabled = [t for t in self.tasks if self._enabled(t)]
+                continue
+            if first is None:
                 self.fail(self._deadlock(blocked), None)
                 return self._next_to_unwind()
-            first = min(timed, key=lambda t: (t.deadline, t.index))
             self.clock = max(self.clock, first.deadline or 0.0)
             first.timed_out = True
             self.used_timeouts = True
@@ -636,12 +692,14 @@ class Run:
         # from run to run; a systematic search needs every run to repeat exactly.
         collecting = gc.isenabled()
         gc.disable()
+        self.loop.reset(self.now, self._adopt)
         try:
             self._prime()
             self._resume(self._decide(None))
             if not self.finished:
                 self._main_loop()
         finally:
+            self._close_coroutines()
             _control.hook = None
             _patches.end(self)
             if collecting:
@@ -735,7 +793,9 @@ class Run:
         sys.settrace(tracer.global_trace)
         sys.setprofile(tracer.profile)
         try:
-            task.fn(*self.args)
+            result = task.fn(*self.args)
+            if inspect.isawaitable(result):
+                _reject_awaitable(task, result)
         except _Abort:
             pass
         except BaseException as error:
@@ -756,33 +816,15 @@ class Run:
     def _step_coroutines(self, task: Task | None) -> None:
         """Main thread: run coroutine tasks until a thread task or the end is chosen."""
         while task is not None:
-            request: object = None
             if self.aborting:
-                if task.coro is not None:
-                    try:
-                        task.coro.close()
-                    except BaseException:
-                        pass
-                task.state = TaskState.DONE
+                self._close_coroutines()
             else:
                 self.stepping = task
                 try:
-                    if task.coro is None:
-                        task.coro = task.fn(*self.args)
-                    value, task.send_value = task.send_value, None
-                    request = task.coro.send(value)
-                except StopIteration:
-                    task.state = TaskState.DONE
-                except _Abort:
-                    task.state = TaskState.DONE
-                except BaseException as error:
-                    task.state = TaskState.DONE
-                    task.error = error
-                    self.fail(error, task)
+                    self._step(task)
                 finally:
                     self.stepping = None
-            if task.state != TaskState.DONE:
-                self._accept(task, request)
+                self._after_step(task)
             nxt = self._decide(task)
             if nxt is None:
                 self.finished = True
@@ -790,37 +832,81 @@ class Run:
             if not nxt.is_coro:
                 nxt.baton.release()
                 return
-            if nxt.state == TaskState.BLOCKED or nxt.timed_out:
-                nxt.send_value = not nxt.timed_out
-                nxt.state = TaskState.RUNNABLE
-                nxt.ready, nxt.deadline, nxt.timed_out = None, None, False
             task = nxt
 
-    def _accept(self, task: Task, request: object) -> None:
-        """Record what a suspended coroutine task waits for."""
-        where = _coro_where(task.coro)
-        task.where, task.footprint = where, ANY_WRITE
-        if request is None:
-            task.state, task.op = TaskState.RUNNABLE, "await"
-        elif isinstance(request, _Request):
-            if request.ready is None:
-                task.state, task.op = TaskState.RUNNABLE, request.op
-            elif request.timeout is not None and request.timeout <= 0:
-                task.state, task.op = TaskState.RUNNABLE, request.op
-                task.send_value = bool(request.ready())
-            else:
-                task.state, task.op = TaskState.BLOCKED, request.op
-                task.ready, task.what = request.ready, request.what
-                task.deadline = None if request.timeout is None else self.clock + request.timeout
-        else:
-            error = TypeError(
-                f"async task {task.name} awaited {request!r}, which a controlled run cannot "
-                "schedule; await taskkit primitives or taskkit.testing.checkpoint() instead"
-            )
+    def _step(self, task: Task) -> None:
+        """Run one step of coroutine ``task``: up to its next ``await`` that suspends it."""
+        loop = self.loop
+        if task.aio is None:
+            coro = task.fn(*self.args)
+            self.creating = True
+            try:
+                task.aio = loop.create_task(coro)
+            finally:
+                self.creating = False
+        elif task.wait is not None and not task.wait.future.done():
+            task.wait.future.set_result(not task.timed_out)
+        task.timed_out, task.deadline = False, None
+        loop.step(task.aio)
+
+    def _after_step(self, task: Task) -> None:
+        """Record what coroutine ``task`` does next, or how it ended."""
+        aio = task.aio
+        assert aio is not None
+        task.where, task.footprint = _coro_where(aio.get_coro()), ANY_WRITE
+        if aio.done():
             task.state = TaskState.DONE
-            if task.coro is not None:
-                task.coro.close()
-            self.fail(error, task)
+            error = None if aio.cancelled() else aio.exception()
+            if error is not None and task.top:
+                task.error = error
+                self.fail(error, task)
+            return
+        task.state = TaskState.BLOCKED
+        wait, label, task.label = task.wait, task.label, None
+        if wait is not None and not wait.future.done():
+            task.ready, task.what, task.deadline = wait.ready, wait.what, wait.deadline
+            task.op = f"wait: {wait.what}"
+            return
+        # waits on an asyncio future, or yielded: enabled once asyncio made it a ready handle
+        awaiting = where_awaiting(aio)
+        task.ready = functools.partial(self.loop.has_step, aio)
+        task.what = f"asyncio: {awaiting}"
+        task.op = label or f"await {awaiting}"
+
+    def _adopt(self, aio: asyncio.Task[Any]) -> None:
+        """A task the code under test created (create_task, gather ...) joins the run."""
+        if self.creating:
+            return
+        task = Task(len(self.tasks), aio.get_coro, aio)
+        task.state, task.ready = TaskState.BLOCKED, functools.partial(self.loop.has_step, aio)
+        task.what = "its start"
+        self.tasks.append(task)
+
+    def _close_coroutines(self) -> None:
+        """Unwind every coroutine task of a failed or finished run."""
+        for task in self.tasks:
+            if not task.is_coro or task.state == TaskState.DONE:
+                continue
+            task.state = TaskState.DONE
+            coro = task.aio.get_coro() if task.aio is not None else None
+            if coro is not None:
+                try:
+                    coro.close()
+                except BaseException:
+                    pass
+        if self.loop is not None:
+            self.loop.reset(self.now, self._adopt)
+
+
+def _reject_awaitable(task: Task, result: object) -> None:
+    close = getattr(result, "close", None)
+    if inspect.iscoroutine(result) and close is not None:
+        close()  # never awaited: closed, so Python does not warn about it later
+    name = getattr(task.fn, "__qualname__", repr(task.fn))
+    raise TypeError(
+        f"task {task.name} ({name}) is a plain function that returned {result!r} without "
+        "awaiting it; pass the async def function itself (or an async def wrapper) as the task"
+    )
 
 
 def _coro_where(coro: Any) -> Where | None:
@@ -867,7 +953,7 @@ def checkpoint(label: str = "checkpoint") -> Any:
     if task is None:
         return _DONE
     if task.is_coro:
-        return _Request(label, None)
+        return _Yield(h, label)
     where, precise = h.site()
     # A checkpoint in traced code touches nothing itself: what follows has switch points.
     h.switch_point(task, label, where, None if precise else ANY_WRITE)

@@ -16,7 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._report import add_note, describe, format_schedule, parse_schedule
+from ._report import (
+    add_note,
+    describe,
+    describe_report,
+    format_schedule,
+    parse_schedule,
+    summarize_counterexample,
+    summarize_report,
+)
 from ._runtime import Run, Task
 from ._tracing import FootprintT, conflicts
 
@@ -319,6 +327,9 @@ class Counterexample:
     def __str__(self) -> str:
         return f"{type(self.error).__name__}: {self.error}\n{self.table}"
 
+    def __repr__(self) -> str:
+        return summarize_counterexample(self)
+
 
 @dataclass
 class Report:
@@ -338,11 +349,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        if self.ok:
-            scope = "every interleaving" if self.complete else "a bounded search"
-            return f"ok: {scope} checked ({self.executions} executions)"
-        assert self.counterexample is not None
-        return f"failed after {self.executions} executions:\n{self.counterexample}"
+        return describe_report(self)
+
+    def __repr__(self) -> str:
+        return summarize_report(self)
 
 
 class _InvariantFailed(AssertionError):

@@ -1,0 +1,169 @@
+"""Ordinary asyncio code under the controlled scheduler: its own primitives, tasks and timers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from taskkit import Deadlock
+from taskkit.testing import explore, interleavings, replay
+
+SEARCH = settings(derandomize=True, database=None, deadline=None, print_blob=False)
+
+
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+        self.lock = asyncio.Lock()
+        self.event = asyncio.Event()
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.log: list[str] = []
+
+
+async def deposit(account: Account) -> None:
+    seen = account.balance
+    await asyncio.sleep(0)
+    account.balance = seen + 10
+
+
+async def deposit_locked(account: Account) -> None:
+    async with account.lock:
+        await deposit(account)
+
+
+def twenty(account: Account) -> bool:
+    return account.balance == 20
+
+
+def test_a_lost_update_across_an_await_is_found() -> None:
+    report = explore([deposit, deposit], setup=Account, invariant=twenty)
+    assert not report.ok, report
+    assert report.counterexample is not None
+    assert report.counterexample.preemptions == 1
+    assert "await sleep(0)" in report.counterexample.table
+
+
+def test_the_asyncio_lock_fix_is_proven() -> None:
+    report = explore([deposit_locked, deposit_locked], setup=Account, invariant=twenty)
+    assert report.ok, report
+    assert report.complete, report
+    assert report.executions > 1  # the contended lock was tried in both orders
+
+
+def test_hypothesis_finds_the_lost_update() -> None:
+    @SEARCH
+    @given(s=interleavings())
+    def prop(s: Any) -> None:
+        account = Account()
+        s.run([deposit, deposit], args=(account,))
+        assert account.balance == 20
+
+    with pytest.raises(AssertionError):
+        prop()
+
+
+async def consumer(account: Account) -> None:
+    await account.event.wait()
+    account.balance += await account.queue.get()
+
+
+async def producer(account: Account) -> None:
+    await asyncio.sleep(0.1)
+    account.queue.put_nowait(5)
+    account.event.set()
+
+
+def test_events_queues_and_timed_sleeps_work() -> None:
+    report = explore([consumer, producer], setup=Account, invariant=lambda a: a.balance == 5)
+    assert report.ok, report
+    assert report.executions >= 1
+
+
+async def gathered(account: Account) -> None:
+    await asyncio.gather(deposit(account), deposit(account))
+
+
+async def grouped(account: Account) -> None:
+    async with asyncio.TaskGroup() as group:
+        group.create_task(deposit_locked(account))
+        group.create_task(deposit_locked(account))
+
+
+async def created(account: Account) -> None:
+    first = asyncio.create_task(deposit(account))
+    second = asyncio.get_running_loop().create_task(deposit(account))
+    await first
+    await second
+
+
+@pytest.mark.parametrize("task", [gathered, created])
+def test_tasks_the_code_creates_are_tasks_of_the_run(task: Any) -> None:
+    report = explore([task], setup=Account, invariant=twenty)
+    assert not report.ok, report
+    assert report.counterexample is not None
+    assert "T2" in report.counterexample.table
+
+
+def test_a_task_group_with_the_lock_is_proven() -> None:
+    report = explore([grouped], setup=Account, invariant=twenty)
+    assert report.ok, report
+    assert report.complete, report
+
+
+async def times_out(account: Account) -> None:
+    start = asyncio.get_running_loop().time()
+    try:
+        await asyncio.wait_for(account.event.wait(), 30)
+    except asyncio.TimeoutError:
+        account.log.append("wait_for")
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.sleep(3600)
+    except TimeoutError:
+        account.log.append("timeout")
+    account.balance = int(asyncio.get_running_loop().time() - start)
+
+
+@pytest.mark.timeout(30)
+def test_timeouts_and_sleeps_run_on_the_virtual_clock() -> None:
+    account = Account()
+    s = replay("")
+    assert s is not None
+    s.run([times_out], args=(account,))
+    assert account.log == ["wait_for", "timeout"]
+    assert account.balance == 90
+
+
+async def waits_forever(account: Account) -> None:
+    await account.event.wait()
+
+
+def test_a_wait_no_task_can_end_is_a_deadlock() -> None:
+    report = explore([waits_forever, waits_forever], setup=Account)
+    assert report.counterexample is not None
+    error = report.counterexample.error
+    assert isinstance(error, Deadlock)
+    assert "Event.wait()" in str(error)
+
+
+def test_a_plain_function_returning_a_coroutine_is_rejected() -> None:
+    report = explore([lambda account: deposit(account)], setup=Account)
+    assert report.counterexample is not None
+    error = report.counterexample.error
+    assert isinstance(error, TypeError)
+    assert "returned <coroutine object deposit" in str(error)
+    assert "async def" in str(error)
+
+
+def test_a_run_inside_a_running_loop_leaves_that_loop_running() -> None:
+    async def outer() -> None:
+        mine = asyncio.get_running_loop()
+        report = explore([deposit_locked, deposit_locked], setup=Account, invariant=twenty)
+        assert report.ok, report
+        assert asyncio.get_running_loop() is mine
+        await asyncio.sleep(0)
+
+    asyncio.run(outer())
