@@ -259,7 +259,16 @@ def install_factories() -> None:
     if not _installed:
         threading.Lock = Lock  # type: ignore[assignment]
         threading.RLock = RLock  # type: ignore[assignment]
+        threading.Thread.__hash__ = _thread_hash  # type: ignore[method-assign,assignment]
         _installed = True
+
+
+def _thread_hash(self: threading.Thread) -> int:
+    # A thread made by a task hashes by the order the run made it in, not by its address:
+    # code that keeps threads in a set (ThreadPoolExecutor joins them in set order) must do
+    # the same in every execution, or the search could not repeat it.
+    stamp = self.__dict__.get("_taskkit_order")
+    return object.__hash__(self) if stamp is None else int(stamp)
 
 
 class _Waiter:
@@ -420,6 +429,12 @@ def begin(run: Any) -> None:
         (random, "_urandom", _urandom),
         (os, "urandom", _urandom),
         (asyncio.BaseEventLoop, "run_forever", _run_forever),
+        (threading.Thread, "__init__", _init_thread),
+        (threading.Thread, "start", _start),
+        (threading.Thread, "join", _join),
+        (threading.Thread, "is_alive", _is_alive),
+        # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
+        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
         *_aliases(),
     ]
     for owner, name, value in patches:
@@ -483,3 +498,55 @@ def _run_forever(self: asyncio.BaseEventLoop) -> None:
             "whose callbacks run in an order the search does not vary"
         )
     _real_run_forever(self)
+
+
+# -- threads started by tasks: each becomes a task of the run (see Run.spawn) ----------------
+
+start_thread = threading.Thread.start
+_real_join = threading.Thread.join
+_real_thread_init = threading.Thread.__init__
+_real_is_alive = threading.Thread.is_alive
+
+
+def _spawned(h: Any, thread: threading.Thread) -> Any:
+    """The task ``thread`` runs as, if a task of the run asks and the run started it."""
+    if _controlled(h):
+        return h.spawned.get(thread)
+    return None
+
+
+def _init_thread(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
+    _real_thread_init(self, *args, **kwargs)
+    h: Any = _control.hook
+    if _controlled(h):
+        h.thread_order += 1
+        self.__dict__["_taskkit_order"] = h.thread_order
+
+
+def _start(self: threading.Thread) -> None:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.spawn(self)
+    else:
+        start_thread(self)
+
+
+def _join(self: threading.Thread, timeout: float | None = None) -> None:
+    h: Any = _control.hook
+    task = _spawned(h, self)
+    if task is not None:
+
+        def ended() -> bool:
+            return bool(task.state == 2)  # TaskState.DONE
+
+        if not h.wait_until(ended, f"join() of {self.name}", self, timeout):
+            return
+    _real_join(self, timeout)
+
+
+def _is_alive(self: threading.Thread) -> bool:
+    h: Any = _control.hook
+    task = _spawned(h, self)
+    if task is not None:
+        return bool(task.state != 2)  # TaskState.DONE: the thread may still be exiting
+    return _real_is_alive(self)

@@ -400,6 +400,10 @@ class Run:
         # async def tasks run as asyncio tasks on the controlled loop (see _asyncio)
         self.loop: ControlledLoop = _asyncio.loop()
         self.creating = False  # the run itself is creating a task's asyncio.Task
+        # threads the tasks start become tasks too (Thread.start, patched)
+        self.spawned: dict[threading.Thread, Task] = {}
+        self.passthrough = False  # a task runs threading's own start(): not controlled
+        self.thread_order = 0  # threads made by tasks so far (see _patches._thread_hash)
         # What the report must say: facts about every execution (``notes``), and things the
         # run could neither see nor repeat, each of which makes a search incomplete.
         self.notes: dict[str, None] = {}
@@ -408,6 +412,8 @@ class Run:
     # -- the hook protocol (taskkit._control.Hook) ---------------------------------------
 
     def controls_caller(self) -> bool:
+        if self.passthrough:
+            return False
         ident = _get_ident()
         if ident in self.by_ident:
             return True
@@ -587,8 +593,13 @@ class Run:
         enabled = [t for t in self.tasks if self._enabled(t)]
         while not enabled:
             blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
+            if not blocked:
+                return None
             if not any(t.top for t in blocked):
-                return None  # what is left are tasks the code created and never awaited
+                # What is left are tasks and threads the code started and left waiting (a
+                # pool's idle workers): the run is over, and they unwind as in a failure.
+                self.aborting = True
+                return self._next_to_unwind()
             timed = [t for t in blocked if t.deadline is not None]
             timer = self.loop.next_timer()
             first = min(timed, key=lambda t: (t.deadline, t.index)) if timed else None
@@ -722,7 +733,7 @@ class Run:
     def _prime(self) -> None:
         self.priming = True
         try:
-            for task in self.tasks:
+            for task in list(self.tasks):  # threads they start on the way join later
                 if task.is_coro:
                     continue
                 task.thread = threading.Thread(
@@ -789,11 +800,14 @@ class Run:
 
     def _thread_main(self, task: Task) -> None:
         self.by_ident[_get_ident()] = task
+        self._run_thread_task(task, self.args)
+
+    def _run_thread_task(self, task: Task, args: tuple[object, ...]) -> None:
         tracer = _Tracer(self, task)
         sys.settrace(tracer.global_trace)
         sys.setprofile(tracer.profile)
         try:
-            result = task.fn(*self.args)
+            result = task.fn(*args)
             if inspect.isawaitable(result):
                 _reject_awaitable(task, result)
         except _Abort:
@@ -812,6 +826,39 @@ class Run:
             self.main_baton.release()
             return
         self._dispatch(self._decide(task))
+
+    # -- threads the tasks start ------------------------------------------------------------
+
+    def spawn(self, thread: threading.Thread) -> None:
+        """Start ``thread`` as a task of this run: ``Thread.start()`` called by a task.
+
+        The thread starts for real (so ``threading`` knows it), but parks before its
+        ``run()``, as a task whose first step the strategy schedules like any other.
+        """
+        task = Task(len(self.tasks), thread.run)
+        task.top, task.thread, task.footprint = False, thread, None
+        self.tasks.append(task)
+        self.spawned[thread] = task
+        parked = _thread.allocate_lock()
+        parked.acquire()
+
+        def run() -> None:
+            self.by_ident[_get_ident()] = task
+            parked.release()
+            task.baton.acquire()  # until the strategy first picks this task
+            if self.aborting:
+                task.state = TaskState.DONE
+                self._dispatch(self._decide(task))
+                return
+            self._run_thread_task(task, ())
+
+        thread.run = run  # type: ignore[method-assign]
+        self.passthrough = True
+        try:
+            _patches.start_thread(thread)
+            parked.acquire()
+        finally:
+            self.passthrough = False
 
     def _step_coroutines(self, task: Task | None) -> None:
         """Main thread: run coroutine tasks until a thread task or the end is chosen."""
