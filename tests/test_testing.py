@@ -258,7 +258,7 @@ def test_waiting_for_an_item_that_never_comes_is_a_deadlock() -> None:
     error = report.counterexample.error
     assert isinstance(error, Deadlock)
     assert list(error.waiting) == ["T1"]
-    assert "notify() on <Condition" in error.waiting["T1"]
+    assert "notify() on q.not_empty <Condition" in error.waiting["T1"]
 
 
 def test_event_and_semaphore_block_under_the_scheduler() -> None:

@@ -41,7 +41,8 @@ The rules:
 2. Never block for real while ``controlled()``: state the condition instead, with
    ``wait_until(ready, what, obj, timeout)``.  ``ready()`` must be cheap and free of side
    effects; the scheduler may call it from any thread, at any time, to decide which tasks can
-   run.  ``what`` names the wait in ``Deadlock`` reports ("queue.get() on <Queue 0 items>").
+   run.  ``what`` names the wait in ``Deadlock`` reports ("queue.get() on <Queue 0 items>"): a
+   string, or an object whose ``str()`` describes the primitive as it is when reported.
    ``wait_until`` is itself a switch point; it returns ``True`` once ``ready()`` holds and the
    caller is running again (so the operation that follows sees the state ``ready()`` saw), or
    ``False`` when ``timeout`` elapsed.  Time in a controlled run is virtual: a timed wait
@@ -86,7 +87,7 @@ class Hook(Protocol):
         """Like ``switch``, before an operation that only reads ``obj``'s state."""
 
     def wait_until(
-        self, ready: Callable[[], object], what: str, obj: object, timeout: float | None
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
     ) -> bool:
         """Block the calling task until ``ready()`` holds; False if ``timeout`` expired."""
 
@@ -94,7 +95,7 @@ class Hook(Protocol):
         """The awaitable twin of ``switch`` for coroutine tasks."""
 
     def await_until(
-        self, ready: Callable[[], object], what: str, obj: object, timeout: float | None
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
     ) -> Awaitable[bool]:
         """The awaitable twin of ``wait_until`` for coroutine tasks."""
 
@@ -129,7 +130,7 @@ def observe(op: str, obj: object = None) -> None:
 
 
 def wait_until(
-    ready: Callable[[], object], what: str, obj: object = None, timeout: float | None = None
+    ready: Callable[[], object], what: object, obj: object = None, timeout: float | None = None
 ) -> bool:
     """Block the calling task until ``ready()`` holds, as the scheduler sees it; see rule 2.
 
@@ -151,7 +152,7 @@ def aswitch(op: str, obj: object = None) -> Awaitable[None]:
 
 
 def await_until(
-    ready: Callable[[], object], what: str, obj: object = None, timeout: float | None = None
+    ready: Callable[[], object], what: object, obj: object = None, timeout: float | None = None
 ) -> Awaitable[bool]:
     """Return an awaitable that suspends a coroutine task until ``ready()``; see rule 4."""
     h = hook

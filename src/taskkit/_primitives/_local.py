@@ -181,6 +181,18 @@ def _forever(what: str) -> Deadlock:
     )
 
 
+class _Waiting:
+    """Names a wait for ``Deadlock`` reports; the primitive is described as it is then."""
+
+    __slots__ = ("obj", "text")
+
+    def __init__(self, text: str, obj: object) -> None:
+        self.text, self.obj = text, obj
+
+    def __str__(self) -> str:
+        return f"{self.text} {self.obj!r}"
+
+
 def _check_controlled() -> Any:
     """The controlled run if the caller is one of its tasks, else None (one global read)."""
     h = _control.hook
@@ -331,7 +343,7 @@ class Queue(_InProcess, Generic[T]):
         timeout: float | None,
         error: type[Exception],
     ) -> None:
-        if not h.wait_until(ready, f"{op}() on {self!r}", self, timeout):
+        if not h.wait_until(ready, _Waiting(f"{op}() on", self), self, timeout):
             raise error
 
     def put_nowait(self, item: T) -> None:
@@ -373,7 +385,9 @@ class Queue(_InProcess, Generic[T]):
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_room, f"aput() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_room, _Waiting("aput() on", self), self, timeout
+            ):
                 raise queue.Full
             with self._mutex:
                 if not self._try_put(item):
@@ -393,7 +407,9 @@ class Queue(_InProcess, Generic[T]):
     async def aget(self, timeout: float | None = None) -> T:
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_item, f"aget() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_item, _Waiting("aget() on", self), self, timeout
+            ):
                 raise queue.Empty
             return self._take_now()
         deadline = check_timeout(timeout)
@@ -556,7 +572,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
         while True:
-            if not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout):
+            if not h.wait_until(self._free, _Waiting("acquire() of", self), self, timeout):
                 return False
             if _sem_acquire(self, False):
                 return True  # else a thread outside the run took it first: wait again
@@ -592,7 +608,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, f"aacquire() of {self!r}", self, timeout
+                    self._free, _Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 if _sem_acquire(self, False):
@@ -743,7 +759,7 @@ class Event(_InProcess):
         """Wait up to ``timeout`` seconds for the flag; True if it is set."""
         h = _check_controlled()
         if h is not None:
-            return bool(h.wait_until(self._is_set, f"wait() on {self!r}", self, timeout))
+            return bool(h.wait_until(self._is_set, _Waiting("wait() on", self), self, timeout))
         if self._flag:
             return True
         deadline = check_timeout(timeout)
@@ -764,7 +780,9 @@ class Event(_InProcess):
         """The awaitable twin of ``wait``."""
         if _control.controlled():
             return bool(
-                await _control.await_until(self._is_set, f"await_() on {self!r}", self, timeout)
+                await _control.await_until(
+                    self._is_set, _Waiting("await_() on", self), self, timeout
+                )
             )
         if self._flag:
             return True
@@ -829,7 +847,7 @@ class Semaphore(_InProcess, AcquireContext):
         h = _check_controlled()
         if h is not None:
             while True:
-                if not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout):
+                if not h.wait_until(self._free, _Waiting("acquire() of", self), self, timeout):
                     return False
                 with self._mutex:
                     if self._try():
@@ -870,7 +888,7 @@ class Semaphore(_InProcess, AcquireContext):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, f"aacquire() of {self!r}", self, timeout
+                    self._free, _Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 with self._mutex:
@@ -970,7 +988,7 @@ class Value(_InProcess, Generic[T]):
         if h is not None:
             # One task runs at a time, but fn may contain switch points: keep other
             # updates out until it returns.
-            h.wait_until(self._idle, f"update() of {self!r}", self, None)
+            h.wait_until(self._idle, _Waiting("update() of", self), self, None)
             self._busy = True
             try:
                 with self._mutex:

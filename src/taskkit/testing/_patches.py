@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _control
-from ._tracing import TRACED, classify
+from ._tracing import TRACED, classify, classify_frame
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
@@ -54,7 +54,7 @@ def _announced() -> bool:
     preempted, so taking them free of contention needs no switch point of its own: the call
     into that method was one.  Blocking on them is still seen by the scheduler.
     """
-    return classify(sys._getframe(2).f_code.co_filename) == TRACED
+    return classify_frame(sys._getframe(2)) == TRACED
 
 
 def _acquire_controlled(
@@ -299,7 +299,7 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
     saved = self._release_save()  # type: ignore[attr-defined]
     got = False
     try:
-        got = bool(h.wait_until(waiter.is_released, f"notify() on {self!r}", self, timeout))
+        got = bool(h.wait_until(waiter.is_released, _Notify(self), self, timeout))
         return got
     finally:
         self._acquire_restore(saved)  # type: ignore[attr-defined]
@@ -308,6 +308,18 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
                 self._waiters.remove(waiter)  # type: ignore[attr-defined]
             except ValueError:
                 pass
+
+
+class _Notify:
+    """Names a condition wait for reports, describing the condition as it is then."""
+
+    __slots__ = ("condition",)
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self.condition = condition
+
+    def __str__(self) -> str:
+        return f"notify() on {self.condition!r}"
 
 
 def _condition_wait_for(

@@ -63,25 +63,29 @@ def _source(filename: str, line: int) -> str:
 
 
 def format_table(run: Run, *, limit: int = 40) -> str:
-    """Return the interleaving of ``run`` as a table, one row per step (long runs collapsed)."""
+    """Return the interleaving of ``run`` as a table, one row per step.
+
+    A run longer than ``limit`` steps shows one row per stretch of one task.  A stretch that
+    ended because another task preempted it names the access it was preempted before.
+    """
     steps = run.steps
     rows: list[tuple[str, str, str, str, str]] = []
     segments = _segments(steps) if len(steps) > limit else [[s] for s in steps]
-    for seg in segments:
+    for n, seg in enumerate(segments):
         first, last = seg[0], seg[-1]
-        task = f"T{first.task}"
         mark = "preempt" if first.preempted else ""
-        if first.where is None:
-            where, source = "", ""
+        where, source = _place(first.where, last.where)
+        if len(seg) == 1:
+            op = first.op
         else:
-            filename, line, func = first.where
-            where = f"{os.path.basename(filename)}:{line}"
-            if last.where is not None and last.where[1] != line and last.where[0] == filename:
-                where += f"-{last.where[1]}"
-            where += f" {func}"
-            source = _source(filename, line)
-        op = first.op if len(seg) == 1 else f"{first.op} ... ({len(seg)} steps)"
-        rows.append((str(first.index), task, mark, where, op + ("   " + source if source else "")))
+            op = f"{first.op} ... {last.op} ({len(seg)} steps)"
+            following = segments[n + 1] if n + 1 < len(segments) else None
+            if following is not None and following[0].preempted:
+                pending = _next_of(steps, last)
+                if pending is not None:
+                    op = f"{op}; preempted before {pending.op}"
+                    _, source = _place(pending.where, None)
+        rows.append((str(first.index), f"T{first.task}", mark, where, _cell(op, source)))
     if run.failure is not None:
         who = f"T{run.failed_task.index} " if run.failed_task is not None else ""
         rows.append(("", "", "", "", f"{who}failed: {type(run.failure).__name__}"))
@@ -91,6 +95,31 @@ def format_table(run: Run, *, limit: int = 40) -> str:
         cells = [r[i].ljust(widths[i]) for i in range(4)]
         lines.append("  " + "  ".join(cells) + "  " + r[4])
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(op: str, source: str) -> str:
+    return op + ("   " + source if source else "")
+
+
+def _place(
+    where: tuple[str, int, str] | None, until: tuple[str, int, str] | None
+) -> tuple[str, str]:
+    """``file.py:12-14 func`` and the source of the first line, for a step or a stretch."""
+    if where is None:
+        return "", ""
+    filename, line, func = where
+    place = f"{os.path.basename(filename)}:{line}"
+    if until is not None and until[1] != line and until[0] == filename:
+        place += f"-{until[1]}"
+    return f"{place} {func}", _source(filename, line)
+
+
+def _next_of(steps: Sequence[Step], step: Step) -> Step | None:
+    """The next step of ``step``'s task: what it was about to do when it was preempted."""
+    for later in steps[step.index + 1 :]:
+        if later.task == step.task:
+            return later
+    return None
 
 
 def _segments(steps: Sequence[Step]) -> list[list[Step]]:

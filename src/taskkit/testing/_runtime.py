@@ -26,9 +26,11 @@ import asyncio
 import functools
 import gc
 import inspect
+import re
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -63,7 +65,7 @@ from ._tracing import (
     c_call_footprint,
     call_sites,
     call_type_footprint,
-    classify,
+    classify_frame,
     describe_callable,
     note_rebound,
     rebound,
@@ -133,6 +135,7 @@ class Task:
         "timed_out",
         "top",
         "wait",
+        "waiting_on",
         "what",
         "where",
     )
@@ -148,6 +151,7 @@ class Task:
         self.aio = aio  # the asyncio.Task of a coroutine task, once started
         self.wait: _Pending | None = None  # what a coroutine task awaits through await_until
         self.label: str | None = None  # the op of a coroutine task's next step, if it said
+        self.waiting_on: object = None  # the primitive a blocked thread task waits for
         self.coro: Coroutine[Any, Any, Any] | None = None
         self.thread: threading.Thread | None = None
         self.baton = _thread.allocate_lock()
@@ -246,7 +250,7 @@ class _Tracer:
         code = frame.f_code
         local = self.locals.get(code)
         if local is None:
-            if classify(code.co_filename) != TRACED:
+            if classify_frame(frame) != TRACED:
                 return None
             local = self._local_for(visible_ops(code))
             self.locals[code] = local
@@ -326,7 +330,7 @@ class _Tracer:
 
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "c_call":
-            if classify(frame.f_code.co_filename) != TRACED:
+            if classify_frame(frame) != TRACED:
                 return
             if arg in _patches.VIRTUAL:
                 # the time module's own sleep or clock, reached through a name the run did not
@@ -343,10 +347,10 @@ class _Tracer:
             )
         elif event == "call":
             code = frame.f_code
-            if classify(code.co_filename) != UNTRACED:
+            if classify_frame(frame) != UNTRACED:
                 return  # traced code has its own switch points; taskkit reports its own
             back = frame.f_back
-            if back is None or classify(back.f_code.co_filename) != TRACED:
+            if back is None or classify_frame(back) != TRACED:
                 return
             if back.f_lasti not in call_sites(back.f_code):
                 return  # not an explicit call: a property, a finalizer, a weakref callback
@@ -404,6 +408,7 @@ class Run:
         self.spawned: dict[threading.Thread, Task] = {}
         self.passthrough = False  # a task runs threading's own start(): not controlled
         self.thread_order = 0  # threads made by tasks so far (see _patches._thread_hash)
+        self.names: dict[int, str] = {}  # id(primitive) -> the expression code reached it by
         # What the report must say: facts about every execution (``notes``), and things the
         # run could neither see nor repeat, each of which makes a search incomplete.
         self.notes: dict[str, None] = {}
@@ -457,8 +462,9 @@ class Run:
             )
         where, fp = self._site(obj)
         if timeout is not None and timeout <= 0:
-            self.switch_point(task, f"poll {what}", where, fp)
+            self.switch_point(task, f"poll {self.describe(what, obj)}", where, fp)
             return bool(ready())
+        task.waiting_on = obj
         return self.block(task, ready, what, timeout, where, fp)
 
     def aswitch(self, op: str, obj: object) -> _Yield:
@@ -488,22 +494,41 @@ class Run:
         whatever runs after the operation is covered by switch points of its own.  A call
         from untraced code (``Event.wait`` in the standard library) may touch anything.
         """
-        where, precise = self.site()
+        frame, precise = self._traced_frame()
+        where = _where(frame) if frame is not None else None
+        if obj is not None and frame is not None and id(obj) not in self.names:
+            name = _name_in(frame, obj)
+            if name is not None:
+                self.names[id(obj)] = name
         if precise and obj is not None:
             return where, (("o", id(obj)), write)
         return where, ANY_WRITE
 
     def site(self) -> tuple[Where | None, bool]:
         """Return the innermost traced source line, and whether it called taskkit directly."""
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None and classify(frame.f_code.co_filename) == SELF:
+        frame, precise = self._traced_frame()
+        return (_where(frame) if frame is not None else None), precise
+
+    def _traced_frame(self) -> tuple[FrameType | None, bool]:
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None and classify_frame(frame) == SELF:
             frame = frame.f_back
         if frame is None:
             return None, False
-        precise = classify(frame.f_code.co_filename) == TRACED
-        while frame is not None and classify(frame.f_code.co_filename) != TRACED:
+        precise = classify_frame(frame) == TRACED
+        while frame is not None and classify_frame(frame) != TRACED:
             frame = frame.f_back
-        return (_where(frame) if frame is not None else None), precise
+        return frame, precise
+
+    def describe(self, what: object, obj: object) -> str:
+        """Describe a wait for a report: the primitive by the name the code reached it by
+        (``account.lock``), as it is now, with no addresses."""
+        text = str(what)
+        name = self.names.get(id(obj)) if obj is not None else None
+        if name is not None:
+            shown = repr(obj)
+            text = text.replace(shown, f"{name} {shown}") if shown in text else f"{text} ({name})"
+        return _ADDRESS.sub("", text)
 
     def switch_point(self, task: Task, op: str, where: Where | None, fp: FootprintT) -> None:
         """Called by thread ``task`` (holding the baton) before its next visible operation."""
@@ -546,7 +571,8 @@ class Run:
         task.state = TaskState.BLOCKED
         task.ready, task.what = ready, what
         task.deadline = None if timeout is None else self.clock + timeout
-        task.op, task.where, task.footprint = f"wait: {what}", where, fp
+        task.op = f"wait: {self.describe(what, task.waiting_on)}"
+        task.where, task.footprint = where, fp
         if self.priming:
             self._park_primed(task)
         else:
@@ -666,7 +692,7 @@ class Run:
         for task in self.tasks:
             if task.state == TaskState.BLOCKED:
                 at = f" at {_short(task.where)}" if task.where else ""
-                waiting[task.name] = f"{task.what}{at}"
+                waiting[task.name] = f"{self.describe(task.what, task.waiting_on)}{at}"
         lines = [f"  {name} waits for {what}" for name, what in waiting.items()]
         done = [t.name for t in self.tasks if t.state == TaskState.DONE]
         if done:
@@ -945,6 +971,31 @@ class Run:
             self.loop.reset(self.now, self._adopt)
 
 
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def _name_in(frame: FrameType, obj: object) -> str | None:
+    """The expression ``frame``'s code reaches ``obj`` by: ``lock``, ``self.lock``, ``s['q']``."""
+    scopes = (frame.f_locals, frame.f_globals)
+    for scope in scopes:
+        for name, value in scope.items():
+            if value is obj:
+                return name
+    for scope in scopes:
+        for name, value in list(scope.items()):
+            if isinstance(value, dict):
+                for key, item in list(value.items())[:64]:
+                    if item is obj:
+                        return f"{name}[{key!r}]"
+            elif not isinstance(value, (type, types.ModuleType, types.FunctionType)):
+                attributes = getattr(value, "__dict__", None)
+                if isinstance(attributes, dict):
+                    for attr, item in attributes.items():
+                        if item is obj:
+                            return f"{name}.{attr}"
+    return None
+
+
 def _reject_awaitable(task: Task, result: object) -> None:
     close = getattr(result, "close", None)
     if inspect.iscoroutine(result) and close is not None:
@@ -961,7 +1012,7 @@ def _coro_where(coro: Any) -> Where | None:
     found: Where | None = None
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None and classify(frame.f_code.co_filename) == TRACED:
+        if frame is not None and classify_frame(frame) == TRACED:
             found = _where(frame)
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return found

@@ -36,6 +36,7 @@ __all__ = [
     "Footprint",
     "always_trace",
     "classify",
+    "classify_frame",
     "conflicts",
     "visible_ops",
 ]
@@ -104,6 +105,24 @@ def classify(filename: str) -> int:
         else:
             kind = TRACED
     _classes[filename] = kind
+    return kind
+
+
+def classify_frame(frame: types.FrameType) -> int:
+    """``classify`` for the code a frame runs, placing code made by ``exec`` by its module.
+
+    A dataclass's ``__init__`` or a namedtuple's ``__new__`` comes from ``"<string>"``: it
+    belongs to the module whose globals it runs in (traced for the code under test, taskkit's
+    own for taskkit's), and a namedtuple's, which only builds a tuple, is never a switch point.
+    """
+    filename = frame.f_code.co_filename
+    kind = classify(filename)
+    if kind == TRACED and filename == "<string>":
+        module_file = frame.f_globals.get("__file__")
+        if isinstance(module_file, str):
+            return classify(module_file)
+        if str(frame.f_globals.get("__name__", "")).startswith("namedtuple_"):
+            return SELF
     return kind
 
 
