@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any
 
 import pytest
@@ -167,3 +168,23 @@ def test_a_run_inside_a_running_loop_leaves_that_loop_running() -> None:
         await asyncio.sleep(0)
 
     asyncio.run(outer())
+
+
+class Handoff:
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self.got = 0
+
+
+def settle(handoff: Handoff) -> None:
+    handoff.future.set_result(7)
+
+
+async def receive(handoff: Handoff) -> None:
+    handoff.got = await asyncio.wrap_future(handoff.future)
+
+
+def test_an_async_task_wakes_for_a_future_a_thread_task_settles() -> None:
+    report = explore([settle, receive], setup=Handoff, invariant=lambda h: h.got == 7)
+    assert report.ok, report
+    assert report.complete, report

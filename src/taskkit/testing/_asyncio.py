@@ -43,6 +43,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self.clock: Callable[[], float] = lambda: 0.0
         self.on_new_task: Callable[[asyncio.Task[Any]], None] | None = None
         self.errors: list[dict[str, Any]] = []
+        self.plain_ready = False  # a handle that belongs to no task may be ready
 
     # -- what asyncio asks of a loop -----------------------------------------------------
 
@@ -56,6 +57,12 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if self.on_new_task is not None:
             self.on_new_task(task)
         return task
+
+    def _call_soon(self, callback: Any, args: Any, context: Any) -> asyncio.Handle:
+        handle: asyncio.Handle = super()._call_soon(callback, args, context)  # type: ignore[misc]
+        if handle_owner(handle) is None:
+            self.plain_ready = True
+        return handle
 
     def call_soon_threadsafe(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: Any = None
@@ -100,6 +107,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._scheduled.clear()  # type: ignore[attr-defined]
         self.clock = clock
         self.errors.clear()
+        self.plain_ready = False
         self.on_new_task = on_new_task
         self.set_debug(False)
 
@@ -122,10 +130,13 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     def housekeep(self) -> None:
         """Run every ready handle that belongs to no task, in order (they may add more)."""
+        if not self.plain_ready:
+            return
         ready = self._ready  # type: ignore[attr-defined]
         while True:
             plain = [h for h in ready if h._cancelled or handle_owner(h) is None]
             if not plain:
+                self.plain_ready = False
                 return
             for handle in plain:
                 ready.remove(handle)
@@ -148,6 +159,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             timer._scheduled = False
             if not timer._cancelled:
                 self._ready.append(timer)  # type: ignore[attr-defined]
+                self.plain_ready = True
         self.housekeep()
 
     def _run(self, handle: asyncio.Handle) -> None:

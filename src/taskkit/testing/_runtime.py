@@ -616,6 +616,8 @@ class Run:
         self.ticks += 1
         if self.aborting:
             return self._next_to_unwind()
+        # callbacks a thread task left for the loop (a future it settled for an async task)
+        self.loop.housekeep()
         enabled = [t for t in self.tasks if self._enabled(t)]
         while not enabled:
             blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
