@@ -74,6 +74,20 @@ def test_check_then_get_on_a_taskkit_queue_deadlocks(ex: Any, task: Any) -> None
         s.run([task, task], args=(one_item(ex.queue)(),))
 
 
+@pytest.mark.timeout(60)
+def test_snapshot_reads_of_process_primitives_are_switch_points() -> None:
+    with taskkit.open_executor("process", max_workers=1) as pex:
+        report = explore([take_if_sized, take_if_sized], setup=one_item(pex.queue))
+        assert report.counterexample is not None
+        assert isinstance(report.counterexample.error, Deadlock)
+        gates = explore(
+            [claim_if_unset, claim_if_unset],
+            setup=lambda: Gate(pex),
+            invariant=lambda g: g.claims == 1,
+        )
+        assert not gates.ok, gates
+
+
 def test_check_then_get_on_a_stdlib_queue_deadlocks() -> None:
     report = explore([take_if_sized, take_if_sized], setup=one_item(queue.Queue))
     assert not report.ok

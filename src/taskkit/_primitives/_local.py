@@ -58,6 +58,7 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
+    Waiting,
     await_waiter,
     check_timeout,
     remaining,
@@ -179,18 +180,6 @@ def _forever(what: str) -> Deadlock:
         "thread backend",
         {"caller": what},
     )
-
-
-class _Waiting:
-    """Names a wait for ``Deadlock`` reports; the primitive is described as it is then."""
-
-    __slots__ = ("obj", "text")
-
-    def __init__(self, text: str, obj: object) -> None:
-        self.text, self.obj = text, obj
-
-    def __str__(self) -> str:
-        return f"{self.text} {self.obj!r}"
 
 
 def _check_controlled() -> Any:
@@ -343,7 +332,7 @@ class Queue(_InProcess, Generic[T]):
         timeout: float | None,
         error: type[Exception],
     ) -> None:
-        if not h.wait_until(ready, _Waiting(f"{op}() on", self), self, timeout):
+        if not h.wait_until(ready, Waiting(f"{op}() on", self), self, timeout):
             raise error
 
     def put_nowait(self, item: T) -> None:
@@ -386,7 +375,7 @@ class Queue(_InProcess, Generic[T]):
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""
         if _control.controlled():
             if not await _control.await_until(
-                self._has_room, _Waiting("aput() on", self), self, timeout
+                self._has_room, Waiting("aput() on", self), self, timeout
             ):
                 raise queue.Full
             with self._mutex:
@@ -408,7 +397,7 @@ class Queue(_InProcess, Generic[T]):
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
         if _control.controlled():
             if not await _control.await_until(
-                self._has_item, _Waiting("aget() on", self), self, timeout
+                self._has_item, Waiting("aget() on", self), self, timeout
             ):
                 raise queue.Empty
             return self._take_now()
@@ -572,7 +561,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
         while True:
-            if not h.wait_until(self._free, _Waiting("acquire() of", self), self, timeout):
+            if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
                 return False
             if _sem_acquire(self, False):
                 return True  # else a thread outside the run took it first: wait again
@@ -608,7 +597,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, _Waiting("aacquire() of", self), self, timeout
+                    self._free, Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 if _sem_acquire(self, False):
@@ -759,7 +748,7 @@ class Event(_InProcess):
         """Wait up to ``timeout`` seconds for the flag; True if it is set."""
         h = _check_controlled()
         if h is not None:
-            return bool(h.wait_until(self._is_set, _Waiting("wait() on", self), self, timeout))
+            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
         if self._flag:
             return True
         deadline = check_timeout(timeout)
@@ -781,7 +770,7 @@ class Event(_InProcess):
         if _control.controlled():
             return bool(
                 await _control.await_until(
-                    self._is_set, _Waiting("await_() on", self), self, timeout
+                    self._is_set, Waiting("await_() on", self), self, timeout
                 )
             )
         if self._flag:
@@ -847,7 +836,7 @@ class Semaphore(_InProcess, AcquireContext):
         h = _check_controlled()
         if h is not None:
             while True:
-                if not h.wait_until(self._free, _Waiting("acquire() of", self), self, timeout):
+                if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
                     return False
                 with self._mutex:
                     if self._try():
@@ -888,7 +877,7 @@ class Semaphore(_InProcess, AcquireContext):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, _Waiting("aacquire() of", self), self, timeout
+                    self._free, Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 with self._mutex:
@@ -988,7 +977,7 @@ class Value(_InProcess, Generic[T]):
         if h is not None:
             # One task runs at a time, but fn may contain switch points: keep other
             # updates out until it returns.
-            h.wait_until(self._idle, _Waiting("update() of", self), self, None)
+            h.wait_until(self._idle, Waiting("update() of", self), self, None)
             self._busy = True
             try:
                 with self._mutex:
