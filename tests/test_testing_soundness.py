@@ -195,14 +195,55 @@ async def _append(items: list[int]) -> None:
 
 
 def own_event_loop(items: list[int]) -> None:
-    asyncio.run(_append(items))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_append(items))
+    finally:
+        loop.close()
 
 
-def test_a_task_running_its_own_event_loop_makes_the_report_incomplete() -> None:
+def test_a_task_running_an_event_loop_of_its_own_makes_the_report_incomplete() -> None:
     report = explore([own_event_loop, own_event_loop], setup=list)
     assert report.ok, report
     assert not report.complete
     assert any("event loop of its own" in note for note in report.notes), report.notes
+
+
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+        self.lock = asyncio.Lock()
+
+
+async def deposit(account: Account) -> None:
+    seen = account.balance
+    await asyncio.sleep(0)
+    account.balance = seen + 10
+
+
+async def deposit_locked(account: Account) -> None:
+    async with account.lock:
+        await deposit(account)
+
+
+def run_deposit(account: Account) -> None:
+    asyncio.run(deposit(account))
+
+
+def run_deposit_locked(account: Account) -> None:
+    asyncio.run(deposit_locked(account))
+
+
+def test_asyncio_run_in_a_plain_task_runs_under_control() -> None:
+    racy = explore([run_deposit, run_deposit], setup=Account, invariant=lambda a: a.balance == 20)
+    assert not racy.ok, racy
+    fixed = explore(
+        [run_deposit_locked, run_deposit_locked],
+        setup=Account,
+        invariant=lambda a: a.balance == 20,
+    )
+    assert fixed.ok, fixed
+    assert fixed.complete, fixed
 
 
 def draws(items: list[float]) -> None:

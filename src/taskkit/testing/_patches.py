@@ -441,6 +441,7 @@ def begin(run: Any) -> None:
         (random, "_urandom", _urandom),
         (os, "urandom", _urandom),
         (asyncio.BaseEventLoop, "run_forever", _run_forever),
+        (asyncio, "run", _asyncio_run),
         (threading.Thread, "__init__", _init_thread),
         (threading.Thread, "start", _start),
         (threading.Thread, "join", _join),
@@ -483,6 +484,7 @@ _seeds = [0]
 _real_seed = random.Random.seed
 _real_urandom = os.urandom
 _real_run_forever = asyncio.BaseEventLoop.run_forever
+_real_asyncio_run = asyncio.run
 
 
 def _seed(self: random.Random, a: Any = None, version: int = 2) -> None:
@@ -502,12 +504,21 @@ def _urandom(size: int) -> bytes:
     return _real_urandom(size)
 
 
+def _asyncio_run(main: Any, *, debug: bool | None = None) -> Any:
+    h: Any = _control.hook
+    task = h.caller() if _controlled(h) else None
+    if task is None or task.is_coro:
+        return _real_asyncio_run(main, debug=debug)
+    # a plain task runs a coroutine: it becomes an asyncio task of the run's own loop
+    return h.run_coroutine(main)
+
+
 def _run_forever(self: asyncio.BaseEventLoop) -> None:
     h: Any = _control.hook
     if _controlled(h):
         h.uncontrolled(
-            "ran an asyncio event loop of its own (asyncio.run(), loop.run_until_complete()), "
-            "whose callbacks run in an order the search does not vary"
+            "ran an event loop of its own (loop.run_until_complete(), run_forever()), whose "
+            "callbacks run in an order the search does not vary"
         )
     _real_run_forever(self)
 

@@ -855,6 +855,18 @@ class Run:
             return
         self._dispatch(self._decide(task))
 
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """``asyncio.run(coro)`` in a plain task: run ``coro`` as an asyncio task of the run.
+
+        The calling task waits for it as for any other task, so what the coroutine does
+        between its awaits is interleaved with every task, as the search requires.
+        """
+        if not inspect.iscoroutine(coro):
+            raise ValueError(f"a coroutine was expected, got {coro!r}")
+        aio = self.loop.create_task(coro)
+        self.wait_until(aio.done, "asyncio.run()", aio, None)
+        return aio.result()
+
     # -- threads the tasks start ------------------------------------------------------------
 
     def spawn(self, thread: threading.Thread) -> None:
