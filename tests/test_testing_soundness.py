@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import random
+import subprocess
 import time
 from collections.abc import Callable
 from time import monotonic, sleep
@@ -305,6 +306,17 @@ def test_time_functions_imported_by_name_are_virtual() -> None:
     assert stamps[1] >= before + 3600  # the wall clock moved on by the virtual hour
     assert sleep is time.sleep  # rebound for the run only
     assert monotonic is time.monotonic
+
+
+def library_clock(stamps: list[float]) -> None:
+    start = subprocess._time()  # type: ignore[attr-defined]  # the standard library's alias
+    sleep(100)
+    stamps.append(subprocess._time() - start)  # type: ignore[attr-defined]
+
+
+def test_a_clock_a_library_imported_by_name_is_virtual_too() -> None:
+    report = explore([library_clock], setup=list, invariant=lambda s: abs(s[0] - 100) < 1e-6)
+    assert report.ok, report
 
 
 def measured(stamps: list[float], clock: Callable[[], float] = time.monotonic) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _control
-from ._tracing import TRACED, classify, classify_frame
+from ._tracing import TRACED, classify_frame
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
@@ -394,35 +394,35 @@ VIRTUAL[_real_sleep] = _sleep
 _monotonic = VIRTUAL[_real_monotonic]
 
 _saved: list[tuple[object, str, object]] = []
-_traced_modules: tuple[int, list[types.ModuleType]] = (-1, [])
-
-
-def _modules_under_test() -> list[types.ModuleType]:
-    """The imported modules whose code is traced (cached while no module is imported)."""
-    global _traced_modules
-    count, found = _traced_modules
-    if count != len(sys.modules):
-        found = []
-        for module in list(sys.modules.values()):
-            filename = getattr(module, "__file__", None)
-            if isinstance(filename, str) and classify(filename) == TRACED:
-                found.append(module)
-        _traced_modules = (len(sys.modules), found)
-    return found
+_found_aliases: tuple[int, list[tuple[types.ModuleType, str, object]]] = (-1, [])
 
 
 def _aliases() -> list[tuple[object, str, object]]:
-    """``from time import sleep, monotonic`` in code under test: rebind those names too."""
-    found: list[tuple[object, str, object]] = []
-    for module in _modules_under_test():
-        for name, value in list(vars(module).items()):
-            try:
-                stand_in = VIRTUAL.get(value)
-            except TypeError:  # unhashable
+    """``from time import sleep, monotonic`` in any module: rebind those names for the run.
+
+    The scan of every module's globals is redone only when modules were imported since.
+    The stand-ins take the virtual path only for the run's tasks, so code outside the run
+    (and these modules' own threads) keeps real time.
+    """
+    global _found_aliases
+    count, found = _found_aliases
+    if count != len(sys.modules):
+        found = []
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if module is time or not isinstance(namespace, dict):
                 continue
-            if stand_in is not None:
-                found.append((module, name, stand_in))
-    return found
+            if str(getattr(module, "__name__", "")).startswith(__name__.rpartition(".")[0]):
+                continue  # taskkit.testing's own references to the real functions
+            for name, value in list(namespace.items()):
+                if type(value) is types.BuiltinFunctionType and value in VIRTUAL:
+                    found.append((module, name, value))
+        _found_aliases = (len(sys.modules), found)
+    return [
+        (module, name, VIRTUAL[real])
+        for module, name, real in found
+        if module.__dict__.get(name) is real
+    ]
 
 
 def begin(run: Any) -> None:
@@ -435,8 +435,6 @@ def begin(run: Any) -> None:
         (threading.Condition, "wait_for", _condition_wait_for),
         (time, "sleep", _sleep),
         *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
-        (threading, "_time", _monotonic),
-        (queue, "time", _monotonic),
         (random.Random, "seed", _seed),
         (random, "_urandom", _urandom),
         (os, "urandom", _urandom),
