@@ -188,3 +188,23 @@ def test_an_async_task_wakes_for_a_future_a_thread_task_settles() -> None:
     report = explore([settle, receive], setup=Handoff, invariant=lambda h: h.got == 7)
     assert report.ok, report
     assert report.complete, report
+
+
+async def schedules_a_callback(account: Account) -> None:
+    asyncio.get_running_loop().call_soon(account.log.append, "callback")
+    await asyncio.sleep(0)
+
+
+async def schedules_a_function(account: Account) -> None:
+    asyncio.get_running_loop().call_soon(lambda: account.log.append("own"))
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("task", [schedules_a_callback, schedules_a_function])
+def test_a_callback_of_the_codes_own_makes_the_report_incomplete(task: Any) -> None:
+    report = explore([task, deposit], setup=Account)
+    assert report.ok, report
+    assert not report.complete
+    assert any("callback of the code's own" in note for note in report.notes), report.notes
+    bookkeeping = explore([gathered], setup=Account)
+    assert not any("callback" in note for note in bookkeeping.notes), bookkeeping.notes

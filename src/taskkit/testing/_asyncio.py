@@ -44,6 +44,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self.on_new_task: Callable[[asyncio.Task[Any]], None] | None = None
         self.errors: list[dict[str, Any]] = []
         self.plain_ready = False  # a handle that belongs to no task may be ready
+        # called with a plain callback of the code under test (not asyncio's bookkeeping)
+        self.on_own_callback: Callable[[object], None] | None = None
 
     # -- what asyncio asks of a loop -----------------------------------------------------
 
@@ -141,6 +143,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
             for handle in plain:
                 ready.remove(handle)
                 if not handle._cancelled:
+                    if self.on_own_callback is not None:
+                        self.on_own_callback(handle._callback)
                     self._run(handle)
 
     def next_timer(self) -> float | None:
