@@ -104,6 +104,11 @@ def test_bounded_must_be_complete(interleaving):
     assert account.balance == 20
 
 
+@pytest.mark.explore
+def test_marker_without_fixture():
+    pass
+
+
 async def adeposit(account):
     seen = account.balance
     from taskkit.testing import checkpoint
@@ -122,19 +127,21 @@ def test_async_lost_update(interleaving):
 def test_the_interleaving_fixture_runs_the_body_under_explore(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_bodies=BODIES)
     result = pytester.runpytest_subprocess(*QUIET, *WITH_PLUGIN, "-rA")
-    result.assert_outcomes(passed=2, failed=3)
+    result.assert_outcomes(passed=2, failed=4)
     result.stdout.fnmatch_lines(
         [
             "PASSED test_bodies.py::test_locked",
             "PASSED test_bodies.py::test_bounded",
             "FAILED test_bodies.py::test_lost_update - assert 10 == 20*",
             "FAILED test_bodies.py::test_bounded_must_be_complete*",
+            "FAILED test_bodies.py::test_marker_without_fixture - pytest.UsageError*",
             "FAILED test_bodies.py::test_async_lost_update - assert 10 == 20*",
         ],
         consecutive=False,
     )
     result.stdout.fnmatch_lines(["*preempt*", "*schedule: 'T0@*>T1*"])
     result.stdout.fnmatch_lines(["*the search was not complete*"])
+    result.stdout.no_fnmatch_line("*- taskkit.testing -*")  # the failure itself tells it all
 
 
 REPORT_ASSERT = """

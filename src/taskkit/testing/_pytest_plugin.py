@@ -38,6 +38,7 @@ import pytest
 # Importing taskkit.testing (the parent of this module) installs the lock factories.
 from taskkit.testing._report import add_note
 from taskkit.testing._search import Counterexample, Report, explore
+from taskkit.testing._tracing import SELF, classify
 
 __all__ = ["Interleaving"]
 
@@ -202,6 +203,11 @@ def interleaving() -> Interleaving:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     fixture = pyfuncitem.funcargs.get("interleaving")
     if not isinstance(fixture, Interleaving):
+        if pyfuncitem.get_closest_marker("explore") is not None:
+            raise pytest.UsageError(
+                f"{pyfuncitem.nodeid}: @pytest.mark.explore runs a test body through its "
+                "`interleaving` fixture; request it and call interleaving.run(tasks, args)"
+            )
         return None
     _explore_body(pyfuncitem, fixture)
     return True
@@ -222,6 +228,9 @@ def _reports_in(tb: TracebackType | None) -> list[Report | Counterexample]:
     """The failed or incomplete reports the failing test's frames hold, each once."""
     found: dict[int, Report | Counterexample] = {}
     while tb is not None:
+        if classify(tb.tb_frame.f_code.co_filename) == SELF:
+            tb = tb.tb_next  # this plugin's own frames: their failure carries its report
+            continue
         for value in list(tb.tb_frame.f_locals.values()):
             failed = isinstance(value, Report) and not (value.ok and value.complete)
             if failed or isinstance(value, Counterexample):
