@@ -13,10 +13,19 @@ Data flow of one run::
       -> same task: carry on (no handoff) | a thread task: release its baton, park on mine
                                           | a coroutine: hand the main baton to main
 
+    tasks that join on the way:
+      Thread.start() by a task  -> spawn(): the thread starts, parks before run(), a task
+      an asyncio task created   -> _adopt(): a coroutine task (async def tasks are asyncio
+                                   tasks on _asyncio.ControlledLoop, stepped by main)
+      asyncio.run() in a task   -> run_coroutine(): the coroutine is adopted, the caller waits
+
 Exactly one thread holds "the baton" at any time, so task code never runs in parallel and
-every decision is recorded in ``Run.steps``.  A failure (a task's exception, a deadlock, a
-watchdog report) puts the run in *abort* mode: each remaining task is resumed in turn and
-raises ``_Abort`` at its switch point, so it unwinds without running on.
+every decision is recorded in ``Run.steps``.  What a run cannot see or repeat (os.urandom, a
+loop of a task's own ...) is recorded in ``Run.unseen``; a search that met any is incomplete.
+A failure (a task's exception, a deadlock, a watchdog report) puts the run in *abort* mode:
+each remaining task is resumed in turn and raises ``_Abort`` at its switch point, so it
+unwinds without running on.  Threads and tasks the code started and left waiting when every
+task given has ended are unwound the same way.
 """
 
 from __future__ import annotations
@@ -118,7 +127,6 @@ class Task:
         "aborted",
         "aio",
         "baton",
-        "coro",
         "deadline",
         "error",
         "fn",
@@ -153,7 +161,6 @@ class Task:
         self.wait: _Pending | None = None  # what a coroutine task awaits through await_until
         self.label: str | None = None  # the op of a coroutine task's next step, if it said
         self.waiting_on: object = None  # the primitive a blocked thread task waits for
-        self.coro: Coroutine[Any, Any, Any] | None = None
         self.thread: threading.Thread | None = None
         self.baton = _thread.allocate_lock()
         self.baton.acquire()
