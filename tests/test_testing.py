@@ -359,7 +359,7 @@ def test_async_tasks_switch_at_awaits_and_mix_with_threads() -> None:
     async def b(_: object) -> None:
         await co("b")
 
-    s = replay("-@0>T1,T1@1>T2,T2@2>T0")
+    s = replay("-@0>T1,T1@1>T2,T2@3>T0")
     assert s is not None
     s.run([a, plain, b], args=(None,))
     assert order == ["p1", "b1", "a1", "a2", "p2", "b2"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 
+import taskkit
 from taskkit import Deadlock
 from taskkit.testing import explore, interleavings, replay
 
@@ -208,3 +210,65 @@ def test_a_callback_of_the_codes_own_makes_the_report_incomplete(task: Any) -> N
     assert any("callback of the code's own" in note for note in report.notes), report.notes
     bookkeeping = explore([gathered], setup=Account)
     assert not any("callback" in note for note in bookkeeping.notes), bookkeeping.notes
+
+
+class Shared:
+    def __init__(self) -> None:
+        self.value = 0
+        self.lock = threading.Lock()
+
+
+def overwrite(shared: Shared) -> None:
+    shared.value = 100
+
+
+async def increment(shared: Shared) -> None:
+    seen = shared.value  # no await: other coroutines cannot run here, a thread can
+    shared.value = seen + 1
+
+
+def overwrite_locked(shared: Shared) -> None:
+    with shared.lock:
+        overwrite(shared)
+
+
+async def increment_locked(shared: Shared) -> None:
+    with shared.lock:  # a blocking acquire holds the loop, as it does for real
+        await increment(shared)
+
+
+def not_lost(shared: Shared) -> bool:
+    return shared.value != 1
+
+
+def test_a_thread_task_runs_between_a_coroutines_accesses() -> None:
+    report = explore([overwrite, increment], setup=Shared, invariant=not_lost)
+    assert not report.ok, report
+    fixed = explore([overwrite_locked, increment_locked], setup=Shared, invariant=not_lost)
+    assert fixed.ok, fixed
+    assert fixed.complete, fixed
+
+
+def work(shared: Shared) -> int:
+    shared.value += 1
+    return shared.value
+
+
+async def uses_a_thread_pool(shared: Shared) -> None:
+    with taskkit.open_executor("thread", max_workers=1) as ex:
+        assert await ex.submit(work, shared) == 1
+
+
+def test_an_async_task_can_use_a_thread_pool() -> None:
+    report = explore([uses_a_thread_pool], setup=Shared, invariant=lambda s: s.value == 1)
+    assert report.ok, report
+
+
+async def blocks_the_loop(shared: Shared) -> None:
+    threading.Event().wait()
+
+
+def test_a_blocking_wait_no_thread_can_end_is_a_deadlock() -> None:
+    report = explore([blocks_the_loop], setup=Shared)
+    assert report.counterexample is not None
+    assert isinstance(report.counterexample.error, Deadlock)

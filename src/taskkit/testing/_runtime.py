@@ -443,14 +443,14 @@ class Run:
 
     def switch(self, op: str, obj: object) -> None:
         task = self.caller()
-        if task is None or task.is_coro:
-            return  # a plain call inside a coroutine task cannot suspend it
+        if task is None:
+            return
         where, fp = self._site(obj)
         self.switch_point(task, op, where, fp)
 
     def observe(self, op: str, obj: object) -> None:
         task = self.caller()
-        if task is None or task.is_coro:
+        if task is None:
             return
         where, fp = self._site(obj, write=False)
         self.switch_point(task, op, where, fp)
@@ -461,13 +461,6 @@ class Run:
         task = self.caller()
         if task is None:
             raise RuntimeError("wait_until() was called by a thread that is not a task of the run")
-        if task.is_coro:
-            if ready():
-                return True
-            raise RuntimeError(
-                f"{what}: a blocking call inside async task {task.name} would stop every "
-                "coroutine task; await the primitive's async form instead"
-            )
         where, fp = self._site(obj)
         if timeout is not None and timeout <= 0:
             self.switch_point(task, f"poll {self.describe(what, obj)}", where, fp)
@@ -548,15 +541,14 @@ class Run:
         if self.aborting:
             task.aborted = True
             raise _Abort
+        if task.is_coro and not self._threads_alive():
+            return  # only coroutines: the code between two awaits runs as one step
         task.state = TaskState.RUNNABLE
         task.op, task.where, task.footprint = op, where, fp
         if self.priming:
             self._park_primed(task)
         else:
-            nxt = self._decide(task)
-            if nxt is not task:
-                self._dispatch(nxt)
-                task.baton.acquire()
+            self._hand_over(task)
         if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
@@ -584,10 +576,7 @@ class Run:
         if self.priming:
             self._park_primed(task)
         else:
-            nxt = self._decide(task)
-            if nxt is not task:
-                self._dispatch(nxt)
-                task.baton.acquire()
+            self._hand_over(task)
         if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
@@ -596,6 +585,28 @@ class Run:
         task.ready, task.deadline, task.timed_out = None, None, False
         return not timed_out
 
+    def _hand_over(self, task: Task) -> None:
+        """Let the strategy pick who runs next, and wait until it picks ``task`` again."""
+        nxt = self._decide(task)
+        if nxt is task:
+            return
+        if not task.is_coro:
+            self._dispatch(nxt)
+            task.baton.acquire()
+            return
+        # A coroutine task inside its step, on main: it holds the loop, as the code between
+        # two awaits does for real, so only thread tasks run until the strategy picks it.
+        while nxt is not None and nxt is not task and not nxt.is_coro:
+            nxt.baton.release()
+            if not self._wait_main():
+                return  # the watchdog gave up on a thread task: the run is aborting
+            nxt, self.main_next = self.main_next, None
+            if self.finished:
+                return
+
+    def _threads_alive(self) -> bool:
+        return any(not t.is_coro and t.state != TaskState.DONE for t in self.tasks)
+
     def _park_primed(self, task: Task) -> None:
         self.main_baton.release()
         task.baton.acquire()
@@ -603,6 +614,8 @@ class Run:
     # -- decisions -------------------------------------------------------------------------
 
     def _enabled(self, task: Task) -> bool:
+        if task.is_coro and self.stepping is not None and task is not self.stepping:
+            return False  # another coroutine holds the loop (a thread task runs meanwhile)
         if task.state == TaskState.RUNNABLE:
             return True
         if task.state == TaskState.BLOCKED and task.ready is not None:
@@ -943,7 +956,17 @@ class Run:
         elif task.wait is not None and not task.wait.future.done():
             task.wait.future.set_result(not task.timed_out)
         task.timed_out, task.deadline = False, None
-        loop.step(task.aio)
+        # Traced like a thread task: while thread tasks are alive, they may run between the
+        # coroutine's own accesses (its switch points hand over only to thread tasks).
+        tracer = _Tracer(self, task)
+        previous = sys.gettrace(), sys.getprofile()
+        sys.settrace(tracer.global_trace)
+        sys.setprofile(tracer.profile)
+        try:
+            loop.step(task.aio)
+        finally:
+            sys.setprofile(previous[1])
+            sys.settrace(previous[0])
 
     def _after_step(self, task: Task) -> None:
         """Record what coroutine ``task`` does next, or how it ended."""
@@ -953,7 +976,7 @@ class Run:
         if aio.done():
             task.state = TaskState.DONE
             error = None if aio.cancelled() else aio.exception()
-            if error is not None and task.top:
+            if error is not None and task.top and not isinstance(error, _Abort):
                 task.error = error
                 self.fail(error, task)
             return
