@@ -272,3 +272,33 @@ def test_a_blocking_wait_no_thread_can_end_is_a_deadlock() -> None:
     report = explore([blocks_the_loop], setup=Shared)
     assert report.counterexample is not None
     assert isinstance(report.counterexample.error, Deadlock)
+
+
+def bump(shared: Shared) -> None:
+    shared.value = shared.value + 1
+
+
+def bump_locked(shared: Shared) -> None:
+    with shared.lock:
+        bump(shared)
+
+
+async def in_threads(shared: Shared) -> None:
+    await asyncio.gather(asyncio.to_thread(bump, shared), asyncio.to_thread(bump, shared))
+
+
+async def in_threads_locked(shared: Shared) -> None:
+    await asyncio.gather(
+        asyncio.to_thread(bump_locked, shared), asyncio.to_thread(bump_locked, shared)
+    )
+
+
+def test_to_thread_runs_the_function_as_a_task_of_the_run() -> None:
+    def both(shared: Shared) -> bool:
+        return shared.value == 2
+
+    report = explore([in_threads], setup=Shared, invariant=both)
+    assert not report.ok, report
+    fixed = explore([in_threads_locked], setup=Shared, invariant=both)
+    assert fixed.ok, fixed
+    assert fixed.complete, fixed

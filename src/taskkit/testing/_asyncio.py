@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -78,11 +79,22 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., Any], *args: Any
-    ) -> Any:
-        raise RuntimeError(
-            "run_in_executor() and asyncio.to_thread() start threads a controlled run does not "
-            "schedule; call the function directly in the task, or run it as a task of its own"
-        )
+    ) -> asyncio.Future[Any]:
+        if executor is not None:
+            return asyncio.wrap_future(executor.submit(func, *args), loop=self)
+        # asyncio.to_thread(): a thread of its own, which the run makes a task (Thread.start)
+        future: asyncio.Future[Any] = self.create_future()
+
+        def call() -> None:
+            try:
+                result = func(*args)
+            except BaseException as error:
+                self.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                self.call_soon_threadsafe(_settle, future, result, None)
+
+        threading.Thread(target=call, name="asyncio.to_thread", daemon=True).start()
+        return future
 
     def run_forever(self) -> None:
         raise RuntimeError("the loop of a controlled run is stepped by taskkit.testing")
@@ -173,6 +185,15 @@ class ControlledLoop(asyncio.BaseEventLoop):
             handle._run()
         finally:
             asyncio.events._set_running_loop(previous)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 _loop: ControlledLoop | None = None

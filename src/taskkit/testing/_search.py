@@ -422,6 +422,8 @@ def explore(
         executions += 1
         timeouts = timeouts or run.used_timeouts
         notes.update(run.notes)
+        for what in run.unseen:
+            notes[f"not controlled, so not searched: {what}"] = None
         unseen.update(run.unseen)
         if failure is not None:
             cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
@@ -429,7 +431,6 @@ def explore(
         if not search.advance():
             if timeouts:
                 notes["timed waits expired in some executions: not a complete search"] = None
-            notes.update((f"not controlled, so not searched: {what}", None) for what in unseen)
             complete = not search.pruned and not timeouts and not unseen
             return Report(True, complete, executions, None, list(notes))
         if executions >= max_executions:
