@@ -62,6 +62,7 @@ def test_a_deadlock_describes_a_queue_as_it_is_when_reported(ex: Any) -> None:
     report = explore([take_if_sized, take_if_sized], setup=setup)
     assert report.counterexample is not None
     assert "waits for get() on q <taskkit Queue 0 items>" in str(report.counterexample.error)
+    assert "queue.qsize on q" in report.counterexample.table
 
 
 balance = 0

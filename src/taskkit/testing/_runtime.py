@@ -446,14 +446,18 @@ class Run:
         if task is None:
             return
         where, fp = self._site(obj)
-        self.switch_point(task, op, where, fp)
+        self.switch_point(task, self._named(op, obj), where, fp)
 
     def observe(self, op: str, obj: object) -> None:
         task = self.caller()
         if task is None:
             return
         where, fp = self._site(obj, write=False)
-        self.switch_point(task, op, where, fp)
+        self.switch_point(task, self._named(op, obj), where, fp)
+
+    def _named(self, op: str, obj: object) -> str:
+        name = self.names.get(id(obj)) if obj is not None else None
+        return op if name is None else f"{op} on {name}"
 
     def wait_until(
         self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
