@@ -18,10 +18,11 @@ from time import time as wall_clock
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 import taskkit
 from taskkit import Deadlock
-from taskkit.testing import Report, explore, replay
+from taskkit.testing import Report, explore, interleavings, replay
 
 # -- snapshot reads of taskkit's primitives ---------------------------------------------------
 
@@ -179,6 +180,18 @@ def test_reads_of_a_rebound_global_are_shared_accesses() -> None:
     assert not report.ok, report
     assert report.counterexample is not None
     assert report.counterexample.preemptions == 1
+
+
+def test_hypothesis_finds_the_torn_pair() -> None:
+    @settings(derandomize=True, database=None, deadline=None, print_blob=False)
+    @given(s=interleavings())
+    def prop(s: Any) -> None:
+        seen = reset_settings()
+        s.run([read_twice, publish], args=(seen,))
+        assert consistent(seen), seen
+
+    with pytest.raises(AssertionError):
+        prop()
 
 
 def test_one_read_of_a_rebound_global_is_proven() -> None:
