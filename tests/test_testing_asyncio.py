@@ -272,6 +272,7 @@ def test_a_blocking_wait_no_thread_can_end_is_a_deadlock() -> None:
     report = explore([blocks_the_loop], setup=Shared)
     assert report.counterexample is not None
     assert isinstance(report.counterexample.error, Deadlock)
+    assert "holds the event loop" in str(report.counterexample.error)
 
 
 def bump(shared: Shared) -> None:

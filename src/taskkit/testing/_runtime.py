@@ -724,6 +724,11 @@ class Run:
         done = [t.name for t in self.tasks if t.state == TaskState.DONE]
         if done:
             lines.append(f"  finished: {', '.join(done)}")
+        if self.stepping is not None:
+            lines.append(
+                f"  {self.stepping.name} made a blocking call in async code, which holds the "
+                "event loop: no other async task runs until it returns (await the async form)"
+            )
         return Deadlock("no task can proceed:\n" + "\n".join(lines), waiting)
 
     def fail(self, error: BaseException, task: Task | None) -> None:
