@@ -9,10 +9,13 @@ Two mechanisms, chosen by what can be changed soundly:
   deadlock is reported instead of hanging).  Locks created before ``taskkit.testing`` was
   imported stay raw: the watchdog reports a task blocked on one.
 * ``Condition``, ``Event``, ``Semaphore``, ``Barrier`` and ``queue.Queue`` are Python classes
-  built on ``Condition.wait``.  For the duration of a run ``Condition.wait`` (and ``wait_for``),
-  ``time.sleep`` and the clocks they read are patched on the class or module, which also
-  covers instances created long before the run.  The patched functions take the controlled
-  path only for the run's tasks; every other thread gets the original behaviour.
+  built on ``Condition.wait``.  For the duration of a run (``begin`` ... ``end``) functions are
+  patched on their class or module, which also covers instances created long before the run:
+  ``Condition.wait`` and ``wait_for``; ``time.sleep`` and the clocks, also where a module
+  imported them by name; ``random`` (seeded) and ``os.urandom`` (noted); ``asyncio.run``
+  and an event loop's ``run_forever``; ``Thread.__init__``, ``start``, ``join`` and
+  ``is_alive``; ``queue.SimpleQueue`` (the Python one).  The patched functions take the
+  controlled path only for the run's tasks; every other thread gets the original behaviour.
 """
 
 from __future__ import annotations
@@ -425,55 +428,7 @@ def _aliases() -> list[tuple[object, str, object]]:
     ]
 
 
-def begin(run: Any) -> None:
-    """Patch for the duration of a controlled run."""
-    install_factories()
-    for real in _bases:
-        _bases[real] = real()
-    patches: list[tuple[object, str, object]] = [
-        (threading.Condition, "wait", _condition_wait),
-        (threading.Condition, "wait_for", _condition_wait_for),
-        (time, "sleep", _sleep),
-        *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
-        (random.Random, "seed", _seed),
-        (random, "_urandom", _urandom),
-        (os, "urandom", _urandom),
-        (asyncio.BaseEventLoop, "run_forever", _run_forever),
-        (asyncio, "run", _asyncio_run),
-        (threading.Thread, "__init__", _init_thread),
-        (threading.Thread, "start", _start),
-        (threading.Thread, "join", _join),
-        (threading.Thread, "is_alive", _is_alive),
-        # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
-        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
-        *_aliases(),
-    ]
-    for owner, name, value in patches:
-        _saved.append((owner, name, getattr(owner, name)))
-        setattr(owner, name, value)
-    # Randomness, repeated: every execution starts from the same state of ``random``, and a
-    # ``random.Random()`` made by a task gets the next of a fixed series of seeds.
-    _saved_random.append(random.getstate())
-    random.seed(RANDOM_SEED)
-    _seeds[:] = [0]
-    _seeded[:] = [random.getstate()]
-
-
-def end(run: Any) -> None:
-    """Undo ``begin``; note in ``run`` whether its tasks drew random numbers."""
-    while _saved:
-        owner, name, value = _saved.pop()
-        setattr(owner, name, value)
-    if _seeds[0] or (_seeded and random.getstate() != _seeded[0]):
-        run.notes[
-            f"random was seeded with {RANDOM_SEED} at the start of every execution (and each "
-            "random.Random() a task made with 1, 2, ...): the search covers that sequence of "
-            "random values"
-        ] = None
-    _seeded.clear()
-    while _saved_random:
-        random.setstate(_saved_random.pop())
-
+# -- randomness and event loops --------------------------------------------------------------
 
 RANDOM_SEED = 0
 _saved_random: list[Any] = []
@@ -571,3 +526,56 @@ def _is_alive(self: threading.Thread) -> bool:
     if task is not None:
         return bool(task.state != 2)  # TaskState.DONE: the thread may still be exiting
     return _real_is_alive(self)
+
+
+# -- a run's patches, on and off --------------------------------------------------------------
+
+
+def begin(run: Any) -> None:
+    """Patch for the duration of a controlled run."""
+    install_factories()
+    for real in _bases:
+        _bases[real] = real()
+    patches: list[tuple[object, str, object]] = [
+        (threading.Condition, "wait", _condition_wait),
+        (threading.Condition, "wait_for", _condition_wait_for),
+        (time, "sleep", _sleep),
+        *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
+        (random.Random, "seed", _seed),
+        (random, "_urandom", _urandom),
+        (os, "urandom", _urandom),
+        (asyncio.BaseEventLoop, "run_forever", _run_forever),
+        (asyncio, "run", _asyncio_run),
+        (threading.Thread, "__init__", _init_thread),
+        (threading.Thread, "start", _start),
+        (threading.Thread, "join", _join),
+        (threading.Thread, "is_alive", _is_alive),
+        # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
+        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
+        *_aliases(),
+    ]
+    for owner, name, value in patches:
+        _saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+    # Randomness, repeated: every execution starts from the same state of ``random``, and a
+    # ``random.Random()`` made by a task gets the next of a fixed series of seeds.
+    _saved_random.append(random.getstate())
+    random.seed(RANDOM_SEED)
+    _seeds[:] = [0]
+    _seeded[:] = [random.getstate()]
+
+
+def end(run: Any) -> None:
+    """Undo ``begin``; note in ``run`` whether its tasks drew random numbers."""
+    while _saved:
+        owner, name, value = _saved.pop()
+        setattr(owner, name, value)
+    if _seeds[0] or (_seeded and random.getstate() != _seeded[0]):
+        run.notes[
+            f"random was seeded with {RANDOM_SEED} at the start of every execution (and each "
+            "random.Random() a task made with 1, 2, ...): the search covers that sequence of "
+            "random values"
+        ] = None
+    _seeded.clear()
+    while _saved_random:
+        random.setstate(_saved_random.pop())
