@@ -56,6 +56,26 @@ def test_the_asyncio_lock_fix_is_proven() -> None:
     assert report.executions > 1  # the contended lock was tried in both orders
 
 
+def run_deposit(account: Account) -> None:
+    asyncio.run(deposit(account))
+
+
+def run_deposit_locked(account: Account) -> None:
+    asyncio.run(deposit_locked(account))
+
+
+def test_asyncio_run_in_a_plain_task_runs_under_control() -> None:
+    racy = explore([run_deposit, run_deposit], setup=Account, invariant=lambda a: a.balance == 20)
+    assert not racy.ok, racy
+    fixed = explore(
+        [run_deposit_locked, run_deposit_locked],
+        setup=Account,
+        invariant=lambda a: a.balance == 20,
+    )
+    assert fixed.ok, fixed
+    assert fixed.complete, fixed
+
+
 def test_hypothesis_finds_the_lost_update() -> None:
     @SEARCH
     @given(s=interleavings())

@@ -223,43 +223,6 @@ def test_a_task_running_an_event_loop_of_its_own_makes_the_report_incomplete() -
     assert any("event loop of its own" in note for note in report.notes), report.notes
 
 
-class Account:
-    def __init__(self) -> None:
-        self.balance = 0
-        self.lock = asyncio.Lock()
-
-
-async def deposit(account: Account) -> None:
-    seen = account.balance
-    await asyncio.sleep(0)
-    account.balance = seen + 10
-
-
-async def deposit_locked(account: Account) -> None:
-    async with account.lock:
-        await deposit(account)
-
-
-def run_deposit(account: Account) -> None:
-    asyncio.run(deposit(account))
-
-
-def run_deposit_locked(account: Account) -> None:
-    asyncio.run(deposit_locked(account))
-
-
-def test_asyncio_run_in_a_plain_task_runs_under_control() -> None:
-    racy = explore([run_deposit, run_deposit], setup=Account, invariant=lambda a: a.balance == 20)
-    assert not racy.ok, racy
-    fixed = explore(
-        [run_deposit_locked, run_deposit_locked],
-        setup=Account,
-        invariant=lambda a: a.balance == 20,
-    )
-    assert fixed.ok, fixed
-    assert fixed.complete, fixed
-
-
 def draws(items: list[float]) -> None:
     if random.random() < 0.5:
         items.append(0.0)
