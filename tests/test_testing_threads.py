@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -119,3 +120,17 @@ def test_a_thread_left_waiting_when_the_tasks_end_is_no_deadlock() -> None:
     report = explore([starts_and_leaves], setup=Box, invariant=lambda box: box.value == 1)
     assert report.ok, report
     assert report.complete, report
+
+
+def fails_with_a_pool_running(box: Box) -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool.submit(bump, box).result()
+    raise ValueError("the task fails while the pool's worker waits for more work")
+
+
+def test_unwinding_a_pools_workers_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    report = explore([fails_with_a_pool_running], setup=Box)
+    assert report.counterexample is not None
+    assert isinstance(report.counterexample.error, ValueError)
+    assert not [r for r in caplog.records if "Exception in worker" in r.getMessage()]
+    assert not logging.getLogger("concurrent.futures").disabled

@@ -35,6 +35,7 @@ import asyncio
 import functools
 import gc
 import inspect
+import logging
 import re
 import sys
 import threading
@@ -417,6 +418,7 @@ class Run:
         self.passthrough = False  # a task runs threading's own start(): not controlled
         self.thread_order = 0  # threads made by tasks so far (see _patches._thread_hash)
         self.names: dict[int, str] = {}  # id(primitive) -> the expression code reached it by
+        self.quieted: tuple[logging.Logger, bool] | None = None  # see _abort
         # What the report must say: facts about every execution (``notes``), and things the
         # run could neither see nor repeat, each of which makes a search incomplete.
         self.notes: dict[str, None] = {}
@@ -651,7 +653,7 @@ class Run:
             if not any(t.top for t in blocked):
                 # What is left are tasks and threads the code started and left waiting (a
                 # pool's idle workers): the run is over, and they unwind as in a failure.
-                self.aborting = True
+                self._abort()
                 return self._next_to_unwind()
             timed = [t for t in blocked if t.deadline is not None]
             timer = self.loop.next_timer()
@@ -736,7 +738,16 @@ class Run:
         if self.failure is None:
             self.failure = error
             self.failed_task = task
-        self.aborting = True
+        self._abort()
+
+    def _abort(self) -> None:
+        """Unwind every task.  A pool's worker logs the exception that unwinds it ("Exception
+        in worker"): that is the run's doing, not the code's, so the pool's logger is quiet."""
+        if not self.aborting:
+            self.aborting = True
+            quiet = logging.getLogger("concurrent.futures")
+            self.quieted = (quiet, quiet.disabled)
+            quiet.disabled = True
 
     def _dispatch(self, nxt: Task | None) -> None:
         """Hand the baton to ``nxt`` (a thread task, or main for coroutines and the end)."""
@@ -770,6 +781,8 @@ class Run:
                 self._main_loop()
         finally:
             self._close_coroutines()
+            if self.quieted is not None:
+                self.quieted[0].disabled = self.quieted[1]
             _control.hook = None
             _patches.end(self)
             if collecting:
