@@ -31,14 +31,18 @@ The protocol, for the author of a primitive::
 
 The rules:
 
-1. Call ``switch(op, obj)`` just before an operation other tasks can observe.  When it returns,
+1. Call ``switch(op, obj)`` just before an operation other tasks can observe, and
+   ``observe(op, obj)`` just before a read of a snapshot of ``obj`` (``qsize()``,
+   ``locked()``, ``is_set()``): a read is a switch point too, or a test that branches on
+   it would be "proven" without the orders in which the snapshot changes under it.  When it returns,
    no other task runs until the caller reaches its next switch point, so plain Python that
    follows (on the primitive's own state) is atomic.  ``switch`` is a no-op for callers that
    are not tasks of the controlled run (the executor's own threads, the test's main thread).
 2. Never block for real while ``controlled()``: state the condition instead, with
    ``wait_until(ready, what, obj, timeout)``.  ``ready()`` must be cheap and free of side
    effects; the scheduler may call it from any thread, at any time, to decide which tasks can
-   run.  ``what`` names the wait in ``Deadlock`` reports ("queue.get() on <Queue 0 items>").
+   run.  ``what`` names the wait in ``Deadlock`` reports ("queue.get() on <Queue 0 items>"): a
+   string, or an object whose ``str()`` describes the primitive as it is when reported.
    ``wait_until`` is itself a switch point; it returns ``True`` once ``ready()`` holds and the
    caller is running again (so the operation that follows sees the state ``ready()`` saw), or
    ``False`` when ``timeout`` elapsed.  Time in a controlled run is virtual: a timed wait
@@ -66,6 +70,7 @@ __all__ = [
     "await_until",
     "controlled",
     "hook",
+    "observe",
     "switch",
     "wait_until",
 ]
@@ -80,8 +85,11 @@ class Hook(Protocol):
     def switch(self, op: str, obj: object) -> None:
         """Let the scheduler run other tasks before the caller's operation ``op`` on ``obj``."""
 
+    def observe(self, op: str, obj: object) -> None:
+        """Like ``switch``, before an operation that only reads ``obj``'s state."""
+
     def wait_until(
-        self, ready: Callable[[], object], what: str, obj: object, timeout: float | None
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
     ) -> bool:
         """Block the calling task until ``ready()`` holds; False if ``timeout`` expired."""
 
@@ -89,7 +97,7 @@ class Hook(Protocol):
         """The awaitable twin of ``switch`` for coroutine tasks."""
 
     def await_until(
-        self, ready: Callable[[], object], what: str, obj: object, timeout: float | None
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
     ) -> Awaitable[bool]:
         """The awaitable twin of ``wait_until`` for coroutine tasks."""
 
@@ -116,8 +124,15 @@ def switch(op: str, obj: object = None) -> None:
         h.switch(op, obj)
 
 
+def observe(op: str, obj: object = None) -> None:
+    """Mark a switch point before reading a snapshot of ``obj`` (``qsize()``); see rule 1."""
+    h = hook
+    if h is not None:
+        h.observe(op, obj)
+
+
 def wait_until(
-    ready: Callable[[], object], what: str, obj: object = None, timeout: float | None = None
+    ready: Callable[[], object], what: object, obj: object = None, timeout: float | None = None
 ) -> bool:
     """Block the calling task until ``ready()`` holds, as the scheduler sees it; see rule 2.
 
@@ -139,7 +154,7 @@ def aswitch(op: str, obj: object = None) -> Awaitable[None]:
 
 
 def await_until(
-    ready: Callable[[], object], what: str, obj: object = None, timeout: float | None = None
+    ready: Callable[[], object], what: object, obj: object = None, timeout: float | None = None
 ) -> Awaitable[bool]:
     """Return an awaitable that suspends a coroutine task until ``ready()``; see rule 4."""
     h = hook

@@ -94,7 +94,9 @@ class ThreadExecutor(Executor):
         # One token per idle worker: C-level put/get, cheaper than a Semaphore.
         self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._workers_lock = threading.Lock()
-        self._workers: set[_Worker] = set()
+        # A dict, not a set: workers are joined in the order they started, the same in every
+        # run (a set's order follows addresses, so taskkit.testing could not repeat a run).
+        self._workers: dict[_Worker, None] = {}
         self._started = 0
         self._stopping = False
         # The initializer's exception, once one failed: the pool is then broken.
@@ -134,7 +136,7 @@ class ThreadExecutor(Executor):
             daemon=True,
         )
         worker.thread = thread
-        self._workers.add(worker)
+        self._workers[worker] = None
         thread.start()
 
     def _work(self, worker: _Worker) -> None:
@@ -143,7 +145,7 @@ class ThreadExecutor(Executor):
                 self._initializer(*self._initargs)
             except BaseException as exc:
                 with self._workers_lock:
-                    self._workers.discard(worker)
+                    self._workers.pop(worker, None)
                     if self._broken is None:
                         self._broken = exc
                 self._fail_queued()
@@ -154,7 +156,7 @@ class ThreadExecutor(Executor):
             if task is None:
                 self._queue.put(None)  # wake the next worker too
                 with self._workers_lock:
-                    self._workers.discard(worker)
+                    self._workers.pop(worker, None)
                 return
             worker.task = task
             try:
@@ -200,7 +202,7 @@ class ThreadExecutor(Executor):
             for worker in self._workers:
                 if worker.task is task:
                     worker.abandoned = True
-                    self._workers.discard(worker)
+                    self._workers.pop(worker, None)
                     if not self._stopping:
                         self._start_worker()
                     return

@@ -31,6 +31,7 @@ __all__ = [
     "SemaphoreStatistics",
     "ValueStatistics",
     "Waiter",
+    "Waiting",
     "await_waiter",
     "check_timeout",
     "remaining",
@@ -224,3 +225,15 @@ async def await_waiter(waiter: Future[bool], deadline: float | None) -> bool:
 
 def _expire(waiter: Future[bool]) -> None:
     waiter._try_set_result(False)
+
+
+class Waiting:
+    """Names a wait for ``Deadlock`` reports; the primitive is described as it is then."""
+
+    __slots__ = ("obj", "text")
+
+    def __init__(self, text: str, obj: object) -> None:
+        self.text, self.obj = text, obj
+
+    def __str__(self) -> str:
+        return f"{self.text} {self.obj!r}"

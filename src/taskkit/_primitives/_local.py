@@ -67,6 +67,7 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
+    Waiting,
     await_waiter,
     check_timeout,
     remaining,
@@ -324,7 +325,7 @@ class Queue(_InProcess, Generic[T]):
         h = _check_controlled()
         if h is not None:
             self._controlled_wait(h, self._has_item, "get", timeout, queue.Empty)
-            return self.get_nowait()
+            return self._take_now()  # no switch point: the wait's ready() saw the item
         with self._mutex:
             if self._items:
                 return self._take()
@@ -361,7 +362,7 @@ class Queue(_InProcess, Generic[T]):
         timeout: float | None,
         error: type[Exception],
     ) -> None:
-        if not h.wait_until(ready, f"{op}() on {self!r}", self, timeout):
+        if not h.wait_until(ready, Waiting(f"{op}() on", self), self, timeout):
             raise error
 
     def put_nowait(self, item: T) -> None:
@@ -388,6 +389,9 @@ class Queue(_InProcess, Generic[T]):
         h = _control.hook
         if h is not None:
             h.switch("queue.get", self)
+        return self._take_now()
+
+    def _take_now(self) -> T:
         with self._mutex:
             if self._items:
                 return self._take()
@@ -400,7 +404,9 @@ class Queue(_InProcess, Generic[T]):
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_room, f"aput() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_room, Waiting("aput() on", self), self, timeout
+            ):
                 raise queue.Full
             with self._mutex:
                 if not self._try_put(item):
@@ -420,9 +426,11 @@ class Queue(_InProcess, Generic[T]):
     async def aget(self, timeout: float | None = None) -> T:
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_item, f"aget() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_item, Waiting("aget() on", self), self, timeout
+            ):
                 raise queue.Empty
-            return self.get_nowait()
+            return self._take_now()
         deadline = check_timeout(timeout)
         while True:
             with self._mutex:
@@ -486,6 +494,8 @@ class Queue(_InProcess, Generic[T]):
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
+        if _control.hook is not None:
+            _control.observe("queue.closed", self)
         return self._closed
 
     @property
@@ -495,18 +505,26 @@ class Queue(_InProcess, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
+        if _control.hook is not None:
+            _control.observe("queue.qsize", self)
         return len(self._items)
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
+        if _control.hook is not None:
+            _control.observe("queue.empty", self)
         return not self._items
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
+        if _control.hook is not None:
+            _control.observe("queue.full", self)
         return bool(self._maxsize) and len(self._items) >= self._maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         with self._mutex:
             return QueueStatistics(
                 size=len(self._items),
@@ -614,7 +632,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
         while True:
-            if not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout):
+            if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
                 return False
             if _sem_acquire(self, False):
                 return True  # else a thread outside the run took it first: wait again
@@ -648,6 +666,8 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def locked(self) -> bool:
         """True if the lock is held now."""
+        if _control.hook is not None:
+            _control.observe("lock.locked", self)
         return bool(self._is_zero())
 
     async def aacquire(self, timeout: float | None = None) -> bool:
@@ -655,7 +675,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, f"aacquire() of {self!r}", self, timeout
+                    self._free, Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 if _sem_acquire(self, False):
@@ -695,12 +715,14 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return LockStatistics(
-            locked=self.locked(), holder_pid=None, takeovers=0, waiting=len(self._waiters)
+            locked=bool(self._is_zero()), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
-        return f"<taskkit Lock {'locked' if self.locked() else 'unlocked'}>"
+        return f"<taskkit Lock {'locked' if self._is_zero() else 'unlocked'}>"
 
 
 class ThreadLock(Lock):
@@ -798,6 +820,8 @@ class Event(_InProcess):
 
     def is_set(self) -> bool:
         """True if the flag is set."""
+        if _control.hook is not None:
+            _control.observe("event.is_set", self)
         return self._flag
 
     def _is_set(self) -> bool:
@@ -807,7 +831,7 @@ class Event(_InProcess):
         """Wait up to ``timeout`` seconds for the flag; True if it is set."""
         h = _check_controlled()
         if h is not None:
-            return bool(h.wait_until(self._is_set, f"wait() on {self!r}", self, timeout))
+            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
         if self._flag:
             return True
         deadline = check_timeout(timeout)
@@ -829,7 +853,9 @@ class Event(_InProcess):
         """The awaitable twin of ``wait``."""
         if _control.controlled():
             return bool(
-                await _control.await_until(self._is_set, f"await_() on {self!r}", self, timeout)
+                await _control.await_until(
+                    self._is_set, Waiting("await_() on", self), self, timeout
+                )
             )
         if self._flag:
             return True
@@ -848,6 +874,8 @@ class Event(_InProcess):
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
     def __repr__(self) -> str:
@@ -892,7 +920,7 @@ class Semaphore(_InProcess, AcquireContext):
         h = _check_controlled()
         if h is not None:
             while True:
-                if not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout):
+                if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
                     return False
                 with self._mutex:
                     if self._try():
@@ -940,7 +968,7 @@ class Semaphore(_InProcess, AcquireContext):
         if _control.controlled():
             while True:
                 if not await _control.await_until(
-                    self._free, f"aacquire() of {self!r}", self, timeout
+                    self._free, Waiting("aacquire() of", self), self, timeout
                 ):
                     return False
                 with self._mutex:
@@ -970,10 +998,14 @@ class Semaphore(_InProcess, AcquireContext):
     @property
     def value(self) -> int:
         """The number of free units now."""
+        if _control.hook is not None:
+            _control.observe("semaphore.value", self)
         return self._value
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return SemaphoreStatistics(
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
@@ -1010,9 +1042,8 @@ class Value(_InProcess, Generic[T]):
 
     def get(self) -> T:
         """Return the current value."""
-        h = _control.hook
-        if h is not None:
-            h.switch("value.get", self)
+        if _control.hook is not None:
+            _control.observe("value.get", self)
         return self._value
 
     def set(self, value: T) -> None:
@@ -1036,7 +1067,7 @@ class Value(_InProcess, Generic[T]):
         if h is not None:
             # One task runs at a time, but fn may contain switch points: keep other
             # updates out until it returns.
-            h.wait_until(self._idle, f"update() of {self!r}", self, None)
+            h.wait_until(self._idle, Waiting("update() of", self), self, None)
             self._busy = True
             try:
                 with self._mutex:
@@ -1078,6 +1109,8 @@ class Value(_InProcess, Generic[T]):
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return ValueStatistics(writes=self._writes, nbytes=0)
 
     def __repr__(self) -> str:

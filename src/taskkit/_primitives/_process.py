@@ -81,6 +81,7 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
+    Waiting,
     check_timeout,
     remaining,
 )
@@ -584,7 +585,7 @@ class Queue(_Shared, Generic[T]):
         if (
             h is not None
             and h.controls_caller()
-            and not h.wait_until(self._has_room, f"put() on {self!r}", self, timeout)
+            and not h.wait_until(self._has_room, Waiting("put() on", self), self, timeout)
         ):
             raise queue.Full
         mutex, w = self._mutex, self._w
@@ -664,7 +665,7 @@ class Queue(_Shared, Generic[T]):
         if (
             h is not None
             and h.controls_caller()
-            and not h.wait_until(self._has_item, f"get() on {self!r}", self, timeout)
+            and not h.wait_until(self._has_item, Waiting("get() on", self), self, timeout)
         ):
             raise queue.Empty
         mutex, w = self._mutex, self._w
@@ -791,7 +792,9 @@ class Queue(_Shared, Generic[T]):
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_room, f"aput() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_room, Waiting("aput() on", self), self, timeout
+            ):
                 raise queue.Full
             self.put_nowait(item)
             return
@@ -808,7 +811,9 @@ class Queue(_Shared, Generic[T]):
     async def aget(self, timeout: float | None = None) -> T:
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
         if _control.controlled():
-            if not await _control.await_until(self._has_item, f"aget() on {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._has_item, Waiting("aget() on", self), self, timeout
+            ):
                 raise queue.Empty
             return self.get_nowait()
         deadline = check_timeout(timeout)
@@ -877,19 +882,30 @@ class Queue(_Shared, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
+        if _control.hook is not None:
+            _control.observe("queue.qsize", self)
+        return self._size()
+
+    def _size(self) -> int:
         return max(0, int(self._w[_COUNT]))
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
+        if _control.hook is not None:
+            _control.observe("queue.empty", self)
         return self._w[_COUNT] <= 0
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
+        if _control.hook is not None:
+            _control.observe("queue.full", self)
         maxsize = self._w[_MAXSIZE]
         return bool(maxsize) and self._w[_COUNT] >= maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters (shared by every process)."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         w = self._w
         return QueueStatistics(
             size=max(0, int(w[_COUNT])),
@@ -904,7 +920,7 @@ class Queue(_Shared, Generic[T]):
     def __repr__(self) -> str:
         state = ", closed" if self._w[_CLOSED] else ""
         bound = f"/{self._w[_MAXSIZE]}" if self._w[_MAXSIZE] else ""
-        return f"<taskkit process Queue {self._name} {self.qsize()}{bound} items{state}>"
+        return f"<taskkit process Queue {self._name} {self._size()}{bound} items{state}>"
 
 
 # --------------------------------------------------------------------------- lock
@@ -947,7 +963,7 @@ class Lock(AcquireContext, _Shared):
         if (
             h is not None
             and h.controls_caller()
-            and not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout)
+            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
         ):
             return False
         result = _shm.trylock(self._mutex)
@@ -1003,12 +1019,19 @@ class Lock(AcquireContext, _Shared):
 
     def locked(self) -> bool:
         """True if the lock is held now (by any process)."""
-        return self._lock_word.value != 0
+        if _control.hook is not None:
+            _control.observe("lock.locked", self)
+        return self._held()
+
+    def _held(self) -> bool:
+        return bool(self._lock_word.value != 0)
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire`` (the awaiting thread then holds the lock)."""
         if _control.controlled():
-            if not await _control.await_until(self._free, f"aacquire() of {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._free, Waiting("aacquire() of", self), self, timeout
+            ):
                 return False
             return self.acquire(0)
         deadline = check_timeout(timeout)
@@ -1035,9 +1058,11 @@ class Lock(AcquireContext, _Shared):
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state (shared by every process)."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         holder = int(self._w[_HOLDER])
         return LockStatistics(
-            locked=self.locked(),
+            locked=self._held(),
             holder_pid=holder or None,
             takeovers=int(self._w[_TAKEOVERS]),
             waiting=max(0, int(self._w[_WAITERS])),
@@ -1047,8 +1072,8 @@ class Lock(AcquireContext, _Shared):
         holder = self._w[_HOLDER]
         state = (
             f"held by pid {holder}"
-            if self.locked() and holder
-            else ("locked" if self.locked() else "unlocked")
+            if self._held() and holder
+            else ("locked" if self._held() else "unlocked")
         )
         return f"<taskkit process Lock {self._name} {state}>"
 
@@ -1078,13 +1103,18 @@ class Event(_Shared):
 
     def is_set(self) -> bool:
         """True if the flag is set."""
+        if _control.hook is not None:
+            _control.observe("event.is_set", self)
+        return self._is_set()
+
+    def _is_set(self) -> bool:
         return bool(self._f[0])
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the flag; True if it is set."""
         h = _control.hook
         if h is not None and h.controls_caller():
-            return bool(h.wait_until(self.is_set, f"wait() on {self!r}", self, timeout))
+            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
         deadline = check_timeout(timeout)
         while not self._f[0]:
             left = remaining(deadline)
@@ -1097,7 +1127,9 @@ class Event(_Shared):
         """The awaitable twin of ``wait``."""
         if _control.controlled():
             return bool(
-                await _control.await_until(self.is_set, f"await_() on {self!r}", self, timeout)
+                await _control.await_until(
+                    self._is_set, Waiting("await_() on", self), self, timeout
+                )
             )
         deadline = check_timeout(timeout)
         while not self._f[0]:
@@ -1108,10 +1140,12 @@ class Event(_Shared):
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state (waiters are not counted: -1)."""
-        return EventStatistics(is_set=self.is_set(), waiting=-1)
+        if _control.hook is not None:
+            _control.observe("statistics", self)
+        return EventStatistics(is_set=self._is_set(), waiting=-1)
 
     def __repr__(self) -> str:
-        return f"<taskkit process Event {self._name} {'set' if self.is_set() else 'clear'}>"
+        return f"<taskkit process Event {self._name} {'set' if self._is_set() else 'clear'}>"
 
 
 # ----------------------------------------------------------------------- semaphore
@@ -1151,7 +1185,7 @@ class Semaphore(AcquireContext, _Shared):
         if (
             h is not None
             and h.controls_caller()
-            and not h.wait_until(self._free, f"acquire() of {self!r}", self, timeout)
+            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
         ):
             return False
         deadline = check_timeout(timeout)
@@ -1194,7 +1228,9 @@ class Semaphore(AcquireContext, _Shared):
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire``."""
         if _control.controlled():
-            if not await _control.await_until(self._free, f"aacquire() of {self!r}", self, timeout):
+            if not await _control.await_until(
+                self._free, Waiting("aacquire() of", self), self, timeout
+            ):
                 return False
             return self._try()
         deadline = check_timeout(timeout)
@@ -1221,10 +1257,14 @@ class Semaphore(AcquireContext, _Shared):
     @property
     def value(self) -> int:
         """The number of free units now."""
+        if _control.hook is not None:
+            _control.observe("semaphore.value", self)
         return int(self._w[_VALUE])
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         w = self._w
         return SemaphoreStatistics(
             value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
@@ -1315,9 +1355,8 @@ class Value(_Shared, Generic[T]):
 
     def get(self) -> T:
         """Return (a copy of) the current value."""
-        h = _control.hook
-        if h is not None:
-            h.switch("value.get", self)
+        if _control.hook is not None:
+            _control.observe("value.get", self)
         self._enter()
         try:
             payload = self._read()
@@ -1390,6 +1429,8 @@ class Value(_Shared, Generic[T]):
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters (shared by every process)."""
+        if _control.hook is not None:
+            _control.observe("statistics", self)
         return ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
 
     def __repr__(self) -> str:

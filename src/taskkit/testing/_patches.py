@@ -9,24 +9,31 @@ Two mechanisms, chosen by what can be changed soundly:
   deadlock is reported instead of hanging).  Locks created before ``taskkit.testing`` was
   imported stay raw: the watchdog reports a task blocked on one.
 * ``Condition``, ``Event``, ``Semaphore``, ``Barrier`` and ``queue.Queue`` are Python classes
-  built on ``Condition.wait``.  For the duration of a run ``Condition.wait`` (and ``wait_for``),
-  ``time.sleep`` and the clocks they read are patched on the class or module, which also
-  covers instances created long before the run.  The patched functions take the controlled
-  path only for the run's tasks; every other thread gets the original behaviour.
+  built on ``Condition.wait``.  For the duration of a run (``begin`` ... ``end``) functions are
+  patched on their class or module, which also covers instances created long before the run:
+  ``Condition.wait`` and ``wait_for``; ``time.sleep`` and the clocks, also where a module
+  imported them by name; ``random`` (seeded) and ``os.urandom`` (noted); ``asyncio.run``
+  and an event loop's ``run_forever``; ``Thread.__init__``, ``start``, ``join`` and
+  ``is_alive``; ``queue.SimpleQueue`` (the Python one).  The patched functions take the
+  controlled path only for the run's tasks; every other thread gets the original behaviour.
 """
 
 from __future__ import annotations
 
 import _thread
+import asyncio
+import os
 import queue
+import random
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 from .. import _control
-from ._tracing import TRACED, classify
+from ._tracing import TRACED, classify_frame
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
@@ -50,7 +57,7 @@ def _announced() -> bool:
     preempted, so taking them free of contention needs no switch point of its own: the call
     into that method was one.  Blocking on them is still seen by the scheduler.
     """
-    return classify(sys._getframe(2).f_code.co_filename) == TRACED
+    return classify_frame(sys._getframe(2)) == TRACED
 
 
 def _acquire_controlled(
@@ -255,7 +262,16 @@ def install_factories() -> None:
     if not _installed:
         threading.Lock = Lock  # type: ignore[assignment]
         threading.RLock = RLock  # type: ignore[assignment]
+        threading.Thread.__hash__ = _thread_hash  # type: ignore[method-assign,assignment]
         _installed = True
+
+
+def _thread_hash(self: threading.Thread) -> int:
+    # A thread made by a task hashes by the order the run made it in, not by its address:
+    # code that keeps threads in a set (ThreadPoolExecutor joins them in set order) must do
+    # the same in every execution, or the search could not repeat it.
+    stamp = self.__dict__.get("_taskkit_order")
+    return object.__hash__(self) if stamp is None else int(stamp)
 
 
 class _Waiter:
@@ -286,7 +302,7 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
     saved = self._release_save()  # type: ignore[attr-defined]
     got = False
     try:
-        got = bool(h.wait_until(waiter.is_released, f"notify() on {self!r}", self, timeout))
+        got = bool(h.wait_until(waiter.is_released, _Notify(self), self, timeout))
         return got
     finally:
         self._acquire_restore(saved)  # type: ignore[attr-defined]
@@ -295,6 +311,18 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
                 self._waiters.remove(waiter)  # type: ignore[attr-defined]
             except ValueError:
                 pass
+
+
+class _Notify:
+    """Names a condition wait for reports, describing the condition as it is then."""
+
+    __slots__ = ("condition",)
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self.condition = condition
+
+    def __str__(self) -> str:
+        return f"notify() on {self.condition!r}"
 
 
 def _condition_wait_for(
@@ -331,40 +359,223 @@ def _sleep(seconds: float) -> None:
         h.wait_until(_never, f"time.sleep({seconds:g})", None, seconds)
 
 
-_base = 0.0
+# Each clock of the time module reads, for a task of a controlled run, the value it had when
+# the run began plus the run's virtual time; timeouts in Semaphore, Queue ... expire at once.
+_bases: dict[Callable[[], float | int], float] = {}
 
 
-def _monotonic() -> float:
-    h: Any = _control.hook
-    if _controlled(h):
-        return _base + float(
-            h.now()
-        )  # virtual time: timeouts in Semaphore, Queue ... expire at once
-    return _real_monotonic()
+def _virtual_clock(real: Callable[[], Any]) -> Callable[[], Any]:
+    scale = 1_000_000_000 if real.__name__.endswith("_ns") else 0
+    _bases[real] = 0.0
 
+    def clock() -> Any:
+        h: Any = _control.hook
+        if _controlled(h):
+            if scale:
+                return int(_bases[real] + h.now() * scale)
+            return _bases[real] + float(h.now())
+        return real()
+
+    clock.__name__ = clock.__qualname__ = real.__name__
+    clock.__doc__ = real.__doc__
+    return clock
+
+
+_CLOCK_NAMES = (
+    "monotonic",
+    "monotonic_ns",
+    "time",
+    "time_ns",
+    "perf_counter",
+    "perf_counter_ns",
+)
+#: The time module's own functions, and the stand-ins a controlled run puts in their place.
+VIRTUAL: dict[object, Callable[..., Any]] = {
+    getattr(time, name): _virtual_clock(getattr(time, name)) for name in _CLOCK_NAMES
+}
+VIRTUAL[_real_sleep] = _sleep
+_monotonic = VIRTUAL[_real_monotonic]
 
 _saved: list[tuple[object, str, object]] = []
+_found_aliases: tuple[int, list[tuple[types.ModuleType, str, object]]] = (-1, [])
 
 
-def begin(run: object) -> None:
+def _aliases() -> list[tuple[object, str, object]]:
+    """``from time import sleep, monotonic`` in any module: rebind those names for the run.
+
+    The scan of every module's globals is redone only when modules were imported since.
+    The stand-ins take the virtual path only for the run's tasks, so code outside the run
+    (and these modules' own threads) keeps real time.
+    """
+    global _found_aliases
+    count, found = _found_aliases
+    if count != len(sys.modules):
+        found = []
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if module is time or not isinstance(namespace, dict):
+                continue
+            if str(getattr(module, "__name__", "")).startswith(__name__.rpartition(".")[0]):
+                continue  # taskkit.testing's own references to the real functions
+            for name, value in list(namespace.items()):
+                if type(value) is types.BuiltinFunctionType and value in VIRTUAL:
+                    found.append((module, name, value))
+        _found_aliases = (len(sys.modules), found)
+    return [
+        (module, name, VIRTUAL[real])
+        for module, name, real in found
+        if module.__dict__.get(name) is real
+    ]
+
+
+# -- randomness and event loops --------------------------------------------------------------
+
+RANDOM_SEED = 0
+_saved_random: list[Any] = []
+_seeded: list[Any] = []
+_seeds = [0]
+_real_seed = random.Random.seed
+_real_urandom = os.urandom
+_real_run_forever = asyncio.BaseEventLoop.run_forever
+_real_asyncio_run = asyncio.run
+
+
+def _seed(self: random.Random, a: Any = None, version: int = 2) -> None:
+    h: Any = _control.hook
+    if a is None and _controlled(h):
+        _seeds[0] += 1
+        a = _seeds[0]
+    _real_seed(self, a, version)
+
+
+def _urandom(size: int) -> bytes:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.uncontrolled(
+            "read os.urandom() (SystemRandom, secrets, uuid.uuid4()), which no execution repeats"
+        )
+    return _real_urandom(size)
+
+
+def _asyncio_run(main: Any, *, debug: bool | None = None) -> Any:
+    h: Any = _control.hook
+    task = h.caller() if _controlled(h) else None
+    if task is None or task.is_coro:
+        return _real_asyncio_run(main, debug=debug)
+    # a plain task runs a coroutine: it becomes an asyncio task of the run's own loop
+    return h.run_coroutine(main)
+
+
+def _run_forever(self: asyncio.BaseEventLoop) -> None:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.uncontrolled(
+            "ran an event loop of its own (loop.run_until_complete(), run_forever()), whose "
+            "callbacks run in an order the search does not vary"
+        )
+    _real_run_forever(self)
+
+
+# -- threads started by tasks: each becomes a task of the run (see Run.spawn) ----------------
+
+start_thread = threading.Thread.start
+_real_join = threading.Thread.join
+_real_thread_init = threading.Thread.__init__
+_real_is_alive = threading.Thread.is_alive
+
+
+def _spawned(h: Any, thread: threading.Thread) -> Any:
+    """The task ``thread`` runs as, if a task of the run asks and the run started it."""
+    if _controlled(h):
+        return h.spawned.get(thread)
+    return None
+
+
+def _init_thread(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
+    _real_thread_init(self, *args, **kwargs)
+    h: Any = _control.hook
+    if _controlled(h):
+        h.thread_order += 1
+        self.__dict__["_taskkit_order"] = h.thread_order
+
+
+def _start(self: threading.Thread) -> None:
+    h: Any = _control.hook
+    if _controlled(h):
+        h.spawn(self)
+    else:
+        start_thread(self)
+
+
+def _join(self: threading.Thread, timeout: float | None = None) -> None:
+    h: Any = _control.hook
+    task = _spawned(h, self)
+    if task is not None:
+
+        def ended() -> bool:
+            return bool(task.state == 2)  # TaskState.DONE
+
+        if not h.wait_until(ended, f"join() of {self.name}", self, timeout):
+            return
+    _real_join(self, timeout)
+
+
+def _is_alive(self: threading.Thread) -> bool:
+    h: Any = _control.hook
+    task = _spawned(h, self)
+    if task is not None:
+        return bool(task.state != 2)  # TaskState.DONE: the thread may still be exiting
+    return _real_is_alive(self)
+
+
+# -- a run's patches, on and off --------------------------------------------------------------
+
+
+def begin(run: Any) -> None:
     """Patch for the duration of a controlled run."""
-    global _base
     install_factories()
-    _base = _real_monotonic()
-    patches = [
+    for real in _bases:
+        _bases[real] = real()
+    patches: list[tuple[object, str, object]] = [
         (threading.Condition, "wait", _condition_wait),
         (threading.Condition, "wait_for", _condition_wait_for),
         (time, "sleep", _sleep),
-        (threading, "_time", _monotonic),
-        (queue, "time", _monotonic),
+        *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
+        (random.Random, "seed", _seed),
+        (random, "_urandom", _urandom),
+        (os, "urandom", _urandom),
+        (asyncio.BaseEventLoop, "run_forever", _run_forever),
+        (asyncio, "run", _asyncio_run),
+        (threading.Thread, "__init__", _init_thread),
+        (threading.Thread, "start", _start),
+        (threading.Thread, "join", _join),
+        (threading.Thread, "is_alive", _is_alive),
+        # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
+        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
+        *_aliases(),
     ]
     for owner, name, value in patches:
         _saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, value)
+    # Randomness, repeated: every execution starts from the same state of ``random``, and a
+    # ``random.Random()`` made by a task gets the next of a fixed series of seeds.
+    _saved_random.append(random.getstate())
+    random.seed(RANDOM_SEED)
+    _seeds[:] = [0]
+    _seeded[:] = [random.getstate()]
 
 
-def end() -> None:
-    """Undo ``begin``."""
+def end(run: Any) -> None:
+    """Undo ``begin``; note in ``run`` whether its tasks drew random numbers."""
     while _saved:
         owner, name, value = _saved.pop()
         setattr(owner, name, value)
+    if _seeds[0] or (_seeded and random.getstate() != _seeded[0]):
+        run.notes[
+            f"random was seeded with {RANDOM_SEED} at the start of every execution (and each "
+            "random.Random() a task made with 1, 2, ...): the search covers that sequence of "
+            "random values"
+        ] = None
+    _seeded.clear()
+    while _saved_random:
+        random.setstate(_saved_random.pop())

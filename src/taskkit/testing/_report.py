@@ -6,10 +6,19 @@ import linecache
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ._runtime import Run, Step
 
-__all__ = ["add_note", "format_schedule", "format_table", "parse_schedule"]
+__all__ = [
+    "add_note",
+    "describe_report",
+    "format_schedule",
+    "format_table",
+    "parse_schedule",
+    "summarize_counterexample",
+    "summarize_report",
+]
 
 _ENTRY = re.compile(r"^\s*(T\d+|-)@(\d+)>T(\d+)\s*$")
 
@@ -54,25 +63,29 @@ def _source(filename: str, line: int) -> str:
 
 
 def format_table(run: Run, *, limit: int = 40) -> str:
-    """Return the interleaving of ``run`` as a table, one row per step (long runs collapsed)."""
+    """Return the interleaving of ``run`` as a table, one row per step.
+
+    A run longer than ``limit`` steps shows one row per stretch of one task.  A stretch that
+    ended because another task preempted it names the access it was preempted before.
+    """
     steps = run.steps
     rows: list[tuple[str, str, str, str, str]] = []
     segments = _segments(steps) if len(steps) > limit else [[s] for s in steps]
-    for seg in segments:
+    for n, seg in enumerate(segments):
         first, last = seg[0], seg[-1]
-        task = f"T{first.task}"
         mark = "preempt" if first.preempted else ""
-        if first.where is None:
-            where, source = "", ""
+        where, source = _place(first.where, last.where)
+        if len(seg) == 1:
+            op = first.op
         else:
-            filename, line, func = first.where
-            where = f"{os.path.basename(filename)}:{line}"
-            if last.where is not None and last.where[1] != line and last.where[0] == filename:
-                where += f"-{last.where[1]}"
-            where += f" {func}"
-            source = _source(filename, line)
-        op = first.op if len(seg) == 1 else f"{first.op} ... ({len(seg)} steps)"
-        rows.append((str(first.index), task, mark, where, op + ("   " + source if source else "")))
+            op = f"{first.op} ... {last.op} ({len(seg)} steps)"
+            following = segments[n + 1] if n + 1 < len(segments) else None
+            if following is not None and following[0].preempted:
+                pending = _next_of(steps, last)
+                if pending is not None:
+                    op = f"{op}; preempted before {pending.op}"
+                    _, source = _place(pending.where, None)
+        rows.append((str(first.index), f"T{first.task}", mark, where, _cell(op, source)))
     if run.failure is not None:
         who = f"T{run.failed_task.index} " if run.failed_task is not None else ""
         rows.append(("", "", "", "", f"{who}failed: {type(run.failure).__name__}"))
@@ -82,6 +95,31 @@ def format_table(run: Run, *, limit: int = 40) -> str:
         cells = [r[i].ljust(widths[i]) for i in range(4)]
         lines.append("  " + "  ".join(cells) + "  " + r[4])
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(op: str, source: str) -> str:
+    return op + ("   " + source if source else "")
+
+
+def _place(
+    where: tuple[str, int, str] | None, until: tuple[str, int, str] | None
+) -> tuple[str, str]:
+    """``file.py:12-14 func`` and the source of the first line, for a step or a stretch."""
+    if where is None:
+        return "", ""
+    filename, line, func = where
+    place = f"{os.path.basename(filename)}:{line}"
+    if until is not None and until[1] != line and until[0] == filename:
+        place += f"-{until[1]}"
+    return f"{place} {func}", _source(filename, line)
+
+
+def _next_of(steps: Sequence[Step], step: Step) -> Step | None:
+    """The next step of ``step``'s task: what it was about to do when it was preempted."""
+    for later in steps[step.index + 1 :]:
+        if later.task == step.task:
+            return later
+    return None
 
 
 def _segments(steps: Sequence[Step]) -> list[list[Step]]:
@@ -107,3 +145,40 @@ def describe(run: Run) -> str:
         f"{head}\n{format_table(run)}\n"
         f"schedule: {schedule!r}  (taskkit.testing.replay({schedule!r}).run(...))"
     )
+
+
+def _first_line(error: BaseException, width: int = 80) -> str:
+    text = f"{type(error).__name__}: {error}".split("\n", 1)[0].rstrip(": ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def summarize_counterexample(cx: Any) -> str:
+    """One line for ``repr(counterexample)``: what failed and the schedule that replays it."""
+    return (
+        f"Counterexample({_first_line(cx.error)!r}, schedule={cx.schedule!r}, "
+        f"preemptions={cx.preemptions})"
+    )
+
+
+def summarize_report(report: Any) -> str:
+    """One line for ``repr(report)``, short enough for pytest's ``where ... = Report(...)``."""
+    parts = [f"ok={report.ok}", f"complete={report.complete}", f"executions={report.executions}"]
+    if report.counterexample is not None:
+        parts.append(f"failure={_first_line(report.counterexample.error)!r}")
+        parts.append(f"schedule={report.counterexample.schedule!r}")
+    if report.notes:
+        parts.append(f"notes={len(report.notes)}")
+    return f"Report({', '.join(parts)})"
+
+
+def describe_report(report: Any) -> str:
+    """The whole story of a report: the verdict, the failing interleaving and the notes."""
+    runs = f"{report.executions} execution{'s' if report.executions != 1 else ''}"
+    if report.ok:
+        if report.complete:
+            head = f"ok: every interleaving checked ({runs})"
+        else:
+            head = f"ok, but not a complete search ({runs})"
+    else:
+        head = f"failed after {runs}:\n{report.counterexample}"
+    return "\n".join([head, *(f"note: {note}" for note in report.notes)])

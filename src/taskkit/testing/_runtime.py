@@ -13,20 +13,34 @@ Data flow of one run::
       -> same task: carry on (no handoff) | a thread task: release its baton, park on mine
                                           | a coroutine: hand the main baton to main
 
+    tasks that join on the way:
+      Thread.start() by a task  -> spawn(): the thread starts, parks before run(), a task
+      an asyncio task created   -> _adopt(): a coroutine task (async def tasks are asyncio
+                                   tasks on _asyncio.ControlledLoop, stepped by main)
+      asyncio.run() in a task   -> run_coroutine(): the coroutine is adopted, the caller waits
+
 Exactly one thread holds "the baton" at any time, so task code never runs in parallel and
-every decision is recorded in ``Run.steps``.  A failure (a task's exception, a deadlock, a
-watchdog report) puts the run in *abort* mode: each remaining task is resumed in turn and
-raises ``_Abort`` at its switch point, so it unwinds without running on.
+every decision is recorded in ``Run.steps``.  What a run cannot see or repeat (os.urandom, a
+loop of a task's own ...) is recorded in ``Run.unseen``; a search that met any is incomplete.
+A failure (a task's exception, a deadlock, a watchdog report) puts the run in *abort* mode:
+each remaining task is resumed in turn and raises ``_Abort`` at its switch point, so it
+unwinds without running on.  Threads and tasks the code started and left waiting when every
+task given has ended are unwound the same way.
 """
 
 from __future__ import annotations
 
 import _thread
+import asyncio
+import functools
 import gc
 import inspect
+import logging
+import re
 import sys
 import threading
 import traceback
+import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -34,10 +48,12 @@ from typing import Any, Protocol
 
 from .. import _control
 from .._errors import Deadlock, UsageError
-from . import _patches
+from . import _asyncio, _patches
+from ._asyncio import ControlledLoop, where_awaiting
 from ._tracing import (
     ANY_WRITE,
     CALL_TYPE,
+    CALLEE_GLOBAL,
     CONTAINERS,
     DATA_TYPES,
     ITEMS,
@@ -60,7 +76,10 @@ from ._tracing import (
     call_sites,
     call_type_footprint,
     classify,
+    classify_frame,
     describe_callable,
+    note_rebound,
+    rebound,
     visible_ops,
 )
 
@@ -107,33 +126,42 @@ class Task:
 
     __slots__ = (
         "aborted",
+        "aio",
         "baton",
-        "coro",
         "deadline",
         "error",
         "fn",
         "footprint",
         "index",
         "is_coro",
+        "label",
         "name",
         "op",
         "ready",
-        "send_value",
         "started",
         "state",
         "stuck",
         "thread",
         "timed_out",
+        "top",
+        "wait",
+        "waiting_on",
         "what",
         "where",
     )
 
-    def __init__(self, index: int, fn: Callable[..., Any]) -> None:
+    def __init__(
+        self, index: int, fn: Callable[..., Any], aio: asyncio.Task[Any] | None = None
+    ) -> None:
         self.index = index
         self.name = f"T{index}"
         self.fn = fn
-        self.is_coro = inspect.iscoroutinefunction(fn)
-        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.is_coro = aio is not None or inspect.iscoroutinefunction(fn)
+        self.top = aio is None  # one of the callables given, not a task the code created
+        self.aio = aio  # the asyncio.Task of a coroutine task, once started
+        self.wait: _Pending | None = None  # what a coroutine task awaits through await_until
+        self.label: str | None = None  # the op of a coroutine task's next step, if it said
+        self.waiting_on: object = None  # the primitive a blocked thread task waits for
         self.thread: threading.Thread | None = None
         self.baton = _thread.allocate_lock()
         self.baton.acquire()
@@ -147,7 +175,6 @@ class Task:
         self.footprint: FootprintT = ANY_WRITE if self.is_coro else None
         self.error: BaseException | None = None
         self.stuck = False
-        self.send_value: object = None
         self.started = False
         self.aborted = False  # told to unwind: cleanup code runs on without switch points
 
@@ -163,23 +190,57 @@ def default_choice(current: Task | None, enabled: list[Task], ntasks: int) -> Ta
     return min(enabled, key=lambda t: (t.index - start) % ntasks)
 
 
-class _Request:
-    """What a coroutine task yields to the scheduler at an ``await``."""
+class _Yield:
+    """``await checkpoint()`` / ``aswitch`` in a coroutine task: let the scheduler choose."""
 
-    __slots__ = ("obj", "op", "ready", "timeout", "what")
+    __slots__ = ("op", "run")
+
+    def __init__(self, run: Run, op: str) -> None:
+        self.run, self.op = run, op
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        task = self.run.caller()
+        if task is not None:
+            task.label = self.op
+        yield  # a bare yield: asyncio steps the task again at once, as sleep(0) does
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A coroutine task's ``await_until``: the future it sleeps on and when it may wake."""
+
+    future: asyncio.Future[bool]
+    ready: Callable[[], object]
+    what: object
+    deadline: float | None
+
+
+class _Wait:
+    """``await_until`` in a coroutine task: sleep on a future the scheduler resolves."""
+
+    __slots__ = ("ready", "run", "timeout", "what")
 
     def __init__(
-        self,
-        op: str,
-        obj: object,
-        ready: Callable[[], object] | None = None,
-        what: object = "",
-        timeout: float | None = None,
+        self, run: Run, ready: Callable[[], object], what: object, timeout: float | None
     ) -> None:
-        self.op, self.obj, self.ready, self.what, self.timeout = op, obj, ready, what, timeout
+        self.run, self.ready, self.what, self.timeout = run, ready, what, timeout
 
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return (yield self)
+    def __await__(self) -> Generator[Any, Any, bool]:
+        run = self.run
+        task = run.caller()
+        if task is None or task.aio is None:
+            raise RuntimeError("await_until() is for coroutine tasks of a controlled run")
+        if self.timeout is not None and self.timeout <= 0:
+            task.label = f"poll {self.what}"
+            yield
+            return bool(self.ready())
+        future: asyncio.Future[bool] = run.loop.create_future()
+        deadline = None if self.timeout is None else run.clock + self.timeout
+        task.wait = _Pending(future, self.ready, self.what, deadline)
+        try:
+            return (yield from future.__await__())
+        finally:
+            task.wait = None
 
 
 def _where(frame: FrameType) -> Where:
@@ -198,7 +259,7 @@ class _Tracer:
         code = frame.f_code
         local = self.locals.get(code)
         if local is None:
-            if classify(code.co_filename) != TRACED:
+            if classify_frame(frame) != TRACED:
                 return None
             local = self._local_for(visible_ops(code))
             self.locals[code] = local
@@ -221,22 +282,34 @@ class _Tracer:
     def visible(self, frame: FrameType, entry: tuple[int, str, str, str | None]) -> None:
         kind, name, text, guard = entry
         fp: FootprintT
-        if kind == LOAD_GLOBAL:
+        if kind in (LOAD_GLOBAL, CALLEE_GLOBAL):
             g = frame.f_globals
-            value = g.get(name, _MISSING)
-            if value is _MISSING:
-                value = frame.f_builtins.get(name, _MISSING)
-            if type(value) not in DATA_TYPES:
-                return  # functions, classes, modules, locks, containers: not the access itself
+            if not rebound(g, name):
+                if kind == CALLEE_GLOBAL:
+                    return
+                value = g.get(name, _MISSING)
+                if value is _MISSING:
+                    value = frame.f_builtins.get(name, _MISSING)
+                if type(value) not in DATA_TYPES:
+                    return  # a function, class, lock or container no code rebinds
             fp = (("g", id(g), name), False)
         elif kind == STORE_GLOBAL:
             fp = (("g", id(frame.f_globals), name), True)
         elif kind == LOAD_ATTR:
-            if guard is not None and isinstance(frame.f_globals.get(guard), type(sys)):
-                return  # module.attribute
-            fp = (("a", name), False)
+            module = frame.f_globals.get(guard) if guard is not None else None
+            if isinstance(module, type(sys)):
+                if not rebound(vars(module), name):
+                    return  # module.function, module.CONSTANT: nothing rebinds it
+                fp = (("g", id(vars(module)), name), False)
+            else:
+                fp = (("a", name), False)
         elif kind == STORE_ATTR:
-            fp = (("a", name), True)
+            module = frame.f_globals.get(guard) if guard is not None else None
+            if isinstance(module, type(sys)):
+                note_rebound(name)
+                fp = (("g", id(vars(module)), name), True)
+            else:
+                fp = (("a", name), True)
         elif kind in (READ_ITEM, ITERATE):
             fp = (ITEMS, False)
         elif kind == WRITE_ITEM:
@@ -266,8 +339,12 @@ class _Tracer:
 
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "c_call":
-            if classify(frame.f_code.co_filename) != TRACED:
+            if classify_frame(frame) != TRACED:
                 return
+            if arg in _patches.VIRTUAL:
+                # the time module's own sleep or clock, reached through a name the run did not
+                # rebind (a default argument, an attribute): it runs on real time
+                self.run.uncontrolled(f"called the real time.{arg.__name__}() through an alias")
             fp = c_call_footprint(arg)
             if fp is False:
                 return
@@ -279,10 +356,10 @@ class _Tracer:
             )
         elif event == "call":
             code = frame.f_code
-            if classify(code.co_filename) != UNTRACED:
+            if classify_frame(frame) != UNTRACED:
                 return  # traced code has its own switch points; taskkit reports its own
             back = frame.f_back
-            if back is None or classify(back.f_code.co_filename) != TRACED:
+            if back is None or classify_frame(back) != TRACED:
                 return
             if back.f_lasti not in call_sites(back.f_code):
                 return  # not an explicit call: a property, a finalizer, a weakref callback
@@ -333,10 +410,25 @@ class Run:
         self.ticks = 0
         self.deciding = False
         self.held: dict[Any, None] = {}  # controllable locks that tasks hold
+        # async def tasks run as asyncio tasks on the controlled loop (see _asyncio)
+        self.loop: ControlledLoop = _asyncio.loop()
+        self.creating = False  # the run itself is creating a task's asyncio.Task
+        # threads the tasks start become tasks too (Thread.start, patched)
+        self.spawned: dict[threading.Thread, Task] = {}
+        self.passthrough = False  # a task runs threading's own start(): not controlled
+        self.thread_order = 0  # threads made by tasks so far (see _patches._thread_hash)
+        self.names: dict[int, str] = {}  # id(primitive) -> the expression code reached it by
+        self.quieted: tuple[logging.Logger, bool] | None = None  # see _abort
+        # What the report must say: facts about every execution (``notes``), and things the
+        # run could neither see nor repeat, each of which makes a search incomplete.
+        self.notes: dict[str, None] = {}
+        self.unseen: dict[str, None] = {}
 
     # -- the hook protocol (taskkit._control.Hook) ---------------------------------------
 
     def controls_caller(self) -> bool:
+        if self.passthrough:
+            return False
         ident = _get_ident()
         if ident in self.by_ident:
             return True
@@ -353,10 +445,21 @@ class Run:
 
     def switch(self, op: str, obj: object) -> None:
         task = self.caller()
-        if task is None or task.is_coro:
-            return  # a plain call inside a coroutine task cannot suspend it
+        if task is None:
+            return
         where, fp = self._site(obj)
-        self.switch_point(task, op, where, fp)
+        self.switch_point(task, self._named(op, obj), where, fp)
+
+    def observe(self, op: str, obj: object) -> None:
+        task = self.caller()
+        if task is None:
+            return
+        where, fp = self._site(obj, write=False)
+        self.switch_point(task, self._named(op, obj), where, fp)
+
+    def _named(self, op: str, obj: object) -> str:
+        name = self.names.get(id(obj)) if obj is not None else None
+        return op if name is None else f"{op} on {name}"
 
     def wait_until(
         self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
@@ -364,26 +467,26 @@ class Run:
         task = self.caller()
         if task is None:
             raise UsageError("wait_until() was called by a thread that is not a task of the run")
-        if task.is_coro:
-            if ready():
-                return True
-            raise UsageError(
-                f"{what}: a blocking call inside async task {task.name} would stop every "
-                "coroutine task; await the primitive's async form instead"
-            )
         where, fp = self._site(obj)
         if timeout is not None and timeout <= 0:
-            self.switch_point(task, f"poll {what}", where, fp)
+            self.switch_point(task, f"poll {self.describe(what, obj)}", where, fp)
             return bool(ready())
+        task.waiting_on = obj
         return self.block(task, ready, what, timeout, where, fp)
 
-    def aswitch(self, op: str, obj: object) -> _Request:
-        return _Request(op, obj)
+    def aswitch(self, op: str, obj: object) -> _Yield:
+        return _Yield(self, op)
 
     def await_until(
         self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
-    ) -> _Request:
-        return _Request(f"wait: {what}", obj, ready, what, timeout)
+    ) -> _Wait:
+        return _Wait(self, ready, what, timeout)
+
+    def uncontrolled(self, what: str) -> None:
+        """Record that a task did something the run cannot see or repeat (once per kind)."""
+        task = self.caller()
+        who = f"{task.name} " if task is not None else ""
+        self.unseen[f"{who}{what}"] = None
 
     def now(self) -> float:
         """Return the run's virtual clock (seconds since it started)."""
@@ -391,29 +494,48 @@ class Run:
 
     # -- switch points of thread tasks --------------------------------------------------
 
-    def _site(self, obj: object) -> tuple[Where | None, FootprintT]:
+    def _site(self, obj: object, write: bool = True) -> tuple[Where | None, FootprintT]:
         """Find where a hook was called from and the footprint of the operation on ``obj``.
 
         The footprint names ``obj`` only when the hook's caller is traced code: then
         whatever runs after the operation is covered by switch points of its own.  A call
         from untraced code (``Event.wait`` in the standard library) may touch anything.
         """
-        where, precise = self.site()
+        frame, precise = self._traced_frame()
+        where = _where(frame) if frame is not None else None
+        if obj is not None and frame is not None and id(obj) not in self.names:
+            name = _name_in(frame, obj)
+            if name is not None:
+                self.names[id(obj)] = name
         if precise and obj is not None:
-            return where, (("o", id(obj)), True)
+            return where, (("o", id(obj)), write)
         return where, ANY_WRITE
 
     def site(self) -> tuple[Where | None, bool]:
         """Return the innermost traced source line, and whether it called taskkit directly."""
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None and classify(frame.f_code.co_filename) == SELF:
+        frame, precise = self._traced_frame()
+        return (_where(frame) if frame is not None else None), precise
+
+    def _traced_frame(self) -> tuple[FrameType | None, bool]:
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None and classify_frame(frame) == SELF:
             frame = frame.f_back
         if frame is None:
             return None, False
-        precise = classify(frame.f_code.co_filename) == TRACED
-        while frame is not None and classify(frame.f_code.co_filename) != TRACED:
+        precise = classify_frame(frame) == TRACED
+        while frame is not None and classify_frame(frame) != TRACED:
             frame = frame.f_back
-        return (_where(frame) if frame is not None else None), precise
+        return frame, precise
+
+    def describe(self, what: object, obj: object) -> str:
+        """Describe a wait for a report: the primitive by the name the code reached it by
+        (``account.lock``), as it is now, with no addresses."""
+        text = str(what)
+        name = self.names.get(id(obj)) if obj is not None else None
+        if name is not None:
+            shown = repr(obj)
+            text = text.replace(shown, f"{name} {shown}") if shown in text else f"{text} ({name})"
+        return _ADDRESS.sub("", text)
 
     def switch_point(self, task: Task, op: str, where: Where | None, fp: FootprintT) -> None:
         """Called by thread ``task`` (holding the baton) before its next visible operation."""
@@ -425,15 +547,14 @@ class Run:
         if self.aborting:
             task.aborted = True
             raise _Abort
+        if task.is_coro and not self._threads_alive():
+            return  # only coroutines: the code between two awaits runs as one step
         task.state = TaskState.RUNNABLE
         task.op, task.where, task.footprint = op, where, fp
         if self.priming:
             self._park_primed(task)
         else:
-            nxt = self._decide(task)
-            if nxt is not task:
-                self._dispatch(nxt)
-                task.baton.acquire()
+            self._hand_over(task)
         if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
@@ -456,14 +577,12 @@ class Run:
         task.state = TaskState.BLOCKED
         task.ready, task.what = ready, what
         task.deadline = None if timeout is None else self.clock + timeout
-        task.op, task.where, task.footprint = f"wait: {what}", where, fp
+        task.op = f"wait: {self.describe(what, task.waiting_on)}"
+        task.where, task.footprint = where, fp
         if self.priming:
             self._park_primed(task)
         else:
-            nxt = self._decide(task)
-            if nxt is not task:
-                self._dispatch(nxt)
-                task.baton.acquire()
+            self._hand_over(task)
         if self.is_aborting():  # resumed only to unwind
             task.aborted = True
             raise _Abort
@@ -472,6 +591,28 @@ class Run:
         task.ready, task.deadline, task.timed_out = None, None, False
         return not timed_out
 
+    def _hand_over(self, task: Task) -> None:
+        """Let the strategy pick who runs next, and wait until it picks ``task`` again."""
+        nxt = self._decide(task)
+        if nxt is task:
+            return
+        if not task.is_coro:
+            self._dispatch(nxt)
+            task.baton.acquire()
+            return
+        # A coroutine task inside its step, on main: it holds the loop, as the code between
+        # two awaits does for real, so only thread tasks run until the strategy picks it.
+        while nxt is not None and nxt is not task and not nxt.is_coro:
+            nxt.baton.release()
+            if not self._wait_main():
+                return  # the watchdog gave up on a thread task: the run is aborting
+            nxt, self.main_next = self.main_next, None
+            if self.finished:
+                return
+
+    def _threads_alive(self) -> bool:
+        return any(not t.is_coro and t.state != TaskState.DONE for t in self.tasks)
+
     def _park_primed(self, task: Task) -> None:
         self.main_baton.release()
         task.baton.acquire()
@@ -479,6 +620,8 @@ class Run:
     # -- decisions -------------------------------------------------------------------------
 
     def _enabled(self, task: Task) -> bool:
+        if task.is_coro and self.stepping is not None and task is not self.stepping:
+            return False  # another coroutine holds the loop (a thread task runs meanwhile)
         if task.state == TaskState.RUNNABLE:
             return True
         if task.state == TaskState.BLOCKED and task.ready is not None:
@@ -500,16 +643,31 @@ class Run:
         self.ticks += 1
         if self.aborting:
             return self._next_to_unwind()
+        # callbacks a thread task left for the loop (a future it settled for an async task)
+        self.loop.housekeep()
         enabled = [t for t in self.tasks if self._enabled(t)]
-        if not enabled:
+        while not enabled:
             blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
             if not blocked:
                 return None
+            if not any(t.top for t in blocked):
+                # What is left are tasks and threads the code started and left waiting (a
+                # pool's idle workers): the run is over, and they unwind as in a failure.
+                self._abort()
+                return self._next_to_unwind()
             timed = [t for t in blocked if t.deadline is not None]
-            if not timed:
+            timer = self.loop.next_timer()
+            first = min(timed, key=lambda t: (t.deadline, t.index)) if timed else None
+            if timer is not None and (first is None or timer <= (first.deadline or 0.0)):
+                # an asyncio timer (sleep, wait_for, timeout) fires in virtual time
+                self.clock = max(self.clock, timer)
+                self.used_timeouts = True
+                self.loop.fire_timers()
+                enabled = [t for t in self.tasks if self._enabled(t)]
+                continue
+            if first is None:
                 self.fail(self._deadlock(blocked), None)
                 return self._next_to_unwind()
-            first = min(timed, key=lambda t: (t.deadline, t.index))
             self.clock = max(self.clock, first.deadline or 0.0)
             first.timed_out = True
             self.used_timeouts = True
@@ -563,11 +721,16 @@ class Run:
         for task in self.tasks:
             if task.state == TaskState.BLOCKED:
                 at = f" at {_short(task.where)}" if task.where else ""
-                waiting[task.name] = f"{task.what}{at}"
+                waiting[task.name] = f"{self.describe(task.what, task.waiting_on)}{at}"
         lines = [f"  {name} waits for {what}" for name, what in waiting.items()]
         done = [t.name for t in self.tasks if t.state == TaskState.DONE]
         if done:
             lines.append(f"  finished: {', '.join(done)}")
+        if self.stepping is not None:
+            lines.append(
+                f"  {self.stepping.name} made a blocking call in async code, which holds the "
+                "event loop: no other async task runs until it returns (await the async form)"
+            )
         return Deadlock("no task can proceed:\n" + "\n".join(lines), waiting)
 
     def fail(self, error: BaseException, task: Task | None) -> None:
@@ -575,7 +738,16 @@ class Run:
         if self.failure is None:
             self.failure = error
             self.failed_task = task
-        self.aborting = True
+        self._abort()
+
+    def _abort(self) -> None:
+        """Unwind every task.  A pool's worker logs the exception that unwinds it ("Exception
+        in worker"): that is the run's doing, not the code's, so the pool's logger is quiet."""
+        if not self.aborting:
+            self.aborting = True
+            quiet = logging.getLogger("concurrent.futures")
+            self.quieted = (quiet, quiet.disabled)
+            quiet.disabled = True
 
     def _dispatch(self, nxt: Task | None) -> None:
         """Hand the baton to ``nxt`` (a thread task, or main for coroutines and the end)."""
@@ -600,14 +772,19 @@ class Run:
         # from run to run; a systematic search needs every run to repeat exactly.
         collecting = gc.isenabled()
         gc.disable()
+        self.loop.reset(self.now, self._adopt)
+        self.loop.on_own_callback = self._loop_callback
         try:
             self._prime()
             self._resume(self._decide(None))
             if not self.finished:
                 self._main_loop()
         finally:
+            self._close_coroutines()
+            if self.quieted is not None:
+                self.quieted[0].disabled = self.quieted[1]
             _control.hook = None
-            _patches.end()
+            _patches.end(self)
             if collecting:
                 gc.enable()
         _patches.release_leftovers(self.held)
@@ -628,7 +805,7 @@ class Run:
     def _prime(self) -> None:
         self.priming = True
         try:
-            for task in self.tasks:
+            for task in list(self.tasks):  # threads they start on the way join later
                 if task.is_coro:
                     continue
                 task.thread = threading.Thread(
@@ -695,11 +872,16 @@ class Run:
 
     def _thread_main(self, task: Task) -> None:
         self.by_ident[_get_ident()] = task
+        self._run_thread_task(task, self.args)
+
+    def _run_thread_task(self, task: Task, args: tuple[object, ...]) -> None:
         tracer = _Tracer(self, task)
         sys.settrace(tracer.global_trace)
         sys.setprofile(tracer.profile)
         try:
-            task.fn(*self.args)
+            result = task.fn(*args)
+            if inspect.isawaitable(result):
+                _reject_awaitable(task, result)
         except _Abort:
             pass
         except BaseException as error:
@@ -717,36 +899,63 @@ class Run:
             return
         self._dispatch(self._decide(task))
 
+    def run_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """``asyncio.run(coro)`` in a plain task: run ``coro`` as an asyncio task of the run.
+
+        The calling task waits for it as for any other task, so what the coroutine does
+        between its awaits is interleaved with every task, as the search requires.
+        """
+        if not inspect.iscoroutine(coro):
+            raise ValueError(f"a coroutine was expected, got {coro!r}")
+        aio = self.loop.create_task(coro)
+        self.wait_until(aio.done, "asyncio.run()", aio, None)
+        return aio.result()
+
+    # -- threads the tasks start ------------------------------------------------------------
+
+    def spawn(self, thread: threading.Thread) -> None:
+        """Start ``thread`` as a task of this run: ``Thread.start()`` called by a task.
+
+        The thread starts for real (so ``threading`` knows it), but parks before its
+        ``run()``, as a task whose first step the strategy schedules like any other.
+        """
+        task = Task(len(self.tasks), thread.run)
+        task.top, task.thread, task.footprint = False, thread, None
+        self.tasks.append(task)
+        self.spawned[thread] = task
+        parked = _thread.allocate_lock()
+        parked.acquire()
+
+        def run() -> None:
+            self.by_ident[_get_ident()] = task
+            parked.release()
+            task.baton.acquire()  # until the strategy first picks this task
+            if self.aborting:
+                task.state = TaskState.DONE
+                self._dispatch(self._decide(task))
+                return
+            self._run_thread_task(task, ())
+
+        thread.run = run  # type: ignore[method-assign]
+        self.passthrough = True
+        try:
+            _patches.start_thread(thread)
+            parked.acquire()
+        finally:
+            self.passthrough = False
+
     def _step_coroutines(self, task: Task | None) -> None:
         """Main thread: run coroutine tasks until a thread task or the end is chosen."""
         while task is not None:
-            request: object = None
             if self.aborting:
-                if task.coro is not None:
-                    try:
-                        task.coro.close()
-                    except BaseException:
-                        pass
-                task.state = TaskState.DONE
+                self._close_coroutines()
             else:
                 self.stepping = task
                 try:
-                    if task.coro is None:
-                        task.coro = task.fn(*self.args)
-                    value, task.send_value = task.send_value, None
-                    request = task.coro.send(value)
-                except StopIteration:
-                    task.state = TaskState.DONE
-                except _Abort:
-                    task.state = TaskState.DONE
-                except BaseException as error:
-                    task.state = TaskState.DONE
-                    task.error = error
-                    self.fail(error, task)
+                    self._step(task)
                 finally:
                     self.stepping = None
-            if task.state != TaskState.DONE:
-                self._accept(task, request)
+                self._after_step(task)
             nxt = self._decide(task)
             if nxt is None:
                 self.finished = True
@@ -754,37 +963,133 @@ class Run:
             if not nxt.is_coro:
                 nxt.baton.release()
                 return
-            if nxt.state == TaskState.BLOCKED or nxt.timed_out:
-                nxt.send_value = not nxt.timed_out
-                nxt.state = TaskState.RUNNABLE
-                nxt.ready, nxt.deadline, nxt.timed_out = None, None, False
             task = nxt
 
-    def _accept(self, task: Task, request: object) -> None:
-        """Record what a suspended coroutine task waits for."""
-        where = _coro_where(task.coro)
-        task.where, task.footprint = where, ANY_WRITE
-        if request is None:
-            task.state, task.op = TaskState.RUNNABLE, "await"
-        elif isinstance(request, _Request):
-            if request.ready is None:
-                task.state, task.op = TaskState.RUNNABLE, request.op
-            elif request.timeout is not None and request.timeout <= 0:
-                task.state, task.op = TaskState.RUNNABLE, request.op
-                task.send_value = bool(request.ready())
-            else:
-                task.state, task.op = TaskState.BLOCKED, request.op
-                task.ready, task.what = request.ready, request.what
-                task.deadline = None if request.timeout is None else self.clock + request.timeout
-        else:
-            error = TypeError(
-                f"async task {task.name} awaited {request!r}, which a controlled run cannot "
-                "schedule; await taskkit primitives or taskkit.testing.checkpoint() instead"
-            )
+    def _step(self, task: Task) -> None:
+        """Run one step of coroutine ``task``: up to its next ``await`` that suspends it."""
+        loop = self.loop
+        if task.aio is None:
+            coro = task.fn(*self.args)
+            self.creating = True
+            try:
+                task.aio = loop.create_task(coro)
+            finally:
+                self.creating = False
+        elif task.wait is not None and not task.wait.future.done():
+            task.wait.future.set_result(not task.timed_out)
+        task.timed_out, task.deadline = False, None
+        # Traced like a thread task: while thread tasks are alive, they may run between the
+        # coroutine's own accesses (its switch points hand over only to thread tasks).
+        tracer = _Tracer(self, task)
+        previous = sys.gettrace(), sys.getprofile()
+        sys.settrace(tracer.global_trace)
+        sys.setprofile(tracer.profile)
+        try:
+            loop.step(task.aio)
+        finally:
+            sys.setprofile(previous[1])
+            sys.settrace(previous[0])
+
+    def _after_step(self, task: Task) -> None:
+        """Record what coroutine ``task`` does next, or how it ended."""
+        aio = task.aio
+        assert aio is not None
+        task.where, task.footprint = _coro_where(aio.get_coro()), ANY_WRITE
+        if aio.done():
             task.state = TaskState.DONE
-            if task.coro is not None:
-                task.coro.close()
-            self.fail(error, task)
+            error = None if aio.cancelled() else aio.exception()
+            if error is not None and task.top and not isinstance(error, _Abort):
+                task.error = error
+                self.fail(error, task)
+            return
+        task.state = TaskState.BLOCKED
+        wait, label, task.label = task.wait, task.label, None
+        if wait is not None and not wait.future.done():
+            task.ready, task.what, task.deadline = wait.ready, wait.what, wait.deadline
+            task.op = f"wait: {wait.what}"
+            return
+        # waits on an asyncio future, or yielded: enabled once asyncio made it a ready handle
+        awaiting = where_awaiting(aio)
+        task.ready = functools.partial(self.loop.has_step, aio)
+        task.what = f"asyncio: {awaiting}"
+        task.op = label or f"await {awaiting}"
+
+    def _loop_callback(self, callback: object) -> None:
+        """A plain callback runs at once, in asyncio's order: fine for asyncio's bookkeeping,
+        but the order of one of the code's own against the tasks is not searched."""
+        fn: Any = callback
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        if code is not None:
+            own = classify(code.co_filename) == TRACED
+        else:  # a builtin: a future's own method is bookkeeping, list.append is not
+            own = not isinstance(getattr(fn, "__self__", None), asyncio.Future)
+        if own:
+            self.unseen[
+                "a callback of the code's own (loop.call_soon, add_done_callback) ran in "
+                "asyncio's order, not in every order against the tasks"
+            ] = None
+
+    def _adopt(self, aio: asyncio.Task[Any]) -> None:
+        """A task the code under test created (create_task, gather ...) joins the run."""
+        if self.creating:
+            return
+        task = Task(len(self.tasks), aio.get_coro, aio)
+        task.state, task.ready = TaskState.BLOCKED, functools.partial(self.loop.has_step, aio)
+        task.what = "its start"
+        self.tasks.append(task)
+
+    def _close_coroutines(self) -> None:
+        """Unwind every coroutine task of a failed or finished run."""
+        for task in self.tasks:
+            if not task.is_coro or task.state == TaskState.DONE:
+                continue
+            task.state = TaskState.DONE
+            coro = task.aio.get_coro() if task.aio is not None else None
+            if coro is not None:
+                try:
+                    coro.close()
+                except BaseException:
+                    pass
+        if self.loop is not None:
+            self.loop.reset(self.now, self._adopt)
+
+
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def _name_in(frame: FrameType, obj: object) -> str | None:
+    """The expression ``frame``'s code reaches ``obj`` by: ``lock``, ``self.lock``, ``s['q']``."""
+    scopes = (frame.f_locals, frame.f_globals)
+    for scope in scopes:
+        for name, value in scope.items():
+            if value is obj:
+                return name
+    for scope in scopes:
+        for name, value in list(scope.items()):
+            if isinstance(value, dict):
+                for key, item in list(value.items())[:64]:
+                    if item is obj:
+                        return f"{name}[{key!r}]"
+            elif not isinstance(value, (type, types.ModuleType, types.FunctionType)):
+                attributes = getattr(value, "__dict__", None)
+                if isinstance(attributes, dict):
+                    for attr, item in attributes.items():
+                        if item is obj:
+                            return f"{name}.{attr}"
+    return None
+
+
+def _reject_awaitable(task: Task, result: object) -> None:
+    close = getattr(result, "close", None)
+    if inspect.iscoroutine(result) and close is not None:
+        close()  # never awaited: closed, so Python does not warn about it later
+    name = getattr(task.fn, "__qualname__", repr(task.fn))
+    raise TypeError(
+        f"task {task.name} ({name}) is a plain function that returned {result!r} without "
+        "awaiting it; pass the async def function itself (or an async def wrapper) as the task"
+    )
 
 
 def _coro_where(coro: Any) -> Where | None:
@@ -792,7 +1097,7 @@ def _coro_where(coro: Any) -> Where | None:
     found: Where | None = None
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None and classify(frame.f_code.co_filename) == TRACED:
+        if frame is not None and classify_frame(frame) == TRACED:
             found = _where(frame)
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
     return found
@@ -831,7 +1136,7 @@ def checkpoint(label: str = "checkpoint") -> Any:
     if task is None:
         return _DONE
     if task.is_coro:
-        return _Request(label, None)
+        return _Yield(h, label)
     where, precise = h.site()
     # A checkpoint in traced code touches nothing itself: what follows has switch points.
     h.switch_point(task, label, where, None if precise else ANY_WRITE)

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from .._errors import UsageError
-from ._report import add_note, describe, format_schedule, parse_schedule
+from ._report import (
+    add_note,
+    describe,
+    describe_report,
+    format_schedule,
+    parse_schedule,
+    summarize_counterexample,
+    summarize_report,
+)
 from ._runtime import Run, Task
 from ._tracing import FootprintT, conflicts
 
@@ -320,6 +328,9 @@ class Counterexample:
     def __str__(self) -> str:
         return f"{type(self.error).__name__}: {self.error}\n{self.table}"
 
+    def __repr__(self) -> str:
+        return summarize_counterexample(self)
+
 
 @dataclass
 class Report:
@@ -339,11 +350,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        if self.ok:
-            scope = "every interleaving" if self.complete else "a bounded search"
-            return f"ok: {scope} checked ({self.executions} executions)"
-        assert self.counterexample is not None
-        return f"failed after {self.executions} executions:\n{self.counterexample}"
+        return describe_report(self)
+
+    def __repr__(self) -> str:
+        return summarize_report(self)
 
 
 class _InvariantFailed(AssertionError):
@@ -405,22 +415,28 @@ def explore(
     search = _Dpor(max_preemptions)
     executions = 0
     timeouts = False
+    notes: dict[str, None] = {}
+    unseen: dict[str, None] = {}
     while True:
         search.begin()
         run, failure = _execute(tasks, setup, invariant, search, watchdog)
         executions += 1
         timeouts = timeouts or run.used_timeouts
+        notes.update(run.notes)
+        for what in run.unseen:
+            notes[f"not controlled, so not searched: {what}"] = None
+        unseen.update(run.unseen)
         if failure is not None:
             cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
-            return Report(False, False, executions, cx)
+            return Report(False, False, executions, cx, list(notes))
         if not search.advance():
-            notes = []
             if timeouts:
-                notes.append("timed waits expired in some executions: not a complete search")
-            complete = not search.pruned and not timeouts
-            return Report(True, complete, executions, None, notes)
+                notes["timed waits expired in some executions: not a complete search"] = None
+            complete = not search.pruned and not timeouts and not unseen
+            return Report(True, complete, executions, None, list(notes))
         if executions >= max_executions:
-            return Report(True, False, executions, None, ["stopped at max_executions"])
+            notes["stopped at max_executions"] = None
+            return Report(True, False, executions, None, list(notes))
 
 
 def _minimize(

@@ -36,6 +36,7 @@ __all__ = [
     "Footprint",
     "always_trace",
     "classify",
+    "classify_frame",
     "conflicts",
     "visible_ops",
 ]
@@ -107,10 +108,29 @@ def classify(filename: str) -> int:
     return kind
 
 
+def classify_frame(frame: types.FrameType) -> int:
+    """``classify`` for the code a frame runs, placing code made by ``exec`` by its module.
+
+    A dataclass's ``__init__`` or a namedtuple's ``__new__`` comes from ``"<string>"``: it
+    belongs to the module whose globals it runs in (traced for the code under test, taskkit's
+    own for taskkit's), and a namedtuple's, which only builds a tuple, is never a switch point.
+    """
+    filename = frame.f_code.co_filename
+    kind = classify(filename)
+    if kind == TRACED and filename == "<string>":
+        module_file = frame.f_globals.get("__file__")
+        if isinstance(module_file, str):
+            return classify(module_file)
+        if str(frame.f_globals.get("__name__", "")).startswith("namedtuple_"):
+            return SELF
+    return kind
+
+
 # Kinds of visible bytecodes.
 LOAD_GLOBAL, STORE_GLOBAL, LOAD_ATTR, STORE_ATTR = 0, 1, 2, 3
 READ_ITEM, WRITE_ITEM, LOAD_CELL, STORE_CELL, ITERATE, CALL_TYPE = 4, 5, 6, 7, 8, 9
 TRUTH_LOCAL, TRUTH_GLOBAL = 10, 11
+CALLEE_GLOBAL = 12  # a global loaded to be called: a read only if some code rebinds it
 
 _OPS = {
     "LOAD_GLOBAL": LOAD_GLOBAL,
@@ -141,6 +161,7 @@ _TEXT = {
     CALL_TYPE: "call {}()",
     TRUTH_LOCAL: "test {}",
     TRUTH_GLOBAL: "test {}",
+    CALLEE_GLOBAL: "read {}",
 }
 _JUMPS = frozenset(
     {
@@ -175,11 +196,19 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
         name = ins.argval if isinstance(ins.argval, str) else ""
         if kind is not None:
             guard = None
-            if kind == LOAD_ATTR and previous is not None and previous.opname == "LOAD_GLOBAL":
+            if (
+                kind in (LOAD_ATTR, STORE_ATTR)
+                and previous is not None
+                and previous.opname == "LOAD_GLOBAL"
+            ):
                 guard = str(previous.argval)
+            if kind == STORE_GLOBAL:
+                _stored_anywhere.add(name)
             if kind == LOAD_GLOBAL and ins.argrepr.startswith("NULL"):
-                # the callee of a call: the call itself is the switch point if it matters
+                # the callee of a call: the call itself is the switch point if it matters,
+                # and so is this read if some code rebinds the name (checked when it runs)
                 pending_type = name
+                table[ins.offset] = (CALLEE_GLOBAL, name, _TEXT[CALLEE_GLOBAL].format(name), None)
             else:
                 table[ins.offset] = (kind, name, _TEXT[kind].format(name), guard)
         elif (
@@ -213,6 +242,73 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
     if len(_tables) > 4096:
         _tables.popitem(last=False)
     return table
+
+
+# Names that some code stores with ``global``: its tables, once built, and a scan of the
+# module's functions (see ``rebound``).
+_stored_anywhere: set[str] = set()
+_rebound: dict[int, tuple[int, frozenset[str]]] = {}
+
+
+def rebound(module_globals: dict[str, Any], name: str) -> bool:
+    """Return True if code may rebind global ``name`` of ``module_globals`` while tasks run.
+
+    A read of a global is a shared access only if something writes the global: a
+    ``global NAME`` assignment (``STORE_GLOBAL``) in any function, method or nested function
+    of the module, found by scanning their code before any of it runs, or in any traced code
+    that ran, or an assignment ``module.NAME = ...`` seen by the tracer (``note_rebound``).
+    """
+    key = id(module_globals)
+    cached = _rebound.get(key)
+    if cached is None or cached[0] != len(module_globals):
+        names: set[str] = set()
+        for value in list(module_globals.values()):
+            for code in _codes_of(value, module_globals):
+                _stored_names(code, names)
+        cached = (len(module_globals), frozenset(names))
+        _rebound[key] = cached
+        if len(_rebound) > 4096:
+            _rebound.clear()
+    return name in cached[1] or name in _stored_anywhere
+
+
+def note_rebound(name: str) -> None:
+    """Record that code assigned ``module.name``: later reads of that global are shared."""
+    _stored_anywhere.add(name)
+
+
+def _codes_of(value: object, module_globals: dict[str, Any]) -> list[types.CodeType]:
+    found: list[types.CodeType] = []
+    seen = 0
+    while value is not None and seen < 8:  # decorated functions: follow __wrapped__
+        seen += 1
+        if isinstance(value, types.FunctionType):
+            found.append(value.__code__)
+        elif isinstance(value, type) and value.__module__ == module_globals.get("__name__"):
+            for attr in list(vars(value).values()):
+                if isinstance(attr, (staticmethod, classmethod)):
+                    attr = attr.__func__
+                if isinstance(attr, property):
+                    found.extend(
+                        f.__code__
+                        for f in (attr.fget, attr.fset, attr.fdel)
+                        if isinstance(f, types.FunctionType)
+                    )
+                elif isinstance(attr, types.FunctionType):
+                    found.append(attr.__code__)
+            break
+        inner = getattr(getattr(value, "hypothesis", None), "inner_test", None)
+        value = getattr(value, "__wrapped__", None) or inner
+    return found
+
+
+def _stored_names(code: types.CodeType, names: set[str]) -> None:
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            names.add(str(ins.argval))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _stored_names(const, names)
 
 
 _calls: dict[types.CodeType, frozenset[int]] = {}
