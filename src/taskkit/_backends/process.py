@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from asyncio import _get_running_loop as asyncio_running_loop
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
@@ -1091,26 +1091,6 @@ def _initializer_failed(exc: BaseException | None) -> BaseException:
     return error
 
 
-class _MapIterator(itertools.chain):  # type: ignore[type-arg]
-    """What ``map`` returns: a C-speed iterator over the chunks' results.
-
-    Results arrive a chunk at a time (see ``MapRun.chunks``); ``itertools.chain``
-    hands them out one by one without a Python frame per item, which matters
-    when the calls are tiny.  ``close()`` stops the map as a generator's would.
-    """
-
-    _chunks: Generator[Iterable[Any], None, None]
-
-    def __new__(cls, chunks: Generator[Iterable[Any], None, None]) -> _MapIterator:
-        self = cast("_MapIterator", super().from_iterable(chunks))
-        self._chunks = chunks
-        return self
-
-    def close(self) -> None:
-        """Stop the map: cancel the chunks not yet started."""
-        self._chunks.close()
-
-
 _SLICED = (range, list, tuple)
 
 
@@ -1121,8 +1101,7 @@ class _ProcessMapRun(MapRun):
       not as 1-tuples made by ``zip`` and unpacked again in the worker;
     * one ``range``, ``list`` or ``tuple``: chunks are slices of it, taken at
       C speed, and a slice of a range is a range, which pickles in a few
-      bytes however many calls it stands for;
-    * results are handed out by ``_MapIterator`` rather than a generator.
+      bytes however many calls it stands for.
     """
 
     def __init__(
@@ -1171,9 +1150,6 @@ class _ProcessMapRun(MapRun):
 
     def _submit_one(self, item: Any) -> Future[Any]:
         return super()._submit_one(item if self._column is None else (item,))
-
-    def iter(self) -> Iterator[Any]:
-        return _MapIterator(self.chunks())
 
 
 ProcessExecutor._map_run_class = _ProcessMapRun
