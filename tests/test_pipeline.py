@@ -77,8 +77,9 @@ def _ends(pid: int, within: float = 10.0) -> bool:
 def _open_fds() -> dict[int, str]:
     """This process's open descriptors of the kinds a pipeline opens, with their targets.
 
-    Sockets are left out: a pipeline opens none, while the session's dask client keeps
-    a pool of connections that it may grow at any moment, from its own thread.
+    Only pipes, ``/dev/null`` and anonymous inodes (pidfds, selectors) count: other threads
+    of the test session open descriptors of their own at any moment (the dask client's
+    connections, its system monitor reading ``/proc/<pid>/stat``).
     """
     found = {}
     for name in os.listdir("/proc/self/fd"):
@@ -86,7 +87,7 @@ def _open_fds() -> dict[int, str]:
             target = os.readlink(f"/proc/self/fd/{name}")
         except FileNotFoundError:
             continue  # the descriptor listdir itself used, closed by now
-        if not target.startswith("socket:"):
+        if target.startswith(("pipe:", "anon_inode:", "/dev/null")):
             found[int(name)] = target
     return found
 
