@@ -43,7 +43,7 @@ from typing_extensions import ParamSpec, Self
 
 from ._calls import ChunkResult, call, run_chunk
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout
-from ._future import Future, next_task_number
+from ._future import Future, interruptible, next_task_number
 from ._map import MapMethods
 
 if TYPE_CHECKING:
@@ -659,7 +659,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
-                    self._all_done.wait(remaining)
+                    self._all_done.wait(interruptible(remaining))
             finally:
                 self._joining -= 1
         return True

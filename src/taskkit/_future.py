@@ -30,6 +30,8 @@ from concurrent.futures._base import (
 )
 from typing import Any, Generic, TypeVar, overload
 
+from . import _control
+
 __all__ = ["Future", "as_completed", "set_await_hook"]
 
 T = TypeVar("T")
@@ -48,6 +50,26 @@ class _AwaitHooks(threading.local):
 
 
 _await_hooks = _AwaitHooks()
+
+
+#: How often the main thread, waiting with no timeout, wakes to look for a Ctrl-C.
+_INTERRUPT_POLL = 0.25
+
+
+def interruptible(timeout: float | None) -> float | None:
+    """The timeout for one wait of a loop that re-checks what it waits for.
+
+    On the main thread a wait with no timeout is cut into short pieces.  Python raises
+    ``KeyboardInterrupt`` in a waiting thread when the signal wakes it; a Ctrl-C that
+    arrives just before the thread blocks wakes nothing, so it is seen at the end of the
+    piece instead of never.  (In a ``taskkit.testing`` run, the run decides instead.)
+    """
+    if timeout is None and _control.hook is None and threading.current_thread() is _main():
+        return _INTERRUPT_POLL
+    return timeout
+
+
+_main = threading.main_thread
 
 
 def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | None) -> None:
@@ -242,7 +264,12 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         if sleepers is None:
             sleepers = self._sleepers = threading.Condition(self._condition)
         # Looked up at each call, so that taskkit.testing can take over the wait.
-        sleepers.wait(timeout)
+        piece = interruptible(timeout)
+        if piece is timeout:
+            sleepers.wait(timeout)
+            return
+        while self._state in (PENDING, RUNNING):
+            sleepers.wait(piece)
 
     def _wake_sleepers(self) -> None:
         """Wake every thread in result() or exception() (the lock is held)."""
