@@ -490,6 +490,14 @@ def test_crash_inside_map_chunk(fresh: taskkit.Executor) -> None:
 
 def test_timeout_kills_the_task_and_its_children(fresh: taskkit.Executor, tmp_path: Path) -> None:
     path = str(tmp_path / "grandchild")
+    # Each worker imports this module once, when it first unpickles one of its
+    # functions: a second or more on a busy machine, which would count against the
+    # deadline below.  Both workers do that here first.
+    gate = str(tmp_path / "gate")
+    warming = [fresh.submit(wait_for_file, gate) for _ in range(2)]
+    wait_until(lambda: all(f.running() for f in warming))
+    Path(gate).touch()
+    assert [gate, gate] == [f.result(timeout=30) for f in warming]
     other = fresh.submit(square, 3)
     future = fresh.options(timeout=1.0).submit(spawn_grandchild_and_hang, path)
     with pytest.raises(TaskTimeout, match="killed"):
