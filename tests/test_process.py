@@ -1001,8 +1001,9 @@ _HEADER = struct.Struct("!cIQ")
         (b"R", "buffers"),  # a known type: the reply that follows is then misframed
         (_HEADER.pack(b"R", 0, 1 << 40), "more than this machine's memory"),
         (_HEADER.pack(b"C", 1 << 30, 0), "buffers"),
+        (_HEADER.pack(b"I", 0, 1) + b"N", "initializer failed after"),
     ],
-    ids=["stray byte", "stray tag byte", "bogus length", "bogus buffer count"],
+    ids=["stray byte", "stray tag byte", "bogus length", "bogus buffer count", "forged I"],
 )
 def test_a_worker_that_breaks_the_protocol_is_replaced(garbage: bytes, what: str) -> None:
     """Issue 15.3: bad bytes from a worker fail its task only; the pool goes on."""
@@ -1077,6 +1078,7 @@ def test_garbage_from_workers_never_strands_a_future(monkeypatch: pytest.MonkeyP
 
     @hypothesis.settings(max_examples=25)
     @hypothesis.given(garbage=_frames())
+    @hypothesis.example(garbage=_HEADER.pack(b"I", 0, 1))  # found by this test: it broke the pool
     def garbage_is_contained(garbage: bytes) -> None:
         liar = executor.submit(write_then_return, garbage, 7)
         honest = executor.submit(square, 5)

@@ -692,6 +692,18 @@ class ProcessExecutor(Executor):
         if tag == _wire.READY:
             self._on_ready(worker)
             return _HANDLED
+        failure = None
+        if tag == _wire.INIT_FAILED:
+            # Sent once, instead of A: decoded here, before any state changes.
+            try:
+                if worker.ready:
+                    raise _wire.ProtocolError("its initializer failed after it said it was ready")
+                failure = _decode_exception(stream)
+            except BaseException as exc:
+                self._break(worker, f"it broke the protocol: {_reason(exc)}")
+                if isinstance(exc, Exception):
+                    return _EOF
+                raise
         with self._lock:
             task = worker.task
             stray = task is None and not worker.killed and tag != _wire.INIT_FAILED
@@ -700,7 +712,7 @@ class ProcessExecutor(Executor):
                 self._running.pop(task, None)
             following = None
             if tag == _wire.INIT_FAILED:
-                self._broken = _decode_exception(stream)
+                self._broken = failure
             elif not worker.retiring and not worker.killed and not stray:
                 following = self._next_task(worker)
         if stray:
