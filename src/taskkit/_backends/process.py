@@ -7,8 +7,12 @@ Data flow (one socket per worker; one task per worker at a time)::
         │                  no:  queue it; the manager thread starts a worker (up to max_workers)
         ▼
     manager thread: one epoll over every worker's socket and process sentinel
-        socket readable ─► R/C/E message ─► give the worker its next queued task, then settle
+        socket readable ─► A message: the worker is set up; its task's deadline starts now
+                        ─► R/C/E message ─► give the worker its next queued task, then settle
                                             the future (result, or exception + remote traceback)
+                        ─► bytes that are no message (_wire.ProtocolError), or half a message
+                           for _STALL_SECONDS ─► kill that worker (_break); like a crash,
+                           but its task's WorkerCrashed says it broke the protocol
         sentinel ready  ─► the worker died: if it held a task, that future fails with
                            WorkerCrashed(pid, exit status) (or is retried); start a replacement
     a caller blocked in result() reads its worker's reply itself (no thread hand-off)
@@ -19,6 +23,9 @@ Why this shape: because each worker holds at most one task and has its own
 socket, the parent always knows which task a dead worker took with it, so a
 crash fails exactly that future and nothing else (a shared result queue, as in
 ``concurrent.futures``, cannot tell, which is why one crash breaks that pool).
+Nothing a worker writes is trusted: a message is checked as it arrives and
+read without blocking, so one garbled or silent worker fails only its own
+task, and whatever unpickling a result raises settles that future.
 Workers run in their own process groups, so a kill takes the task's child
 processes too, and a Ctrl-C at the terminal reaches only the parent, which
 then kills the workers itself.  Workers die with the parent: each watches its
@@ -685,6 +692,18 @@ class ProcessExecutor(Executor):
         if tag == _wire.READY:
             self._on_ready(worker)
             return _HANDLED
+        failure = None
+        if tag == _wire.INIT_FAILED:
+            # Sent once, instead of A: decoded here, before any state changes.
+            try:
+                if worker.ready:
+                    raise _wire.ProtocolError("its initializer failed after it said it was ready")
+                failure = _decode_exception(stream)
+            except BaseException as exc:
+                self._break(worker, f"it broke the protocol: {_reason(exc)}")
+                if isinstance(exc, Exception):
+                    return _EOF
+                raise
         with self._lock:
             task = worker.task
             stray = task is None and not worker.killed and tag != _wire.INIT_FAILED
@@ -693,7 +712,7 @@ class ProcessExecutor(Executor):
                 self._running.pop(task, None)
             following = None
             if tag == _wire.INIT_FAILED:
-                self._broken = _decode_exception(stream)
+                self._broken = failure
             elif not worker.retiring and not worker.killed and not stray:
                 following = self._next_task(worker)
         if stray:

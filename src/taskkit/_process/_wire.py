@@ -19,7 +19,9 @@ initializer failed.
 
 A worker answers each task before it is sent another, so there is never more
 than one task or one answer in flight on a socket (``S`` may precede the first
-``T``); there is no multiplexing to get wrong.
+``T``); there is no multiplexing to get wrong.  Neither side trusts the other's
+bytes: ``Reader`` checks each header as it arrives and raises ``ProtocolError``
+for anything an honest peer never sends.
 """
 
 from __future__ import annotations
