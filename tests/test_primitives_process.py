@@ -33,13 +33,22 @@ def get_forever(q, started):
     started.set()
     return q.get()
 
-def churn(q, started):
+def churn(q, started, worker):
+    worker.set(os.getpid())
     started.set()
     i = 0
     while True:
         q.put(i)
         q.get()
         i += 1
+
+def dead(pid):
+    # True once process pid has stopped running (gone, or a zombie not yet reaped).
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(") ")[2][:1] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):  # reaped while or before it was read
+        return True
 
 def put_range(q, n):
     for i in range(n):
@@ -137,13 +146,18 @@ def test_killing_a_worker_mid_operation_leaves_the_queue_usable() -> None:
             for i in range(50):
                 q.put(("kept", i))
             for round in range(5):
-                # The deadline kills the worker wherever it is in its put/get loop.
-                started = ex.event()
-                busy = ex.options(timeout=0.1 + 0.013 * round).submit(churn, q, started)
-                try:
-                    busy.result(timeout=20)
-                except taskkit.TaskTimeout:
-                    pass
+                # Cancelling kills the worker wherever it is in its put/get loop: after a
+                # number of puts that differs each round, never after a fixed time (a loaded
+                # machine may not have run the worker at all by then).
+                started, worker = ex.event(), ex.value(0)
+                busy = ex.submit(churn, q, started, worker)
+                assert started.wait(timeout=20)
+                target = q.statistics().puts + 250 + 37 * round
+                while q.statistics().puts < target:
+                    os.sched_yield()
+                assert busy.cancel()
+                while not dead(worker.get()):  # killed: it touches the queue no more
+                    os.sched_yield()
             assert q.statistics().puts > 1000, "the workers hardly ran before being killed"
             # Whatever the kills interrupted, the queue works and holds the kept items.
             q.put("last", timeout=5)
