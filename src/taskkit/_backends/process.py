@@ -886,6 +886,10 @@ class ProcessExecutor(Executor):
                 worker.claimer = None  # a claim's held lock is now the manager's
         if not stolen:
             worker.reading.acquire()  # a helping caller lets go within one poll slice
+        if not worker.killed and worker.fd in self._by_fd:
+            # A worker that exits on its own (max_tasks_per_child) sends its last reply
+            # first, but the poll may report its exit before that reply: read it now.
+            self._drain(worker)
         self._stale.pop(worker, None)
         self._unwatch(worker.fd)
         worker.reading.release()
