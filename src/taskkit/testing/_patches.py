@@ -43,6 +43,7 @@ _real_sleep = time.sleep
 _real_monotonic = time.monotonic
 _real_wait = threading.Condition.wait
 _real_wait_for = threading.Condition.wait_for
+_real_notify = threading.Condition.notify
 
 
 def _controlled(h: Any) -> bool:
@@ -297,6 +298,9 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
     owned = lock._raw.locked() if isinstance(lock, Lock) else self._is_owned()  # type: ignore[attr-defined]
     if not owned:
         raise RuntimeError("cannot wait on un-acquired lock")
+    if classify_frame(sys._getframe(1)) == TRACED:
+        # giving up the lock is an operation on it: a switch point of its own, before it
+        h.switch("wait", self)
     waiter = _Waiter()
     self._waiters.append(waiter)  # type: ignore[attr-defined]
     saved = self._release_save()  # type: ignore[attr-defined]
@@ -311,6 +315,39 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
                 self._waiters.remove(waiter)  # type: ignore[attr-defined]
             except ValueError:
                 pass
+
+
+# ``with cond:`` and ``cond.notify()`` called by the code under test are operations on the
+# condition and its lock, not calls that may touch anything: the search then reorders them
+# only against other operations on the same condition or lock.
+
+
+def _condition_enter(self: threading.Condition) -> bool:
+    h: Any = _control.hook
+    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
+        h.switch("acquire", self)
+    return bool(self._lock.__enter__())  # type: ignore[attr-defined]
+
+
+def _condition_exit(self: threading.Condition, *exc_info: object) -> None:
+    h: Any = _control.hook
+    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
+        h.switch("release", self)
+    self._lock.__exit__(*exc_info)  # type: ignore[attr-defined]
+
+
+def _condition_notify(self: threading.Condition, n: int = 1) -> None:
+    h: Any = _control.hook
+    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
+        h.switch("notify", self)
+    _real_notify(self, n)
+
+
+def _condition_notify_all(self: threading.Condition) -> None:
+    h: Any = _control.hook
+    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
+        h.switch("notify_all", self)
+    _real_notify(self, len(self._waiters))  # type: ignore[attr-defined]
 
 
 class _Notify:
@@ -539,6 +576,10 @@ def begin(run: Any) -> None:
     patches: list[tuple[object, str, object]] = [
         (threading.Condition, "wait", _condition_wait),
         (threading.Condition, "wait_for", _condition_wait_for),
+        (threading.Condition, "__enter__", _condition_enter),
+        (threading.Condition, "__exit__", _condition_exit),
+        (threading.Condition, "notify", _condition_notify),
+        (threading.Condition, "notify_all", _condition_notify_all),
         (time, "sleep", _sleep),
         *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
         (random.Random, "seed", _seed),

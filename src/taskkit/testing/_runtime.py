@@ -418,6 +418,11 @@ class Run:
         self.passthrough = False  # a task runs threading's own start(): not controlled
         self.thread_order = 0  # threads made by tasks so far (see _patches._thread_hash)
         self.names: dict[int, str] = {}  # id(primitive) -> the expression code reached it by
+        # Objects in footprints are numbered in the order the run first meets them, not by
+        # address: the search compares footprints of different executions (sleep sets), and
+        # an execution that repeats the decisions meets the same objects in the same order.
+        self.keys: dict[int, tuple[str, int]] = {}
+        self.kept: list[object] = []  # keeps numbered objects alive, so no address is reused
         self.quieted: tuple[logging.Logger, bool] | None = None  # see _abort
         # What the report must say: facts about every execution (``notes``), and things the
         # run could neither see nor repeat, each of which makes a search incomplete.
@@ -508,8 +513,19 @@ class Run:
             if name is not None:
                 self.names[id(obj)] = name
         if precise and obj is not None:
-            return where, (("o", id(obj)), write)
+            lock = getattr(obj, "_lock", None) if isinstance(obj, threading.Condition) else None
+            if lock is not None:
+                # a condition's wait gives up and takes back its lock within its own step
+                return where, (frozenset({self._key(obj), self._key(lock)}), write)
+            return where, (self._key(obj), write)
         return where, ANY_WRITE
+
+    def _key(self, obj: object) -> tuple[str, int]:
+        key = self.keys.get(id(obj))
+        if key is None:
+            key = self.keys[id(obj)] = ("o", len(self.kept))
+            self.kept.append(obj)
+        return key
 
     def site(self) -> tuple[Where | None, bool]:
         """Return the innermost traced source line, and whether it called taskkit directly."""
@@ -788,6 +804,8 @@ class Run:
             if collecting:
                 gc.enable()
         _patches.release_leftovers(self.held)
+        self.keys.clear()
+        self.kept.clear()
         for task in self.tasks:
             if task.thread is not None and not task.stuck:
                 task.thread.join()

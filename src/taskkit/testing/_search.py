@@ -198,18 +198,47 @@ _SCALES = (2, 3, 1, 2, 3, 4, 2, 3, 5, 6, 8, 10, 12)
 # -- explore ---------------------------------------------------------------------------------
 
 
-@dataclass
+_known: dict[tuple[FootprintT, FootprintT], bool] = {}
+
+
+def _conflicts(a: FootprintT, b: FootprintT) -> bool:
+    """``conflicts``, remembered: a search asks about the same few pairs again and again."""
+    if a is None or b is None:
+        return False
+    pair = (a, b)
+    found = _known.get(pair)
+    if found is None:
+        if len(_known) > 100_000:
+            _known.clear()
+        found = _known[pair] = conflicts(a, b)
+    return found
+
+
+class _Redundant(Exception):
+    """Ends an execution whose every continuation was already covered (sleep-set blocked)."""
+
+
+@dataclass(slots=True)
 class _Node:
+    """One decision of the current execution, and what is left to try there."""
+
     enabled: tuple[int, ...]
+    fps: dict[int, FootprintT]  # each enabled task's next operation
     current: int | None
     current_enabled: bool
     preemptions: int  # before this decision
+    sleep: dict[int, FootprintT]  # tasks whose orders from here were already covered
     chosen: int
     backtrack: set[int]
-    done: set[int]
+    done: set[int]  # tried or given up (over the bound)
+    explored: list[int]  # tried, in order
+
+    def cost(self, choice: int) -> int:
+        """Preemptions after choosing ``choice`` here."""
+        return self.preemptions + int(self.current_enabled and choice != self.current)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Done:
     task: int
     footprint: FootprintT
@@ -217,7 +246,20 @@ class _Done:
 
 
 class _Dpor:
-    """Stateless DFS with dynamic partial-order reduction and an optional preemption bound."""
+    """Stateless DFS with dynamic partial-order reduction, sleep sets and a preemption bound.
+
+    Races between a task's next operation and an earlier conflicting step not ordered before
+    it (happens-before by vector clocks) add backtracking points (Flanagan and Godefroid).
+    Sleep sets (Godefroid) skip an order that only swaps independent steps of one already
+    explored: after trying task ``a`` at a node, a sibling branch need not start with ``a``
+    until some step conflicts with ``a``'s next operation.  An execution whose every
+    runnable task sleeps is a repeat and ends at once.
+
+    With a bound, a branch costing more preemptions is skipped (``pruned``).  A race that
+    needs a preemption beyond the bound also backtracks at the nearest earlier point where
+    the run switched tasks anyway, as bounded partial-order reduction does (Coons, Musuvathi
+    and McKinley, OOPSLA 2013), so orders within the bound are not lost to the reduction.
+    """
 
     def __init__(self, bound: int | None) -> None:
         self.bound = bound
@@ -229,73 +271,150 @@ class _Dpor:
     def begin(self) -> None:
         self.trace = []
         self.clocks = {}
+        self.checked: dict[int, int] | None = None  # see _add_backtracking
 
     def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
         depth = len(run.steps)
         if depth < len(self.nodes):
             node = self.nodes[depth]
-            by_index = {t.index: t for t in enabled}
-            if tuple(by_index) != node.enabled:
+            if len(enabled) != len(node.enabled) or any(
+                t.index != i for t, i in zip(enabled, node.enabled, strict=True)
+            ):
                 raise UsageError(
                     "the program did not repeat itself: the same decisions led to different "
                     "runnable tasks (does it depend on time, randomness or outside state?)"
                 )
-            task = by_index[node.chosen]
+            task = next(t for t in enabled if t.index == node.chosen)
         else:
             self._add_backtracking(run, depth)
-            cur_enabled = current is not None and current in enabled
-            before = self.nodes[-1] if self.nodes else None
-            preemptions = 0
-            if before is not None:
-                preemptions = before.preemptions + int(
-                    before.current_enabled and before.chosen != before.current
-                )
-            node = _Node(
-                enabled=tuple(t.index for t in enabled),
-                current=current.index if current is not None else None,
-                current_enabled=cur_enabled,
-                preemptions=preemptions,
-                chosen=default.index,
-                backtrack={default.index},
-                done={default.index},
-            )
+            node = self._new_node(current, enabled, default)
             self.nodes.append(node)
-            task = default
+            task = next(t for t in enabled if t.index == node.chosen)
         self._record(task.index, task.footprint, depth)
         return task
 
+    def _new_node(self, current: Task | None, enabled: list[Task], default: Task) -> _Node:
+        before = self.nodes[-1] if self.nodes else None
+        sleep = self._sleep_after(before) if before is not None else {}
+        cur_enabled = current is not None and current in enabled
+        node = _Node(
+            enabled=tuple(t.index for t in enabled),
+            fps={t.index: t.footprint for t in enabled},
+            current=current.index if current is not None else None,
+            current_enabled=cur_enabled,
+            preemptions=before.cost(before.chosen) if before is not None else 0,
+            sleep=sleep,
+            chosen=default.index,
+            backtrack=set(),
+            done=set(),
+            explored=[],
+        )
+        choice = default.index
+        if choice in sleep:
+            # the default order from here was covered: the next awake task in turn, if any
+            n = len(enabled)
+            awake = [t for t in enabled if t.index not in sleep]
+            if not awake:
+                raise _Redundant
+            start = default.index
+            choice = min(awake, key=lambda t: (t.index - start) % n).index
+            if self.bound is not None and node.cost(choice) > self.bound:
+                self.pruned = True
+                raise _Redundant
+        node.chosen = choice
+        node.backtrack.add(choice)
+        node.done.add(choice)
+        node.explored.append(choice)
+        return node
+
+    @staticmethod
+    def _sleep_after(node: _Node) -> dict[int, FootprintT]:
+        """The sleep set of the decision after ``node``: what stays covered past its choice."""
+        chosen = node.chosen
+        fp = node.fps[chosen]
+        sleep: dict[int, FootprintT] = {}
+        for task, other in node.sleep.items():
+            if task != chosen and not _conflicts(other, fp):
+                sleep[task] = other
+        for task in node.explored:
+            if task != chosen:
+                other = node.fps[task]
+                if not _conflicts(other, fp):
+                    sleep[task] = other
+        return sleep
+
     def _record(self, index: int, fp: FootprintT, depth: int) -> None:
+        """Append the step to the trace with its vector clock (what happens before it)."""
         clock = dict(self.clocks.get(index, {}))
-        for earlier in self.trace:
-            if earlier.task != index and conflicts(earlier.footprint, fp):
-                for k, v in earlier.clock.items():
-                    if clock.get(k, -1) < v:
-                        clock[k] = v
+        if fp is not None:
+            for i in range(depth - 1, -1, -1):
+                earlier = self.trace[i]
+                task = earlier.task
+                if task == index or clock.get(task, -1) >= i:
+                    continue  # already ordered before this step, with all that precedes it
+                if _conflicts(earlier.footprint, fp):
+                    for k, v in earlier.clock.items():
+                        if clock.get(k, -1) < v:
+                            clock[k] = v
         clock[index] = depth
         self.clocks[index] = clock
         self.trace.append(_Done(index, fp, clock))
+        if self.checked is not None:
+            self.checked.pop(index, None)  # its next operation is new: check it in full
 
     def _add_backtracking(self, run: Run, depth: int) -> None:
-        """For each task's next operation, find the last conflicting step it may race with."""
+        """For each task's next operation, find the last conflicting step it may race with.
+
+        A task's next operation was already checked against the steps before the point it
+        was last checked at (in this execution, or in the earlier one this one repeats up to
+        its last decision), so only the steps since are scanned, unless it has moved.
+        """
+        checked = self.checked
+        if checked is None:
+            # the first new decision: the prefix before the last step was checked by the
+            # execution that made it; the task that took the last step has moved on
+            checked = self.checked = {t.index: max(depth - 1, 0) for t in run.tasks}
+            if self.trace:
+                checked.pop(self.trace[-1].task, None)
         for task in run.tasks:
             if task.state == 2:  # done
                 continue
+            p = task.index
             fp = task.footprint
+            lo = checked.get(p, 0)
+            checked[p] = depth
             if fp is None:
                 continue
-            mine = self.clocks.get(task.index, {})
-            for i in range(depth - 1, -1, -1):
+            mine = self.clocks.get(p, {})
+            for i in range(depth - 1, lo - 1, -1):
                 step = self.trace[i]
-                if step.task == task.index or not conflicts(step.footprint, fp):
-                    continue
-                if mine.get(step.task, -1) >= i:
-                    continue  # step i happens before this task's next step: no race
-                node = self.nodes[i]
-                if task.index in node.enabled:
-                    node.backtrack.add(task.index)
-                else:
-                    node.backtrack.update(node.enabled)
-                break
+                if step.task == p or mine.get(step.task, -1) >= i:
+                    continue  # its own step, or one that happens before its next step
+                if _conflicts(step.footprint, fp):
+                    self._backtrack_at(i, p, mine)
+                    break
+
+    def _backtrack_at(self, i: int, p: int, mine: dict[int, int]) -> None:
+        """Make node ``i`` also try an order in which ``p`` (or what leads to it) runs first."""
+        node = self.nodes[i]
+        if p in node.enabled:
+            wanted = [p]
+        else:
+            # a task enabled at i whose later step happens before p's next one leads to p
+            leads = [q for q in node.enabled if mine.get(q, -1) > i]
+            wanted = leads[:1] if leads else list(node.enabled)
+        if any(q in node.backtrack for q in wanted) and len(wanted) == 1:
+            return
+        node.backtrack.update(wanted)
+        if self.bound is None or all(node.cost(q) <= self.bound for q in wanted):
+            return
+        # Over the bound here: try it where the run changed tasks anyway, which costs less.
+        for j in range(i - 1, -1, -1):
+            earlier = self.nodes[j]
+            if earlier.chosen != earlier.current or not earlier.current_enabled:
+                candidates = [q for q in wanted if q in earlier.enabled]
+                earlier.backtrack.update(candidates or earlier.enabled)
+                return
 
     def advance(self) -> bool:
         """Move to the next unexplored branch; False when the search is over."""
@@ -303,11 +422,13 @@ class _Dpor:
             node = self.nodes[-1]
             for choice in sorted(node.backtrack - node.done):
                 node.done.add(choice)
-                cost = node.preemptions + int(node.current_enabled and choice != node.current)
-                if self.bound is not None and cost > self.bound:
+                if choice in node.sleep:
+                    continue  # every order starting with it here was covered
+                if self.bound is not None and node.cost(choice) > self.bound:
                     self.pruned = True
                     continue
                 node.chosen = choice
+                node.explored.append(choice)
                 return True
             self.nodes.pop()
         return False
@@ -412,31 +533,56 @@ def explore(
         A ``Report``; ``report.ok and report.complete`` proves the property for this harness.
     """
     tasks = tuple(tasks)
-    search = _Dpor(max_preemptions)
+    if max_preemptions is not None and max_preemptions < 0:
+        raise ValueError("max_preemptions must be >= 0 or None")
+    if max_executions < 1:
+        raise ValueError("max_executions must be >= 1")
+    # Iterative preemption bounding (as CHESS does): every order with no preemption, then
+    # with one, two, ... so the first failure found needs the fewest preemptions.  The last
+    # round has the caller's bound; without one it is unbounded and so complete.
+    if max_preemptions is None:
+        bounds: list[int | None] = [*range(_ITERATED + 1), None]
+    else:
+        bounds = list(range(max_preemptions + 1))
     executions = 0
     timeouts = False
     notes: dict[str, None] = {}
     unseen: dict[str, None] = {}
-    while True:
-        search.begin()
-        run, failure = _execute(tasks, setup, invariant, search, watchdog)
-        executions += 1
-        timeouts = timeouts or run.used_timeouts
-        notes.update(run.notes)
-        for what in run.unseen:
-            notes[f"not controlled, so not searched: {what}"] = None
-        unseen.update(run.unseen)
-        if failure is not None:
-            cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
-            return Report(False, False, executions, cx, list(notes))
-        if not search.advance():
-            if timeouts:
-                notes["timed waits expired in some executions: not a complete search"] = None
-            complete = not search.pruned and not timeouts and not unseen
-            return Report(True, complete, executions, None, list(notes))
-        if executions >= max_executions:
-            notes["stopped at max_executions"] = None
-            return Report(True, False, executions, None, list(notes))
+    for bound in bounds:
+        search = _Dpor(bound)
+        while True:
+            search.begin()
+            run, failure = _execute(tasks, setup, invariant, search, watchdog)
+            executions += 1
+            timeouts = timeouts or run.used_timeouts
+            notes.update(run.notes)
+            for what in run.unseen:
+                notes[f"not controlled, so not searched: {what}"] = None
+            unseen.update(run.unseen)
+            if failure is not None and not isinstance(failure, _Redundant):
+                cx = _minimize(tasks, setup, invariant, run, failure, watchdog)
+                return Report(False, False, executions, cx, list(notes))
+            if not search.advance():
+                break
+            if executions >= max_executions:
+                notes[f"stopped at max_executions={max_executions}"] = None
+                return Report(True, False, executions, None, list(notes))
+        if not search.pruned:
+            break  # this bound cut nothing: the search was exhaustive
+    else:
+        if search.pruned:
+            notes[
+                f"max_preemptions={max_preemptions}: orders with more preemptions were not run"
+            ] = None
+    if timeouts:
+        notes["timed waits expired in some executions: not a complete search"] = None
+    complete = not search.pruned and not timeouts and not unseen
+    return Report(True, complete, executions, None, list(notes))
+
+
+# Bounds tried one after another before the unbounded search: most bugs need at most two
+# preemptions, and each round costs a fraction of the next.
+_ITERATED = 2
 
 
 def _minimize(

@@ -56,6 +56,13 @@ def conflicts(a: FootprintT, b: FootprintT) -> bool:
         return False
     if ka == kb or ka == "*" or kb == "*":
         return True
+    if type(ka) is frozenset or type(kb) is frozenset:
+        # an operation on several objects at once (a condition's wait also takes its lock)
+        return any(
+            conflicts((x, wa), (y, wb))
+            for x in (ka if type(ka) is frozenset else (ka,))
+            for y in (kb if type(kb) is frozenset else (kb,))
+        )
     # A container changed in place (items.pop()) may be read through any reference that was
     # loaded from an attribute, a global or a cell: `if self.items:` reads it with no
     # bytecode of its own.  So a write to items conflicts with every read.
