@@ -201,6 +201,62 @@ def _overhead_rows(repeats: int) -> list[Row]:
     return rows
 
 
+def _search_rows() -> list[Row]:
+    """Executions and seconds to the first bug, and to a complete proof, on fixed programs."""
+    from tests import test_testing_search as search
+
+    programs = [
+        ("Condition with if: first bug", [search.consumer_if] * 2 + [search.producer], False),
+        (
+            "Condition with while, one notify_all: proof",
+            [search.consumer_while] * 2 + [search.producer_all],
+            True,
+        ),
+    ]
+    rows = []
+    for name, tasks, proof in programs:
+        start = time.perf_counter()
+        report = explore(tasks, setup=search.Shelf, invariant=search.both_taken)
+        elapsed = time.perf_counter() - start
+        assert report.ok is proof, name
+        assert report.complete or not proof, name
+        cx = report.counterexample
+        detail = f"{report.executions} executions" + (
+            f", {cx.preemptions} preemption(s)" if cx is not None else ", complete"
+        )
+        rows.append(Row(name, elapsed, note=detail))
+    return rows
+
+
+class _Pair:
+    a = 0
+    b = 0
+
+
+def _ten_steps(p: _Pair) -> None:
+    # five reads and five writes of attributes: ten switch points
+    for _ in range(5):
+        p.a = p.b
+
+
+def _per_execution_row(repeats: int) -> list[Row]:
+    """What one execution of a 2-task, 10-step program costs, against running it plainly."""
+    pair = _Pair()
+    plain = median_time(lambda: (_ten_steps(pair), _ten_steps(pair)), repeats)
+    executions = 200
+
+    def controlled() -> None:
+        for _ in range(executions):
+            s = replay("")
+            s.run([_ten_steps, _ten_steps], args=(pair,))
+
+    per = median_time(controlled, repeats) / executions
+    return [
+        Row("2 tasks x 10 steps, run once uncontrolled", plain),
+        Row("2 tasks x 10 steps, one controlled execution", per, target="<= 0.5 ms"),
+    ]
+
+
 def main(repeats: int) -> None:
     print_table(
         "taskkit.testing: time to find (and minimize) each classic bug", _find_rows(repeats)
@@ -208,6 +264,8 @@ def main(repeats: int) -> None:
     print_table("taskkit.testing: stress mode, the peer, on the tutorial's race", [_stress_row()])
     print_table("taskkit.testing: complete check", [_complete_row(repeats)])
     print_table("taskkit.testing: cost per switch point", _overhead_rows(repeats))
+    print_table("taskkit.testing: search, to the first bug and to a proof", _search_rows())
+    print_table("taskkit.testing: one execution", _per_execution_row(repeats))
 
 
 if __name__ == "__main__":

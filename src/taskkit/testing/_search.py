@@ -52,17 +52,31 @@ class _Lazy:
 class _Sparse:
     """A strategy that follows a few forced switches and otherwise keeps the current task.
 
-    With ``by_offset`` (drawn by Hypothesis) entries count *candidate* steps only, the
-    decisions where some other task could run instead (a step with one runnable task is no
-    choice), and name the n-th other task in round-robin order.  Without ``by_offset``
-    (``replay``) entries are absolute steps and task numbers.
+    With ``by_offset`` (drawn by Hypothesis) there are two kinds of decisions.  A
+    *preemption* point is one where the current task could go on and another could run
+    instead: ``entries`` maps the n-th such point to the n-th other task in round-robin order
+    (every other such point keeps the current task).  A *free* point is one where the
+    current task blocked or ended and several others can run: ``rank`` orders the tasks (as
+    a priority scheduler does) and the first of them that can run goes on, or the next in
+    round-robin order when none can.  A free choice is no preemption, so
+    ``max_preemptions`` bounds only ``entries``.
+    Without ``by_offset`` (``replay``) entries are absolute steps and task numbers.
     """
 
-    def __init__(self, entries: dict[int, int], *, by_offset: bool, strict: bool) -> None:
+    def __init__(
+        self,
+        entries: dict[int, int],
+        *,
+        by_offset: bool,
+        strict: bool,
+        rank: Sequence[int] = (),
+    ) -> None:
         self.entries = entries
+        self.rank = rank
         self.by_offset = by_offset
         self.strict = strict
         self.candidates = 0
+        self.used = 0
 
     def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
         if self.by_offset:
@@ -70,6 +84,7 @@ class _Sparse:
         entry = self.entries.get(len(run.steps))
         if entry is None:
             return default
+        self.used += 1
         for task in enabled:
             if task.index == entry:
                 return task
@@ -81,22 +96,39 @@ class _Sparse:
             )
         return default
 
+    def check_used(self, run: Run) -> None:
+        """A strict schedule must have been followed to its end: raise if it was not."""
+        if self.by_offset or not self.strict or self.used == len(self.entries):
+            return
+        unused = sorted(step for step in self.entries if step >= len(run.steps))
+        raise ValueError(
+            "the schedule does not fit this program: it switches at step "
+            f"{', '.join(map(str, unused))}, but the run ended after {len(run.steps)} steps"
+        )
+
     def _choose_candidate(
         self, run: Run, current: Task | None, enabled: list[Task], default: Task
     ) -> Task:
-        others = [t for t in enabled if t is not default]
-        if not others:
+        if len(enabled) == 1:
             return default
-        if default is current and current.footprint is None:
-            return default  # a checkpoint in traced code: the next operation decides
-        entry = self.entries.get(self.candidates)
-        self.candidates += 1
-        if entry is None:
-            return default
-        start = default.index
         n = len(run.tasks)
-        others.sort(key=lambda t: (t.index - start) % n)
-        return others[entry % len(others)]
+        start = default.index
+        if default is current:
+            if current.footprint is None:
+                return default  # a checkpoint in traced code: the next operation decides
+            entry = self.entries.get(self.candidates)
+            self.candidates += 1
+            if entry is None:
+                return default
+            others = sorted(
+                (t for t in enabled if t is not default), key=lambda t: (t.index - start) % n
+            )
+            return others[entry % len(others)]
+        for index in self.rank:  # the first task of the ranking that can run
+            for task in enabled:
+                if task.index == index:
+                    return task
+        return default
 
 
 class Scheduler:
@@ -109,8 +141,10 @@ class Scheduler:
         by_offset: bool,
         in_hypothesis: bool,
         watchdog: float = 2.0,
+        rank: Sequence[int] = (),
     ) -> None:
         self._entries = entries
+        self._rank = rank
         self._by_offset = by_offset
         self._in_hypothesis = in_hypothesis
         self._watchdog = watchdog
@@ -128,13 +162,11 @@ class Scheduler:
         coroutine scheduler.  A task's exception (or ``Deadlock``) is raised here.
         """
         strict = not self._by_offset
-        run = Run(
-            tasks,
-            args,
-            _Sparse(self._entries, by_offset=self._by_offset, strict=strict),
-            watchdog=self._watchdog,
-        )
+        strategy = _Sparse(self._entries, by_offset=self._by_offset, strict=strict, rank=self._rank)
+        run = Run(tasks, args, strategy, watchdog=self._watchdog)
         failure = run.execute()
+        if failure is None:
+            strategy.check_used(run)
         self.last_run = run
         if self._in_hypothesis:
             from hypothesis import note
@@ -154,11 +186,13 @@ class Scheduler:
 def interleavings(max_preemptions: int = 3, *, watchdog: float = 2.0) -> Any:
     """Return a Hypothesis strategy of ``Scheduler`` objects: ``s.run(tasks, args)``.
 
-    Each example forces at most ``max_preemptions`` switches.  A failing example shrinks to
-    the fewest forced switches and prints its interleaving; the example database replays it.
+    Each example preempts a task that could go on at most ``max_preemptions`` times; where a
+    task blocks or ends, which of the others runs next is drawn too, and costs nothing.  A
+    failing example shrinks to the fewest preemptions and prints its interleaving; the
+    example database replays it.
 
     Args:
-        max_preemptions: the most forced switches per run (bugs are shallow: 2 or 3 is enough
+        max_preemptions: the most preemptions per run (bugs are shallow: 2 or 3 is enough
             for nearly all).
         watchdog: seconds a task may spend outside switch points before it is reported as
             blocked in a call the scheduler does not control.
@@ -188,12 +222,14 @@ def interleavings(max_preemptions: int = 3, *, watchdog: float = 2.0) -> Any:
         for gap, offset in gaps:
             step += gap + 1
             entries[step] = offset
-        return Scheduler(entries, by_offset=True, in_hypothesis=True, watchdog=watchdog)
+        rank = draw(st.permutations(range(_RANKED)))
+        return Scheduler(entries, by_offset=True, in_hypothesis=True, watchdog=watchdog, rank=rank)
 
     return schedules()
 
 
 _SCALES = (2, 3, 1, 2, 3, 4, 2, 3, 5, 6, 8, 10, 12)
+_RANKED = 8  # tasks ranked for free choices (where a task blocks or ends, who goes on)
 
 # -- explore ---------------------------------------------------------------------------------
 
@@ -637,21 +673,18 @@ def replay(target: Counterexample | str, *, watchdog: float = 2.0) -> Scheduler 
 
     Raises:
         BaseException: the counterexample's failure, reproduced.
-        ValueError: a malformed schedule string.
+        ValueError: a malformed schedule string, or one that does not fit the program (a
+            switch to a task that cannot run at that step, or at a step the run never
+            reaches): the program changed, and no other interleaving is run in its place.
     """
     if isinstance(target, str):
         return Scheduler(
             parse_schedule(target), by_offset=False, in_hypothesis=False, watchdog=watchdog
         )
-    entries = parse_schedule(target.schedule)
-    run, failure = _execute(
-        target.tasks,
-        target.setup,
-        target.invariant,
-        _Sparse(entries, by_offset=False, strict=True),
-        watchdog,
-    )
+    strategy = _Sparse(parse_schedule(target.schedule), by_offset=False, strict=True)
+    run, failure = _execute(target.tasks, target.setup, target.invariant, strategy, watchdog)
     if failure is not None:
         add_note(failure, describe(run))
         raise failure
+    strategy.check_used(run)
     return None
