@@ -78,6 +78,8 @@ from ._tracing import (
     classify,
     classify_frame,
     describe_callable,
+    exact_read,
+    holds_no_items,
     note_rebound,
     rebound,
     visible_ops,
@@ -296,13 +298,16 @@ class _Tracer:
         elif kind == STORE_GLOBAL:
             fp = (("g", id(frame.f_globals), name), True)
         elif kind == LOAD_ATTR:
-            module = frame.f_globals.get(guard) if guard is not None else None
-            if isinstance(module, type(sys)):
-                if not rebound(vars(module), name):
-                    return  # module.function, module.CONSTANT: nothing rebinds it
-                fp = (("g", id(vars(module)), name), False)
+            if guard is not None and guard.startswith("."):
+                fp = self._attribute_read(frame, guard[1:], name)
             else:
-                fp = (("a", name), False)
+                module = frame.f_globals.get(guard) if guard is not None else None
+                if isinstance(module, type(sys)):
+                    if not rebound(vars(module), name):
+                        return  # module.function, module.CONSTANT: nothing rebinds it
+                    fp = (("g", id(vars(module)), name), False)
+                else:
+                    fp = (("a", name), False)
         elif kind == STORE_ATTR:
             module = frame.f_globals.get(guard) if guard is not None else None
             if isinstance(module, type(sys)):
@@ -337,6 +342,28 @@ class _Tracer:
             fp = ANY_WRITE
         self.run.switch_point(self.task, text, _where(frame), fp)
 
+    def _attribute_read(self, frame: FrameType, local: str, name: str) -> FootprintT:
+        """The footprint of reading ``name`` of the object in local variable ``local``.
+
+        When the value is in the object's ``__dict__`` (no descriptor can intervene), what
+        it is decides what the read may observe: a value with no items of its own, or the
+        items of that one container.  Otherwise any container's.
+        """
+        key = ("a", name)
+        owner = frame.f_locals.get(local, _MISSING)
+        namespace = getattr(owner, "__dict__", None)
+        if type(namespace) is not dict or name not in namespace:
+            return (key, False)
+        for klass in type(owner).__mro__:
+            if name in klass.__dict__:
+                return (key, False)  # a class attribute or descriptor of the same name
+        value = namespace[name]
+        if holds_no_items(value):
+            return (exact_read(key), False)
+        if type(value) in CONTAINERS:
+            return (frozenset({exact_read(key), ("item", self.run._key(value)[1])}), False)
+        return (key, False)
+
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "c_call":
             if classify_frame(frame) != TRACED:
@@ -348,6 +375,10 @@ class _Tracer:
             fp = c_call_footprint(arg)
             if fp is False:
                 return
+            if fp[0] == ITEMS:  # type: ignore[index]
+                # a method of a container: its items, not just any container's
+                owner = arg.__self__
+                fp = (("item", self.run._key(owner)[1]), fp[1])  # type: ignore[index]
             self.run.switch_point(
                 self.task,
                 f"call {describe_callable(arg)}",

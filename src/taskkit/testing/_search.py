@@ -291,14 +291,18 @@ class _Dpor:
     until some step conflicts with ``a``'s next operation.  An execution whose every
     runnable task sleeps is a repeat and ends at once.
 
-    With a bound, a branch costing more preemptions is skipped (``pruned``).  A race that
-    needs a preemption beyond the bound also backtracks at the nearest earlier point where
-    the run switched tasks anyway, as bounded partial-order reduction does (Coons, Musuvathi
-    and McKinley, OOPSLA 2013), so orders within the bound are not lost to the reduction.
+    With a bound, a branch costing more preemptions is skipped (``pruned``).  Bounds up to
+    ``_ITERATED`` try every task at every decision, with no reduction: reduction under a
+    bound can lose orders within it.  Higher bounds reduce without sleep sets, and a race
+    also backtracks where the task of the racing step began its stretch (the conservative
+    branching of Coons, Musuvathi and McKinley, OOPSLA 2013); a bounded search is never
+    reported complete when the bound cut something.  Only the unbounded search, which is
+    sound, says ``complete``.
     """
 
     def __init__(self, bound: int | None) -> None:
         self.bound = bound
+        self.reduce = bound is None or bound > _ITERATED
         self.nodes: list[_Node] = []
         self.pruned = False
         self.trace: list[_Done] = []
@@ -322,7 +326,8 @@ class _Dpor:
                 )
             task = next(t for t in enabled if t.index == node.chosen)
         else:
-            self._add_backtracking(run, depth)
+            if self.reduce:
+                self._add_backtracking(run, depth)
             node = self._new_node(current, enabled, default)
             self.nodes.append(node)
             task = next(t for t in enabled if t.index == node.chosen)
@@ -331,7 +336,7 @@ class _Dpor:
 
     def _new_node(self, current: Task | None, enabled: list[Task], default: Task) -> _Node:
         before = self.nodes[-1] if self.nodes else None
-        sleep = self._sleep_after(before) if before is not None else {}
+        sleep = self._sleep_after(before) if before is not None and self.bound is None else {}
         cur_enabled = current is not None and current in enabled
         node = _Node(
             enabled=tuple(t.index for t in enabled),
@@ -361,6 +366,10 @@ class _Dpor:
         node.backtrack.add(choice)
         node.done.add(choice)
         node.explored.append(choice)
+        if not self.reduce:
+            # Every task at every decision: partial-order reduction under a preemption bound
+            # can lose orders within the bound, and the first rounds must not.
+            node.backtrack.update(node.enabled)
         return node
 
     @staticmethod
@@ -439,18 +448,19 @@ class _Dpor:
             # a task enabled at i whose later step happens before p's next one leads to p
             leads = [q for q in node.enabled if mine.get(q, -1) > i]
             wanted = leads[:1] if leads else list(node.enabled)
-        if any(q in node.backtrack for q in wanted) and len(wanted) == 1:
-            return
         node.backtrack.update(wanted)
-        if self.bound is None or all(node.cost(q) <= self.bound for q in wanted):
+        if self.bound is None:
             return
-        # Over the bound here: try it where the run changed tasks anyway, which costs less.
-        for j in range(i - 1, -1, -1):
-            earlier = self.nodes[j]
-            if earlier.chosen != earlier.current or not earlier.current_enabled:
-                candidates = [q for q in wanted if q in earlier.enabled]
-                earlier.backtrack.update(candidates or earlier.enabled)
-                return
+        # Bounded: also where the task of step i began the stretch that step i is part of,
+        # where switching costs no more than at i (Coons et al.'s conservative branching).
+        task = node.chosen
+        j = i
+        while j > 0 and self.nodes[j - 1].chosen == task:
+            j -= 1
+        if j != i:
+            start = self.nodes[j]
+            candidates = [q for q in wanted if q in start.enabled]
+            start.backtrack.update(candidates or start.enabled)
 
     def advance(self) -> bool:
         """Move to the next unexplored branch; False when the search is over."""
@@ -616,9 +626,10 @@ def explore(
     return Report(True, complete, executions, None, list(notes))
 
 
-# Bounds tried one after another before the unbounded search: most bugs need at most two
-# preemptions, and each round costs a fraction of the next.
-_ITERATED = 2
+# Bounds searched in full, one after another, before the search with reduction: a bug that
+# needs no preemption or one is then reported with the fewest there are, and the rounds cost
+# little (every order with one preemption is about steps x tasks executions).
+_ITERATED = 1
 
 
 def _minimize(

@@ -28,6 +28,8 @@ from typing import Any
 
 __all__ = [
     "ANY_READ",
+    "exact_read",
+    "holds_no_items",
     "call_sites",
     "ANY_WRITE",
     "SELF",
@@ -48,7 +50,13 @@ ANY_READ: FootprintT = ("*", False)
 
 
 def conflicts(a: FootprintT, b: FootprintT) -> bool:
-    """Return True if two steps with these footprints may not commute."""
+    """Return True if two steps with these footprints may not commute.
+
+    Keys: ``"*"`` (anything); ``("a", name)``, ``("g", id, name)``, ``("c", name)`` (an
+    attribute, global or closure variable); ``("o", n)`` (a primitive); ``ITEMS`` (the items
+    of some container) or ``("item", n)`` (the items of container ``n``); ``("x", key)``, a
+    read of ``key`` known to load no container; a frozenset of keys (several at once).
+    """
     if a is None or b is None:
         return False
     (ka, wa), (kb, wb) = a, b
@@ -63,13 +71,65 @@ def conflicts(a: FootprintT, b: FootprintT) -> bool:
             for x in (ka if type(ka) is frozenset else (ka,))
             for y in (kb if type(kb) is frozenset else (kb,))
         )
+    ba, bb = _base(ka), _base(kb)
+    if ba == bb:
+        return True
+    if wa and wb and _is_items(ba) and _is_items(bb):
+        return ba == ITEMS or bb == ITEMS  # two changes, one to a container not known
     # A container changed in place (items.pop()) may be read through any reference that was
     # loaded from an attribute, a global or a cell: `if self.items:` reads it with no
-    # bytecode of its own.  So a write to items conflicts with every read.
-    return (ka == ITEMS and wa and not wb) or (kb == ITEMS and wb and not wa)
+    # bytecode of its own.  So a write to items conflicts with every read that may have
+    # loaded that container.
+    if wa and not wb and _is_items(ba):
+        return _may_see(kb, ba)
+    if wb and not wa and _is_items(bb):
+        return _may_see(ka, bb)
+    return False
 
 
 ITEMS = ("item",)
+
+
+def _base(key: object) -> object:
+    return key[1] if type(key) is tuple and len(key) == 2 and key[0] == "x" else key
+
+
+def _is_items(key: object) -> bool:
+    return type(key) is tuple and bool(key) and key[0] == "item"
+
+
+def _may_see(read: object, items: object) -> bool:
+    """May a read with key ``read`` observe the items written under ``items``?"""
+    if type(read) is tuple and read and read[0] == "x":
+        return False  # it loaded a value with no items of its own
+    if _is_items(read):
+        return read == ITEMS or items == ITEMS  # the same container, or one not known
+    return True
+
+
+def exact_read(key: object) -> object:
+    """The key of a read of ``key`` that is known to have loaded no container."""
+    return ("x", key)
+
+
+def holds_no_items(value: object) -> bool:
+    """True if code can examine ``value``'s contents only through switch points of its own.
+
+    An int or a string has none; an instance of a class written in Python has attributes,
+    read by attribute reads (switch points), and dunder methods, which are traced code or
+    calls into C (switch points too).  A list, a dict, a tuple (which may hold a list) or a
+    C object (an array) can be examined by a bytecode with no switch point (a truth test,
+    ``==``, unpacking), so a read that loaded one must conflict with changes to its items.
+    """
+    cls = type(value)
+    if cls in ATOMIC:
+        return True
+    if not cls.__flags__ & _HEAPTYPE:
+        return False  # a C type: may hold items a bytecode reads
+    return not isinstance(value, _ITEM_HOLDERS)
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
 
 UNTRACED, TRACED, SELF = 0, 1, 2
@@ -203,12 +263,11 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
         name = ins.argval if isinstance(ins.argval, str) else ""
         if kind is not None:
             guard = None
-            if (
-                kind in (LOAD_ATTR, STORE_ATTR)
-                and previous is not None
-                and previous.opname == "LOAD_GLOBAL"
-            ):
-                guard = str(previous.argval)
+            if kind in (LOAD_ATTR, STORE_ATTR) and previous is not None:
+                if previous.opname == "LOAD_GLOBAL":
+                    guard = str(previous.argval)
+                elif previous.opname == "LOAD_FAST" and kind == LOAD_ATTR:
+                    guard = "." + str(previous.argval)  # the owner is this local variable
             if kind == STORE_GLOBAL:
                 _stored_anywhere.add(name)
             if kind == LOAD_GLOBAL and ins.argrepr.startswith("NULL"):
@@ -355,6 +414,8 @@ def call_sites(code: types.CodeType) -> frozenset[int]:
 
 DATA_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range})
 CONTAINERS = frozenset({list, dict, set, deque, bytearray, OrderedDict})
+ATOMIC = frozenset({int, float, complex, str, bytes, bool, type(None), range})
+_ITEM_HOLDERS = (list, dict, set, frozenset, tuple, deque, bytearray)
 READ_METHODS = frozenset(
     {
         "get",
