@@ -9,6 +9,7 @@ live at module level so that they are shipped by reference.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import pathlib
@@ -299,6 +300,36 @@ def test_cancel_releases_the_dask_task(ex: taskkit.Executor, tmp_path: pathlib.P
     blocker = ex.submit(wait_for_file, gate)
     assert blocker.cancel()
     assert blocker.cancelled()
+    pathlib.Path(gate).touch()
+    assert ex.submit(square, 2).result(timeout=30) == 4
+
+
+def test_a_cancel_made_on_the_clients_own_loop_is_carried_out(
+    ex: taskkit.Executor, tmp_path: pathlib.Path
+) -> None:
+    # A map's chunks collected as garbage on the client's event loop thread cancel their
+    # futures there, where Dask hands back the cancel as a coroutine: it must be run, not
+    # dropped ("coroutine 'Client._cancel' was never awaited").
+    gate = str(tmp_path / "gate")
+    blocker = ex.submit(wait_for_file, gate)
+    blocker.cancel()  # pending or running: either way it ends cancelled
+    running = ex.submit(wait_for_file, gate)
+    deadline = time.monotonic() + 30
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running.running()
+    answer: list[bool] = []
+    done = threading.Event()
+
+    def on_loop() -> None:
+        answer.append(running.cancel())
+        done.set()
+
+    ex.client.loop.add_callback(on_loop)
+    assert done.wait(30)
+    assert answer == [True]
+    assert running.cancelled()
+    gc.collect()  # a coroutine never awaited warns (an error here) when collected
     pathlib.Path(gate).touch()
     assert ex.submit(square, 2).result(timeout=30) == 4
 

@@ -27,6 +27,8 @@ thread until it returns, unless the executor owns the cluster and closes it.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import math
 import os
@@ -172,6 +174,7 @@ class DaskExecutor(Executor):
         # the entry out (the outcome, or a cancel/timeout) decides how it ends.
         self._running: dict[_Task, tuple[int, Any]] = {}
         self._running_lock = threading.Lock()
+        self._cancelling: set[asyncio.Future[Any]] = set()  # cancels run on the loop
         self._starts: dict[int, _Task] = {}
         self._tokens = itertools.count()
         self._checked = threading.local()
@@ -303,9 +306,15 @@ class DaskExecutor(Executor):
             return False  # not in flight, or its outcome is being settled now
         future = entry[1]
         task._stop_running = None
-        if self._client.status != "running":
-            return True  # the cluster is gone, and the call with it
-        future.cancel()
+        if self._closing or self._client.status != "running":
+            return True  # the cluster is going or gone, and the call with it
+        pending = future.cancel()
+        if inspect.isawaitable(pending):
+            # Called on the client's own event loop (a map's chunks collected there as
+            # garbage): Dask hands back the cancel to await, so it runs as a task there.
+            cancelling = asyncio.ensure_future(pending)
+            self._cancelling.add(cancelling)  # held until done: the loop keeps weak refs
+            cancelling.add_done_callback(self._cancelling.discard)
         return True
 
     def shutdown(

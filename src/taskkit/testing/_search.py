@@ -1,13 +1,16 @@
 """Where decisions come from: Hypothesis, systematic search, or a recorded schedule.
 
-* ``interleavings()`` draws a *sparse* schedule, a few "at step k, switch to another task"
-  entries; every other step keeps the current task running.  Hypothesis shrinks such a list
-  by deleting entries and lowering steps, so a failure ends as the fewest forced switches.
-* ``explore()`` is a stateless depth-first search with dynamic partial-order reduction
-  (Flanagan and Godefroid, POPL 2005): it runs the program again and again, and only tries
-  another order at a step where two tasks' operations conflict.  With no preemption bound it
-  covers every distinct interleaving of the switch points (``report.complete``).
-* ``replay()`` follows a schedule string exactly.
+* ``interleavings()`` draws a *sparse* schedule: a few "at the k-th preemption point,
+  preempt for another task" entries (at most ``max_preemptions``), and an order of the tasks
+  for the free choices where a task blocks or ends.  Hypothesis shrinks it by deleting
+  entries and lowering steps, so a failure ends with the fewest preemptions it can find.
+* ``explore()`` is a stateless search, iteratively bounded (every order with no
+  preemption, then one, as CHESS does), and then with dynamic partial-order reduction
+  (Flanagan and Godefroid, POPL 2005) and sleep sets: it runs the program again and again,
+  and only tries another order at a step where two tasks' operations conflict.  With no
+  preemption bound it covers every distinct interleaving of the switch points
+  (``report.complete``).
+* ``replay()`` follows a schedule string exactly, and refuses one that does not fit.
 """
 
 from __future__ import annotations
@@ -565,7 +568,9 @@ def explore(
     Each execution calls ``setup()`` for a fresh state, passes it to every task, and checks
     ``invariant(state)`` when all tasks have finished.  A task's exception, a deadlock or a
     false invariant ends the search with a not-ok report whose ``counterexample`` is
-    minimized to the fewest forced switches; ``explore`` itself does not raise for them.
+    minimized; ``explore`` itself does not raise for them.  The search runs every order
+    with no preemption, then with one, then (with no bound) every distinct order, so a bug
+    that needs at most one preemption is reported with the fewest there are.
 
     Args:
         tasks: the callables to run concurrently, each as its own task.
