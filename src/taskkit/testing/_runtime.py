@@ -413,6 +413,7 @@ class Run:
         *,
         watchdog: float = 2.0,
         max_steps: int = 100_000,
+        naming: bool = True,
     ) -> None:
         if not tasks:
             raise ValueError("a controlled run needs at least one task")
@@ -421,6 +422,9 @@ class Run:
         self.strategy = strategy
         self.watchdog = watchdog
         self.max_steps = max_steps
+        # Name primitives by the expression code reaches them by (for reports): a search
+        # leaves it to the one execution it reports.
+        self.naming = naming
         self.steps: list[Step] = []
         self.deviations: list[tuple[int, int | None, int]] = []
         self.preemptions = 0
@@ -539,7 +543,7 @@ class Run:
         """
         frame, precise = self._traced_frame()
         where = _where(frame) if frame is not None else None
-        if obj is not None and frame is not None and id(obj) not in self.names:
+        if self.naming and obj is not None and frame is not None and id(obj) not in self.names:
             name = _name_in(frame, obj)
             if name is not None:
                 self.names[id(obj)] = name

@@ -393,16 +393,26 @@ class _Dpor:
 
     def _record(self, index: int, fp: FootprintT, depth: int) -> None:
         """Append the step to the trace with its vector clock (what happens before it)."""
-        clock = dict(self.clocks.get(index, {}))
+        mine = self.clocks.get(index)
+        clock = dict(mine) if mine else {}
         if fp is not None:
+            trace = self.trace
+            known = _known
+            get = clock.get
             for i in range(depth - 1, -1, -1):
-                earlier = self.trace[i]
+                earlier = trace[i]
                 task = earlier.task
-                if task == index or clock.get(task, -1) >= i:
+                if task == index or get(task, -1) >= i:
                     continue  # already ordered before this step, with all that precedes it
-                if _conflicts(earlier.footprint, fp):
+                other = earlier.footprint
+                if other is None:
+                    continue
+                hit = known.get((other, fp))
+                if hit is None:
+                    hit = _conflicts(other, fp)
+                if hit:
                     for k, v in earlier.clock.items():
-                        if clock.get(k, -1) < v:
+                        if get(k, -1) < v:
                             clock[k] = v
         clock[index] = depth
         self.clocks[index] = clock
@@ -536,10 +546,12 @@ def _execute(
     invariant: Callable[[Any], object] | None,
     strategy: Any,
     watchdog: float,
+    *,
+    naming: bool = True,
 ) -> tuple[Run, BaseException | None]:
     state = setup() if setup is not None else None
     args = (state,) if setup is not None else ()
-    run = Run(tasks, args, strategy, watchdog=watchdog)
+    run = Run(tasks, args, strategy, watchdog=watchdog, naming=naming)
     failure = run.execute()
     if failure is None and invariant is not None:
         try:
@@ -603,7 +615,7 @@ def explore(
         search = _Dpor(bound)
         while True:
             search.begin()
-            run, failure = _execute(tasks, setup, invariant, search, watchdog)
+            run, failure = _execute(tasks, setup, invariant, search, watchdog, naming=False)
             executions += 1
             timeouts = timeouts or run.used_timeouts
             notes.update(run.notes)
@@ -654,7 +666,12 @@ def _minimize(
         for i in range(len(entries)):
             trial = dict(entries[:i] + entries[i + 1 :])
             trial_run, trial_failure = _execute(
-                tasks, setup, invariant, _Sparse(trial, by_offset=False, strict=False), watchdog
+                tasks,
+                setup,
+                invariant,
+                _Sparse(trial, by_offset=False, strict=False),
+                watchdog,
+                naming=False,
             )
             if _same_failure(trial_failure, failure) and (
                 trial_run.preemptions <= best_run.preemptions
@@ -664,6 +681,14 @@ def _minimize(
                 entries = [(step, nxt) for step, _, nxt in trial_run.deviations]
                 improved = True
                 break
+    # Once more, naming the primitives for the report (a search does not name them).
+    schedule = {step: nxt for step, _, nxt in best_run.deviations}
+    shown, shown_failure = _execute(
+        tasks, setup, invariant, _Sparse(schedule, by_offset=False, strict=False), watchdog
+    )
+    if _same_failure(shown_failure, failure) and shown.preemptions == best_run.preemptions:
+        assert shown_failure is not None
+        best_run, best_failure = shown, shown_failure
     return Counterexample(
         tasks=tasks,
         setup=setup,
