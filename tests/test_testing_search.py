@@ -276,3 +276,49 @@ def test_explore_reaches_every_outcome_that_some_order_reaches(programs: list[li
     assert report.ok
     assert report.complete
     assert reached == expected
+
+
+class Rebound:
+    def __init__(self) -> None:
+        self.box: object = 0
+        self.seen: object = None
+
+
+def reads_box(s: Rebound) -> None:
+    s.seen = s.box == []  # an int when this task reached the read; a list by the time it ran
+
+
+def rebinds_box(s: Rebound) -> None:
+    s.box = []
+
+
+def fills_box(s: Rebound) -> None:
+    if s.box == []:
+        s.box.append(1)  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("reduction_only")
+def test_a_read_whose_value_changed_while_it_waited_is_searched_as_what_it_read() -> None:
+    tasks = [reads_box, rebinds_box, fills_box]
+
+    def outcome(s: Rebound) -> tuple[object, object]:
+        return (s.seen, repr(s.box))
+
+    expected = set()
+    search = EveryOrder()
+    while True:
+        state = Rebound()
+        assert Run(tasks, (state,), search).execute() is None
+        expected.add(outcome(state))
+        if not search.advance():
+            break
+    reached: set[tuple[object, object]] = set()
+
+    def record(s: Rebound) -> bool:
+        reached.add(outcome(s))
+        return True
+
+    report = explore(tasks, setup=Rebound, invariant=record)
+    assert report.complete
+    assert (True, "[1]") in expected
+    assert reached == expected

@@ -300,6 +300,13 @@ class _Tracer:
         elif kind == LOAD_ATTR:
             if guard is not None and guard.startswith("."):
                 fp = self._attribute_read(frame, guard[1:], name)
+                self.run.switch_point(self.task, text, _where(frame), fp)
+                # Another task may have rebound the attribute while this one waited here:
+                # the read is then of what it holds now.
+                now = self._attribute_read(frame, guard[1:], name)
+                if now != fp:
+                    self.run.amend(self.task, now)
+                return
             else:
                 module = frame.f_globals.get(guard) if guard is not None else None
                 if isinstance(module, type(sys)):
@@ -554,6 +561,16 @@ class Run:
                 return where, (frozenset({self._key(obj), self._key(lock)}), write)
             return where, (self._key(obj), write)
         return where, ANY_WRITE
+
+    def amend(self, task: Task, fp: FootprintT) -> None:
+        """``task`` was resumed for another operation than its switch point announced
+        (another task changed what it is about to read): correct the step's footprint."""
+        task.footprint = fp
+        if self.steps and self.steps[-1].task == task.index:
+            self.steps[-1].footprint = fp
+            amend = getattr(self.strategy, "amend", None)
+            if amend is not None:
+                amend(self, task.index, fp)
 
     def _key(self, obj: object) -> tuple[str, int]:
         key = self.keys.get(id(obj))

@@ -420,6 +420,31 @@ class _Dpor:
         if self.checked is not None:
             self.checked.pop(index, None)  # its next operation is new: check it in full
 
+    def amend(self, run: Run, index: int, fp: FootprintT) -> None:
+        """The last step, of task ``index``, turned out to be ``fp``: record it again."""
+        depth = len(run.steps) - 1
+        if depth >= len(self.trace) or self.trace[depth].task != index:
+            return  # pragma: no cover - the last step is always the amended task's
+        self.trace.pop()
+        before: dict[int, int] = {}
+        for earlier in reversed(self.trace):
+            if earlier.task == index:
+                before = earlier.clock
+                break
+        self.clocks[index] = before
+        if self.reduce:
+            # races of the operation it really is, with the steps before it
+            mine = before
+            for i in range(depth - 1, -1, -1):
+                step = self.trace[i]
+                if step.task == index or mine.get(step.task, -1) >= i:
+                    continue
+                if _conflicts(step.footprint, fp):
+                    self._backtrack_at(i, index, mine)
+                    break
+        self._record(index, fp, depth)
+        self.nodes[depth].fps[index] = fp
+
     def _add_backtracking(self, run: Run, depth: int) -> None:
         """For each task's next operation, find the last conflicting step it may race with.
 
