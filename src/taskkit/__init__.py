@@ -7,6 +7,7 @@ asyncio, coroutine, dask or serial backend (``ProcessExecutor``,
 The guide is in ``docs/``.
 """
 
+import logging as _logging
 import typing as _typing
 
 from ._backends import BACKENDS as BACKENDS
@@ -136,3 +137,6 @@ for _name in __all__:
         except (AttributeError, TypeError):
             pass
 del _name, _obj
+
+# A library logs; the application decides where records go (see docs/observing.md).
+_logging.getLogger("taskkit").addHandler(_logging.NullHandler())

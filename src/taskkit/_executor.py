@@ -27,6 +27,7 @@ import abc
 import asyncio
 import concurrent.futures
 import inspect
+import logging
 import math
 import numbers
 import sys
@@ -243,6 +244,12 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
 
     #: The backend's name, as given to ``open_executor``.
     backend: ClassVar[str] = "?"
+
+    @property
+    def _log(self) -> logging.Logger:
+        """The backend's logger: ``taskkit.<backend>`` (see docs/observing.md)."""
+        return logging.getLogger(f"taskkit.{self.backend}")
+
     #: ``map``'s default window (items in flight) for this backend, or 0 for ``_default_window()``.
     _fixed_window: ClassVar[int] = 0
     #: How long one automatically sized map chunk should take, in seconds.
@@ -452,6 +459,16 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             task._attempt += 1
             with self._state_lock:
                 self._n_retried += 1
+            log = self._log
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s: attempt %d of %d failed (%s: %s); running it again",
+                    task.name,
+                    task._attempt,
+                    task._options.retries + 1,
+                    type(exc).__name__,
+                    exc,
+                )
             try:
                 self._dispatch(task)
             except BaseException as dispatch_error:
@@ -467,6 +484,10 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if task.done():
             return
         timeout = task._options.timeout
+        detail = self._timeout_detail()
+        self._log.warning(
+            "%s overran its %g s deadline%s", task.name, timeout, f": {detail}" if detail else ""
+        )
         self._stop_overrunning(task)
         self._failed(task, TaskTimeout(task.name, timeout, self._timeout_detail()))
 

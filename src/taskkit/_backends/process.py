@@ -644,6 +644,7 @@ class ProcessExecutor(Executor):
         process.start()
         child_end.close()
         worker = _Worker(process, parent_end)
+        self._log.debug("worker %d started (%s)", process.pid, self._start_method)
         try:
             _wire.send(worker.fd, _wire.SETUP, self._setup)
         except OSError:
@@ -915,9 +916,19 @@ class ProcessExecutor(Executor):
                 and len(self._workers) + self._starting < self._max_workers
             ):
                 self._starting += 1
-        if task is not None and (not worker.killed or worker.broken is not None):
+        crashed = task is not None and (not worker.killed or worker.broken is not None)
+        if crashed and task is not None:
+            self._log.warning(
+                "worker %d %s while it ran %s%s",
+                worker.pid,
+                _how_it_ended(exitcode),
+                task.name,
+                f" ({worker.broken})" if worker.broken else "",
+            )
             crash = WorkerCrashed(task.name, worker.pid, exitcode, worker.broken or "")
             self._failed(task, crash)
+        else:
+            self._log.debug("worker %d %s", worker.pid, _how_it_ended(exitcode))
 
     def _purge_pending(self) -> None:
         if any(task.done() for task in self._pending):
@@ -1178,3 +1189,15 @@ class _ProcessMapRun(MapRun):
 ProcessExecutor._map_run_class = _ProcessMapRun
 
 backend_class = ProcessExecutor
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    """``exited with status 3``, ``was killed by SIGKILL``: for log records."""
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"

@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -76,6 +77,9 @@ _here = _Here()
 
 # Task states.  Everything >= _DONE is finished.
 _RUNNABLE, _SLEEPING, _PARKED, _DONE, _FAILED = 0, 1, 2, 3, 4
+
+
+_log = logging.getLogger("taskkit.coroutine")
 
 
 class BlockingWarning(TaskkitError, RuntimeWarning):
@@ -645,6 +649,7 @@ class Scheduler:
             "awaiting, so every other task waited; await taskkit.sleep() instead of "
             "time.sleep(), and run blocking calls on a thread executor"
         )
+        _log.warning("%s (%s:%d)", message, filename, lineno)
         try:
             warnings.warn_explicit(message, BlockingWarning, filename, lineno)
         except Exception:

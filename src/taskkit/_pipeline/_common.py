@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import logging
 from collections import deque
 from typing import Any
 
@@ -12,6 +13,8 @@ from ._engine import Engine
 from ._results import Completed, StageResult
 
 __all__ = ["HIGH_WATER", "LineSplitter", "completed", "raise_for_outcome"]
+
+_log = logging.getLogger("taskkit.pipeline")
 
 HIGH_WATER = 1 << 20  # characters of undelivered lines before an async reader pauses stdout
 
@@ -85,8 +88,20 @@ def raise_for_outcome(
     """Raise what the run's end calls for: timeout first, then a broken input, then pipefail."""
     if timed_out:
         timeout = engine.options.timeout
+        _log.warning("%s timed out after %s s", engine.describe(), timeout)
         raise PipelineTimeout(engine.describe(), timeout if timeout is not None else 0.0, done)
     if engine.feeder is not None and engine.feeder.error is not None:
+        _log.warning("%s: writing its input failed: %r", engine.describe(), engine.feeder.error)
         raise engine.feeder.error
+    if done.failed is not None:
+        failed = done.failed
+        _log.log(
+            logging.WARNING if check else logging.INFO,
+            "%s: stage %d %s exited with status %s",
+            engine.describe(),
+            failed.index,
+            failed.argv[0] if failed.argv else "?",
+            failed.returncode,
+        )
     if check and done.failed is not None:
         raise PipelineFailed(done.failed, done)
