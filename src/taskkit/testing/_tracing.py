@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dis
 import os
+import sys
 import sysconfig
 import types
 from collections import OrderedDict, deque
@@ -116,20 +117,54 @@ def holds_no_items(value: object) -> bool:
     """True if code can examine ``value``'s contents only through switch points of its own.
 
     An int or a string has none; an instance of a class written in Python has attributes,
-    read by attribute reads (switch points), and dunder methods, which are traced code or
-    calls into C (switch points too).  A list, a dict, a tuple (which may hold a list) or a
-    C object (an array) can be examined by a bytecode with no switch point (a truth test,
-    ``==``, unpacking), so a read that loaded one must conflict with changes to its items.
+    read by attribute reads (switch points), and dunder methods, which a truth test or
+    ``==`` calls with no switch point: they must be traced code (whose reads are switch
+    points), or the class must have none of them (a ``Condition``, a lock).  A list, a dict,
+    a tuple (which may hold a list), a ``collections.UserList`` or a C object (an array) can
+    be examined by a bytecode with no switch point (a truth test, ``==``, unpacking), so a
+    read that loaded one must conflict with changes to its items.
     """
     cls = type(value)
     if cls in ATOMIC:
         return True
     if not cls.__flags__ & _HEAPTYPE:
         return False  # a C type: may hold items a bytecode reads
-    return not isinstance(value, _ITEM_HOLDERS)
+    if isinstance(value, _ITEM_HOLDERS):
+        return False
+    plain = _plain_classes.get(cls)
+    if plain is None:
+        plain = _plain_classes[cls] = not any(
+            _IMPLICIT.intersection(vars(klass)) and not _traced_class(klass)
+            for klass in cls.__mro__[:-1]
+        )
+    return plain
+
+
+def _traced_class(klass: type) -> bool:
+    module = sys.modules.get(klass.__module__)
+    filename = getattr(module, "__file__", None)
+    return isinstance(filename, str) and classify(filename) == TRACED
 
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+# What a bytecode calls on a value with no switch point of its own (a truth test, ``==``,
+# unpacking, ``in``): in untraced code (``collections.UserList``) it reads items unseen.
+_IMPLICIT = frozenset(
+    {
+        "__bool__",
+        "__len__",
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__iter__",
+        "__contains__",
+        "__getitem__",
+    }
+)
+_plain_classes: dict[type, bool] = {}
 
 
 UNTRACED, TRACED, SELF = 0, 1, 2
@@ -152,6 +187,7 @@ def always_trace(filename: str) -> None:
     """Trace ``filename`` even though it lives in an untraced place (taskkit's own tour)."""
     _ALWAYS.add(os.path.abspath(filename))
     _classes.clear()
+    _plain_classes.clear()
 
 
 def classify(filename: str) -> int:
