@@ -94,3 +94,17 @@ def test_a_failed_pipeline_stage_is_logged(caplog: pytest.LogCaptureFixture) -> 
     (lines,) = [records(caplog, "taskkit.pipeline")]
     assert len(lines) == 1
     assert lines[0].endswith("stage 0 false exited with status 1")
+
+
+async def hold_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # never awaits: the loop cannot cancel it at its deadline
+
+
+def test_an_overrun_found_when_the_task_ends_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="taskkit")
+    with taskkit.open_executor("asyncio") as ex:
+        f = ex.options(timeout=0.05, name="hog").submit(hold_the_loop, 0.2)
+        with pytest.raises(TaskTimeout):
+            f.result(timeout=30)
+    (line,) = records(caplog, "taskkit.asyncio")
+    assert line.startswith("hog overran its 0.05 s deadline: it held the event loop's thread")

@@ -433,8 +433,8 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             late = self._now() - deadline.when
             if late >= 0:
                 deadline.cancel()
-                error = TaskTimeout(
-                    task.name,
+                error = self._overran(
+                    task,
                     timeout,
                     f"it held the event loop's thread for {timeout + late:.3f} s without "
                     "awaiting, so it could not be cancelled at its deadline and ran on to its "
@@ -484,12 +484,16 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if task.done():
             return
         timeout = task._options.timeout
-        detail = self._timeout_detail()
+        error = self._overran(task, timeout, self._timeout_detail())
+        self._stop_overrunning(task)
+        self._failed(task, error)
+
+    def _overran(self, task: _Task, timeout: float | None, detail: str) -> TaskTimeout:
+        """Log that ``task`` overran its deadline, and return the error it fails with."""
         self._log.warning(
             "%s overran its %g s deadline%s", task.name, timeout, f": {detail}" if detail else ""
         )
-        self._stop_overrunning(task)
-        self._failed(task, TaskTimeout(task.name, timeout, self._timeout_detail()))
+        return TaskTimeout(task.name, timeout, detail)
 
     def _stop_overrunning(self, task: _Task) -> None:
         """Stop a task that overran its deadline (default: nothing can be stopped)."""
