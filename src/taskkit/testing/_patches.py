@@ -298,9 +298,7 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
     owned = lock._raw.locked() if isinstance(lock, Lock) else self._is_owned()  # type: ignore[attr-defined]
     if not owned:
         raise RuntimeError("cannot wait on un-acquired lock")
-    if classify_frame(sys._getframe(1)) == TRACED:
-        # giving up the lock is an operation on it: a switch point of its own, before it
-        h.switch("wait", self)
+    _switch_if_traced("wait", self)  # giving up the lock is an operation on it
     waiter = _Waiter()
     self._waiters.append(waiter)  # type: ignore[attr-defined]
     saved = self._release_save()  # type: ignore[attr-defined]
@@ -322,31 +320,30 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
 # only against other operations on the same condition or lock.
 
 
-def _condition_enter(self: threading.Condition) -> bool:
+def _switch_if_traced(op: str, condition: threading.Condition) -> None:
+    """A switch point for ``op`` on ``condition`` when the code under test called it."""
     h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
-        h.switch("acquire", self)
+    if _controlled(h) and classify_frame(sys._getframe(2)) == TRACED:
+        h.switch(op, condition)
+
+
+def _condition_enter(self: threading.Condition) -> bool:
+    _switch_if_traced("acquire", self)
     return bool(self._lock.__enter__())  # type: ignore[attr-defined]
 
 
 def _condition_exit(self: threading.Condition, *exc_info: object) -> None:
-    h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
-        h.switch("release", self)
+    _switch_if_traced("release", self)
     self._lock.__exit__(*exc_info)  # type: ignore[attr-defined]
 
 
 def _condition_notify(self: threading.Condition, n: int = 1) -> None:
-    h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
-        h.switch("notify", self)
+    _switch_if_traced("notify", self)
     _real_notify(self, n)
 
 
 def _condition_notify_all(self: threading.Condition) -> None:
-    h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(1)) == TRACED:
-        h.switch("notify_all", self)
+    _switch_if_traced("notify_all", self)
     _real_notify(self, len(self._waiters))  # type: ignore[attr-defined]
 
 

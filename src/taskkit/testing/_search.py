@@ -310,11 +310,12 @@ class _Dpor:
         self.pruned = False
         self.trace: list[_Done] = []
         self.clocks: dict[int, dict[int, int]] = {}
+        self.checked: dict[int, int] | None = None  # see _add_backtracking
 
     def begin(self) -> None:
         self.trace = []
         self.clocks = {}
-        self.checked: dict[int, int] | None = None  # see _add_backtracking
+        self.checked = None
 
     def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
         depth = len(run.steps)
@@ -362,9 +363,6 @@ class _Dpor:
                 raise _Redundant
             start = default.index
             choice = min(awake, key=lambda t: (t.index - start) % n).index
-            if self.bound is not None and node.cost(choice) > self.bound:
-                self.pruned = True
-                raise _Redundant
         node.chosen = choice
         node.backtrack.add(choice)
         node.done.add(choice)
@@ -380,39 +378,24 @@ class _Dpor:
         """The sleep set of the decision after ``node``: what stays covered past its choice."""
         chosen = node.chosen
         fp = node.fps[chosen]
-        sleep: dict[int, FootprintT] = {}
-        for task, other in node.sleep.items():
-            if task != chosen and not _conflicts(other, fp):
-                sleep[task] = other
-        for task in node.explored:
-            if task != chosen:
-                other = node.fps[task]
-                if not _conflicts(other, fp):
-                    sleep[task] = other
-        return sleep
+        covered = [*node.sleep.items(), *((task, node.fps[task]) for task in node.explored)]
+        return {
+            task: other for task, other in covered if task != chosen and not _conflicts(other, fp)
+        }
 
     def _record(self, index: int, fp: FootprintT, depth: int) -> None:
         """Append the step to the trace with its vector clock (what happens before it)."""
         mine = self.clocks.get(index)
         clock = dict(mine) if mine else {}
         if fp is not None:
-            trace = self.trace
-            known = _known
-            get = clock.get
             for i in range(depth - 1, -1, -1):
-                earlier = trace[i]
+                earlier = self.trace[i]
                 task = earlier.task
-                if task == index or get(task, -1) >= i:
+                if task == index or clock.get(task, -1) >= i:
                     continue  # already ordered before this step, with all that precedes it
-                other = earlier.footprint
-                if other is None:
-                    continue
-                hit = known.get((other, fp))
-                if hit is None:
-                    hit = _conflicts(other, fp)
-                if hit:
+                if _conflicts(earlier.footprint, fp):
                     for k, v in earlier.clock.items():
-                        if get(k, -1) < v:
+                        if clock.get(k, -1) < v:
                             clock[k] = v
         clock[index] = depth
         self.clocks[index] = clock
@@ -433,15 +416,7 @@ class _Dpor:
                 break
         self.clocks[index] = before
         if self.reduce:
-            # races of the operation it really is, with the steps before it
-            mine = before
-            for i in range(depth - 1, -1, -1):
-                step = self.trace[i]
-                if step.task == index or mine.get(step.task, -1) >= i:
-                    continue
-                if _conflicts(step.footprint, fp):
-                    self._backtrack_at(i, index, mine)
-                    break
+            self._race(index, fp, before, depth, 0)  # of the operation it really is
         self._record(index, fp, depth)
         self.nodes[depth].fps[index] = fp
 
@@ -466,16 +441,18 @@ class _Dpor:
             fp = task.footprint
             lo = checked.get(p, 0)
             checked[p] = depth
-            if fp is None:
-                continue
-            mine = self.clocks.get(p, {})
-            for i in range(depth - 1, lo - 1, -1):
-                step = self.trace[i]
-                if step.task == p or mine.get(step.task, -1) >= i:
-                    continue  # its own step, or one that happens before its next step
-                if _conflicts(step.footprint, fp):
-                    self._backtrack_at(i, p, mine)
-                    break
+            if fp is not None:
+                self._race(p, fp, self.clocks.get(p, {}), depth, lo)
+
+    def _race(self, p: int, fp: FootprintT, mine: dict[int, int], depth: int, lo: int) -> None:
+        """Backtrack at the last step from ``lo`` on that races with ``p``'s operation ``fp``."""
+        for i in range(depth - 1, lo - 1, -1):
+            step = self.trace[i]
+            if step.task == p or mine.get(step.task, -1) >= i:
+                continue  # its own step, or one that happens before its next step
+            if _conflicts(step.footprint, fp):
+                self._backtrack_at(i, p, mine)
+                return
 
     def _backtrack_at(self, i: int, p: int, mine: dict[int, int]) -> None:
         """Make node ``i`` also try an order in which ``p`` (or what leads to it) runs first."""
