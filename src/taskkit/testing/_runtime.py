@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextvars
 import functools
 import gc
 import inspect
@@ -48,7 +49,7 @@ from typing import Any, Protocol
 
 from .. import _control
 from .._errors import Deadlock, UsageError
-from . import _asyncio, _patches
+from . import _asyncio, _patches, _workers
 from ._asyncio import ControlledLoop, where_awaiting
 from ._tracing import (
     ANY_WRITE,
@@ -150,6 +151,7 @@ class Task:
         "waiting_on",
         "what",
         "where",
+        "worker",
     )
 
     def __init__(
@@ -165,6 +167,7 @@ class Task:
         self.label: str | None = None  # the op of a coroutine task's next step, if it said
         self.waiting_on: object = None  # the primitive a blocked thread task waits for
         self.thread: threading.Thread | None = None
+        self.worker: _workers.Worker | None = None  # the thread of a task given to the run
         self.baton = _thread.allocate_lock()
         self.baton.acquire()
         self.state = TaskState.RUNNABLE
@@ -256,6 +259,12 @@ class _Tracer:
         self.run = run
         self.task = task
         self.locals: dict[Any, Callable[..., Any]] = {}
+
+    def reuse(self, run: Run, task: Task) -> None:
+        """Trace ``task`` of ``run`` (the same thread's task of another execution)."""
+        self.run, self.task = run, task
+        if len(self.locals) > 4096:
+            self.locals.clear()
 
     def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
         code = frame.f_code
@@ -859,7 +868,11 @@ class Run:
         self.keys.clear()
         self.kept.clear()
         for task in self.tasks:
-            if task.thread is not None and not task.stuck:
+            if task.stuck:
+                continue  # its thread is blocked for good: never reused, never joined
+            if task.worker is not None:
+                _workers.give_back(task.worker)
+            elif task.thread is not None:
                 task.thread.join()
         return self.failure
 
@@ -878,14 +891,10 @@ class Run:
             for task in list(self.tasks):  # threads they start on the way join later
                 if task.is_coro:
                     continue
-                task.thread = threading.Thread(
-                    target=self._thread_main,
-                    args=(task,),
-                    name=f"taskkit.testing {task.name}",
-                    daemon=True,
-                )
+                worker = task.worker = _workers.take(task.index)
+                task.thread = worker.thread
                 self.current = task
-                task.thread.start()
+                worker.run(functools.partial(self._thread_main, task))
                 if not self._wait_main():
                     break
         finally:
@@ -941,11 +950,23 @@ class Run:
             self._dispatch(nxt)
 
     def _thread_main(self, task: Task) -> None:
+        """On a worker's thread: run task ``task`` as a new thread would."""
         self.by_ident[_get_ident()] = task
-        self._run_thread_task(task, self.args)
+        worker = task.worker
+        assert worker is not None
+        tracer = worker.tracer
+        if tracer is None:
+            tracer = worker.tracer = _Tracer(self, task)
+        else:
+            tracer.reuse(self, task)
+        # a new thread starts with an empty context
+        contextvars.Context().run(self._run_thread_task, task, self.args, tracer)
 
-    def _run_thread_task(self, task: Task, args: tuple[object, ...]) -> None:
-        tracer = _Tracer(self, task)
+    def _run_thread_task(
+        self, task: Task, args: tuple[object, ...], tracer: _Tracer | None = None
+    ) -> None:
+        if tracer is None:
+            tracer = _Tracer(self, task)
         sys.settrace(tracer.global_trace)
         sys.setprofile(tracer.profile)
         try:
@@ -959,6 +980,11 @@ class Run:
         finally:
             sys.setprofile(None)
             sys.settrace(None)
+        if task.worker is not None:
+            # its thread's threading.local data goes, as at a thread's end (what that runs,
+            # finalizers, has no switch points)
+            task.aborted = True
+            task.worker.scrub()
         task.state = TaskState.DONE
         if task.error is not None:
             self.fail(task.error, task)
