@@ -89,12 +89,18 @@ def test_each_task_runs_on_its_own_thread_named_after_it_in_every_execution() ->
     assert threading.current_thread().name != "renamed by the task"
 
 
+def current_thread(log: Log) -> None:
+    log.entries.append((threading.current_thread(),))
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX only")
 def test_idle_workers_end_before_a_fork() -> None:
-    replay("").run([names, names], (Log(),))
-    assert any(t.name.startswith("taskkit.testing T") for t in threading.enumerate())
+    log = Log()
+    replay("").run([current_thread, current_thread], (log,))
+    workers = [thread for (thread,) in log.entries]
+    assert all(thread.is_alive() for thread in workers)  # idle, kept for the next run
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os._exit(0)
     os.waitpid(pid, 0)
-    assert not any(t.name.startswith("taskkit.testing T") for t in threading.enumerate())
+    assert not any(thread.is_alive() for thread in workers)

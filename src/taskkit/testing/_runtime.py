@@ -248,6 +248,26 @@ class _Wait:
             task.wait = None
 
 
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` with the calling thread's tracer and profiler off.
+
+    A hook (a lock's, a checkpoint) is called by traced code, and the scheduler's own code
+    it runs would otherwise make a profiler event of every call (the tracer's own switch
+    points need none of this: no events fire inside a trace function).
+    """
+    trace = sys.gettrace()
+    if trace is None:
+        return fn(*args)
+    profile = sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        return fn(*args)
+    finally:
+        sys.settrace(trace)
+        sys.setprofile(profile)
+
+
 def _where(frame: FrameType) -> Where:
     return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
 
@@ -500,17 +520,16 @@ class Run:
         return None
 
     def switch(self, op: str, obj: object) -> None:
-        task = self.caller()
-        if task is None:
-            return
-        where, fp = self._site(obj)
-        self.switch_point(task, self._named(op, obj), where, fp)
+        _quietly(self._switch, op, obj, True)
 
     def observe(self, op: str, obj: object) -> None:
+        _quietly(self._switch, op, obj, False)
+
+    def _switch(self, op: str, obj: object, write: bool) -> None:
         task = self.caller()
         if task is None:
             return
-        where, fp = self._site(obj, write=False)
+        where, fp = self._site(obj, write)
         self.switch_point(task, self._named(op, obj), where, fp)
 
     def _named(self, op: str, obj: object) -> str:
@@ -518,6 +537,11 @@ class Run:
         return op if name is None else f"{op} on {name}"
 
     def wait_until(
+        self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
+    ) -> bool:
+        return bool(_quietly(self._wait_until, ready, what, obj, timeout))
+
+    def _wait_until(
         self, ready: Callable[[], object], what: object, obj: object, timeout: float | None
     ) -> bool:
         task = self.caller()
@@ -1233,7 +1257,11 @@ def checkpoint(label: str = "checkpoint") -> Any:
         return _DONE
     if task.is_coro:
         return _Yield(h, label)
+    _quietly(_checkpoint, h, task, label)
+    return _DONE
+
+
+def _checkpoint(h: Run, task: Task, label: str) -> None:
     where, precise = h.site()
     # A checkpoint in traced code touches nothing itself: what follows has switch points.
     h.switch_point(task, label, where, None if precise else ANY_WRITE)
-    return _DONE
