@@ -123,7 +123,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self.errors.clear()
         self.plain_ready = False
         self.on_new_task = on_new_task
-        self.set_debug(False)
+        if self.get_debug():
+            self.set_debug(False)
 
     def has_step(self, task: asyncio.Task[Any]) -> bool:
         """True if ``task`` has a handle ready to run (it is enabled)."""

@@ -565,12 +565,8 @@ def _is_alive(self: threading.Thread) -> bool:
 # -- a run's patches, on and off --------------------------------------------------------------
 
 
-def begin(run: Any) -> None:
-    """Patch for the duration of a controlled run."""
-    install_factories()
-    for real in _bases:
-        _bases[real] = real()
-    patches: list[tuple[object, str, object]] = [
+def _static_patches() -> list[tuple[object, str, object]]:
+    return [
         (threading.Condition, "wait", _condition_wait),
         (threading.Condition, "wait_for", _condition_wait_for),
         (threading.Condition, "__enter__", _condition_enter),
@@ -590,17 +586,34 @@ def begin(run: Any) -> None:
         (threading.Thread, "is_alive", _is_alive),
         # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
         (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
-        *_aliases(),
     ]
-    for owner, name, value in patches:
+
+
+_STATIC = _static_patches()
+_seeded_state: list[Any] = []  # random's state once seeded with RANDOM_SEED (made once)
+
+
+def begin(run: Any) -> None:
+    """Patch for the duration of a controlled run."""
+    install_factories()
+    for real in _bases:
+        _bases[real] = real()
+    for owner, name, value in _STATIC:
+        _saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+    for owner, name, value in _aliases():
         _saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, value)
     # Randomness, repeated: every execution starts from the same state of ``random``, and a
     # ``random.Random()`` made by a task gets the next of a fixed series of seeds.
     _saved_random.append(random.getstate())
-    random.seed(RANDOM_SEED)
+    if not _seeded_state:
+        random.seed(RANDOM_SEED)
+        _seeded_state.append(random.getstate())
+    else:
+        random.setstate(_seeded_state[0])
     _seeds[:] = [0]
-    _seeded[:] = [random.getstate()]
+    _seeded[:] = _seeded_state
 
 
 def end(run: Any) -> None:

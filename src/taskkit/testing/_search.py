@@ -282,6 +282,7 @@ class _Done:
     task: int
     footprint: FootprintT
     clock: dict[int, int]
+    announced: FootprintT  # the footprint before an amend (what the task announced)
 
 
 class _Dpor:
@@ -311,31 +312,55 @@ class _Dpor:
         self.trace: list[_Done] = []
         self.clocks: dict[int, dict[int, int]] = {}
         self.checked: dict[int, int] | None = None  # see _add_backtracking
+        self.kept = 0  # steps of the last execution's trace that this one repeats
+        self.diverged = False
 
     def begin(self) -> None:
-        self.trace = []
-        self.clocks = {}
+        # The next execution repeats the decisions of the last one up to the last node (whose
+        # choice has changed): the steps before it, with their footprints and what happens
+        # before them, are those of the last execution, kept rather than computed again.
+        keep = self.kept = len(self.nodes) - 1 if self.nodes else 0
+        del self.trace[keep:]
+        clocks: dict[int, dict[int, int]] = {}
+        for done in reversed(self.trace):
+            if done.task not in clocks:
+                clocks[done.task] = done.clock
+        self.clocks = clocks
         self.checked = None
+        self.diverged = False
 
     def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
         depth = len(run.steps)
         if depth < len(self.nodes):
             node = self.nodes[depth]
-            if len(enabled) != len(node.enabled) or any(
-                t.index != i for t, i in zip(enabled, node.enabled, strict=True)
+            if (
+                self.diverged
+                or len(enabled) != len(node.enabled)
+                or any(t.index != i for t, i in zip(enabled, node.enabled, strict=True))
             ):
                 raise UsageError(
                     "the program did not repeat itself: the same decisions led to different "
                     "runnable tasks (does it depend on time, randomness or outside state?)"
                 )
-            task = next(t for t in enabled if t.index == node.chosen)
+            chosen = node.chosen
+            for task in enabled:
+                if task.index == chosen:
+                    break
+            if depth < self.kept:
+                if task.footprint != self.trace[depth].announced:
+                    raise UsageError(
+                        "the program did not repeat itself: the same decisions led to a "
+                        "different operation (does it depend on time, randomness or outside "
+                        "state?)"
+                    )
+                return task  # the same step as in the last execution, recorded then
         else:
             if self.reduce:
                 self._add_backtracking(run, depth)
             node = self._new_node(current, enabled, default)
             self.nodes.append(node)
             task = next(t for t in enabled if t.index == node.chosen)
-        self._record(task.index, task.footprint, depth)
+        self._record(task.index, task.footprint, depth, task.footprint)
         return task
 
     def _new_node(self, current: Task | None, enabled: list[Task], default: Task) -> _Node:
@@ -383,7 +408,7 @@ class _Dpor:
             task: other for task, other in covered if task != chosen and not _conflicts(other, fp)
         }
 
-    def _record(self, index: int, fp: FootprintT, depth: int) -> None:
+    def _record(self, index: int, fp: FootprintT, depth: int, announced: FootprintT) -> None:
         """Append the step to the trace with its vector clock (what happens before it)."""
         mine = self.clocks.get(index)
         clock = dict(mine) if mine else {}
@@ -399,16 +424,21 @@ class _Dpor:
                             clock[k] = v
         clock[index] = depth
         self.clocks[index] = clock
-        self.trace.append(_Done(index, fp, clock))
+        self.trace.append(_Done(index, fp, clock, announced))
         if self.checked is not None:
             self.checked.pop(index, None)  # its next operation is new: check it in full
 
     def amend(self, run: Run, index: int, fp: FootprintT) -> None:
         """The last step, of task ``index``, turned out to be ``fp``: record it again."""
         depth = len(run.steps) - 1
+        if depth < self.kept:
+            # a step the last execution made too: it was amended the same way then
+            if self.trace[depth].footprint != fp:
+                self.diverged = True  # the next decision reports it
+            return
         if depth >= len(self.trace) or self.trace[depth].task != index:
             return  # pragma: no cover - the last step is always the amended task's
-        self.trace.pop()
+        announced = self.trace.pop().announced
         before: dict[int, int] = {}
         for earlier in reversed(self.trace):
             if earlier.task == index:
@@ -417,7 +447,7 @@ class _Dpor:
         self.clocks[index] = before
         if self.reduce:
             self._race(index, fp, before, depth, 0)  # of the operation it really is
-        self._record(index, fp, depth)
+        self._record(index, fp, depth, announced)
         self.nodes[depth].fps[index] = fp
 
     def _add_backtracking(self, run: Run, depth: int) -> None:
