@@ -329,7 +329,11 @@ class _Tracer:
         elif kind == LOAD_ATTR:
             if guard is not None and guard.startswith("."):
                 fp = self._attribute_read(frame, guard[1:], name)
+                steps = self.run.steps
+                before = len(steps)
                 self.run.switch_point(self.task, text, _where(frame), fp)
+                if len(steps) == before + 1:
+                    return  # this task went on at once: the attribute holds what it held
                 # Another task may have rebound the attribute while this one waited here:
                 # the read is then of what it holds now.
                 now = self._attribute_read(frame, guard[1:], name)
@@ -745,8 +749,17 @@ class Run:
         if self.aborting:
             return self._next_to_unwind()
         # callbacks a thread task left for the loop (a future it settled for an async task)
-        self.loop.housekeep()
-        enabled = [t for t in self.tasks if self._enabled(t)]
+        if self.loop.plain_ready:
+            self.loop.housekeep()
+        stepping = self.stepping
+        enabled = []
+        for t in self.tasks:
+            state = t.state
+            if state == TaskState.RUNNABLE:
+                if stepping is None or t is stepping or not t.is_coro:
+                    enabled.append(t)
+            elif state == TaskState.BLOCKED and self._enabled(t):
+                enabled.append(t)
         while not enabled:
             blocked = [t for t in self.tasks if t.state == TaskState.BLOCKED]
             if not blocked:
@@ -783,7 +796,10 @@ class Run:
                 None,
             )
             return self._next_to_unwind()
-        default = default_choice(current, enabled, len(self.tasks))
+        if current is not None and current in enabled:
+            default = current
+        else:
+            default = default_choice(current, enabled, len(self.tasks))
         try:
             nxt = self.strategy.choose(self, current, enabled, default)
         except Exception as error:  # a schedule that does not fit, a program that varies

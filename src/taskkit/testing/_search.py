@@ -333,19 +333,13 @@ class _Dpor:
         depth = len(run.steps)
         if depth < len(self.nodes):
             node = self.nodes[depth]
-            if (
-                self.diverged
-                or len(enabled) != len(node.enabled)
-                or any(t.index != i for t, i in zip(enabled, node.enabled, strict=True))
-            ):
+            indices = tuple([t.index for t in enabled])
+            if self.diverged or indices != node.enabled:
                 raise UsageError(
                     "the program did not repeat itself: the same decisions led to different "
                     "runnable tasks (does it depend on time, randomness or outside state?)"
                 )
-            chosen = node.chosen
-            for task in enabled:
-                if task.index == chosen:
-                    break
+            task = enabled[indices.index(node.chosen)]
             if depth < self.kept:
                 if task.footprint != self.trace[depth].announced:
                     raise UsageError(
@@ -359,7 +353,7 @@ class _Dpor:
                 self._add_backtracking(run, depth)
             node = self._new_node(current, enabled, default)
             self.nodes.append(node)
-            task = next(t for t in enabled if t.index == node.chosen)
+            task = enabled[node.enabled.index(node.chosen)]
         self._record(task.index, task.footprint, depth, task.footprint)
         return task
 
@@ -368,7 +362,7 @@ class _Dpor:
         sleep = self._sleep_after(before) if before is not None and self.bound is None else {}
         cur_enabled = current is not None and current in enabled
         node = _Node(
-            enabled=tuple(t.index for t in enabled),
+            enabled=tuple([t.index for t in enabled]),
             fps={t.index: t.footprint for t in enabled},
             current=current.index if current is not None else None,
             current_enabled=cur_enabled,
@@ -413,8 +407,9 @@ class _Dpor:
         mine = self.clocks.get(index)
         clock = dict(mine) if mine else {}
         if fp is not None:
+            trace = self.trace
             for i in range(depth - 1, -1, -1):
-                earlier = self.trace[i]
+                earlier = trace[i]
                 task = earlier.task
                 if task == index or clock.get(task, -1) >= i:
                     continue  # already ordered before this step, with all that precedes it
