@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _control
-from ._tracing import TRACED, classify_frame
+from ._tracing import TRACED, classify, classify_frame
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
@@ -321,9 +321,21 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
 
 
 def _switch_if_traced(op: str, condition: threading.Condition) -> None:
-    """A switch point for ``op`` on ``condition`` when the code under test called it."""
+    """A switch point for ``op`` on ``condition`` when the code under test called it.
+
+    Called directly, or through a wrapper of this module that stands for a method of the
+    standard library (``wait()`` in ``wait_for()``): the wrapper's caller decides.  Methods
+    of the standard library and taskkit's own code that use a condition inside one of their
+    operations (a queue's ``get()``, an event's ``wait()``) add no switch point of their own:
+    the call into them was one.
+    """
     h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(2)) == TRACED:
+    if not _controlled(h):
+        return
+    frame: Any = sys._getframe(2)
+    while frame is not None and frame.f_code in _WRAPPERS:
+        frame = frame.f_back
+    if frame is not None and classify_frame(frame) == TRACED:
         h.switch(op, condition)
 
 
@@ -365,7 +377,14 @@ def _condition_wait_for(
     h: Any = _control.hook
     if not _controlled(h):
         return _real_wait_for(self, predicate, timeout)
+    # Called by the code under test, this stands for the loop ``while not predicate():
+    # self.wait()`` written there: each wait() gives up the lock at a switch point of its own
+    # (see _switch_if_traced), and a predicate that is not traced code (a builtin such as
+    # ``items.__len__``) is called at a switch point, as a call from traced code into it is.
+    announce = classify_frame(sys._getframe(1)) == TRACED and not _traced_code(predicate)
     end = None if timeout is None else h.now() + timeout
+    if announce:
+        h.switch(f"call {_name_of(predicate)}", None)
     result = predicate()
     while not result:
         if end is None:
@@ -375,8 +394,23 @@ def _condition_wait_for(
             if remaining <= 0:
                 break
             self.wait(remaining)
+        if announce:
+            h.switch(f"call {_name_of(predicate)}", None)
         result = predicate()
     return result
+
+
+_WRAPPERS = {_condition_wait_for.__code__}
+
+
+def _traced_code(fn: object) -> bool:
+    """Is ``fn`` a Python function of the code under test (whose accesses are switch points)?"""
+    code = getattr(fn, "__code__", None)
+    return isinstance(code, types.CodeType) and classify(code.co_filename) == TRACED
+
+
+def _name_of(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
 
 
 def _never() -> bool:
