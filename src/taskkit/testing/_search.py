@@ -57,13 +57,15 @@ class _Sparse:
 
     With ``by_offset`` (drawn by Hypothesis) there are two kinds of decisions.  A
     *preemption* point is one where the current task could go on and another could run
-    instead: ``entries`` maps the n-th such point to the n-th other task in round-robin order
-    (every other such point keeps the current task).  A *free* point is one where the
-    current task blocked or ended and several others can run: ``rank`` orders the tasks (as
-    a priority scheduler does) and the first of them that can run goes on, or the next in
-    round-robin order when none can.  A free choice is no preemption, so
-    ``max_preemptions`` bounds only ``entries``.
-    Without ``by_offset`` (``replay``) entries are absolute steps and task numbers.
+    instead.  ``entries`` maps the n-th such point to the n-th other task in round-robin
+    order, and ``conflicts`` does the same counting only the points where the current task's
+    next operation conflicts with the next operation of a task that could run instead (the
+    points where a preemption can change what a task reads or who gets a lock); every other
+    point keeps the current task.  A *free* point is one where the current task blocked or
+    ended and several others can run: ``rank`` orders the tasks (as a priority scheduler
+    does) and the first of them that can run goes on, or the next in round-robin order when
+    none can.  A free choice is no preemption, so ``max_preemptions`` bounds only the
+    entries.  Without ``by_offset`` (``replay``) entries are absolute steps and task numbers.
     """
 
     def __init__(
@@ -73,12 +75,15 @@ class _Sparse:
         by_offset: bool,
         strict: bool,
         rank: Sequence[int] = (),
+        conflicts: dict[int, int] | None = None,
     ) -> None:
         self.entries = entries
+        self.conflict_entries = conflicts or {}
         self.rank = rank
         self.by_offset = by_offset
         self.strict = strict
         self.candidates = 0
+        self.conflicting = 0
         self.used = 0
 
     def choose(self, run: Run, current: Task | None, enabled: list[Task], default: Task) -> Task:
@@ -117,10 +122,18 @@ class _Sparse:
         n = len(run.tasks)
         start = default.index
         if default is current:
-            if current.footprint is None:
+            fp = current.footprint
+            if fp is None:
                 return default  # a checkpoint in traced code: the next operation decides
             entry = self.entries.get(self.candidates)
             self.candidates += 1
+            if self.conflict_entries and any(
+                _conflicts(fp, t.footprint) for t in enabled if t is not current
+            ):
+                conflicting = self.conflict_entries.get(self.conflicting)
+                self.conflicting += 1
+                if entry is None:
+                    entry = conflicting
             if entry is None:
                 return default
             others = sorted(
@@ -145,8 +158,10 @@ class Scheduler:
         in_hypothesis: bool,
         watchdog: float = 2.0,
         rank: Sequence[int] = (),
+        conflicts: dict[int, int] | None = None,
     ) -> None:
         self._entries = entries
+        self._conflicts = conflicts
         self._rank = rank
         self._by_offset = by_offset
         self._in_hypothesis = in_hypothesis
@@ -165,7 +180,13 @@ class Scheduler:
         coroutine scheduler.  A task's exception (or ``Deadlock``) is raised here.
         """
         strict = not self._by_offset
-        strategy = _Sparse(self._entries, by_offset=self._by_offset, strict=strict, rank=self._rank)
+        strategy = _Sparse(
+            self._entries,
+            by_offset=self._by_offset,
+            strict=strict,
+            rank=self._rank,
+            conflicts=self._conflicts,
+        )
         run = Run(tasks, args, strategy, watchdog=self._watchdog)
         failure = run.execute()
         if failure is None:
@@ -213,6 +234,14 @@ def interleavings(max_preemptions: int = 3, *, watchdog: float = 2.0) -> Any:
         # ones spread-out schedules; either shrinks toward early, few switches.
         scale = draw(st.sampled_from(_SCALES))
         size = draw(st.integers(min(1, max_preemptions), max_preemptions))
+        # The forced switches of one example count either every preemption point or only
+        # the points where the running task's next operation conflicts with the next
+        # operation of a task that could run instead (a write another task reads, a lock
+        # another task waits for).  Those are few, so their gaps are drawn short.  Shrinking
+        # goes to the kind that counts every point.
+        on_conflicts = draw(st.booleans())
+        if on_conflicts:
+            scale = min(scale, _CONFLICT_SCALE)
         gaps = draw(
             st.lists(
                 st.tuples(st.integers(0, 2**scale - 1), st.integers(0, 3)),
@@ -225,13 +254,24 @@ def interleavings(max_preemptions: int = 3, *, watchdog: float = 2.0) -> Any:
         for gap, offset in gaps:
             step += gap + 1
             entries[step] = offset
+        conflicts: dict[int, int] = {}
+        if on_conflicts:
+            entries, conflicts = conflicts, entries
         rank = draw(st.permutations(range(_RANKED)))
-        return Scheduler(entries, by_offset=True, in_hypothesis=True, watchdog=watchdog, rank=rank)
+        return Scheduler(
+            entries,
+            by_offset=True,
+            in_hypothesis=True,
+            watchdog=watchdog,
+            rank=rank,
+            conflicts=conflicts,
+        )
 
     return schedules()
 
 
 _SCALES = (2, 3, 1, 2, 3, 4, 2, 3, 5, 6, 8, 10, 12)
+_CONFLICT_SCALE = 2  # conflicting points are few: gaps among them of at most 3
 _RANKED = 8  # tasks ranked for free choices (where a task blocks or ends, who goes on)
 
 # -- explore ---------------------------------------------------------------------------------
