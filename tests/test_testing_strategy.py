@@ -22,7 +22,7 @@ from taskkit.testing import interleavings
 
 pytestmark = pytest.mark.timeout(300)
 
-SEEDS = range(5)
+SEEDS = range(10)
 
 
 class Program:
@@ -97,12 +97,8 @@ def examples_to_find(program: Program, max_preemptions: int, seed_value: int) ->
     return None
 
 
-@pytest.mark.parametrize("max_preemptions", [2, 3])
 @pytest.mark.parametrize("program", PROGRAMS, ids=[p.name for p in PROGRAMS])
-def test_every_shallow_bug_is_found_within_200_examples_for_every_seed(
-    program: Program, max_preemptions: int
-) -> None:
-    if program.preemptions > max_preemptions:
-        pytest.skip("needs more preemptions than allowed")
-    missed = [s for s in SEEDS if examples_to_find(program, max_preemptions, s) is None]
+def test_every_shallow_bug_is_found_within_200_examples_for_every_seed(program: Program) -> None:
+    # the default bound, 3, with the settings taskkit's own tests use
+    missed = [s for s in SEEDS if examples_to_find(program, 3, s) is None]
     assert not missed, f"{program.name}: not found within 200 examples with seeds {missed}"

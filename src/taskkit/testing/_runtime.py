@@ -59,6 +59,7 @@ from ._tracing import (
     DATA_TYPES,
     ITEMS,
     ITERATE,
+    ITERATE_RANGE,
     LOAD_ATTR,
     LOAD_CELL,
     LOAD_GLOBAL,
@@ -356,6 +357,13 @@ class _Tracer:
             else:
                 fp = (("a", name), True)
         elif kind in (READ_ITEM, ITERATE):
+            fp = (ITEMS, False)
+        elif kind == ITERATE_RANGE:
+            found = frame.f_globals.get("range", _MISSING)
+            if found is _MISSING:
+                found = frame.f_builtins.get("range", _MISSING)
+            if found is range:
+                return  # a range iterator, local to the frame: nothing shared
             fp = (ITEMS, False)
         elif kind == WRITE_ITEM:
             fp = (ITEMS, True)

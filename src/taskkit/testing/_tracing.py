@@ -234,6 +234,7 @@ LOAD_GLOBAL, STORE_GLOBAL, LOAD_ATTR, STORE_ATTR = 0, 1, 2, 3
 READ_ITEM, WRITE_ITEM, LOAD_CELL, STORE_CELL, ITERATE, CALL_TYPE = 4, 5, 6, 7, 8, 9
 TRUTH_LOCAL, TRUTH_GLOBAL = 10, 11
 CALLEE_GLOBAL = 12  # a global loaded to be called: a read only if some code rebinds it
+ITERATE_RANGE = 13  # the loop of ``for i in range(n):``: no shared state if range is builtin
 
 _OPS = {
     "LOAD_GLOBAL": LOAD_GLOBAL,
@@ -265,6 +266,7 @@ _TEXT = {
     TRUTH_LOCAL: "test {}",
     TRUTH_GLOBAL: "test {}",
     CALLEE_GLOBAL: "read {}",
+    ITERATE_RANGE: "next item",
 }
 _JUMPS = frozenset(
     {
@@ -294,9 +296,25 @@ def visible_ops(code: types.CodeType) -> dict[int, Entry]:
     table = {}
     previous: dis.Instruction | None = None
     pending_type: str | None = None  # a global loaded as a callee ("NULL + list")
+    ranged = 0  # how far `range(<locals and constants>)`, GET_ITER, FOR_ITER has been seen
     for ins in dis.get_instructions(code):
         kind = _OPS.get(ins.opname)
         name = ins.argval if isinstance(ins.argval, str) else ""
+        if ins.opname == "LOAD_GLOBAL" and ins.argrepr == "NULL + range":
+            ranged = 1
+        elif ranged == 1 and ins.opname in _RANGE_ARGS:
+            pass
+        elif ranged == 1 and ins.opname in _CALL_OPS:
+            ranged = 2
+        elif ranged == 2 and ins.opname == "GET_ITER":
+            ranged = 3
+        elif ranged == 3 and ins.opname == "FOR_ITER":
+            ranged = 0
+            table[ins.offset] = (ITERATE_RANGE, "range", _TEXT[ITERATE_RANGE], None)
+            previous = ins
+            continue
+        else:
+            ranged = 0
         if kind is not None:
             guard = None
             if kind in (LOAD_ATTR, STORE_ATTR) and previous is not None:
@@ -413,6 +431,7 @@ def _stored_names(code: types.CodeType, names: set[str]) -> None:
             _stored_names(const, names)
 
 
+_RANGE_ARGS = frozenset({"LOAD_CONST", "LOAD_FAST", "PRECALL"})
 _calls: dict[types.CodeType, frozenset[int]] = {}
 _CALL_OPS = frozenset(
     {
