@@ -212,6 +212,11 @@ def _search_rows() -> list[Row]:
             [search.consumer_while] * 2 + [search.producer_all],
             True,
         ),
+        (
+            "Condition with while, a notify per item: proof",
+            [search.consumer_while] * 2 + [search.producer],
+            True,
+        ),
     ]
     rows = []
     for name, tasks, proof in programs:
