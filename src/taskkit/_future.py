@@ -31,6 +31,7 @@ from concurrent.futures._base import (
 from typing import Any, Generic, TypeVar, overload
 
 from . import _control
+from ._progress import Progress, check, counted, wanted
 
 __all__ = ["Future", "as_completed", "set_await_hook"]
 
@@ -396,18 +397,24 @@ def _wake_waiter(waiter: asyncio.Future[None]) -> None:
 
 @overload
 def as_completed(
-    futures: Iterable[Future[T]], timeout: float | None = None
+    futures: Iterable[Future[T]], timeout: float | None = None, *, progress: Progress = ...
 ) -> Iterator[Future[T]]: ...
 
 
 @overload
 def as_completed(
-    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+    futures: Iterable[concurrent.futures.Future[T]],
+    timeout: float | None = None,
+    *,
+    progress: Progress = ...,
 ) -> Iterator[concurrent.futures.Future[T]]: ...
 
 
 def as_completed(
-    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+    futures: Iterable[concurrent.futures.Future[T]],
+    timeout: float | None = None,
+    *,
+    progress: Progress = False,
 ) -> Iterator[concurrent.futures.Future[T]]:
     """Yield each future once, as it finishes (or is cancelled).
 
@@ -415,5 +422,15 @@ def as_completed(
     once, and ``TimeoutError`` is raised if ``timeout`` seconds pass first.
     Given ``taskkit.Future[T]`` objects (what ``submit`` returns), it yields
     them, typed as such, so ``{ex.submit(fn, x): x ...}[fut]`` type-checks.
+
+    ``progress`` shows a bar that moves as each future is yielded (needs
+    ``pip install "taskkit[progress]"``): ``True``, a label, a dict of ``tqdm``
+    options, or a bar of your own.  It appears when iteration starts.
     """
-    return concurrent.futures.as_completed(futures, timeout=timeout)
+    if not wanted(progress):
+        return concurrent.futures.as_completed(futures, timeout=timeout)
+    check(progress)
+    distinct = set(futures)
+    return counted(
+        concurrent.futures.as_completed(distinct, timeout=timeout), progress, len(distinct), "task"
+    )
