@@ -236,6 +236,9 @@ class _Pointer(ctypes.c_void_p):
     """A pointer into a Segment that knows its segment (and, once used, its mutex)."""
 
     __slots__ = ("mutex", "offset", "segment")
+    mutex: _Mutex
+    offset: int
+    segment: Segment
 
     def __init__(self, segment: Segment, offset: int) -> None:
         super().__init__(segment.address + offset)
