@@ -313,29 +313,48 @@ def mutex_init(address: int, recursive: bool = False) -> None:
     ctypes.c_uint32.from_address(address + 4).value = _MAGIC | (_RECURSIVE if recursive else 0)
 
 
-def _own(mutex: _Mutex, me: int) -> int:
-    """We hold both locks now: note it, and say whether the last holder died holding it."""
-    mutex.owner, mutex.count = me, 1
-    state = mutex.state
-    previous = state.value
-    state.value = (threading.get_native_id() & _TID_MASK) or _TID_MASK
-    return errno.EOWNERDEAD if previous else 0
+_get_ident = threading.get_ident
+_BUSY = (errno.EAGAIN, errno.EACCES)  # what F_SETLK fails with when another process holds it
+if fcntl is not None:
+    _lockf = fcntl.lockf
+    _TRY, _WAIT, _UNLOCK = fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX, fcntl.LOCK_UN
+
+_thread = threading.local()  # .tid: this thread's id as the state word holds it
 
 
-def _try_file_lock(mutex: _Mutex) -> bool:
+def _tid() -> int:
     try:
-        fcntl.lockf(mutex.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, mutex.offset)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
+        return _thread.tid  # type: ignore[no-any-return]
+    except AttributeError:
+        _thread.tid = tid = (threading.get_native_id() & _TID_MASK) or _TID_MASK
+        return tid
+
+
+def _forget_tid() -> None:
+    global _thread
+    _thread = threading.local()  # a forked child's thread has an id of its own
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_tid)
+
+
+def _own(m: _Mutex, me: int) -> int:
+    """We hold both locks now: note it, and say whether the last holder died holding it."""
+    m.owner, m.count = me, 1
+    state = m.state
+    previous = state.value
+    state.value = _tid()
+    return errno.EOWNERDEAD if previous else 0
 
 
 def mutex_trylock(mutex: ctypes.c_void_p) -> int:
     """Try to lock: 0, ``EBUSY`` or ``EOWNERDEAD`` (locked; the last holder died)."""
-    m = _mutex_of(mutex)
-    me = threading.get_ident()
+    try:
+        m: _Mutex = mutex.mutex  # type: ignore[attr-defined]
+    except AttributeError:
+        m = _mutex_of(mutex)
+    me = _get_ident()
     if m.owner == me:
         if m.recursive:
             m.count += 1
@@ -344,31 +363,42 @@ def mutex_trylock(mutex: ctypes.c_void_p) -> int:
     if not m.lock.acquire(False):
         return errno.EBUSY
     try:
-        if _try_file_lock(m):
-            return _own(m, me)
-    except BaseException:
+        _lockf(m.fd, _TRY, 1, m.offset)
+    except BaseException as exc:
         m.lock.release()
+        if isinstance(exc, OSError) and exc.errno in _BUSY:
+            return errno.EBUSY
         raise
-    m.lock.release()
-    return errno.EBUSY
+    return _own(m, me)
+
+
+def _try_file_lock(m: _Mutex) -> bool:
+    try:
+        _lockf(m.fd, _TRY, 1, m.offset)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return False
+        raise
+    return True
 
 
 def _wait_file_lock(m: _Mutex, deadline: float | None) -> bool:
     """Take the fcntl lock another process holds; False at ``deadline``."""
+    # Retry at once for a little while: critical sections last microseconds, and
+    # sleeping costs both sides a context switch.
+    until = time.perf_counter() + _SPIN
+    while time.perf_counter() < until:
+        if _try_file_lock(m):
+            return True
     if deadline is None:
         try:
-            fcntl.lockf(m.fd, fcntl.LOCK_EX, 1, m.offset)  # F_SETLKW: the kernel wakes us
+            _lockf(m.fd, _WAIT, 1, m.offset)  # F_SETLKW: the kernel wakes us
             return True
         except OSError as exc:
             # The kernel's deadlock check works on processes, not threads: another
             # thread of ours may hold the lock the other process waits for.  Poll.
             if exc.errno != errno.EDEADLK:
                 raise
-    until = time.perf_counter() + _SPIN
-    while time.perf_counter() < until:
-        if _try_file_lock(m):
-            return True
-        os.sched_yield()
     pause = _POLL_FIRST
     while True:
         if deadline is not None:
@@ -390,7 +420,7 @@ def mutex_lock(mutex: ctypes.c_void_p, deadline: float | None) -> int:
     ``deadline`` is None: that wait could never end.
     """
     m = _mutex_of(mutex)
-    me = threading.get_ident()
+    me = _get_ident()
     if m.owner == me:
         if m.recursive:
             m.count += 1
@@ -413,8 +443,11 @@ def mutex_lock(mutex: ctypes.c_void_p, deadline: float | None) -> int:
 
 def mutex_unlock(mutex: ctypes.c_void_p) -> int:
     """Unlock: 0, or ``EPERM`` if the calling thread does not hold it."""
-    m = _mutex_of(mutex)
-    if m.owner != threading.get_ident():
+    try:
+        m: _Mutex = mutex.mutex  # type: ignore[attr-defined]
+    except AttributeError:
+        m = _mutex_of(mutex)
+    if m.owner != _get_ident():
         return errno.EPERM
     if m.count > 1:
         m.count -= 1
@@ -422,7 +455,7 @@ def mutex_unlock(mutex: ctypes.c_void_p) -> int:
     m.owner, m.count = None, 0
     m.state.value = 0  # before the file lock goes: a death after this is no takeover
     try:
-        fcntl.lockf(m.fd, fcntl.LOCK_UN, 1, m.offset)
+        _lockf(m.fd, _UNLOCK, 1, m.offset)
     finally:
         m.lock.release()
     return 0
