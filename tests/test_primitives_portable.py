@@ -87,6 +87,45 @@ def test_without_the_variable_linux_uses_futexes(value: str | None) -> None:
     assert out[:2] == ["futex", "False"]
 
 
+def test_without_futexes_the_portable_implementation_is_chosen() -> None:
+    out = run(
+        """
+        import platform
+        platform.machine = lambda: "a machine with no futex call known"
+        from taskkit._primitives import _shm
+        print(_shm.implementation, _shm.available())
+        """,
+        portable=None,
+    )
+    assert out.split() == ["portable", "True"]
+
+
+@pytest.mark.parametrize("forced", [True, False], ids=["forced", "chosen"])
+def test_without_posix_creating_a_primitive_says_why(forced: bool) -> None:
+    """What Windows gets (no futexes, no fcntl), simulated by hiding both."""
+    out = run(
+        """
+        import platform, sys
+        platform.machine = lambda: "a machine with no futex call known"
+        sys.modules["fcntl"] = None  # importing it now fails
+        import taskkit
+        from taskkit._primitives import _shm
+        print(_shm.implementation, _shm.available())
+        ex = taskkit.open_executor("process", max_workers=1)
+        try:
+            ex.queue()
+        except taskkit.BackendUnavailable as exc:
+            print(exc)
+        ex.shutdown()
+        """,
+        portable="1" if forced else None,
+    )
+    first, message = out.splitlines()
+    assert first == ("portable False" if forced else "none False")
+    assert "need a POSIX system" in message
+    assert "thread executor" in message
+
+
 # ------------------------------------------------------------------------ segments
 
 

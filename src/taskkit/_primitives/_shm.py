@@ -260,7 +260,7 @@ def unlink(name: str) -> bool:
 #: implementation even where this one works.  Workers inherit the environment, so
 #: every process of a program agrees; processes sharing primitives must.
 PORTABLE_FORCED = os.environ.get("TASKKIT_PORTABLE_PRIMITIVES", "").strip() not in ("", "0")
-#: "futex" (this module's calls) or "portable" (``_shm_portable``'s).
+#: "futex" (this module's calls), "portable" (``_shm_portable``'s) or "none".
 implementation = "futex"
 
 if PORTABLE_FORCED or not available():
@@ -271,3 +271,4 @@ if PORTABLE_FORCED or not available():
         implementation = "portable"
     else:
         unavailable_reason = _shm_portable.unavailable_reason
+        implementation = "none"
