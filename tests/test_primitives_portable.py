@@ -168,6 +168,66 @@ def test_dropping_a_second_mapping_keeps_the_first_ones_locks(segment: P.Segment
     assert P.mutex_unlock(lock) == 0
 
 
+def test_a_mapping_outliving_its_segment_keeps_another_segments_locks() -> None:
+    """A mapping still exported when its Segment goes must not close its descriptor
+    later, while another Segment of the file holds a lock."""
+    name = f"/tktest{os.getpid()}-{os.urandom(4).hex()}"
+    first = P.Segment(name, SIZE)
+    try:
+        P.mutex_init(first.address)
+        view = memoryview(first.buf)
+        del first  # no Segment of the file is left; the view keeps its mapping alive
+        second = P.Segment(name)
+        lock = second.pointer(0)
+        assert P.mutex_trylock(lock) == 0
+        view.release()  # the old mapping can go now
+        del view
+        code = CHILD + "print(P.mutex_trylock(seg.pointer(0)))\n"
+        assert run_child(code, name) == str(errno.EBUSY)
+        assert P.mutex_unlock(lock) == 0
+    finally:
+        P.unlink(name)
+
+
+def test_segments_that_are_gone_leave_no_descriptor_behind() -> None:
+    def key(name: str) -> tuple[int, int]:
+        info = os.stat(P._path(name))
+        return info.st_dev, info.st_ino
+
+    def held() -> set[tuple[int, int]]:
+        return {key(name) for name in names} & set(P._files)
+
+    names = [f"/tktest{os.getpid()}-{i}-{os.urandom(4).hex()}" for i in range(20)]
+    fds = len(os.listdir("/dev/fd"))
+    try:
+        segments = [P.Segment(name, SIZE) for name in names]
+        again = [P.Segment(name) for name in names]
+        view = memoryview(again[0].buf)  # outlives its Segment
+        assert len(os.listdir("/dev/fd")) >= fds + 40
+        assert len(held()) == 20
+        del segments, again
+        assert held() == {key(names[0])}  # the file whose mapping the view holds
+        view.release()
+        del view
+        P.Segment(names[1])  # any Segment that goes lets go of unused files...
+        assert len(os.listdir("/dev/fd")) == fds
+        # ...but its own, which it still referred to then, until the next one goes.
+        assert held() == {key(names[1])}
+        P.Segment(names[2])
+        assert held() == {key(names[2])}
+    finally:
+        for name in names:
+            P.unlink(name)
+
+
+def test_a_mapping_stays_valid_while_referenced(segment: P.Segment) -> None:
+    other = P.Segment(segment.name)
+    buf = other.buf
+    del other
+    buf[500:503] = b"abc"  # as with a POSIX shared-memory mapping
+    assert segment.buf[500:503] == b"abc"
+
+
 # ------------------------------------------------------------------- mutex, one process
 
 

@@ -19,8 +19,9 @@ all use the same implementation: workers inherit the variable).
   kernel drops a process's ``fcntl`` locks when it dies, however it dies, while the
   state word still names the dead holder: whoever locks next and finds the word
   set knows the holder died and gets ``EOWNERDEAD``, as from a robust mutex.  A
-  blocking lock sleeps in ``F_SETLKW`` (woken by the kernel on release); a timed
-  one polls ``F_SETLK`` with backoff (``_POLL_FIRST`` doubling up to ``_POLL_MAX``).
+  contended lock retries ``F_SETLK`` for ``_SPIN``; then a blocking one sleeps in
+  ``F_SETLKW`` (woken by the kernel on release), a timed one polls ``F_SETLK``
+  with backoff (``_POLL_FIRST`` doubling up to ``_POLL_MAX``).
   Unlike a robust mutex, a *thread* that ends while holding one, in a process that
   goes on, is not detected.
 * Words: ``futex_wait`` polls the 32-bit word (``_POLL_FIRST`` doubling up to
@@ -28,9 +29,10 @@ all use the same implementation: workers inherit the variable).
   nothing to do.  Wake-ups cannot be lost (a waiter compares values, it does not
   wait for a signal); a waiter notices a change at most ``_POLL_MAX`` late.
 
-A process keeps one descriptor (and the mapping) of each file open for as long as
-any ``Segment`` of that file lives in it: closing *any* descriptor of a file drops
-every ``fcntl`` lock the process holds on it.
+A process keeps every descriptor and mapping it opened of a file until no
+``Segment`` of that file is left in it: closing *any* descriptor of a file drops
+every ``fcntl`` lock the process holds on it, and each ``mmap`` holds a descriptor
+of its own, closed when the mmap is deallocated.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any
 
 try:
     import fcntl
@@ -137,36 +138,46 @@ def _path(name: str) -> str:
 class _File:
     """One file as this process holds it: descriptors, mappings, mutexes, users."""
 
-    __slots__ = ("keep", "mutexes", "users")
+    __slots__ = ("fds", "maps", "mutexes", "users", "weak")
 
     def __init__(self) -> None:
-        self.users = 0
-        # Descriptors and mappings (each mmap holds a descriptor of its own): closed
-        # together once no Segment of the file is left, never one by one.
-        self.keep: list[Any] = []
+        self.users = 0  # live Segments of the file
+        self.fds: list[int] = []
+        # The file's mappings.  While a Segment of the file lives, they are referenced
+        # here, so that none is deallocated (which closes its descriptor) then; once
+        # none lives, only weakly, and they go when nothing else refers to them.
+        self.maps: list[mmap.mmap] = []
+        self.weak: list[weakref.ref[mmap.mmap]] = []
         self.mutexes: dict[int, _Mutex] = {}
 
 
 _files: dict[tuple[int, int], _File] = {}
 _files_lock = threading.Lock()
 _segments: weakref.WeakSet[Segment] = weakref.WeakSet()
+_unused: set[tuple[int, int]] = set()  # files no Segment uses, whose mappings may live on
 
 
 def _leave(key: tuple[int, int]) -> None:
-    """A Segment of the file ``key`` is gone; close the file once none is left."""
+    """A Segment of the file ``key`` is gone: once none is left, let go of the file."""
     with _files_lock:
         file = _files.get(key)
-        if file is None:
-            return
-        file.users -= 1
-        if file.users > 0:
-            return
-        del _files[key]
-    for thing in file.keep:
-        if isinstance(thing, int):
-            os.close(thing)
-    # The mappings are dropped with ``file`` (never closed explicitly: a buffer
-    # exported from one may still be alive).
+        if file is not None:
+            file.users -= 1
+            if file.users <= 0:
+                for fd in file.fds:
+                    os.close(fd)  # no lock can be held: no Segment, no pointer is left
+                file.fds.clear()
+                file.mutexes.clear()
+                file.weak = [weakref.ref(buf) for buf in file.maps]
+                file.maps.clear()  # a mapping nothing else refers to goes here, now
+                _unused.add(key)
+        for other in list(_unused):
+            file = _files[other]
+            if file.users > 0:
+                _unused.discard(other)
+            elif all(ref() is None for ref in file.weak):
+                del _files[other]
+                _unused.discard(other)
 
 
 class Segment:
@@ -198,13 +209,17 @@ class Segment:
             file = _files.get(key)
             if file is None:
                 file = _files[key] = _File()
+            if file.users <= 0:  # mappings of earlier Segments may still live: keep them
+                file.maps = [buf for buf in (ref() for ref in file.weak) if buf is not None]
+                file.weak = []
+                _unused.discard(key)
             file.users += 1
-            file.keep.append(fd)
+            file.fds.append(fd)
         try:
             size = size or info.st_size
             self.buf = mmap.mmap(fd, size)
             with _files_lock:
-                file.keep.append(self.buf)
+                file.maps.append(self.buf)
         except BaseException:
             _leave(key)
             raise
