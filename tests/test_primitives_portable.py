@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -376,6 +377,33 @@ def test_a_dead_holders_mutex_is_taken_over(segment: P.Segment, blocking: bool) 
     waiter.join(60)
     assert got == [errno.EOWNERDEAD]
     assert in_thread(lambda: P.mutex_trylock(lock)) == errno.EBUSY  # the waiter holds it
+
+
+def test_ctrl_c_while_waiting_for_another_process_leaves_the_mutex_usable(
+    segment: P.Segment,
+) -> None:
+    holder = Child(HOLD, segment.name)
+    assert holder.hear() == "0"
+    waiter = Child(
+        """
+        try:
+            print("waiting", flush=True)
+            P.mutex_lock(lock, None)
+            print("locked?", flush=True)
+        except KeyboardInterrupt:  # this process's side of the mutex is free again
+            print("interrupted", P._mutex_of(lock).lock.locked(), flush=True)
+        print(P.mutex_lock(lock, None), flush=True)
+        """,
+        segment.name,
+    )
+    assert waiter.hear() == "waiting"
+    waiter.process.send_signal(signal.SIGINT)
+    assert waiter.hear() == "interrupted False"
+    holder.say("release")
+    assert holder.hear() == "0"
+    assert holder.end() == 0
+    assert waiter.hear() == "0"
+    assert waiter.end() == 0
 
 
 def test_trylock_reports_a_dead_holder(segment: P.Segment) -> None:
