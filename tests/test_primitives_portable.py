@@ -127,6 +127,36 @@ def test_without_posix_creating_a_primitive_says_why(forced: bool) -> None:
     assert "thread executor" in message
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="futexes are Linux's")
+def test_a_portable_process_refuses_a_futex_primitive() -> None:
+    attach = (
+        "import sys\n"
+        "from taskkit._primitives._process import _attach\n"
+        "try:\n"
+        "    _attach('lock', sys.argv[1]).acquire(timeout=5)\n"
+        "except RuntimeError as exc:\n"
+        "    print('refused', 'TASKKIT_PORTABLE_PRIMITIVES' in str(exc))\n"
+    )
+    out = run(
+        f"""
+        import os, subprocess, sys
+        from taskkit._primitives import _shm
+        from taskkit._primitives._process import Lock
+        assert _shm.implementation == "futex"
+        lock = Lock()
+        done = subprocess.run(
+            [sys.executable, "-c", {attach!r}, lock.name],
+            env={{**os.environ, "TASKKIT_PORTABLE_PRIMITIVES": "1"}},
+            capture_output=True, text=True, timeout=60,
+        )
+        print(done.stdout.strip() or done.stderr)
+        lock._shutdown(close=True)
+        """,
+        portable=None,
+    )
+    assert out.strip() == "refused True"
+
+
 # ------------------------------------------------------------------------ segments
 
 
