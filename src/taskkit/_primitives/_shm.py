@@ -16,6 +16,11 @@
 The calls go through ``ctypes``: quick ones (try-lock, unlock, wake) through
 ``PyDLL``, which keeps the GIL and skips the release/re-acquire; those that may
 sleep through ``CDLL``, which releases it.  Linux only (futexes, robust mutexes).
+
+Elsewhere on POSIX, or everywhere when ``TASKKIT_PORTABLE_PRIMITIVES=1`` is set in
+the environment before taskkit is imported, this module's names are those of
+``_shm_portable`` (same interface: files, ``fcntl`` locks, polled words); see the
+end of this file.  ``implementation`` says which one is in use.
 """
 
 from __future__ import annotations
@@ -247,3 +252,23 @@ def unlink(name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+# ------------------------------------------------------------ which implementation
+
+#: ``TASKKIT_PORTABLE_PRIMITIVES=1`` (read once, at import) selects the portable
+#: implementation even where this one works.  Workers inherit the environment, so
+#: every process of a program agrees; processes sharing primitives must.
+PORTABLE_FORCED = os.environ.get("TASKKIT_PORTABLE_PRIMITIVES", "").strip() not in ("", "0")
+#: "futex" (this module's calls), "portable" (``_shm_portable``'s) or "none".
+implementation = "futex"
+
+if PORTABLE_FORCED or not available():
+    from . import _shm_portable
+
+    if PORTABLE_FORCED or _shm_portable.available():
+        globals().update({name: getattr(_shm_portable, name) for name in __all__})
+        implementation = "portable"
+    else:
+        unavailable_reason = _shm_portable.unavailable_reason
+        implementation = "none"
