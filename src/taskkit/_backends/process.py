@@ -45,13 +45,13 @@ import sys
 import threading
 import time
 import weakref
-from asyncio import _get_running_loop as asyncio_running_loop
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
 from .. import _serialize
 from .._calls import run_chunk
+from .._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
+from .._compat import get_running_loop_or_none as asyncio_running_loop
 from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
 from .._executor import Executor, _Task
 from .._future import Future, _await_hooks
@@ -211,7 +211,7 @@ def _at_exit() -> None:
             executor.shutdown(wait=True)
 
 
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+register_atexit(_at_exit)
 
 
 @final
@@ -1015,14 +1015,7 @@ def _preload_worker_in_forkserver() -> None:
     if _preloaded:
         return
     _preloaded = True
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is not None:
-        return  # already running: its preload list is fixed
-    modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    if _WORKER_MODULE not in modules:
-        server.set_forkserver_preload([*modules, _WORKER_MODULE])
+    add_forkserver_preload(_WORKER_MODULE)  # not if the server already runs
 
 
 def _wire_call(

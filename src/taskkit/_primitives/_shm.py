@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from .._compat import shm_open, shm_unlink
+
 __all__ = [
     "MUTEX_SIZE",
     "Segment",
@@ -207,18 +209,16 @@ class Segment:
     __slots__ = ("address", "buf", "name", "size")
 
     def __init__(self, name: str, size: int = 0) -> None:
-        import _posixshmem  # type: ignore[import-not-found]
-
         if size:
-            fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
         else:
-            fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_RDWR, mode=0o600)
         try:
             if size:
                 try:
                     os.ftruncate(fd, size)
                 except OSError:
-                    _posixshmem.shm_unlink(name)
+                    shm_unlink(name)
                     raise
             else:
                 size = os.fstat(fd).st_size
@@ -240,10 +240,8 @@ class Segment:
 
 def unlink(name: str) -> bool:
     """Remove the shared-memory name; False if it was already gone."""
-    import _posixshmem
-
     try:
-        _posixshmem.shm_unlink(name)
+        shm_unlink(name)
     except FileNotFoundError:
         return False
     return True
