@@ -8,6 +8,7 @@ pickle can only name (lambdas, closures, functions of ``__main__``).
 from __future__ import annotations
 
 import pickle
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -73,6 +74,40 @@ def test_lambda_and_closure_in_a_process_value(ex: taskkit.Executor) -> None:
     v.set(make_closure(5))
     assert ex.submit(call_value, v).result(timeout=60) == 10
     assert v.update(lambda fn: make_closure(fn() + 1))() == 22
+
+
+@needs_shm
+def test_functions_and_classes_of_main_cross_by_value(
+    run_python: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    # With ``python -c`` no worker can import __main__: only a copy by value works.
+    done = run_python(
+        """
+        import taskkit
+
+        class Box:
+            def __init__(self, n):
+                self.n = n
+
+        def double(x):
+            return 2 * x
+
+        def open_box(q):
+            fn, box = q.get(timeout=30), q.get(timeout=30)
+            return fn(box.n), type(box).__name__
+
+        with taskkit.open_executor("process", max_workers=1) as ex:
+            q = ex.queue()
+            q.put(double)
+            q.put(Box(21))
+            print(ex.submit(open_box, q).result(timeout=60))
+            v = ex.value(Box(1))
+            print(type(v.get()) is Box, v.get().n)
+        """,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["(42, 'Box')", "True 1"]
 
 
 # ------------------------------------------- a value that will not pickle is named

@@ -17,6 +17,8 @@ values), so the same values cross everywhere and fail the same way::
              └─ reducer_override: lambdas, closures, local functions, anything of
                 ``__main__`` and of modules shipped by value ─► cloudpickle, embedded
            anything else plain pickle cannot name ─► the whole value by cloudpickle
+    dumps_bytes first tries pickle.dumps alone, and keeps its bytes if they name nothing
+    of __main__ (and no module is shipped by value): the common item, at C speed
     loads(stream, buffers) ─► the value (plain pickle.loads reads both kinds)
 
 Out of band: ``dumps`` hands buffers of 64 KiB or more (a NumPy array, a
@@ -210,7 +212,7 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 def _plain(obj: Any) -> bool:
     kind = type(obj)
-    return kind in _PLAIN or (kind is tuple and all(type(item) in _PLAIN for item in obj))
+    return kind in _PLAIN or (kind is tuple and _PLAIN.issuperset(map(type, obj)))
 
 
 def dumps(obj: Any) -> Payload:
@@ -248,8 +250,19 @@ def dumps_bytes(obj: Any) -> bytes:
     Raises:
         Exception: whatever pickling raised if even cloudpickle cannot do it.
     """
-    if _plain(obj):
-        return pickle.dumps(obj, 5)
+    loaded = sys.modules.get("cloudpickle")
+    if loaded is None or not loaded.list_registry_pickle_by_value():
+        # No module is shipped by value: plain pickle at C speed, kept unless it named
+        # something of __main__, which must go by value (a lambda or a local function
+        # makes it fail instead).  A value that merely holds the text "__main__" only
+        # takes the slower path below.
+        try:
+            plain = pickle.dumps(obj, 5)
+        except Exception:
+            pass
+        else:
+            if b"__main__" not in plain:
+                return plain
     try:
         pickler = _spare_in.pop()
     except IndexError:
