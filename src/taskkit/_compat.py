@@ -16,6 +16,13 @@ nowhere else, so a new Python release is checked against this one module::
                         semaphore, POSIX shared memory
     queue, random, sys  the pure-Python SimpleQueue, random's urandom, frames
 
+Three classes elsewhere implement a private protocol by defining methods of
+the names the standard library calls, so those names stay where they are and
+are checked here: ``taskkit.Future`` (the Future attributes below),
+taskkit.testing's ``RLock`` (``_is_owned``, ``_release_save``,
+``_acquire_restore``, ``_at_fork_reinit``: what a Condition and ``os.fork``
+call on a lock) and taskkit.testing's ``ControlledLoop`` (``_call_soon``).
+
 Every name below was checked on CPython 3.10, 3.11, 3.12 and 3.13 (the
 versions taskkit supports).  Each says what taskkit does if a release removes
 it: a fallback that keeps working (maybe slower), or an ``ImportError`` at
