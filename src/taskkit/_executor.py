@@ -35,7 +35,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 from typing_extensions import ParamSpec, Self
 
 from ._calls import ChunkResult, call, run_chunk
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout
 from ._future import Future, interruptible, next_task_number
 from ._map import MapMethods

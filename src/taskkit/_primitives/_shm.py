@@ -34,6 +34,8 @@ import sys
 import time
 from typing import Any
 
+from .._compat import shm_open, shm_unlink
+
 __all__ = [
     "MUTEX_SIZE",
     "Segment",
@@ -212,18 +214,16 @@ class Segment:
     __slots__ = ("address", "buf", "name", "size")
 
     def __init__(self, name: str, size: int = 0) -> None:
-        import _posixshmem  # type: ignore[import-not-found]
-
         if size:
-            fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
         else:
-            fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_RDWR, mode=0o600)
         try:
             if size:
                 try:
                     os.ftruncate(fd, size)
                 except OSError:
-                    _posixshmem.shm_unlink(name)
+                    shm_unlink(name)
                     raise
             else:
                 size = os.fstat(fd).st_size
@@ -245,10 +245,8 @@ class Segment:
 
 def unlink(name: str) -> bool:
     """Remove the shared-memory name; False if it was already gone."""
-    import _posixshmem
-
     try:
-        _posixshmem.shm_unlink(name)
+        shm_unlink(name)
     except FileNotFoundError:
         return False
     return True
