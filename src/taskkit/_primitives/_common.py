@@ -14,13 +14,13 @@ Both kinds sit in the same FIFO, so ``put`` wakes the longest-waiting ``get`` or
 
 from __future__ import annotations
 
-import _thread
 import time
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Union
 
+from .._compat import LockType, allocate_lock
 from .._future import Future
 from .._timer import call_later
 
@@ -39,9 +39,8 @@ __all__ = [
     "wake_one",
 ]
 
-LockType = _thread.LockType
 #: A blocked thread's lock, or a blocked coroutine's future.
-Waiter = Union["_thread.LockType", "Future[bool]"]
+Waiter = Union["LockType", "Future[bool]"]
 
 
 class AcquireContext:
@@ -200,9 +199,9 @@ def wake_all(waiters: deque[Any]) -> None:
             waiter._try_set_result(True)
 
 
-def thread_waiter() -> _thread.LockType:
+def thread_waiter() -> LockType:
     """A waiter for the calling thread: block with ``acquire(True, timeout)``."""
-    waiter = _thread.allocate_lock()
+    waiter = allocate_lock()
     waiter.acquire()
     return waiter
 

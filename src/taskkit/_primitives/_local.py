@@ -43,7 +43,6 @@ it raises ``Deadlock`` instead of hanging.
 
 from __future__ import annotations
 
-import _thread
 import functools
 import itertools
 import os
@@ -57,6 +56,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from .. import _control
+from .._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
 from .._coroutine._scheduler import _here
 from .._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._future import Future
@@ -102,7 +102,7 @@ class _ShimSemLock:
     __slots__ = ("_raw",)
 
     def __init__(self, kind: int, value: int, maxvalue: int, name: str, unlink: bool) -> None:
-        self._raw = _thread.allocate_lock()
+        self._raw = allocate_lock()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         return self._raw.acquire(block, -1 if timeout is None else timeout)
@@ -128,13 +128,12 @@ class _ShimSemLock:
         self.release()
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or SemLock is None:
     _SemLock = _ShimSemLock
+    _is_zero = _ShimSemLock._is_zero
 else:
-    try:
-        from _multiprocessing import SemLock as _SemLock
-    except ImportError:
-        _SemLock = _ShimSemLock
+    _SemLock = SemLock
+    _is_zero = semlock_is_zero
 
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 
@@ -247,7 +246,7 @@ class Queue(_InProcess, Generic[T]):
             raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
         self._maxsize = maxsize
         self._items: deque[T] = deque()
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         self._getters: deque[Any] = deque()
         self._putters: deque[Any] = deque()
         self._closed = False
@@ -565,7 +564,7 @@ def _hand_over(waiters: deque[Any], gift: object = True) -> bool:
     """
     while waiters:
         waiter = waiters[0]
-        if type(waiter) is _thread.LockType:
+        if type(waiter) is LockType:
             return False
         waiters.popleft()
         if waiter._try_set_result(gift):
@@ -611,7 +610,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
     __slots__ = ()
 
     _serial: ClassVar[bool] = False
-    _mutex: _thread.LockType
+    _mutex: LockType
     _waiters: deque[Future[bool]]
     previous_holder_died: bool
 
@@ -638,7 +637,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
                 return True  # else a thread outside the run took it first: wait again
 
     def _free(self) -> bool:
-        return not self._is_zero()
+        return not _is_zero(self)
 
     def release(self) -> None:
         """Release the lock (any thread may).
@@ -651,7 +650,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             h.switch("lock.release", self)
         if self._waiters:
             with self._mutex:
-                if self._is_zero() and _hand_over(self._waiters):
+                if _is_zero(self) and _hand_over(self._waiters):
                     return  # still held: by the longest-waiting coroutine now
         try:
             _sem_release(self)
@@ -668,7 +667,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         """True if the lock is held now."""
         if _control.hook is not None:
             _control.observe("lock.locked", self)
-        return bool(self._is_zero())
+        return bool(_is_zero(self))
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire``: waits without blocking the event loop."""
@@ -718,11 +717,11 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         if _control.hook is not None:
             _control.observe("statistics", self)
         return LockStatistics(
-            locked=bool(self._is_zero()), holder_pid=None, takeovers=0, waiting=len(self._waiters)
+            locked=bool(_is_zero(self)), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
-        return f"<taskkit Lock {'locked' if self._is_zero() else 'unlocked'}>"
+        return f"<taskkit Lock {'locked' if _is_zero(self) else 'unlocked'}>"
 
 
 class ThreadLock(Lock):
@@ -776,7 +775,7 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
         control_all()  # taskkit.testing is loaded: locks must be visible to its runs
         cls = Lock
     lock = _new_semlock(cls)
-    lock._mutex = _thread.allocate_lock()
+    lock._mutex = allocate_lock()
     lock._waiters = deque()
     lock.previous_holder_died = False
     # ThreadLock reads this slot: acquire(timeout) is SemLock.acquire(self, True, timeout),
@@ -799,7 +798,7 @@ class Event(_InProcess):
 
     def __init__(self) -> None:
         self._flag = False
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         self._waiters: deque[Any] = deque()
 
     def set(self) -> None:
@@ -903,7 +902,7 @@ class Semaphore(_InProcess, AcquireContext):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
         self._value = self._initial = value
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         self._waiters: deque[Any] = deque()
 
     def _free(self) -> bool:
@@ -1036,7 +1035,7 @@ class Value(_InProcess, Generic[T]):
 
     def __init__(self, initial: T) -> None:
         self._value = initial
-        self._mutex = _thread.RLock()
+        self._mutex = RLock()
         self._writes = 0
         self._busy = False
 

@@ -60,7 +60,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import pickle
 import queue
 import struct
 import threading
@@ -71,8 +70,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import _control
-from .._errors import QueueClosed, SerializationError, UsageError
+from .._errors import QueueClosed, UsageError
 from .._future import Future
+from .._serialize import dumps_value, loads
 from . import _shm
 from ._common import (
     AcquireContext,
@@ -123,13 +123,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-def _dumps(item: object, what: str) -> bytes:
-    try:
-        return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise SerializationError(what, type(item).__name__, str(exc)) from exc
 
 
 # ------------------------------------------------------------------ names and lifetime
@@ -580,7 +573,7 @@ class Queue(_Shared, Generic[T]):
             QueueClosed: the queue is closed.
             SerializationError: ``item`` cannot be pickled.
         """
-        payload = _dumps(item, "queue item")
+        payload = dumps_value(item, "queue item")
         h = _control.hook
         if (
             h is not None
@@ -690,7 +683,7 @@ class Queue(_Shared, Generic[T]):
             return self._get_waiting(timeout)
         if wake:
             _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def _get_waiting(self, timeout: float | None) -> T:
         deadline = check_timeout(timeout)
@@ -720,7 +713,7 @@ class Queue(_Shared, Generic[T]):
             self._sleep(_NOT_EMPTY, seen, deadline, _GETTERS)
         if wake:
             _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if there is room at once.
@@ -729,7 +722,7 @@ class Queue(_Shared, Generic[T]):
             queue.Full: the queue is bounded and full.
             QueueClosed: the queue is closed.
         """
-        payload = _dumps(item, "queue item")
+        payload = dumps_value(item, "queue item")
         h = _control.hook
         if h is not None:
             h.switch("queue.put", self)
@@ -778,7 +771,7 @@ class Queue(_Shared, Generic[T]):
             self._unlock_mutex()
         if wake:
             _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def _has_item(self) -> bool:
         return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
@@ -1289,7 +1282,7 @@ class Value(_Shared, Generic[T]):
     _recursive = True
 
     def __init__(self, initial: T) -> None:
-        payload = _dumps(initial, "initial value")
+        payload = dumps_value(initial, "initial value")
         super().__init__()
         self._attached()
         self._lock_mutex()
@@ -1362,11 +1355,11 @@ class Value(_Shared, Generic[T]):
             payload = self._read()
         finally:
             self._unlock_mutex()
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
         """Replace the value."""
-        payload = _dumps(value, "value")
+        payload = dumps_value(value, "value")
         h = _control.hook
         if h is not None:
             h.switch("value.set", self)
@@ -1386,8 +1379,8 @@ class Value(_Shared, Generic[T]):
             h.switch("value.update", self)
         self._enter()
         try:
-            new = fn(pickle.loads(self._read()))
-            self._write(_dumps(new, "value"))
+            new = fn(loads(self._read()))
+            self._write(dumps_value(new, "value"))
             return new
         finally:
             self._unlock_mutex()

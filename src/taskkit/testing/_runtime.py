@@ -30,7 +30,6 @@ task given has ended are unwound the same way.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import contextvars
 import functools
@@ -48,6 +47,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .. import _control
+from .._compat import allocate_lock, current_frames, getframe
 from .._errors import Deadlock, UsageError
 from . import _asyncio, _patches, _workers
 from ._asyncio import ControlledLoop, where_awaiting
@@ -89,7 +89,7 @@ from ._tracing import (
 
 __all__ = ["Run", "Step", "Strategy", "TaskState", "default_choice"]
 
-_get_ident = _thread.get_ident
+_get_ident = threading.get_ident
 _MISSING = object()
 
 Where = tuple[str, int, str]  # filename, line, function
@@ -169,7 +169,7 @@ class Task:
         self.waiting_on: object = None  # the primitive a blocked thread task waits for
         self.thread: threading.Thread | None = None
         self.worker: _workers.Worker | None = None  # the thread of a task given to the run
-        self.baton = _thread.allocate_lock()
+        self.baton = allocate_lock()
         self.baton.acquire()
         self.state = TaskState.RUNNABLE
         self.ready: Callable[[], object] | None = None
@@ -486,7 +486,7 @@ class Run:
         self.current: Task | None = None
         self.stepping: Task | None = None
         self.main_next: Task | None = None
-        self.main_baton = _thread.allocate_lock()
+        self.main_baton = allocate_lock()
         self.main_baton.acquire()
         self.main_ident = _get_ident()
         self.by_ident: dict[int, Task] = {}
@@ -630,7 +630,7 @@ class Run:
         return (_where(frame) if frame is not None else None), precise
 
     def _traced_frame(self) -> tuple[FrameType | None, bool]:
-        frame: FrameType | None = sys._getframe(2)
+        frame: FrameType | None = getframe(2)
         while frame is not None and classify_frame(frame) == SELF:
             frame = frame.f_back
         if frame is None:
@@ -976,7 +976,7 @@ class Run:
         task = self.current
         if task is None or task.thread is None or task.state == TaskState.DONE or task.stuck:
             return False
-        frame = sys._current_frames().get(task.thread.ident or -1)
+        frame = current_frames().get(task.thread.ident or -1)
         stack = "".join(traceback.format_stack(frame, limit=4)) if frame is not None else ""
         task.stuck = True
         self.fail(
@@ -1067,7 +1067,7 @@ class Run:
         task.top, task.thread, task.footprint = False, thread, None
         self.tasks.append(task)
         self.spawned[thread] = task
-        parked = _thread.allocate_lock()
+        parked = allocate_lock()
         parked.acquire()
 
         def run() -> None:

@@ -22,17 +22,17 @@ threads that only wait.
 
 from __future__ import annotations
 
-import _thread
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._compat import allocate_lock
 from . import _patches
 
 __all__ = ["Worker", "give_back", "take"]
 
-_allocate = _thread.allocate_lock
+_allocate = allocate_lock
 
 
 def _local_data_remover() -> Callable[[], None] | None:
