@@ -33,24 +33,19 @@ class Program:
         setup: Callable[[], Any],
         invariant: Callable[[Any], object] | None,
         error: type[BaseException],
-        preemptions: int,
     ) -> None:
         self.name, self.tasks, self.setup, self.invariant = name, tasks, setup, invariant
-        self.error, self.preemptions = error, preemptions
+        self.error = error
 
 
 PROGRAMS = [
-    *(
-        Program(b.name, b.tasks, b.setup, b.invariant, b.error, 2 if b is bugs.TUTORIAL else 1)
-        for b in bugs.BUGS
-    ),
+    *(Program(b.name, b.tasks, b.setup, b.invariant, b.error) for b in bugs.BUGS),
     Program(
         "condition waited on with if",
         [search.consumer_if, search.consumer_if, search.producer],
         search.Shelf,
         search.both_taken,
         IndexError,
-        1,
     ),
     Program(
         "check-then-get on a queue",
@@ -58,7 +53,6 @@ PROGRAMS = [
         soundness.one_item(queue.Queue),
         None,
         Deadlock,
-        1,
     ),
 ]
 
