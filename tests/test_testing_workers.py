@@ -104,3 +104,27 @@ def test_idle_workers_end_before_a_fork() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert not any(thread.is_alive() for thread in workers)
+
+
+class Account:
+    def __init__(self) -> None:
+        self.balance = 0
+
+
+def deposit(account: Account) -> None:
+    account.balance = account.balance + 1
+
+
+async def deposit_beside_a_thread(account: Account) -> None:
+    # the thread starts in the middle of this step: what follows in the step may be
+    # preempted by it, as on a real loop
+    thread = threading.Thread(target=deposit, args=(account,))
+    thread.start()
+    seen = account.balance
+    account.balance = seen + 1
+    thread.join()
+
+
+def test_a_thread_started_by_a_coroutine_in_the_middle_of_a_step_interleaves_with_it() -> None:
+    report = explore([deposit_beside_a_thread], setup=Account, invariant=lambda a: a.balance == 2)
+    assert not report.ok, report

@@ -412,6 +412,12 @@ class _Tracer:
             return (frozenset({exact_read(key), ("item", self.run._key(value)[1])}), False)
         return (key, False)
 
+    def clocks_only(self, frame: FrameType, event: str, arg: Any) -> None:
+        """The profiler of a coroutine's step with no thread task alive: only what makes a
+        report incomplete is watched (a real clock reached through an alias)."""
+        if event == "c_call" and arg in _patches.VIRTUAL and classify_frame(frame) == TRACED:
+            self.run.uncontrolled(f"called the real time.{arg.__name__}() through an alias")
+
     def profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "c_call":
             if classify_frame(frame) != TRACED:
@@ -496,6 +502,7 @@ class Run:
         # async def tasks run as asyncio tasks on the controlled loop (see _asyncio)
         self.loop: ControlledLoop = _asyncio.loop()
         self.creating = False  # the run itself is creating a task's asyncio.Task
+        self.light: _Tracer | None = None  # a coroutine's step watched for clocks only
         # threads the tasks start become tasks too (Thread.start, patched)
         self.spawned: dict[threading.Thread, Task] = {}
         self.passthrough = False  # a task runs threading's own start(): not controlled
@@ -1081,12 +1088,28 @@ class Run:
             self._run_thread_task(task, ())
 
         thread.run = run  # type: ignore[method-assign]
+        if self.light is not None:
+            self._trace_fully(self.light)
         self.passthrough = True
         try:
             _patches.start_thread(thread)
             parked.acquire()
         finally:
             self.passthrough = False
+
+    def _trace_fully(self, tracer: _Tracer) -> None:
+        """A coroutine's step started a thread: trace the rest of the step, the frames it
+        is in included, as a step beside thread tasks is."""
+        self.light = None
+        frame: FrameType | None = getframe(1)
+        while frame is not None:
+            if classify_frame(frame) == TRACED:
+                local = tracer.global_trace(frame, "call", None)
+                if local is not None:
+                    frame.f_trace = local
+            frame = frame.f_back
+        sys.settrace(tracer.global_trace)
+        sys.setprofile(tracer.profile)
 
     def _step_coroutines(self, task: Task | None) -> None:
         """Main thread: run coroutine tasks until a thread task or the end is chosen."""
@@ -1123,14 +1146,21 @@ class Run:
             task.wait.future.set_result(not task.timed_out)
         task.timed_out, task.deadline = False, None
         # Traced like a thread task: while thread tasks are alive, they may run between the
-        # coroutine's own accesses (its switch points hand over only to thread tasks).
+        # coroutine's own accesses (its switch points hand over only to thread tasks).  With
+        # none alive those switch points do nothing, so only calls of the real clocks are
+        # watched, until the step starts a thread (see spawn).
         tracer = _Tracer(self, task)
         previous = sys.gettrace(), sys.getprofile()
-        sys.settrace(tracer.global_trace)
-        sys.setprofile(tracer.profile)
+        if self._threads_alive():
+            sys.settrace(tracer.global_trace)
+            sys.setprofile(tracer.profile)
+        else:
+            self.light = tracer
+            sys.setprofile(tracer.clocks_only)
         try:
             loop.step(task.aio)
         finally:
+            self.light = None
             sys.setprofile(previous[1])
             sys.settrace(previous[0])
 
