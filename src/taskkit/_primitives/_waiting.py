@@ -1,0 +1,442 @@
+"""How a caller of a primitive waits: one driver, and the strategies it sleeps with.
+
+A primitive is two parts.  Its *state* (a deque and counters under a ``_thread`` lock,
+or words in shared memory under a robust mutex) changes only in short state
+functions that never wait: try to take an item, try to take a unit.  *How a caller
+waits* when a state function answers "not yet" is written once, here, and chosen
+per call, in the spirit of trio's ``ParkingLot`` (``park``/``unpark``)::
+
+    q.get(timeout) ──┐                        Wait ``_GET`` (a class constant):
+    await q.aget() ──┴─► block / ablock ──►     attempt(q, arg) ─► result | NOT_READY | AGAIN
+                            │                   ready(q)        ─► could attempt succeed now?
+                            │                   lot(q)          ─► where its waiters park
+                            ├─ a task of a controlled run ─► Controlled: _control.wait_until(ready),
+                            │                                 then attempt (the only _control calls)
+                            └─ loop: lot.park: mutex ─ attempt ─ done? ─► return it
+                                                          └─ no: enroll a waiter, drop the mutex
+                                     then sleep, by the lot's kind and the caller's:
+                                       ParkingLot (one process)  thread: ``_thread`` lock acquire
+                                                                 coroutine: await a taskkit.Future
+                                       FutexLot (processes)      thread: futex_wait on a shared word
+                                                                 coroutine: a helper thread waits
+
+``block`` (blocking faces) and ``ablock`` (``a``-prefixed faces) run the same
+description, so a primitive writes each operation once and gets both faces.  A lot
+may hand what it releases straight to a parked coroutine (``ParkingLot.hand_over``:
+the gift is the attempt's result, as ``(value,)``), and a coroutine cancelled just
+after it was handed one gives it back through the description's ``give_back``.
+
+Switch points of a controlled run (``taskkit._control``'s rules) also go through this
+module: ``switch`` before an operation others can observe, ``observe`` before a
+snapshot read.  Primitives never call ``_control`` themselves.
+"""
+
+from __future__ import annotations
+
+import _thread
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+from .. import _control
+from .._future import Future
+from ._common import Waiting, await_waiter, check_timeout, remaining, thread_waiter
+
+__all__ = [
+    "AGAIN",
+    "NOT_READY",
+    "TIMED_OUT",
+    "ParkingLot",
+    "Wait",
+    "ablock",
+    "active",
+    "aswitch",
+    "attempt_now",
+    "block",
+    "controlled",
+    "hold_until",
+    "observe",
+    "switch",
+]
+
+R = TypeVar("R")
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: An attempt's answer: the state is not ready for this operation now.
+NOT_READY: Final[Any] = _Sentinel("NOT_READY")
+#: An attempt's answer: work that must not hold the mutex comes first (``Wait.unblock``).
+AGAIN: Final[Any] = _Sentinel("AGAIN")
+#: The driver's own: the deadline passed while the state stayed not ready.
+TIMED_OUT: Final[Any] = _Sentinel("TIMED_OUT")
+
+
+class Wait(Generic[R]):
+    """One operation that may have to wait, described once for both faces.
+
+    Args:
+        name: how a wait is named in ``Deadlock`` reports (``"get() on"``).
+        stuck: how a wait that cannot be allowed is named (``"get() on an empty"``).
+        twin: the awaitable face to point a blocked coroutine-scheduler caller at.
+        attempt: the state function ``attempt(obj, arg)``, run by the lot under the
+            primitive's mutex: a result, ``NOT_READY`` or ``AGAIN``; it may raise
+            (``QueueClosed``).
+        ready: ``ready(obj)``, cheap and free of side effects: could ``attempt`` succeed now?
+        lot: ``lot(obj)``, the lot the caller parks in.
+        timed_out: what a timeout gives: an exception class to raise, or a value.
+        once: one wake-up ends the wait (an event: woken means set, even if cleared since).
+        give_back: ``give_back(obj, value)`` for a value handed to a coroutine that was
+            cancelled before it could return it.
+        unblock: ``unblock(obj, arg)``, run without the mutex when ``attempt`` said ``AGAIN``.
+        after: ``after(obj)``, run without the mutex after a successful attempt (a futex
+            wake that need not lengthen the critical section).
+        aname: the awaitable face's name in reports (default: ``"a" + name``).
+    """
+
+    __slots__ = (
+        "after",
+        "aname",
+        "attempt",
+        "give_back",
+        "lot",
+        "name",
+        "once",
+        "ready",
+        "stuck",
+        "timed_out",
+        "twin",
+        "unblock",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        stuck: str,
+        twin: str,
+        *,
+        attempt: Callable[[Any, Any], Any],
+        ready: Callable[[Any], bool],
+        lot: Callable[[Any], Any],
+        timed_out: object,
+        once: bool = False,
+        give_back: Callable[[Any, Any], object] | None = None,
+        unblock: Callable[[Any, Any], object] | None = None,
+        after: Callable[[Any], object] | None = None,
+        aname: str | None = None,
+    ) -> None:
+        self.name, self.stuck, self.twin = name, stuck, twin
+        self.aname = aname or "a" + name
+        self.attempt, self.ready, self.lot = attempt, ready, lot
+        self.timed_out, self.once = timed_out, once
+        self.give_back, self.unblock, self.after = give_back, unblock, after
+
+    def finish(self, result: Any) -> R:
+        """The face's return value for an attempt's ``result`` (or ``TIMED_OUT``)."""
+        if result is TIMED_OUT:
+            timed_out = self.timed_out
+            if isinstance(timed_out, type) and issubclass(timed_out, BaseException):
+                raise timed_out
+            return timed_out  # type: ignore[return-value]
+        return result  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ controlled runs
+
+
+def controlled() -> bool:
+    """True if the caller is a task of a controlled run (one global read if none is)."""
+    h = _control.hook
+    return h is not None and h.controls_caller()
+
+
+def switch(op: str, obj: object) -> None:
+    """A switch point before ``op`` on ``obj``, which other tasks can observe."""
+    h = _control.hook
+    if h is not None:
+        h.switch(op, obj)
+
+
+def observe(op: str, obj: object) -> None:
+    """A switch point before a snapshot read (``qsize()``, ``locked()``) of ``obj``."""
+    h = _control.hook
+    if h is not None:
+        h.observe(op, obj)
+
+
+async def aswitch(op: str, obj: object) -> None:
+    """The awaitable twin of ``switch``, for a coroutine task of a controlled run."""
+    h = _control.hook
+    if h is not None and h.controls_caller():
+        await h.aswitch(op, obj)
+
+
+def active() -> bool:
+    """True while a controlled run is in progress (in any thread)."""
+    return _control.hook is not None
+
+
+def hold_until(ready: Callable[[], bool], name: str, obj: object) -> bool:
+    """In a controlled run, wait (as the scheduler sees it) until ``ready()``.
+
+    For a wait that only a controlled run needs (its tasks take turns inside an
+    operation that is atomic otherwise); False at once if the caller is not its task.
+    """
+    h = _control.hook
+    if h is None or not h.controls_caller():
+        return False
+    h.wait_until(ready, Waiting(name, obj), obj, None)
+    return True
+
+
+def _ready_of(w: Wait[Any], obj: object) -> Callable[[], bool]:
+    ready = w.ready
+    return lambda: ready(obj)
+
+
+def _controlled(h: Any, w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
+    """The controlled strategy: state the wait as a condition, never block for real."""
+    what = Waiting(w.name, obj)
+    ready = _ready_of(w, obj)
+    while True:
+        if not h.wait_until(ready, what, obj, timeout):
+            return w.finish(TIMED_OUT)
+        if w.once:
+            return w.finish(True)
+        result = attempt_now(w, obj, arg)
+        if result is not NOT_READY:
+            return w.finish(result)
+        # a thread outside the run took it first: wait again
+
+
+async def _acontrolled(h: Any, w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
+    """The awaitable twin of ``_controlled`` for coroutine tasks."""
+    what = Waiting(w.aname, obj)
+    ready = _ready_of(w, obj)
+    while True:
+        if not await h.await_until(ready, what, obj, timeout):
+            return w.finish(TIMED_OUT)
+        if w.once:
+            return w.finish(True)
+        result = attempt_now(w, obj, arg)
+        if result is not NOT_READY:
+            return w.finish(result)
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def attempt_now(w: Wait[Any], obj: Any, arg: Any) -> Any:
+    """Run ``w``'s attempt once, never waiting: a result or ``NOT_READY``."""
+    lot = w.lot(obj)
+    while True:
+        result = lot.attempt(w, obj, arg)
+        if result is not AGAIN:
+            return result
+        w.unblock(obj, arg)  # type: ignore[misc]
+
+
+def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
+    """The blocking face of ``w``: attempt, and park the calling thread until it succeeds."""
+    h = _control.hook
+    if h is not None and h.controls_caller():
+        return _controlled(h, w, obj, arg, timeout)
+    deadline = check_timeout(timeout)
+    lot = w.lot(obj)
+    while True:
+        result, ticket = lot.park(w, obj, arg, deadline, True)
+        if ticket is None:
+            if result is AGAIN:
+                w.unblock(obj, arg)  # type: ignore[misc]
+                continue
+            return w.finish(result)
+        woke = lot.sleep(obj, ticket, deadline)
+        if w.once:
+            return w.finish(woke or w.ready(obj))
+
+
+async def ablock(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
+    """The awaitable face of ``w``: attempt, and park the calling coroutine until it succeeds."""
+    h = _control.hook
+    if h is not None and h.controls_caller():
+        return await _acontrolled(h, w, obj, arg, timeout)
+    deadline = check_timeout(timeout)
+    lot = w.lot(obj)
+    while True:
+        result, ticket = lot.park(w, obj, arg, deadline, False)
+        if ticket is None:
+            if result is AGAIN:
+                w.unblock(obj, arg)  # type: ignore[misc]
+                continue
+            return w.finish(result)
+        woke = await lot.asleep(w, obj, ticket, deadline)
+        if type(woke) is tuple:
+            return woke[0]  # type: ignore[no-any-return]  # handed over (see ParkingLot)
+        if w.once:
+            return w.finish(bool(woke) or w.ready(obj))
+
+
+# ------------------------------------------------------------------ one process
+
+
+class ParkingLot:
+    """Where callers of an in-process primitive wait, longest first: threads and coroutines.
+
+    A thread parks on a ``_thread`` lock acquired when it enrolled (``unpark`` releases
+    it); a coroutine, on asyncio or on taskkit's coroutine scheduler, awaits a
+    ``taskkit.Future`` (``unpark`` sets it to True, a timeout to False).  Both sit in one
+    FIFO, so a release wakes the longest waiter whatever kind it is.  ``mutex`` is the
+    primitive's own, shared by its lots; ``refuse(w, obj)`` may veto a thread's wait
+    (the serial backend, the coroutine scheduler's thread) by raising.
+    """
+
+    __slots__ = ("mutex", "refuse", "waiters")
+
+    def __init__(
+        self, mutex: Any, refuse: Callable[[Wait[Any], Any, float | None], None] | None = None
+    ) -> None:
+        self.mutex = mutex
+        self.refuse = refuse
+        self.waiters: deque[Any] = deque()
+
+    def __len__(self) -> int:
+        return len(self.waiters)
+
+    def __bool__(self) -> bool:
+        return bool(self.waiters)
+
+    # -- what the driver calls --------------------------------------------------------
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        with self.mutex:
+            return w.attempt(obj, arg)
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        """Attempt; if not ready, enroll the caller, all under the mutex (no lost wake-up)."""
+        with self.mutex:
+            result = w.attempt(obj, arg)
+            if result is not NOT_READY:
+                return result, None
+            if deadline is not None and time.monotonic() >= deadline:
+                return TIMED_OUT, None
+            if thread:
+                if self.refuse is not None:
+                    self.refuse(w, obj, deadline)
+                waiter: Any = thread_waiter()
+            else:
+                waiter = Future()
+            self.waiters.append(waiter)
+        return NOT_READY, waiter
+
+    def sleep(self, obj: Any, waiter: Any, deadline: float | None) -> bool:
+        """Block the calling thread until woken; False if ``deadline`` passed first."""
+        left = remaining(deadline)
+        if waiter.acquire(True, -1 if left is None else left):
+            return True
+        with self.mutex:
+            _discard(self.waiters, waiter)  # not there if woken just as it timed out
+        return False
+
+    async def asleep(
+        self, w: Wait[Any], obj: Any, waiter: Future[Any], deadline: float | None
+    ) -> Any:
+        """Await the coroutine's waiter: True (woken), False (timed out) or ``(gift,)``."""
+        try:
+            woke = await await_waiter(waiter, self.limit(deadline))
+        except BaseException:
+            # Cancelled.  What a release or put already gave this task is passed on, or
+            # the next waiter would sleep although the primitive is ready for it.
+            with self.mutex:
+                handed = _withdraw(self.waiters, waiter)
+                if handed is True and w.ready(obj):
+                    self.unpark()
+            if type(handed) is tuple and w.give_back is not None:
+                w.give_back(obj, handed[0])
+            raise
+        if woke is False or w.once:
+            # Out of line if it timed out.  A wait that one wake-up ends (an event's)
+            # also waits here for the waker, which holds the mutex until it has woken
+            # every waiter: this task, running on, would otherwise keep the waker from
+            # the GIL, and the others would wake late.
+            with self.mutex:
+                _discard(self.waiters, waiter)
+        return woke
+
+    def limit(self, deadline: float | None) -> float | None:
+        """How long a coroutine sleeps before it looks again by itself (see ``LockLot``)."""
+        return deadline
+
+    # -- what state functions call (under the mutex) ----------------------------------
+
+    def unpark(self) -> None:
+        """Wake the longest-waiting waiter that can still be woken."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if type(waiter) is _thread.LockType:
+                waiter.release()
+                return
+            if waiter._try_set_result(True):
+                return
+            # a coroutine that timed out or was cancelled: wake the next one instead
+
+    def unpark_all(self) -> None:
+        """Wake every waiter."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if type(waiter) is _thread.LockType:
+                waiter.release()
+            else:
+                waiter._try_set_result(True)
+
+    def hand_over(self, gift: object) -> bool:
+        """Give ``gift`` to the longest-waiting coroutine; its wait returns ``gift``.
+
+        True if a coroutine took it: the lock stays held, the unit stays taken, or the
+        item skips the queue, for that coroutine, so no task that comes later can take
+        it first (the longest waiter gets it, as ``asyncio.Lock`` hands it over).  False
+        if the line is empty or a thread is first in it: a thread cannot be handed
+        anything, so the caller frees it and wakes that thread, which takes it itself.
+        """
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters[0]
+            if type(waiter) is _thread.LockType:
+                return False
+            waiters.popleft()
+            if waiter._try_set_result((gift,)):
+                return True
+            # a coroutine that timed out or was cancelled: the next one
+        return False
+
+    def discard(self, waiter: object) -> None:
+        """Take ``waiter`` out of the line if it is still there (under the mutex)."""
+        _discard(self.waiters, waiter)
+
+
+def _discard(waiters: deque[Any], waiter: object) -> None:
+    try:
+        waiters.remove(waiter)
+    except ValueError:
+        pass
+
+
+def _withdraw(waiters: deque[Any], waiter: Future[Any]) -> Any:
+    """Take a coroutine's waiter out of the line (under the mutex): False if it was not
+    woken, else what woke it (True, or a gift the caller must pass on)."""
+    if waiter._try_set_result(False) or waiter.cancelled():
+        _discard(waiters, waiter)
+        return False
+    return waiter.result()
