@@ -67,10 +67,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .. import _control
 from .._errors import QueueClosed, SerializationError, UsageError
 from .._future import Future
 from . import _shm
@@ -81,9 +79,22 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
-    Waiting,
     check_timeout,
-    remaining,
+)
+from ._waiting import (
+    AGAIN,
+    NOT_READY,
+    TIMED_OUT,
+    FlagLot,
+    FutexLot,
+    Wait,
+    ablock,
+    attempt_now,
+    block,
+    controlled,
+    helpers,
+    observe,
+    switch,
 )
 
 __all__ = ["Event", "Lock", "Queue", "Semaphore", "Value", "create"]
@@ -105,7 +116,6 @@ _NOT_EMPTY, _NOT_FULL = 0, 1
 _RING_START = 16
 _INITIAL_RING = 64 * 1024
 _WRAP = 0xFFFFFFFF
-_ASYNC_SLICE = 0.25
 _u32 = struct.Struct("<I")
 #: How long an empty ``get`` polls before it sleeps: a producer in another process
 #: usually delivers within microseconds, and polling saves both sides a system call.
@@ -125,11 +135,20 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+# Item encoding: every byte that crosses between processes goes through these two.
+
+
 def _dumps(item: object, what: str) -> bytes:
+    """Encode a queue item or value (``what`` names it in the error)."""
     try:
         return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise SerializationError(what, type(item).__name__, str(exc)) from exc
+
+
+def _loads(payload: bytes | memoryview) -> Any:
+    """Decode what ``_dumps`` encoded."""
+    return pickle.loads(payload)
 
 
 # ------------------------------------------------------------------ names and lifetime
@@ -173,35 +192,6 @@ def _release_names(
             _untrack(f"{name}-d{gen}")
     _shm.unlink(name)
     _untrack(name)
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def _helpers() -> ThreadPoolExecutor:
-    """Threads that sleep on futex words for coroutines (one pool per process)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
-        _pool_pid = os.getpid()
-    return _pool
-
-
-async def _sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
-    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
-    left = remaining(deadline)
-    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
-    done: Future[bool] = Future()
-
-    def sleep() -> None:
-        try:
-            _shm.futex_wait(word, seen, slice_)
-        finally:
-            done._try_set_result(True)
-
-    _helpers().submit(sleep)
-    await done
 
 
 class _Shared:
@@ -295,36 +285,20 @@ class _Shared:
     def _futex(self, index: int) -> ctypes.c_void_p:
         return self._ctrl.pointer(_FUTEX + 4 * index)
 
-    def _bump(self, index: int) -> None:
-        self._f[index] = (self._f[index] + 1) & 0xFFFFFFFF
+    def _enter(self) -> None:
+        """Lock the state mutex (a try-lock when free); repair the state if its holder died."""
+        result = _shm.trylock(self._mutex)
+        if result:
+            if result == errno.EBUSY:
+                result = _shm.mutex_lock(self._mutex, None)
+            if result == errno.EOWNERDEAD:
+                _shm.mutex_consistent(self._mutex)
+                self._repair()
+            elif result:
+                raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
 
-    def _lock_mutex(self, deadline: float | None = None) -> bool:
-        """Lock the state mutex; repair the state if its last holder died."""
-        result = _shm.mutex_trylock(self._mutex)
-        if result == errno.EBUSY:
-            result = _shm.mutex_lock(self._mutex, deadline)
-        if result == 0:
-            return True
-        if result == errno.EOWNERDEAD:
-            _shm.mutex_consistent(self._mutex)
-            self._repair()
-            return True
-        if result == errno.ETIMEDOUT:
-            return False
-        raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
-
-    def _unlock_mutex(self) -> None:
-        _shm.mutex_unlock(self._mutex)
-
-    def _lock_slow(self, result: int) -> None:
-        """Finish locking the state mutex after a try-lock returned ``result`` (not 0)."""
-        if result == errno.EBUSY:
-            result = _shm.mutex_lock(self._mutex, None)
-        if result == errno.EOWNERDEAD:
-            _shm.mutex_consistent(self._mutex)
-            self._repair()
-        elif result:
-            raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+    def _leave(self) -> None:
+        _shm.unlock(self._mutex)
 
     def _repair(self) -> None:
         """Make the state consistent after a holder died (each kind knows its own)."""
@@ -348,24 +322,12 @@ def _attach(kind: str, name: str) -> _Shared:
 # --------------------------------------------------------------------------- queue
 
 
-class Queue(_Shared, Generic[T]):
-    """A FIFO queue shared by processes; pass it to process tasks as an argument.
+class _Ring(_Shared):
+    """A queue's storage: a ring of pickled records in data generation ``<name>-d<gen>``.
 
-    Same interface as every taskkit queue: ``put``/``get`` with timeouts,
-    ``put_nowait``/``get_nowait``, ``aput``/``aget``, ``close()``.  Items are
-    pickled; ``maxsize > 0`` bounds the number of items.
+    Called under the state mutex unless said otherwise; ``_enter`` also remaps when
+    another process moved the ring to a new generation.  See the module notes.
     """
-
-    _kind = "queue"
-
-    def __init__(self, maxsize: int = 0) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
-            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
-        super().__init__()
-        self._w[_MAXSIZE] = maxsize
-        self._new_ring(0, _INITIAL_RING)
-        self._attached()
-        self._remap()
 
     _has_data = True
 
@@ -391,7 +353,10 @@ class Queue(_Shared, Generic[T]):
         if self._released():
             _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
-    # -- the ring (call under the mutex) ----------------------------------------------
+    def _enter(self) -> None:
+        super()._enter()
+        if self._gen != self._w[_GEN]:
+            self._remap()
 
     def _append(self, payload: bytes) -> bool:
         """Append one record; False if the ring must grow first (see ``_grow``)."""
@@ -467,20 +432,20 @@ class Queue(_Shared, Generic[T]):
                     raise OverflowError("a process queue holds at most 4 GiB of pickled items")
                 w[_GROWING] = 1
             finally:
-                self._unlock_mutex()
+                self._leave()
             try:
                 segment = self._new_ring(gen + 1, capacity)
                 self._copy_records(segment, head, tail, wrapped_at)
             except BaseException:
                 self._enter()
                 w[_GROWING] = 0
-                self._unlock_mutex()
+                self._leave()
                 raise
             self._enter()
             try:
                 self._commit_growth(segment, head, tail, wrapped_at)
             finally:
-                self._unlock_mutex()
+                self._leave()
         finally:
             _shm.mutex_unlock(self._meta)
 
@@ -548,29 +513,74 @@ class Queue(_Shared, Generic[T]):
             self._remap()
         self._w[_COUNT] = len(self._records())
 
-    def _enter(self, deadline: float | None = None) -> bool:
-        if not self._lock_mutex(deadline):
-            return False
-        if self._gen != self._w[_GEN]:
-            self._remap()
-        return True
 
-    # -- blocking faces -----------------------------------------------------------------
+class Queue(_Ring, Generic[T]):
+    """A FIFO queue shared by processes; pass it to process tasks as an argument.
 
-    def _try_put(self, payload: bytes) -> bool | None:
-        """Under the mutex: append if there is room; False if full, None if the ring
-        must grow first (let go of the mutex, ``_grow``, try again)."""
+    Same interface as every taskkit queue: ``put``/``get`` with timeouts,
+    ``put_nowait``/``get_nowait``, ``aput``/``aget``, ``close()``.  Items are
+    pickled; ``maxsize > 0`` bounds the number of items.
+    """
+
+    _kind = "queue"
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
+            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
+        super().__init__()
+        self._w[_MAXSIZE] = maxsize
+        self._new_ring(0, _INITIAL_RING)
+        self._attached()
+        self._remap()
+
+    # -- the state (call under the mutex) ----------------------------------------------
+
+    def _try_put(self, payload: bytes) -> Any:
+        """Append if there is room: None; ``NOT_READY`` if full; ``AGAIN`` if the ring
+        must grow first (``_grow`` runs without the mutex, then this again)."""
         w = self._w
         if w[_CLOSED]:
             raise QueueClosed(f"put() on a closed queue {self!r}")
         maxsize = w[_MAXSIZE]
         if maxsize and w[_COUNT] >= maxsize:
-            return False
+            return NOT_READY
         if not self._append(payload):
-            return None
+            return AGAIN
         w[_COUNT] += 1
         w[_PUTS] += 1
-        return True
+        _GETTERS_LOT.bump(self)
+        return None
+
+    def _try_get(self, _: object = None) -> Any:
+        """Take the first record's bytes; ``NOT_READY`` if there is none."""
+        w = self._w
+        if w[_COUNT] > 0:
+            payload = self._pop()
+            w[_COUNT] -= 1
+            w[_GETS] += 1
+            _PUTTERS_LOT.bump(self)
+            return payload
+        if w[_CLOSED]:
+            raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+        return NOT_READY
+
+    def _grow_for(self, payload: bytes) -> None:
+        self._grow(4 + len(payload))
+
+    def _wake_getter(self) -> None:
+        _GETTERS_LOT.wake(self, 1)
+
+    def _wake_putter(self) -> None:
+        _PUTTERS_LOT.wake(self, 1)
+
+    def _has_item(self) -> bool:
+        return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
+
+    def _has_room(self) -> bool:
+        w = self._w
+        return bool(w[_CLOSED]) or not w[_MAXSIZE] or w[_COUNT] < w[_MAXSIZE]
+
+    # -- the faces: one wait description each (see _waiting) ----------------------------
 
     def put(self, item: T, timeout: float | None = None) -> None:
         """Put ``item`` at the end, waiting up to ``timeout`` seconds for room.
@@ -581,78 +591,16 @@ class Queue(_Shared, Generic[T]):
             SerializationError: ``item`` cannot be pickled.
         """
         payload = _dumps(item, "queue item")
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._has_room, Waiting("put() on", self), self, timeout)
-        ):
-            raise queue.Full
-        mutex, w = self._mutex, self._w
-        result = _shm.trylock(mutex)
-        if result:
-            self._lock_slow(result)
-        try:
-            if self._gen != w[_GEN]:
-                self._remap()
-            if w[_CLOSED]:
-                raise QueueClosed(f"put() on a closed queue {self!r}")
-            maxsize = w[_MAXSIZE]
-            if (maxsize and w[_COUNT] >= maxsize) or not self._append(payload):
-                wake = None  # full, or the ring must grow: the slow path does either
-            else:
-                w[_COUNT] += 1
-                w[_PUTS] += 1
-                wake = w[_GETTERS] > 0
-                if wake:
-                    self._bump(_NOT_EMPTY)
-        finally:
-            _shm.unlock(mutex)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
-        elif wake is None:
-            self._put_waiting(payload, timeout)
-
-    def _put_waiting(self, payload: bytes, timeout: float | None) -> None:
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
+        if not controlled():
             self._enter()
             try:
-                put = self._try_put(payload)
-                if put:
-                    wake = w[_GETTERS] > 0
-                    if wake:
-                        self._bump(_NOT_EMPTY)
-                    break
-                if put is None:
-                    seen = -1  # the ring must grow first
-                elif deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Full
-                else:
-                    w[_PUTTERS] += 1
-                    seen = self._f[_NOT_FULL]
+                done = self._try_put(payload)
             finally:
-                self._unlock_mutex()
-            if seen < 0:
-                self._grow(4 + len(payload))
-            else:
-                self._sleep(_NOT_FULL, seen, deadline, _PUTTERS)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
-
-    def _sleep(self, word: int, seen: int, deadline: float | None, counter: int) -> None:
-        """Sleep on a futex word; the waiter count is undone here if interrupted."""
-        try:
-            _shm.futex_wait(self._futex(word), seen, remaining(deadline))
-        except BaseException:
-            self._enter()
-            self._w[counter] -= 1
-            self._unlock_mutex()
-            raise
-        self._enter()
-        self._w[counter] -= 1
-        self._unlock_mutex()
+                self._leave()
+            if done is None:
+                _GETTERS_LOT.wake(self, 1)
+                return
+        block(_PUT, self, payload, timeout)
 
     def get(self, timeout: float | None = None) -> T:
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -661,66 +609,28 @@ class Queue(_Shared, Generic[T]):
             queue.Empty: no item came within ``timeout`` seconds.
             QueueClosed: the queue is closed and empty.
         """
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._has_item, Waiting("get() on", self), self, timeout)
-        ):
-            raise queue.Empty
-        mutex, w = self._mutex, self._w
-        result = _shm.trylock(mutex)
-        if result:
-            self._lock_slow(result)
-        try:
-            if self._gen != w[_GEN]:
-                self._remap()
-            if w[_COUNT] > 0:
-                payload = self._pop()
-                w[_COUNT] -= 1
-                w[_GETS] += 1
-                wake = w[_PUTTERS] > 0
-                if wake:
-                    self._bump(_NOT_FULL)
-            else:
-                payload = None
-        finally:
-            _shm.unlock(mutex)
-        if payload is None:
-            return self._get_waiting(timeout)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
-
-    def _get_waiting(self, timeout: float | None) -> T:
-        deadline = check_timeout(timeout)
-        w = self._w
-        until = _perf() + _SPIN
-        while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
-            os.sched_yield()  # poll briefly before sleeping (see _SPIN)
-        while True:
+        if not controlled():
             self._enter()
             try:
-                if w[_COUNT] > 0:
-                    payload = self._pop()
-                    w[_COUNT] -= 1
-                    w[_GETS] += 1
-                    wake = w[_PUTTERS] > 0
-                    if wake:
-                        self._bump(_NOT_FULL)
-                    break
-                if w[_CLOSED]:
-                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Empty
-                w[_GETTERS] += 1
-                seen = self._f[_NOT_EMPTY]
+                payload = self._try_get()
             finally:
-                self._unlock_mutex()
-            self._sleep(_NOT_EMPTY, seen, deadline, _GETTERS)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+                self._leave()
+            if payload is not NOT_READY:
+                _PUTTERS_LOT.wake(self, 1)
+                return _loads(payload)  # type: ignore[no-any-return]
+            w = self._w
+            until = _perf() + _SPIN
+            while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
+                os.sched_yield()  # poll briefly before sleeping (see _SPIN)
+        return _loads(block(_GET, self, None, timeout))  # type: ignore[no-any-return]
+
+    async def aput(self, item: T, timeout: float | None = None) -> None:
+        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
+        await ablock(_PUT, self, _dumps(item, "queue item"), timeout)
+
+    async def aget(self, timeout: float | None = None) -> T:
+        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
+        return _loads(await ablock(_GET, self, None, timeout))  # type: ignore[no-any-return]
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if there is room at once.
@@ -730,26 +640,9 @@ class Queue(_Shared, Generic[T]):
             QueueClosed: the queue is closed.
         """
         payload = _dumps(item, "queue item")
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.put", self)
-        while True:
-            self._enter()
-            try:
-                put = self._try_put(payload)
-                if put is False:
-                    raise queue.Full
-                if put:
-                    wake = self._w[_GETTERS] > 0
-                    if wake:
-                        self._bump(_NOT_EMPTY)
-            finally:
-                self._unlock_mutex()
-            if put:
-                break
-            self._grow(4 + len(payload))  # room is only a copy away: not "full"
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
+        switch("queue.put", self)
+        if attempt_now(_PUT, self, payload) is NOT_READY:
+            raise queue.Full  # a ring that must grow is only a copy away: not "full"
 
     def get_nowait(self) -> T:
         """Remove and return the first item if there is one at once.
@@ -758,117 +651,31 @@ class Queue(_Shared, Generic[T]):
             queue.Empty: the queue is empty.
             QueueClosed: the queue is closed and empty.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.get", self)
-        w = self._w
-        self._enter()
-        try:
-            if w[_COUNT] <= 0:
-                if w[_CLOSED]:
-                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-                raise queue.Empty
-            payload = self._pop()
-            w[_COUNT] -= 1
-            w[_GETS] += 1
-            wake = w[_PUTTERS] > 0
-            if wake:
-                self._bump(_NOT_FULL)
-        finally:
-            self._unlock_mutex()
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return pickle.loads(payload)  # type: ignore[no-any-return]
-
-    def _has_item(self) -> bool:
-        return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
-
-    def _has_room(self) -> bool:
-        w = self._w
-        return bool(w[_CLOSED]) or not w[_MAXSIZE] or w[_COUNT] < w[_MAXSIZE]
-
-    # -- async faces --------------------------------------------------------------------
-
-    async def aput(self, item: T, timeout: float | None = None) -> None:
-        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_room, Waiting("aput() on", self), self, timeout
-            ):
-                raise queue.Full
-            self.put_nowait(item)
-            return
-        deadline = check_timeout(timeout)
-        while True:
-            try:
-                self.put_nowait(item)
-                return
-            except queue.Full:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-            await self._await_word(_NOT_FULL, self._has_room, deadline, _PUTTERS)
-
-    async def aget(self, timeout: float | None = None) -> T:
-        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_item, Waiting("aget() on", self), self, timeout
-            ):
-                raise queue.Empty
-            return self.get_nowait()
-        deadline = check_timeout(timeout)
-        while True:
-            try:
-                return self.get_nowait()
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-            await self._await_word(_NOT_EMPTY, self._has_item, deadline, _GETTERS)
-
-    async def _await_word(
-        self, word: int, ready: Callable[[], bool], deadline: float | None, counter: int
-    ) -> None:
-        """Sleep (on a helper thread) until the word moves; the caller then retries.
-
-        Counting ourselves and reading the word under the mutex, after seeing the queue
-        not ``ready()`` there, means a put or get that follows must bump the word.
-        """
-        self._enter()
-        try:
-            if ready():
-                return
-            self._w[counter] += 1
-            seen = self._f[word]
-        finally:
-            self._unlock_mutex()
-        try:
-            await _sleep_on(self._futex(word), seen, deadline)
-        finally:
-            self._enter()
-            self._w[counter] -= 1
-            self._unlock_mutex()
-
-    # -- state --------------------------------------------------------------------------
+        switch("queue.get", self)
+        payload = attempt_now(_GET, self, None)
+        if payload is NOT_READY:
+            raise queue.Empty
+        return _loads(payload)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Refuse new items; ``get`` drains what is left, then raises ``QueueClosed``."""
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.close", self)
+        switch("queue.close", self)
         self._enter()
         try:
             self._w[_CLOSED] = 1
-            self._bump(_NOT_EMPTY)
-            self._bump(_NOT_FULL)
+            _GETTERS_LOT.bump(self)
+            _PUTTERS_LOT.bump(self)
         finally:
-            self._unlock_mutex()
-        _shm.futex_wake(self._futex(_NOT_EMPTY))
-        _shm.futex_wake(self._futex(_NOT_FULL))
+            self._leave()
+        _GETTERS_LOT.wake(self)
+        _PUTTERS_LOT.wake(self)
 
     def _shutdown(self, close: bool) -> None:
         if close:
             self.close()
         super()._shutdown(close)
+
+    # -- snapshots ----------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
@@ -882,8 +689,7 @@ class Queue(_Shared, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
-        if _control.hook is not None:
-            _control.observe("queue.qsize", self)
+        observe("queue.qsize", self)
         return self._size()
 
     def _size(self) -> int:
@@ -891,21 +697,18 @@ class Queue(_Shared, Generic[T]):
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
-        if _control.hook is not None:
-            _control.observe("queue.empty", self)
+        observe("queue.empty", self)
         return self._w[_COUNT] <= 0
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
-        if _control.hook is not None:
-            _control.observe("queue.full", self)
+        observe("queue.full", self)
         maxsize = self._w[_MAXSIZE]
         return bool(maxsize) and self._w[_COUNT] >= maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         w = self._w
         return QueueStatistics(
             size=max(0, int(w[_COUNT])),
@@ -923,7 +726,63 @@ class Queue(_Shared, Generic[T]):
         return f"<taskkit process Queue {self._name} {self._size()}{bound} items{state}>"
 
 
+_GETTERS_LOT = FutexLot(_NOT_EMPTY, _GETTERS)
+_PUTTERS_LOT = FutexLot(_NOT_FULL, _PUTTERS)
+_PUT: Wait[None] = Wait(
+    "put() on",
+    "put() on a full",
+    "await q.aput(item)",
+    attempt=Queue._try_put,
+    ready=Queue._has_room,
+    lot=lambda q: _PUTTERS_LOT,
+    timed_out=queue.Full,
+    unblock=Queue._grow_for,
+    after=Queue._wake_getter,
+)
+_GET: Wait[Any] = Wait(
+    "get() on",
+    "get() on an empty",
+    "await q.aget()",
+    attempt=Queue._try_get,
+    ready=Queue._has_item,
+    lot=lambda q: _GETTERS_LOT,
+    timed_out=queue.Empty,
+    after=Queue._wake_putter,
+)
+
+
 # --------------------------------------------------------------------------- lock
+
+
+class _LockLot(FutexLot):
+    """Where coroutines wait for a process lock (threads block in the mutex itself).
+
+    The lock's state is its robust mutex, taken without any other mutex, so a
+    coroutine counts itself (under the lock's second mutex) and tries once more
+    before it sleeps on word 0, which ``release`` bumps when someone waits.
+    """
+
+    __slots__ = ()
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        return w.attempt(obj, arg)
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        seen = obj._f[0]
+        if obj._try() is not NOT_READY:
+            return True, None
+        if deadline is not None and time.monotonic() >= deadline:
+            return TIMED_OUT, None
+        obj._count_waiter(1)
+        if obj._try() is not NOT_READY:  # released before we were counted
+            obj._count_waiter(-1)
+            return True, None
+        return NOT_READY, seen
+
+    def leave_line(self, obj: Any) -> None:
+        obj._count_waiter(-1)
 
 
 class Lock(AcquireContext, _Shared):
@@ -959,19 +818,23 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread already holds it (waiting would never end).
         """
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
-        ):
-            return False
+        if controlled():
+            return block(_LOCK, self, None, timeout)
         result = _shm.trylock(self._mutex)
         if result == 0:
             self._w[_HOLDER] = _pid
             self.previous_holder_died = False
             return True
         return self._acquire_waiting(result, timeout)
+
+    def _try(self, _: object = None) -> Any:
+        """The state function: take the lock if it is free (or its holder died)."""
+        result = _shm.trylock(self._mutex)
+        if result == 0:
+            self._w[_HOLDER] = _pid
+            self.previous_holder_died = False
+            return True
+        return True if self._acquire_waiting(result, 0) else NOT_READY
 
     def _acquire_waiting(self, result: int, timeout: float | None) -> bool:
         if result == errno.EBUSY:
@@ -1004,9 +867,7 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread does not hold it.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("lock.release", self)
+        switch("lock.release", self)
         w = self._w
         holder = w[_HOLDER]
         w[_HOLDER] = 0
@@ -1014,13 +875,12 @@ class Lock(AcquireContext, _Shared):
             w[_HOLDER] = holder
             raise UsageError(f"release() of {self!r}, which this thread does not hold")
         if w[_WAITERS] > 0:  # coroutines wait on the word, not on the mutex
-            self._bump(0)
-            _shm.futex_wake(self._futex(0))
+            _LOCK_LOT.bump(self)
+            _LOCK_LOT.wake(self)
 
     def locked(self) -> bool:
         """True if the lock is held now (by any process)."""
-        if _control.hook is not None:
-            _control.observe("lock.locked", self)
+        observe("lock.locked", self)
         return self._held()
 
     def _held(self) -> bool:
@@ -1028,26 +888,7 @@ class Lock(AcquireContext, _Shared):
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire`` (the awaiting thread then holds the lock)."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._free, Waiting("aacquire() of", self), self, timeout
-            ):
-                return False
-            return self.acquire(0)
-        deadline = check_timeout(timeout)
-        while True:
-            seen = self._f[0]
-            if self.acquire(0):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            self._count_waiter(1)
-            try:
-                if self.acquire(0):  # released before we were counted
-                    return True
-                await _sleep_on(self._futex(0), seen, deadline)
-            finally:
-                self._count_waiter(-1)
+        return await ablock(_LOCK, self, None, timeout)
 
     def _count_waiter(self, delta: int) -> None:
         result = _shm.mutex_lock(self._meta, None)
@@ -1058,8 +899,7 @@ class Lock(AcquireContext, _Shared):
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         holder = int(self._w[_HOLDER])
         return LockStatistics(
             locked=self._held(),
@@ -1078,6 +918,18 @@ class Lock(AcquireContext, _Shared):
         return f"<taskkit process Lock {self._name} {state}>"
 
 
+_LOCK_LOT = _LockLot(0, _WAITERS)
+_LOCK: Wait[bool] = Wait(
+    "acquire() of",
+    "acquire() of a held",
+    "async with lock",
+    attempt=Lock._try,
+    ready=Lock._free,
+    lot=lambda lock: _LOCK_LOT,
+    timed_out=False,
+)
+
+
 # --------------------------------------------------------------------------- event
 
 
@@ -1088,64 +940,54 @@ class Event(_Shared):
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.set", self)
+        switch("event.set", self)
         self._f[0] = 1
-        _shm.futex_wake(self._futex(0))
+        _EVENT_LOT.wake(self)
 
     def clear(self) -> None:
         """Clear the flag."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.clear", self)
+        switch("event.clear", self)
         self._f[0] = 0
 
     def is_set(self) -> bool:
         """True if the flag is set."""
-        if _control.hook is not None:
-            _control.observe("event.is_set", self)
+        observe("event.is_set", self)
         return self._is_set()
 
     def _is_set(self) -> bool:
         return bool(self._f[0])
 
+    def _try(self, _: object = None) -> Any:
+        return True if self._f[0] else NOT_READY
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        h = _control.hook
-        if h is not None and h.controls_caller():
-            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
-        deadline = check_timeout(timeout)
-        while not self._f[0]:
-            left = remaining(deadline)
-            if left == 0:
-                return False
-            _shm.futex_wait(self._futex(0), 0, left)
-        return True
+        return block(_WAIT, self, None, timeout)
 
     async def await_(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``wait``."""
-        if _control.controlled():
-            return bool(
-                await _control.await_until(
-                    self._is_set, Waiting("await_() on", self), self, timeout
-                )
-            )
-        deadline = check_timeout(timeout)
-        while not self._f[0]:
-            if remaining(deadline) == 0:
-                return False
-            await _sleep_on(self._futex(0), 0, deadline)
-        return True
+        return await ablock(_WAIT, self, None, timeout)
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state (waiters are not counted: -1)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return EventStatistics(is_set=self._is_set(), waiting=-1)
 
     def __repr__(self) -> str:
         return f"<taskkit process Event {self._name} {'set' if self._is_set() else 'clear'}>"
+
+
+_EVENT_LOT = FlagLot(0, None)
+_WAIT: Wait[bool] = Wait(
+    "wait() on",
+    "wait() on a clear",
+    "await event.await_()",
+    attempt=Event._try,
+    ready=Event._is_set,
+    lot=lambda event: _EVENT_LOT,
+    timed_out=False,
+    aname="await_() on",
+)
 
 
 # ----------------------------------------------------------------------- semaphore
@@ -1169,102 +1011,40 @@ class Semaphore(AcquireContext, _Shared):
     def _free(self) -> bool:
         return self._w[_VALUE] > 0
 
-    def _try(self) -> bool:
-        self._lock_mutex()
-        try:
-            if self._w[_VALUE] > 0:
-                self._w[_VALUE] -= 1
-                return True
-            return False
-        finally:
-            self._unlock_mutex()
+    def _try(self, _: object = None) -> Any:
+        if self._w[_VALUE] > 0:
+            self._w[_VALUE] -= 1
+            return True
+        return NOT_READY
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
-        ):
-            return False
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
-            self._lock_mutex()
-            try:
-                if w[_VALUE] > 0:
-                    w[_VALUE] -= 1
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                w[_WAITERS] += 1
-                seen = self._f[0]
-            finally:
-                self._unlock_mutex()
-            try:
-                _shm.futex_wait(self._futex(0), seen, remaining(deadline))
-            finally:
-                self._lock_mutex()
-                w[_WAITERS] -= 1
-                self._unlock_mutex()
-
-    def release(self) -> None:
-        """Return a unit and wake a waiter."""
-        h = _control.hook
-        if h is not None:
-            h.switch("semaphore.release", self)
-        self._lock_mutex()
-        try:
-            self._w[_VALUE] += 1
-            wake = self._w[_WAITERS] > 0
-            if wake:
-                self._bump(0)
-        finally:
-            self._unlock_mutex()
-        if wake:
-            _shm.futex_wake(self._futex(0), 1)
+        return block(_ACQUIRE, self, None, timeout)
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire``."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._free, Waiting("aacquire() of", self), self, timeout
-            ):
-                return False
-            return self._try()
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
-            self._lock_mutex()
-            try:
-                if w[_VALUE] > 0:
-                    w[_VALUE] -= 1
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                w[_WAITERS] += 1
-                seen = self._f[0]
-            finally:
-                self._unlock_mutex()
-            try:
-                await _sleep_on(self._futex(0), seen, deadline)
-            finally:
-                self._lock_mutex()
-                self._w[_WAITERS] -= 1
-                self._unlock_mutex()
+        return await ablock(_ACQUIRE, self, None, timeout)
+
+    def release(self) -> None:
+        """Return a unit and wake a waiter."""
+        switch("semaphore.release", self)
+        self._enter()
+        try:
+            self._w[_VALUE] += 1
+            _SEMAPHORE_LOT.bump(self)
+        finally:
+            self._leave()
+        _SEMAPHORE_LOT.wake(self, 1)
 
     @property
     def value(self) -> int:
         """The number of free units now."""
-        if _control.hook is not None:
-            _control.observe("semaphore.value", self)
+        observe("semaphore.value", self)
         return int(self._w[_VALUE])
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         w = self._w
         return SemaphoreStatistics(
             value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
@@ -1272,6 +1052,18 @@ class Semaphore(AcquireContext, _Shared):
 
     def __repr__(self) -> str:
         return f"<taskkit process Semaphore {self._name} value={self.value}>"
+
+
+_SEMAPHORE_LOT = FutexLot(0, _WAITERS)
+_ACQUIRE: Wait[bool] = Wait(
+    "acquire() of",
+    "acquire() of",
+    "await semaphore.aacquire()",
+    attempt=Semaphore._try,
+    ready=Semaphore._free,
+    lot=lambda semaphore: _SEMAPHORE_LOT,
+    timed_out=False,
+)
 
 
 # --------------------------------------------------------------------------- value
@@ -1292,14 +1084,14 @@ class Value(_Shared, Generic[T]):
         payload = _dumps(initial, "initial value")
         super().__init__()
         self._attached()
-        self._lock_mutex()
+        _Shared._enter(self)  # no data generation to remap to yet
         try:
             self._data = self._new_slots(0, max(4096, 2 * len(payload)))
             self._remap()
             self._write(payload)
             self._w[_WRITES] = 0
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     _has_data = True
 
@@ -1323,7 +1115,7 @@ class Value(_Shared, Generic[T]):
             _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
     def _enter(self) -> None:
-        self._lock_mutex()
+        super()._enter()
         if self._gen != self._w[_GEN]:
             self._remap()
 
@@ -1355,42 +1147,37 @@ class Value(_Shared, Generic[T]):
 
     def get(self) -> T:
         """Return (a copy of) the current value."""
-        if _control.hook is not None:
-            _control.observe("value.get", self)
+        observe("value.get", self)
         self._enter()
         try:
             payload = self._read()
         finally:
-            self._unlock_mutex()
-        return pickle.loads(payload)  # type: ignore[no-any-return]
+            self._leave()
+        return _loads(payload)  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
         """Replace the value."""
         payload = _dumps(value, "value")
-        h = _control.hook
-        if h is not None:
-            h.switch("value.set", self)
+        switch("value.set", self)
         self._enter()
         try:
             self._write(payload)
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     def update(self, fn: Callable[[T], T]) -> T:
         """Store ``fn(current)`` atomically, across processes, and return it.
 
         If ``fn`` raises, the value is unchanged and the exception propagates.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("value.update", self)
+        switch("value.update", self)
         self._enter()
         try:
-            new = fn(pickle.loads(self._read()))
+            new = fn(_loads(self._read()))
             self._write(_dumps(new, "value"))
             return new
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     async def _off_loop(self, op: Callable[[], R]) -> R:
         """Run ``op`` here if the mutex is free, else on a helper thread (never blocking)."""
@@ -1399,7 +1186,7 @@ class Value(_Shared, Generic[T]):
             try:
                 return op()
             finally:
-                self._unlock_mutex()
+                self._leave()
         done: Future[R] = Future()
 
         def run() -> None:
@@ -1408,7 +1195,7 @@ class Value(_Shared, Generic[T]):
             except BaseException as exc:
                 done._try_set_exception(exc)
 
-        _helpers().submit(run)
+        helpers().submit(run)
         return await done
 
     async def aget(self) -> T:
@@ -1429,8 +1216,7 @@ class Value(_Shared, Generic[T]):
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
 
     def __repr__(self) -> str:

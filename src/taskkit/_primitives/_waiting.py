@@ -34,19 +34,25 @@ snapshot read.  Primitives never call ``_control`` themselves.
 from __future__ import annotations
 
 import _thread
+import ctypes
+import os
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Generic, TypeVar
 
 from .. import _control
 from .._future import Future
+from . import _shm
 from ._common import Waiting, await_waiter, check_timeout, remaining, thread_waiter
 
 __all__ = [
     "AGAIN",
     "NOT_READY",
     "TIMED_OUT",
+    "FlagLot",
+    "FutexLot",
     "ParkingLot",
     "Wait",
     "ablock",
@@ -55,8 +61,10 @@ __all__ = [
     "attempt_now",
     "block",
     "controlled",
+    "helpers",
     "hold_until",
     "observe",
+    "sleep_on",
     "switch",
 ]
 
@@ -440,3 +448,137 @@ def _withdraw(waiters: deque[Any], waiter: Future[Any]) -> Any:
         _discard(waiters, waiter)
         return False
     return waiter.result()
+
+
+# ------------------------------------------------------------------ several processes
+
+
+class FutexLot:
+    """Where callers of a process primitive wait: a futex word in its shared memory.
+
+    The primitive's state functions, under its robust mutex, ``bump`` the word when
+    they change what a sleeper waits for and someone sleeps (the ``counter`` field
+    counts them, so a change with no sleeper costs no system call); ``wake`` then
+    wakes sleepers without the mutex.  A caller that must wait counts itself and reads
+    the word under the mutex, after its attempt failed there, so a change that follows
+    bumps the word and ``futex_wait(word, seen)`` cannot miss it.  A thread sleeps on
+    the word itself; a coroutine awaits a helper thread that sleeps on it (at most
+    ``_ASYNC_SLICE`` seconds at a time).  Either then attempts again: waiting never
+    takes anything, so a waiter that dies or is cancelled loses nothing.
+
+    The primitive provides ``_enter()``/``_leave()`` (its mutex), ``_w`` (int64 fields),
+    ``_f`` (u32 words) and ``_futex(index)`` (a word's address).
+    """
+
+    __slots__ = ("counter", "word")
+
+    def __init__(self, word: int, counter: int | None) -> None:
+        self.word, self.counter = word, counter
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        obj._enter()
+        try:
+            result = w.attempt(obj, arg)
+        finally:
+            obj._leave()
+        if w.after is not None and result is not NOT_READY and result is not AGAIN:
+            w.after(obj)
+        return result
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        """Attempt; if not ready, count the caller and read the word, under the mutex."""
+        obj._enter()
+        try:
+            result = w.attempt(obj, arg)
+            if result is NOT_READY:
+                if deadline is not None and time.monotonic() >= deadline:
+                    result = TIMED_OUT
+                else:
+                    if self.counter is not None:
+                        obj._w[self.counter] += 1
+                    return NOT_READY, self.seen(obj)
+        finally:
+            obj._leave()
+        if w.after is not None and result is not TIMED_OUT and result is not AGAIN:
+            w.after(obj)
+        return result, None
+
+    def seen(self, obj: Any) -> int:
+        """The word's value that a sleeper sleeps on (read under the mutex)."""
+        return int(obj._f[self.word])
+
+    def sleep(self, obj: Any, seen: int, deadline: float | None) -> bool:
+        """Block the calling thread until the word moves from ``seen``, or ``deadline``."""
+        try:
+            _shm.futex_wait(obj._futex(self.word), seen, remaining(deadline))
+        finally:
+            self.leave_line(obj)
+        return True
+
+    async def asleep(self, w: Wait[Any], obj: Any, seen: int, deadline: float | None) -> bool:
+        """The awaitable twin of ``sleep``, for a coroutine (see ``sleep_on``)."""
+        try:
+            await sleep_on(obj._futex(self.word), seen, deadline)
+        finally:
+            self.leave_line(obj)
+        return True
+
+    def leave_line(self, obj: Any) -> None:
+        """Uncount a sleeper that woke, timed out or was interrupted."""
+        if self.counter is not None:
+            obj._enter()
+            obj._w[self.counter] -= 1
+            obj._leave()
+
+    def bump(self, obj: Any) -> None:
+        """Under the mutex, after a change sleepers wait for: move the word if any sleep."""
+        if self.counter is None or obj._w[self.counter] > 0:
+            obj._f[self.word] = (obj._f[self.word] + 1) & 0xFFFFFFFF
+
+    def wake(self, obj: Any, n: int = 0x7FFFFFFF) -> None:
+        """Without the mutex, after ``bump``: wake up to ``n`` sleepers, if any sleep."""
+        if self.counter is None or obj._w[self.counter] > 0:
+            _shm.futex_wake(obj._futex(self.word), n)
+
+
+class FlagLot(FutexLot):
+    """A futex word that is itself the state (an event's flag, set without the mutex):
+    a sleeper sleeps while it is 0, so a set between the attempt and the sleep is seen."""
+
+    __slots__ = ()
+
+    def seen(self, obj: Any) -> int:
+        return 0
+
+
+#: How long a helper thread sleeps on a word for a coroutine before it looks again.
+_ASYNC_SLICE = 0.25
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def helpers() -> ThreadPoolExecutor:
+    """Threads that sleep on futex words for coroutines (one pool per process)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+async def sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
+    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
+    left = remaining(deadline)
+    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
+    done: Future[bool] = Future()
+
+    def sleep() -> None:
+        try:
+            _shm.futex_wait(word, seen, slice_)
+        finally:
+            done._try_set_result(True)
+
+    helpers().submit(sleep)
+    await done
