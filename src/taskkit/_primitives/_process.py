@@ -146,9 +146,8 @@ def _dumps(item: object, what: str) -> bytes:
         raise SerializationError(what, type(item).__name__, str(exc)) from exc
 
 
-def _loads(payload: bytes | memoryview) -> Any:
-    """Decode what ``_dumps`` encoded."""
-    return pickle.loads(payload)
+#: Decode what ``_dumps`` encoded (the C function itself: ``get`` is a hot path).
+_loads: Callable[[bytes | memoryview], Any] = pickle.loads
 
 
 # ------------------------------------------------------------------ names and lifetime
@@ -285,17 +284,36 @@ class _Shared:
     def _futex(self, index: int) -> ctypes.c_void_p:
         return self._ctrl.pointer(_FUTEX + 4 * index)
 
+    #: The data generation mapped in this process; kinds without data stay at 0, as
+    #: their ``_w[_GEN]`` does.
+    _gen: int = 0
+
     def _enter(self) -> None:
-        """Lock the state mutex (a try-lock when free); repair the state if its holder died."""
+        """Lock the state mutex; repair the state if its last holder died; remap the data
+        if another process moved it to a new generation."""
         result = _shm.trylock(self._mutex)
+        if result or self._gen != self._w[_GEN]:
+            self._enter_slow(result)
+
+    def _enter_slow(self, result: int) -> None:
+        """Finish ``_enter`` after a try-lock returned ``result``."""
         if result:
-            if result == errno.EBUSY:
-                result = _shm.mutex_lock(self._mutex, None)
-            if result == errno.EOWNERDEAD:
-                _shm.mutex_consistent(self._mutex)
-                self._repair()
-            elif result:
-                raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+            self._lock_slow(result)
+        if self._gen != self._w[_GEN]:
+            self._remap()
+
+    def _lock_slow(self, result: int) -> None:
+        """Finish locking the state mutex after a try-lock returned ``result`` (not 0)."""
+        if result == errno.EBUSY:
+            result = _shm.mutex_lock(self._mutex, None)
+        if result == errno.EOWNERDEAD:
+            _shm.mutex_consistent(self._mutex)
+            self._repair()
+        elif result:
+            raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+
+    def _remap(self) -> None:
+        """Map the current data generation (kinds with data)."""
 
     def _leave(self) -> None:
         _shm.unlock(self._mutex)
@@ -352,11 +370,6 @@ class _Ring(_Shared):
         self._gen = gen
         if self._released():
             _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
-
-    def _enter(self) -> None:
-        super()._enter()
-        if self._gen != self._w[_GEN]:
-            self._remap()
 
     def _append(self, payload: bytes) -> bool:
         """Append one record; False if the ring must grow first (see ``_grow``)."""
@@ -548,7 +561,8 @@ class Queue(_Ring, Generic[T]):
             return AGAIN
         w[_COUNT] += 1
         w[_PUTS] += 1
-        _GETTERS_LOT.bump(self)
+        if w[_GETTERS] > 0:
+            _GETTERS_LOT.bump(self)
         return None
 
     def _try_get(self, _: object = None) -> Any:
@@ -558,7 +572,8 @@ class Queue(_Ring, Generic[T]):
             payload = self._pop()
             w[_COUNT] -= 1
             w[_GETS] += 1
-            _PUTTERS_LOT.bump(self)
+            if w[_PUTTERS] > 0:
+                _PUTTERS_LOT.bump(self)
             return payload
         if w[_CLOSED]:
             raise QueueClosed(f"get() on a closed, empty queue {self!r}")
@@ -592,13 +607,17 @@ class Queue(_Ring, Generic[T]):
         """
         payload = _dumps(item, "queue item")
         if not controlled():
-            self._enter()
+            mutex, w = self._mutex, self._w
+            result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
+            if result or self._gen != w[_GEN]:
+                self._enter_slow(result)
             try:
                 done = self._try_put(payload)
             finally:
-                self._leave()
+                _shm.unlock(mutex)
             if done is None:
-                _GETTERS_LOT.wake(self, 1)
+                if w[_GETTERS] > 0:
+                    _GETTERS_LOT.wake(self, 1)
                 return
         block(_PUT, self, payload, timeout)
 
@@ -610,15 +629,18 @@ class Queue(_Ring, Generic[T]):
             QueueClosed: the queue is closed and empty.
         """
         if not controlled():
-            self._enter()
+            mutex, w = self._mutex, self._w
+            result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
+            if result or self._gen != w[_GEN]:
+                self._enter_slow(result)
             try:
                 payload = self._try_get()
             finally:
-                self._leave()
+                _shm.unlock(mutex)
             if payload is not NOT_READY:
-                _PUTTERS_LOT.wake(self, 1)
+                if w[_PUTTERS] > 0:
+                    _PUTTERS_LOT.wake(self, 1)
                 return _loads(payload)  # type: ignore[no-any-return]
-            w = self._w
             until = _perf() + _SPIN
             while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
                 os.sched_yield()  # poll briefly before sleeping (see _SPIN)
@@ -1084,7 +1106,9 @@ class Value(_Shared, Generic[T]):
         payload = _dumps(initial, "initial value")
         super().__init__()
         self._attached()
-        _Shared._enter(self)  # no data generation to remap to yet
+        result = _shm.trylock(self._mutex)  # _enter() without a remap: no data yet
+        if result:
+            self._lock_slow(result)
         try:
             self._data = self._new_slots(0, max(4096, 2 * len(payload)))
             self._remap()
@@ -1113,11 +1137,6 @@ class Value(_Shared, Generic[T]):
         self._gen = gen
         if self._released():
             _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
-
-    def _enter(self) -> None:
-        super()._enter()
-        if self._gen != self._w[_GEN]:
-            self._remap()
 
     def _read(self) -> bytes:
         meta = self._hd[0]
