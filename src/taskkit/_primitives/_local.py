@@ -489,7 +489,7 @@ class _LockLot(ParkingLot):
             return TIMED_OUT, None
         waiter: Future[Any] = Future()
         with self.mutex:
-            self.waiters.append(waiter)
+            self.append(waiter)
         if type(obj) is ThreadLock:
             obj.__class__ = Lock  # type: ignore[assignment]  # release() now hands it over
         if _sem_acquire(obj, False):  # released before we were in line
@@ -669,6 +669,15 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
 # --------------------------------------------------------------------------- event
 
 
+class _EventLot(ParkingLot):
+    """An event's lot: reading the flag needs no mutex (a set flag is never taken)."""
+
+    __slots__ = ()
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        return w.attempt(obj, arg)
+
+
 class Event(_InProcess):
     """A flag tasks can wait for: ``set()`` wakes every ``wait()`` and ``await_()``."""
 
@@ -679,7 +688,7 @@ class Event(_InProcess):
     def __init__(self) -> None:
         self._flag = False
         self._mutex = _thread.allocate_lock()
-        self._waiters = ParkingLot(self._mutex, _refuse_serial if self._serial else _refuse)
+        self._waiters = _EventLot(self._mutex, _refuse_serial if self._serial else _refuse)
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""

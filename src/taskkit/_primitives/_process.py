@@ -69,6 +69,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from .. import _control
 from .._errors import QueueClosed, SerializationError, UsageError
 from .._future import Future
 from . import _shm
@@ -371,34 +372,78 @@ class _Ring(_Shared):
         if self._released():
             _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
-    def _append(self, payload: bytes) -> bool:
-        """Append one record; False if the ring must grow first (see ``_grow``)."""
+    # -- the state functions (see _waiting): put and take one record ---------------------
+
+    def _try_put(self, payload: bytes) -> Any:
+        """Append a record if there is room: None; ``NOT_READY`` if the queue is full;
+        ``AGAIN`` if the ring must grow first (``_grow`` runs without the mutex)."""
+        w = self._w
+        if w[_CLOSED]:
+            raise QueueClosed(f"put() on a closed queue {self!r}")
+        maxsize = w[_MAXSIZE]
+        if maxsize and w[_COUNT] >= maxsize:
+            return NOT_READY
+        if w[_GROWING]:
+            return AGAIN  # a grower is copying the records: they must not move
         ring, cap = self._ring, self._cap
         state = self._hd[0]
         head, tail = state & 0xFFFFFFFF, state >> 32
         need = 4 + len(payload)
-        if self._w[_GROWING]:
-            return False  # a grower is copying the records: they must not move
         if tail >= head and cap - tail >= need and (tail + need != cap or head != 0):
             at = tail
         elif tail >= head and need < head:
-            self._w[_WRAPPED_AT] = tail  # read only while wrapped, i.e. after the commit
+            w[_WRAPPED_AT] = tail  # read only while wrapped, i.e. after the commit
             if cap - tail >= 4:
                 _u32.pack_into(ring, _RING_START + tail, _WRAP)
             at = 0
         elif tail < head and tail + need < head:
             at = tail
         else:
-            return False
+            return AGAIN
         start = _RING_START + at
         _u32.pack_into(ring, start, len(payload))
         ring[start + 4 : start + need] = payload
         end = at + need
         if end == cap:
-            self._w[_WRAPPED_AT] = cap
+            w[_WRAPPED_AT] = cap
             end = 0
         self._hd[0] = head | (end << 32)  # the commit: one store
-        return True
+        w[_COUNT] += 1
+        w[_PUTS] += 1
+        if w[_GETTERS] > 0:
+            _GETTERS_LOT.bump(self)
+        return None
+
+    def _try_get(self, _: object = None) -> Any:
+        """Take the first record's bytes; ``NOT_READY`` if there is none."""
+        w = self._w
+        if w[_COUNT] <= 0:
+            if w[_CLOSED]:
+                raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+            return NOT_READY
+        ring, cap = self._ring, self._cap
+        state = self._hd[0]
+        head, tail = state & 0xFFFFFFFF, state >> 32
+        if cap - head < 4:
+            head = 0
+        (length,) = _u32.unpack_from(ring, _RING_START + head)
+        if length == _WRAP:
+            head = 0
+            (length,) = _u32.unpack_from(ring, _RING_START + head)
+        start = _RING_START + head + 4
+        payload = ring[start : start + length]
+        if w[_COUNT] <= 1:
+            self._hd[0] = 0  # now empty: start again at offset 0 (the commit)
+        else:
+            head += 4 + length
+            if head == cap:
+                head = 0
+            self._hd[0] = head | (tail << 32)  # the commit
+        w[_COUNT] -= 1
+        w[_GETS] += 1
+        if w[_PUTTERS] > 0:
+            _PUTTERS_LOT.bump(self)
+        return payload
 
     def _records(self) -> list[bytes]:
         """Every queued record, oldest first (for growing and repairing)."""
@@ -463,7 +508,7 @@ class _Ring(_Shared):
             _shm.mutex_unlock(self._meta)
 
     def _has_space(self, head: int, tail: int, need: int) -> bool:
-        """The tests of ``_append``: is there room for ``need`` bytes now?"""
+        """The tests of ``_try_put``: is there room for ``need`` bytes now?"""
         cap = self._cap
         if tail >= head:
             return (cap - tail >= need and (tail + need != cap or head != 0)) or need < head
@@ -500,27 +545,6 @@ class _Ring(_Shared):
         self._remap()
         _shm.unlink(old)  # superseded; processes that still map it remap on their next call
 
-    def _pop(self) -> bytes:
-        ring, cap = self._ring, self._cap
-        state = self._hd[0]
-        head, tail = state & 0xFFFFFFFF, state >> 32
-        if cap - head < 4:
-            head = 0
-        (length,) = _u32.unpack_from(ring, _RING_START + head)
-        if length == _WRAP:
-            head = 0
-            (length,) = _u32.unpack_from(ring, _RING_START + head)
-        start = _RING_START + head + 4
-        payload = ring[start : start + length]
-        if self._w[_COUNT] <= 1:
-            self._hd[0] = 0  # now empty: start again at offset 0 (the commit)
-        else:
-            head += 4 + length
-            if head == cap:
-                head = 0
-            self._hd[0] = head | (tail << 32)  # the commit
-        return payload
-
     def _repair(self) -> None:
         if self._gen != self._w[_GEN]:
             self._remap()
@@ -546,38 +570,7 @@ class Queue(_Ring, Generic[T]):
         self._attached()
         self._remap()
 
-    # -- the state (call under the mutex) ----------------------------------------------
-
-    def _try_put(self, payload: bytes) -> Any:
-        """Append if there is room: None; ``NOT_READY`` if full; ``AGAIN`` if the ring
-        must grow first (``_grow`` runs without the mutex, then this again)."""
-        w = self._w
-        if w[_CLOSED]:
-            raise QueueClosed(f"put() on a closed queue {self!r}")
-        maxsize = w[_MAXSIZE]
-        if maxsize and w[_COUNT] >= maxsize:
-            return NOT_READY
-        if not self._append(payload):
-            return AGAIN
-        w[_COUNT] += 1
-        w[_PUTS] += 1
-        if w[_GETTERS] > 0:
-            _GETTERS_LOT.bump(self)
-        return None
-
-    def _try_get(self, _: object = None) -> Any:
-        """Take the first record's bytes; ``NOT_READY`` if there is none."""
-        w = self._w
-        if w[_COUNT] > 0:
-            payload = self._pop()
-            w[_COUNT] -= 1
-            w[_GETS] += 1
-            if w[_PUTTERS] > 0:
-                _PUTTERS_LOT.bump(self)
-            return payload
-        if w[_CLOSED]:
-            raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-        return NOT_READY
+    # -- what the wait descriptions add to the ring's state functions ------------------
 
     def _grow_for(self, payload: bytes) -> None:
         self._grow(4 + len(payload))
@@ -606,7 +599,7 @@ class Queue(_Ring, Generic[T]):
             SerializationError: ``item`` cannot be pickled.
         """
         payload = _dumps(item, "queue item")
-        if not controlled():
+        if _control.hook is None or not controlled():  # one global read on the hot path
             mutex, w = self._mutex, self._w
             result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
             if result or self._gen != w[_GEN]:
@@ -628,7 +621,7 @@ class Queue(_Ring, Generic[T]):
             queue.Empty: no item came within ``timeout`` seconds.
             QueueClosed: the queue is closed and empty.
         """
-        if not controlled():
+        if _control.hook is None or not controlled():  # one global read on the hot path
             mutex, w = self._mutex, self._w
             result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
             if result or self._gen != w[_GEN]:
@@ -840,7 +833,7 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread already holds it (waiting would never end).
         """
-        if controlled():
+        if _control.hook is not None and controlled():  # one global read on the hot path
             return block(_LOCK, self, None, timeout)
         result = _shm.trylock(self._mutex)
         if result == 0:
@@ -889,7 +882,8 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread does not hold it.
         """
-        switch("lock.release", self)
+        if _control.hook is not None:  # one global read on the hot path
+            switch("lock.release", self)
         w = self._w
         holder = w[_HOLDER]
         w[_HOLDER] = 0

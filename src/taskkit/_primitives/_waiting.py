@@ -258,8 +258,11 @@ def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
     h = _control.hook
     if h is not None and h.controls_caller():
         return _controlled(h, w, obj, arg, timeout)
-    deadline = check_timeout(timeout)
     lot = w.lot(obj)
+    result = lot.attempt(w, obj, arg)  # the fast path: no deadline, no parking
+    if result is not NOT_READY and result is not AGAIN:
+        return result  # type: ignore[no-any-return]
+    deadline = check_timeout(timeout)
     while True:
         result, ticket = lot.park(w, obj, arg, deadline, True)
         if ticket is None:
@@ -296,31 +299,26 @@ async def ablock(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
 # ------------------------------------------------------------------ one process
 
 
-class ParkingLot:
+class ParkingLot(deque[Any]):
     """Where callers of an in-process primitive wait, longest first: threads and coroutines.
 
     A thread parks on a ``_thread`` lock acquired when it enrolled (``unpark`` releases
     it); a coroutine, on asyncio or on taskkit's coroutine scheduler, awaits a
     ``taskkit.Future`` (``unpark`` sets it to True, a timeout to False).  Both sit in one
-    FIFO, so a release wakes the longest waiter whatever kind it is.  ``mutex`` is the
-    primitive's own, shared by its lots; ``refuse(w, obj)`` may veto a thread's wait
-    (the serial backend, the coroutine scheduler's thread) by raising.
+    FIFO (the lot is that deque: ``if lot:`` and ``len(lot)`` cost no Python call), so
+    a release wakes the longest waiter whatever kind it is.  ``mutex`` is the
+    primitive's own, shared by its lots; ``refuse(w, obj, deadline)`` may veto a
+    thread's wait (the serial backend, the coroutine scheduler's thread) by raising.
     """
 
-    __slots__ = ("mutex", "refuse", "waiters")
+    __slots__ = ("mutex", "refuse")
 
     def __init__(
         self, mutex: Any, refuse: Callable[[Wait[Any], Any, float | None], None] | None = None
     ) -> None:
+        super().__init__()
         self.mutex = mutex
         self.refuse = refuse
-        self.waiters: deque[Any] = deque()
-
-    def __len__(self) -> int:
-        return len(self.waiters)
-
-    def __bool__(self) -> bool:
-        return bool(self.waiters)
 
     # -- what the driver calls --------------------------------------------------------
 
@@ -344,7 +342,7 @@ class ParkingLot:
                 waiter: Any = thread_waiter()
             else:
                 waiter = Future()
-            self.waiters.append(waiter)
+            self.append(waiter)
         return NOT_READY, waiter
 
     def sleep(self, obj: Any, waiter: Any, deadline: float | None) -> bool:
@@ -353,7 +351,7 @@ class ParkingLot:
         if waiter.acquire(True, -1 if left is None else left):
             return True
         with self.mutex:
-            _discard(self.waiters, waiter)  # not there if woken just as it timed out
+            _discard(self, waiter)  # not there if woken just as it timed out
         return False
 
     async def asleep(
@@ -366,7 +364,7 @@ class ParkingLot:
             # Cancelled.  What a release or put already gave this task is passed on, or
             # the next waiter would sleep although the primitive is ready for it.
             with self.mutex:
-                handed = _withdraw(self.waiters, waiter)
+                handed = _withdraw(self, waiter)
                 if handed is True and w.ready(obj):
                     self.unpark()
             if type(handed) is tuple and w.give_back is not None:
@@ -378,7 +376,7 @@ class ParkingLot:
             # every waiter: this task, running on, would otherwise keep the waker from
             # the GIL, and the others would wake late.
             with self.mutex:
-                _discard(self.waiters, waiter)
+                _discard(self, waiter)
         return woke
 
     def limit(self, deadline: float | None) -> float | None:
@@ -389,7 +387,7 @@ class ParkingLot:
 
     def unpark(self) -> None:
         """Wake the longest-waiting waiter that can still be woken."""
-        waiters = self.waiters
+        waiters = self
         while waiters:
             waiter = waiters.popleft()
             if type(waiter) is _thread.LockType:
@@ -401,7 +399,7 @@ class ParkingLot:
 
     def unpark_all(self) -> None:
         """Wake every waiter."""
-        waiters = self.waiters
+        waiters = self
         while waiters:
             waiter = waiters.popleft()
             if type(waiter) is _thread.LockType:
@@ -418,7 +416,7 @@ class ParkingLot:
         if the line is empty or a thread is first in it: a thread cannot be handed
         anything, so the caller frees it and wakes that thread, which takes it itself.
         """
-        waiters = self.waiters
+        waiters = self
         while waiters:
             waiter = waiters[0]
             if type(waiter) is _thread.LockType:
@@ -431,7 +429,7 @@ class ParkingLot:
 
     def discard(self, waiter: object) -> None:
         """Take ``waiter`` out of the line if it is still there (under the mutex)."""
-        _discard(self.waiters, waiter)
+        _discard(self, waiter)
 
 
 def _discard(waiters: deque[Any], waiter: object) -> None:
@@ -545,12 +543,23 @@ class FutexLot:
 
 class FlagLot(FutexLot):
     """A futex word that is itself the state (an event's flag, set without the mutex):
-    a sleeper sleeps while it is 0, so a set between the attempt and the sleep is seen."""
+    reading it needs no mutex, and a sleeper sleeps while it is 0, so a set between
+    the attempt and the sleep is seen."""
 
     __slots__ = ()
 
-    def seen(self, obj: Any) -> int:
-        return 0
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        return w.attempt(obj, arg)
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        result = w.attempt(obj, arg)
+        if result is not NOT_READY:
+            return result, None
+        if deadline is not None and time.monotonic() >= deadline:
+            return TIMED_OUT, None
+        return NOT_READY, 0
 
 
 #: How long a helper thread sleeps on a word for a coroutine before it looks again.
