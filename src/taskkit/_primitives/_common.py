@@ -18,7 +18,6 @@ import _thread
 import time
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Union
 
 from .._future import Future
@@ -61,23 +60,13 @@ class AcquireContext:
     def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
-    async def __aenter__(self) -> None:
-        await self.aacquire()
+    async def __aenter__(self) -> bool:
+        return await self.aacquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
 

@@ -53,8 +53,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
 from .._coroutine._scheduler import _here
@@ -127,12 +125,7 @@ class _ShimSemLock:
     def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -435,24 +428,13 @@ class Queue(_InProcess, Generic[T]):
 
 
 _PUT: Wait[None] = Wait(
-    "put() on",
-    "put() on a full",
-    "await q.aput(item)",
-    attempt=Queue._try_put,
-    ready=Queue._has_room,
-    lot=attrgetter("_putters"),
-    timed_out=queue.Full,
+    "put() on", Queue._try_put, Queue._has_room, "_putters", timed_out=queue.Full
 )
+_PUT.stuck, _PUT.twin = "put() on a full", "await q.aput(item)"
 _GET: Wait[Any] = Wait(
-    "get() on",
-    "get() on an empty",
-    "await q.aget()",
-    attempt=Queue._try_get,
-    ready=Queue._has_item,
-    lot=attrgetter("_getters"),
-    timed_out=queue.Empty,
-    give_back=Queue._give_back,
+    "get() on", Queue._try_get, Queue._has_item, "_getters", timed_out=queue.Empty
 )
+_GET.stuck, _GET.twin, _GET.give_back = "get() on an empty", "await q.aget()", Queue._give_back
 
 
 class SerialQueue(Queue[T]):
@@ -592,15 +574,9 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         return f"<taskkit Lock {'locked' if self._is_zero() else 'unlocked'}>"
 
 
+# Threads block on the SemLock itself: only coroutines and controlled tasks use this.
 _LOCK: Wait[bool] = Wait(
-    "acquire() of",
-    "acquire() of a held",
-    "async with lock",
-    attempt=Lock._try,
-    ready=Lock._free,
-    lot=attrgetter("_waiters"),
-    timed_out=False,
-    give_back=Lock._give_back,
+    "acquire() of", Lock._try, Lock._free, "_waiters", give_back=Lock._give_back
 )
 
 
@@ -730,17 +706,8 @@ class Event(_InProcess):
         return f"<taskkit Event {'set' if self._flag else 'clear'}>"
 
 
-_WAIT: Wait[bool] = Wait(
-    "wait() on",
-    "wait() on a clear",
-    "await event.await_()",
-    attempt=Event._try,
-    ready=Event._is_set,
-    lot=attrgetter("_waiters"),
-    timed_out=False,
-    once=True,
-    aname="await_() on",
-)
+_WAIT: Wait[bool] = Wait("wait() on", Event._try, Event._is_set, "_waiters", once=True)
+_WAIT.aname, _WAIT.stuck, _WAIT.twin = "await_() on", "wait() on a clear", "await event.await_()"
 
 
 class SerialEvent(Event):
@@ -821,16 +788,8 @@ class Semaphore(_InProcess, AcquireContext):
         return f"<taskkit Semaphore value={self._value}>"
 
 
-_ACQUIRE: Wait[bool] = Wait(
-    "acquire() of",
-    "acquire() of",
-    "await semaphore.aacquire()",
-    attempt=Semaphore._try,
-    ready=Semaphore._free,
-    lot=attrgetter("_waiters"),
-    timed_out=False,
-    give_back=Semaphore._give_back,
-)
+_ACQUIRE: Wait[bool] = Wait("acquire() of", Semaphore._try, Semaphore._free, "_waiters")
+_ACQUIRE.twin, _ACQUIRE.give_back = "await semaphore.aacquire()", Semaphore._give_back
 
 
 class SerialSemaphore(Semaphore):

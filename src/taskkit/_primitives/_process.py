@@ -85,7 +85,6 @@ from ._common import (
 from ._waiting import (
     AGAIN,
     NOT_READY,
-    TIMED_OUT,
     FlagLot,
     FutexLot,
     Wait,
@@ -744,26 +743,13 @@ class Queue(_Ring, Generic[T]):
 _GETTERS_LOT = FutexLot(_NOT_EMPTY, _GETTERS)
 _PUTTERS_LOT = FutexLot(_NOT_FULL, _PUTTERS)
 _PUT: Wait[None] = Wait(
-    "put() on",
-    "put() on a full",
-    "await q.aput(item)",
-    attempt=Queue._try_put,
-    ready=Queue._has_room,
-    lot=lambda q: _PUTTERS_LOT,
-    timed_out=queue.Full,
-    unblock=Queue._grow_for,
-    after=Queue._wake_getter,
+    "put() on", Queue._try_put, Queue._has_room, _PUTTERS_LOT, timed_out=queue.Full
 )
+_PUT.unblock, _PUT.after = Queue._grow_for, Queue._wake_getter
 _GET: Wait[Any] = Wait(
-    "get() on",
-    "get() on an empty",
-    "await q.aget()",
-    attempt=Queue._try_get,
-    ready=Queue._has_item,
-    lot=lambda q: _GETTERS_LOT,
-    timed_out=queue.Empty,
-    after=Queue._wake_putter,
+    "get() on", Queue._try_get, Queue._has_item, _GETTERS_LOT, timed_out=queue.Empty
 )
+_GET.after = Queue._wake_putter
 
 
 # --------------------------------------------------------------------------- lock
@@ -773,28 +759,20 @@ class _LockLot(FutexLot):
     """Where coroutines wait for a process lock (threads block in the mutex itself).
 
     The lock's state is its robust mutex, taken without any other mutex, so a
-    coroutine counts itself (under the lock's second mutex) and tries once more
-    before it sleeps on word 0, which ``release`` bumps when someone waits.
+    coroutine counts itself (under the lock's second mutex), reads word 0 and tries
+    once more before it sleeps on the word, which ``release`` bumps when someone waits.
     """
 
     __slots__ = ()
+    locked = False
 
-    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
-        return w.attempt(obj, arg)
-
-    def park(
-        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
-    ) -> tuple[Any, Any]:
-        seen = obj._f[0]
-        if obj._try() is not NOT_READY:
-            return True, None
-        if deadline is not None and time.monotonic() >= deadline:
-            return TIMED_OUT, None
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
         obj._count_waiter(1)
-        if obj._try() is not NOT_READY:  # released before we were counted
+        seen = int(obj._f[0])
+        result = w.attempt(obj, arg)  # released before we were counted?
+        if result is not NOT_READY:
             obj._count_waiter(-1)
-            return True, None
-        return NOT_READY, seen
+        return result, seen
 
     def leave_line(self, obj: Any) -> None:
         obj._count_waiter(-1)
@@ -935,15 +913,7 @@ class Lock(AcquireContext, _Shared):
 
 
 _LOCK_LOT = _LockLot(0, _WAITERS)
-_LOCK: Wait[bool] = Wait(
-    "acquire() of",
-    "acquire() of a held",
-    "async with lock",
-    attempt=Lock._try,
-    ready=Lock._free,
-    lot=lambda lock: _LOCK_LOT,
-    timed_out=False,
-)
+_LOCK: Wait[bool] = Wait("acquire() of", Lock._try, Lock._free, _LOCK_LOT)
 
 
 # --------------------------------------------------------------------------- event
@@ -994,16 +964,7 @@ class Event(_Shared):
 
 
 _EVENT_LOT = FlagLot(0, None)
-_WAIT: Wait[bool] = Wait(
-    "wait() on",
-    "wait() on a clear",
-    "await event.await_()",
-    attempt=Event._try,
-    ready=Event._is_set,
-    lot=lambda event: _EVENT_LOT,
-    timed_out=False,
-    aname="await_() on",
-)
+_WAIT: Wait[bool] = Wait("wait() on", Event._try, Event._is_set, _EVENT_LOT, aname="await_() on")
 
 
 # ----------------------------------------------------------------------- semaphore
@@ -1071,15 +1032,7 @@ class Semaphore(AcquireContext, _Shared):
 
 
 _SEMAPHORE_LOT = FutexLot(0, _WAITERS)
-_ACQUIRE: Wait[bool] = Wait(
-    "acquire() of",
-    "acquire() of",
-    "await semaphore.aacquire()",
-    attempt=Semaphore._try,
-    ready=Semaphore._free,
-    lot=lambda semaphore: _SEMAPHORE_LOT,
-    timed_out=False,
-)
+_ACQUIRE: Wait[bool] = Wait("acquire() of", Semaphore._try, Semaphore._free, _SEMAPHORE_LOT)
 
 
 # --------------------------------------------------------------------------- value

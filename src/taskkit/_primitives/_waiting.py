@@ -40,7 +40,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, Generic, TypeVar
+from operator import attrgetter
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from .. import _control
 from .._future import Future
@@ -93,22 +94,23 @@ class Wait(Generic[R]):
     """One operation that may have to wait, described once for both faces.
 
     Args:
-        name: how a wait is named in ``Deadlock`` reports (``"get() on"``).
-        stuck: how a wait that cannot be allowed is named (``"get() on an empty"``).
-        twin: the awaitable face to point a blocked coroutine-scheduler caller at.
+        name: how a wait is named in ``Deadlock`` reports (``"get() on"``); the
+            awaitable face's name is ``aname`` (default: ``"a" + name``).
         attempt: the state function ``attempt(obj, arg)``, run by the lot under the
             primitive's mutex: a result, ``NOT_READY`` or ``AGAIN``; it may raise
             (``QueueClosed``).
         ready: ``ready(obj)``, cheap and free of side effects: could ``attempt`` succeed now?
-        lot: ``lot(obj)``, the lot the caller parks in.
+        lot: the lot callers park in: the name of the primitive's attribute holding it,
+            or the lot itself.
         timed_out: what a timeout gives: an exception class to raise, or a value.
+        stuck, twin: how a thread's wait that cannot be allowed is named
+            (``"get() on an empty"``), and the awaitable face to use instead.
         once: one wake-up ends the wait (an event: woken means set, even if cleared since).
         give_back: ``give_back(obj, value)`` for a value handed to a coroutine that was
             cancelled before it could return it.
         unblock: ``unblock(obj, arg)``, run without the mutex when ``attempt`` said ``AGAIN``.
         after: ``after(obj)``, run without the mutex after a successful attempt (a futex
             wake that need not lengthen the critical section).
-        aname: the awaitable face's name in reports (default: ``"a" + name``).
     """
 
     __slots__ = (
@@ -129,23 +131,23 @@ class Wait(Generic[R]):
     def __init__(
         self,
         name: str,
-        stuck: str,
-        twin: str,
-        *,
         attempt: Callable[[Any, Any], Any],
         ready: Callable[[Any], bool],
-        lot: Callable[[Any], Any],
-        timed_out: object,
+        lot: str | Any,
+        *,
+        timed_out: object = False,
+        stuck: str | None = None,
+        twin: str = "",
         once: bool = False,
         give_back: Callable[[Any, Any], object] | None = None,
         unblock: Callable[[Any, Any], object] | None = None,
         after: Callable[[Any], object] | None = None,
         aname: str | None = None,
     ) -> None:
-        self.name, self.stuck, self.twin = name, stuck, twin
-        self.aname = aname or "a" + name
-        self.attempt, self.ready, self.lot = attempt, ready, lot
-        self.timed_out, self.once = timed_out, once
+        self.name, self.aname = name, aname or "a" + name
+        self.attempt, self.ready, self.timed_out, self.once = attempt, ready, timed_out, once
+        self.lot: Callable[[Any], Any] = attrgetter(lot) if isinstance(lot, str) else _fixed(lot)
+        self.stuck, self.twin = stuck or name, twin
         self.give_back, self.unblock, self.after = give_back, unblock, after
 
     def finish(self, result: Any) -> R:
@@ -156,6 +158,11 @@ class Wait(Generic[R]):
                 raise timed_out
             return timed_out  # type: ignore[return-value]
         return result  # type: ignore[no-any-return]
+
+
+def _fixed(lot: Any) -> Callable[[Any], Any]:
+    """The ``lot`` of a description whose primitives all share one (process lots)."""
+    return lambda obj: lot
 
 
 # ------------------------------------------------------------------ controlled runs
@@ -206,43 +213,6 @@ def hold_until(ready: Callable[[], bool], name: str, obj: object) -> bool:
     return True
 
 
-def _ready_of(w: Wait[Any], obj: object) -> Callable[[], bool]:
-    ready = w.ready
-    return lambda: ready(obj)
-
-
-def _controlled(h: Any, w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
-    """The controlled strategy: state the wait as a condition, never block for real."""
-    what = Waiting(w.name, obj)
-    ready = _ready_of(w, obj)
-    while True:
-        if not h.wait_until(ready, what, obj, timeout):
-            return w.finish(TIMED_OUT)
-        if w.once:
-            return w.finish(True)
-        result = attempt_now(w, obj, arg)
-        if result is not NOT_READY:
-            return w.finish(result)
-        # a thread outside the run took it first: wait again
-
-
-async def _acontrolled(h: Any, w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
-    """The awaitable twin of ``_controlled`` for coroutine tasks."""
-    what = Waiting(w.aname, obj)
-    ready = _ready_of(w, obj)
-    while True:
-        if not await h.await_until(ready, what, obj, timeout):
-            return w.finish(TIMED_OUT)
-        if w.once:
-            return w.finish(True)
-        result = attempt_now(w, obj, arg)
-        if result is not NOT_READY:
-            return w.finish(result)
-
-
-# ------------------------------------------------------------------ the driver
-
-
 def attempt_now(w: Wait[Any], obj: Any, arg: Any) -> Any:
     """Run ``w``'s attempt once, never waiting: a result or ``NOT_READY``."""
     lot = w.lot(obj)
@@ -253,47 +223,127 @@ def attempt_now(w: Wait[Any], obj: Any, arg: Any) -> Any:
         w.unblock(obj, arg)  # type: ignore[misc]
 
 
+# ------------------------------------------------------------------ the driver
+
+
 def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
     """The blocking face of ``w``: attempt, and park the calling thread until it succeeds."""
-    h = _control.hook
-    if h is not None and h.controls_caller():
-        return _controlled(h, w, obj, arg, timeout)
-    lot = w.lot(obj)
-    result = lot.attempt(w, obj, arg)  # the fast path: no deadline, no parking
-    if result is not NOT_READY and result is not AGAIN:
-        return result  # type: ignore[no-any-return]
-    deadline = check_timeout(timeout)
-    while True:
-        result, ticket = lot.park(w, obj, arg, deadline, True)
-        if ticket is None:
-            if result is AGAIN:
-                w.unblock(obj, arg)  # type: ignore[misc]
-                continue
-            return w.finish(result)
-        woke = lot.sleep(obj, ticket, deadline)
-        if w.once:
-            return w.finish(woke or w.ready(obj))
+    pending = _start(w, obj, arg, timeout, True)
+    while type(pending) is _Pending and pending.sleep():
+        pass
+    return pending.result if type(pending) is _Pending else pending  # type: ignore[no-any-return]
 
 
 async def ablock(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
-    """The awaitable face of ``w``: attempt, and park the calling coroutine until it succeeds."""
+    """The awaitable face of ``w``: the same wait, parking the calling coroutine."""
+    pending = _start(w, obj, arg, timeout, False)
+    while type(pending) is _Pending and await pending.asleep():
+        pass
+    return pending.result if type(pending) is _Pending else pending  # type: ignore[no-any-return]
+
+
+def _start(w: Wait[Any], obj: Any, arg: Any, timeout: float | None, thread: bool) -> Any:
+    """Attempt once (the fast path): the result, or a ``_Pending`` wait to sleep through."""
     h = _control.hook
     if h is not None and h.controls_caller():
-        return await _acontrolled(h, w, obj, arg, timeout)
-    deadline = check_timeout(timeout)
-    lot = w.lot(obj)
-    while True:
-        result, ticket = lot.park(w, obj, arg, deadline, False)
-        if ticket is None:
-            if result is AGAIN:
-                w.unblock(obj, arg)  # type: ignore[misc]
-                continue
-            return w.finish(result)
-        woke = await lot.asleep(w, obj, ticket, deadline)
+        return _Pending(w, obj, arg, timeout, thread, h)
+    result = w.lot(obj).attempt(w, obj, arg)
+    if result is NOT_READY or result is AGAIN:
+        return _Pending(w, obj, arg, timeout, thread, None)
+    return result
+
+
+class _Pending:
+    """One wait in progress, the same for both faces: what it sleeps on, or its result.
+
+    Two strategies: a task of a controlled run states its wait as a condition to the
+    run's scheduler (``_control.wait_until``: it never blocks for real); any other
+    caller parks in the primitive's lot and sleeps as the lot's kind and the face say.
+    ``sleep``/``asleep`` sleep once and return True while the caller must sleep again.
+    """
+
+    __slots__ = (
+        "arg",
+        "deadline",
+        "h",
+        "lot",
+        "obj",
+        "ready",
+        "result",
+        "thread",
+        "ticket",
+        "timeout",
+        "w",
+        "what",
+    )
+
+    def __init__(
+        self, w: Wait[Any], obj: Any, arg: Any, timeout: float | None, thread: bool, h: Any
+    ) -> None:
+        self.w, self.obj, self.arg, self.h = w, obj, arg, h
+        self.timeout, self.thread = timeout, thread
+        if h is not None:
+            ready = w.ready
+            self.ready = lambda: ready(obj)
+            self.what = Waiting(w.name if thread else w.aname, obj)
+        else:
+            self.lot = w.lot(obj)
+            self.deadline = check_timeout(timeout)
+            self.ticket: Any = None  # not parked yet
+
+    def park(self) -> bool:
+        """Attempt; if not ready, enroll in the lot: True while the caller must sleep."""
+        w, obj, arg = self.w, self.obj, self.arg
+        while True:
+            result, ticket = self.lot.park(w, obj, arg, self.deadline, self.thread)
+            if ticket is not None:
+                self.ticket = ticket
+                return True
+            if result is not AGAIN:
+                self.result = w.finish(result)
+                return False
+            w.unblock(obj, arg)  # type: ignore[misc]
+
+    def woke(self, woke: Any) -> bool:
+        """After one sleep that ended with ``woke``: True while the caller must sleep again."""
+        w = self.w
         if type(woke) is tuple:
-            return woke[0]  # type: ignore[no-any-return]  # handed over (see ParkingLot)
-        if w.once:
-            return w.finish(bool(woke) or w.ready(obj))
+            self.result = woke[0]  # handed over (see ParkingLot.hand_over)
+            return False
+        if self.h is None:
+            if w.once:
+                self.result = w.finish(bool(woke) or w.ready(self.obj))
+                return False
+            return self.park()
+        if not woke:
+            result = TIMED_OUT
+        elif w.once:
+            result = True
+        else:
+            result = attempt_now(w, self.obj, self.arg)
+            if result is NOT_READY:
+                return True  # a thread outside the run took it first: wait again
+        self.result = w.finish(result)
+        return False
+
+    def sleep(self) -> bool:
+        """Sleep once on a thread (a thread's wake-up carries nothing: it looks again)."""
+        if self.h is not None:
+            return self.woke(self.h.wait_until(self.ready, self.what, self.obj, self.timeout))
+        if self.ticket is None:
+            return self.park()
+        self.lot.sleep(self.obj, self.ticket, self.deadline)
+        return self.woke(False)
+
+    async def asleep(self) -> bool:
+        """Sleep once in a coroutine (its wake-up may carry what a release handed it)."""
+        if self.h is not None:
+            return self.woke(
+                await self.h.await_until(self.ready, self.what, self.obj, self.timeout)
+            )
+        if self.ticket is None:
+            return self.park()
+        return self.woke(await self.lot.asleep(self.w, self.obj, self.ticket, self.deadline))
 
 
 # ------------------------------------------------------------------ one process
@@ -399,13 +449,8 @@ class ParkingLot(deque[Any]):
 
     def unpark_all(self) -> None:
         """Wake every waiter."""
-        waiters = self
-        while waiters:
-            waiter = waiters.popleft()
-            if type(waiter) is _thread.LockType:
-                waiter.release()
-            else:
-                waiter._try_set_result(True)
+        while self:
+            self.unpark()
 
     def hand_over(self, gift: object) -> bool:
         """Give ``gift`` to the longest-waiting coroutine; its wait returns ``gift``.
@@ -470,15 +515,20 @@ class FutexLot:
 
     __slots__ = ("counter", "word")
 
+    #: Attempts run under the primitive's mutex (not where the word is the state itself).
+    locked: ClassVar[bool] = True
+
     def __init__(self, word: int, counter: int | None) -> None:
         self.word, self.counter = word, counter
 
     def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
-        obj._enter()
+        if self.locked:
+            obj._enter()
         try:
             result = w.attempt(obj, arg)
         finally:
-            obj._leave()
+            if self.locked:
+                obj._leave()
         if w.after is not None and result is not NOT_READY and result is not AGAIN:
             w.after(obj)
         return result
@@ -486,26 +536,30 @@ class FutexLot:
     def park(
         self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
     ) -> tuple[Any, Any]:
-        """Attempt; if not ready, count the caller and read the word, under the mutex."""
-        obj._enter()
+        """Attempt; if not ready, enroll the caller (``enroll``), under the mutex."""
+        if self.locked:
+            obj._enter()
         try:
             result = w.attempt(obj, arg)
             if result is NOT_READY:
                 if deadline is not None and time.monotonic() >= deadline:
                     result = TIMED_OUT
                 else:
-                    if self.counter is not None:
-                        obj._w[self.counter] += 1
-                    return NOT_READY, self.seen(obj)
+                    result, seen = self.enroll(w, obj, arg)
+                    if result is NOT_READY:
+                        return NOT_READY, seen
         finally:
-            obj._leave()
+            if self.locked:
+                obj._leave()
         if w.after is not None and result is not TIMED_OUT and result is not AGAIN:
             w.after(obj)
         return result, None
 
-    def seen(self, obj: Any) -> int:
-        """The word's value that a sleeper sleeps on (read under the mutex)."""
-        return int(obj._f[self.word])
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
+        """Count the caller as a sleeper; ``NOT_READY`` and the word's value to sleep on."""
+        if self.counter is not None:
+            obj._w[self.counter] += 1
+        return NOT_READY, int(obj._f[self.word])
 
     def sleep(self, obj: Any, seen: int, deadline: float | None) -> bool:
         """Block the calling thread until the word moves from ``seen``, or ``deadline``."""
@@ -547,18 +601,9 @@ class FlagLot(FutexLot):
     the attempt and the sleep is seen."""
 
     __slots__ = ()
+    locked = False
 
-    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
-        return w.attempt(obj, arg)
-
-    def park(
-        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
-    ) -> tuple[Any, Any]:
-        result = w.attempt(obj, arg)
-        if result is not NOT_READY:
-            return result, None
-        if deadline is not None and time.monotonic() >= deadline:
-            return TIMED_OUT, None
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
         return NOT_READY, 0
 
 
