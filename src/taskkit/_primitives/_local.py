@@ -67,6 +67,7 @@ from ._common import (
     ValueStatistics,
     check_timeout,
 )
+from ._faces import AcquireFaces, EventFaces
 from ._waiting import (
     NOT_READY,
     TIMED_OUT,
@@ -654,7 +655,7 @@ class _EventLot(ParkingLot):
         return w.attempt(obj, arg)
 
 
-class Event(_InProcess):
+class Event(EventFaces, _InProcess):
     """A flag tasks can wait for: ``set()`` wakes every ``wait()`` and ``await_()``."""
 
     __slots__ = ("__weakref__", "_flag", "_mutex", "_waiters")
@@ -689,14 +690,6 @@ class Event(_InProcess):
     def _try(self, _: object = None) -> Any:
         return True if self._flag else NOT_READY
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        return block(_WAIT, self, None, timeout)
-
-    async def await_(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``wait``."""
-        return await ablock(_WAIT, self, None, timeout)
-
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state."""
         observe("statistics", self)
@@ -706,8 +699,10 @@ class Event(_InProcess):
         return f"<taskkit Event {'set' if self._flag else 'clear'}>"
 
 
-_WAIT: Wait[bool] = Wait("wait() on", Event._try, Event._is_set, "_waiters", once=True)
-_WAIT.aname, _WAIT.stuck, _WAIT.twin = "await_() on", "wait() on a clear", "await event.await_()"
+Event._wait = Wait(
+    "wait() on", Event._try, Event._is_set, "_waiters", once=True, aname="await_() on"
+)
+Event._wait.stuck, Event._wait.twin = "wait() on a clear", "await event.await_()"
 
 
 class SerialEvent(Event):
@@ -720,7 +715,7 @@ class SerialEvent(Event):
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(_InProcess, AcquireContext):
+class Semaphore(_InProcess, AcquireFaces):
     """A counter of free units: ``acquire`` takes one (waiting if none), ``release`` returns one."""
 
     __slots__ = ("__weakref__", "_initial", "_mutex", "_value", "_waiters")
@@ -755,14 +750,6 @@ class Semaphore(_InProcess, AcquireContext):
         with self._mutex:
             self._give(1)  # handed a unit just as the coroutine was cancelled
 
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
-        return block(_ACQUIRE, self, None, timeout)
-
-    async def aacquire(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``acquire``."""
-        return await ablock(_ACQUIRE, self, None, timeout)
-
     def release(self, n: int = 1) -> None:
         """Return ``n`` units and wake as many waiters."""
         if n < 1:
@@ -788,8 +775,9 @@ class Semaphore(_InProcess, AcquireContext):
         return f"<taskkit Semaphore value={self._value}>"
 
 
-_ACQUIRE: Wait[bool] = Wait("acquire() of", Semaphore._try, Semaphore._free, "_waiters")
-_ACQUIRE.twin, _ACQUIRE.give_back = "await semaphore.aacquire()", Semaphore._give_back
+Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, "_waiters")
+Semaphore._acquire.twin = "await semaphore.aacquire()"
+Semaphore._acquire.give_back = Semaphore._give_back
 
 
 class SerialSemaphore(Semaphore):

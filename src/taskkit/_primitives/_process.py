@@ -82,6 +82,7 @@ from ._common import (
     ValueStatistics,
     check_timeout,
 )
+from ._faces import AcquireFaces, EventFaces
 from ._waiting import (
     AGAIN,
     NOT_READY,
@@ -919,7 +920,7 @@ _LOCK: Wait[bool] = Wait("acquire() of", Lock._try, Lock._free, _LOCK_LOT)
 # --------------------------------------------------------------------------- event
 
 
-class Event(_Shared):
+class Event(EventFaces, _Shared):
     """A flag shared by processes: ``set()`` wakes every ``wait()`` in every process."""
 
     _kind = "event"
@@ -946,14 +947,6 @@ class Event(_Shared):
     def _try(self, _: object = None) -> Any:
         return True if self._f[0] else NOT_READY
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        return block(_WAIT, self, None, timeout)
-
-    async def await_(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``wait``."""
-        return await ablock(_WAIT, self, None, timeout)
-
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state (waiters are not counted: -1)."""
         observe("statistics", self)
@@ -964,13 +957,13 @@ class Event(_Shared):
 
 
 _EVENT_LOT = FlagLot(0, None)
-_WAIT: Wait[bool] = Wait("wait() on", Event._try, Event._is_set, _EVENT_LOT, aname="await_() on")
+Event._wait = Wait("wait() on", Event._try, Event._is_set, _EVENT_LOT, aname="await_() on")
 
 
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(AcquireContext, _Shared):
+class Semaphore(AcquireFaces, _Shared):
     """A counter of free units shared by processes.
 
     A unit taken by a process that then dies is not returned (a semaphore has
@@ -993,14 +986,6 @@ class Semaphore(AcquireContext, _Shared):
             self._w[_VALUE] -= 1
             return True
         return NOT_READY
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
-        return block(_ACQUIRE, self, None, timeout)
-
-    async def aacquire(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``acquire``."""
-        return await ablock(_ACQUIRE, self, None, timeout)
 
     def release(self) -> None:
         """Return a unit and wake a waiter."""
@@ -1032,7 +1017,7 @@ class Semaphore(AcquireContext, _Shared):
 
 
 _SEMAPHORE_LOT = FutexLot(0, _WAITERS)
-_ACQUIRE: Wait[bool] = Wait("acquire() of", Semaphore._try, Semaphore._free, _SEMAPHORE_LOT)
+Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, _SEMAPHORE_LOT)
 
 
 # --------------------------------------------------------------------------- value
