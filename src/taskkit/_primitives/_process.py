@@ -313,8 +313,24 @@ class _Shared:
         elif result:
             raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
 
+    def _new_data(self, gen: int, size: int, capacity: int) -> _shm.Segment:
+        """Create data generation ``gen``: a ``[state: u64][capacity: u64]`` header,
+        then ``size`` bytes (a queue's ring, a value's two slots)."""
+        segment = self._create_data(gen, _RING_START + size)
+        header = memoryview(segment.buf)[:_RING_START].cast("Q")
+        header[0], header[1] = 0, capacity
+        header.release()
+        return segment
+
     def _remap(self) -> None:
-        """Map the current data generation (kinds with data)."""
+        """Map the current data generation (kinds with data; under the mutex)."""
+        gen = self._w[_GEN]
+        self._data = self._open_data(gen)
+        self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
+        self._cap = self._hd[1]
+        self._gen = gen
+        if self._released():
+            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
     def _leave(self) -> None:
         _shm.unlock(self._mutex)
@@ -351,26 +367,14 @@ class _Ring(_Shared):
     _has_data = True
 
     def _attached(self) -> None:
-        self._gen = -1
-        self._data: _shm.Segment | None = None
+        self._gen = -1  # nothing mapped yet: the next _enter() maps the ring
 
     def _new_ring(self, gen: int, capacity: int) -> _shm.Segment:
-        segment = self._create_data(gen, _RING_START + capacity)
-        header = memoryview(segment.buf)[:_RING_START].cast("Q")
-        header[0], header[1] = 0, capacity
-        header.release()
-        return segment
+        return self._new_data(gen, capacity, capacity)
 
     def _remap(self) -> None:
-        """Map the current ring generation (called under the mutex when it changed)."""
-        gen = self._w[_GEN]
-        self._data = self._open_data(gen)
+        super()._remap()
         self._ring = self._data.buf
-        self._hd = memoryview(self._ring)[:_RING_START].cast("Q")
-        self._cap = self._hd[1]
-        self._gen = gen
-        if self._released():
-            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
     # -- the state functions (see _waiting): put and take one record ---------------------
 
@@ -1055,20 +1059,7 @@ class Value(_Shared, Generic[T]):
         self._gen = -1
 
     def _new_slots(self, gen: int, capacity: int) -> _shm.Segment:
-        segment = self._create_data(gen, _RING_START + 2 * capacity)
-        header = memoryview(segment.buf)[:_RING_START].cast("Q")
-        header[0], header[1] = 0, capacity
-        header.release()
-        return segment
-
-    def _remap(self) -> None:
-        gen = self._w[_GEN]
-        self._data = self._open_data(gen)
-        self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
-        self._cap = self._hd[1]
-        self._gen = gen
-        if self._released():
-            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
+        return self._new_data(gen, 2 * capacity, capacity)
 
     def _read(self) -> bytes:
         meta = self._hd[0]
