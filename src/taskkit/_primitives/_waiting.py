@@ -45,8 +45,9 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from .. import _control
 from .._future import Future
+from .._timer import call_later
 from . import _shm
-from ._common import Waiting, await_waiter, check_timeout, remaining, thread_waiter
+from ._common import check_timeout, remaining
 
 __all__ = [
     "AGAIN",
@@ -163,6 +164,18 @@ class Wait(Generic[R]):
 def _fixed(lot: Any) -> Callable[[Any], Any]:
     """The ``lot`` of a description whose primitives all share one (process lots)."""
     return lambda obj: lot
+
+
+class Waiting:
+    """Names a wait for ``Deadlock`` reports; the primitive is described as it is then."""
+
+    __slots__ = ("obj", "text")
+
+    def __init__(self, text: str, obj: object) -> None:
+        self.text, self.obj = text, obj
+
+    def __str__(self) -> str:
+        return f"{self.text} {self.obj!r}"
 
 
 # ------------------------------------------------------------------ controlled runs
@@ -475,6 +488,33 @@ class ParkingLot(deque[Any]):
     def discard(self, waiter: object) -> None:
         """Take ``waiter`` out of the line if it is still there (under the mutex)."""
         _discard(self, waiter)
+
+
+def thread_waiter() -> _thread.LockType:
+    """A waiter for the calling thread: block with ``acquire(True, timeout)``."""
+    waiter = _thread.allocate_lock()
+    waiter.acquire()
+    return waiter
+
+
+async def await_waiter(waiter: Future[bool], deadline: float | None) -> bool:
+    """Wait for ``waiter`` to be woken; False if ``deadline`` passed first.
+
+    Works on asyncio and on taskkit's coroutine scheduler alike: both can await a
+    ``taskkit.Future`` that another thread completes.
+    """
+    timer = None
+    if deadline is not None:
+        timer = call_later(max(0.0, deadline - time.monotonic()), lambda: _expire(waiter))
+    try:
+        return await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _expire(waiter: Future[bool]) -> None:
+    waiter._try_set_result(False)
 
 
 def _discard(waiters: deque[Any], waiter: object) -> None:
