@@ -1,26 +1,29 @@
 """Primitives for tasks that share one process: serial, thread, coroutine and asyncio.
 
 Each primitive keeps its state behind one private ``_thread`` lock (the *mutex*,
-never held while anyone waits) and a FIFO of waiters (see ``_common``)::
+never held while anyone waits) and parks waiters in ``ParkingLot``s (``_waiting``).
+Its state functions (``_try_put``, ``_try_get``, ``_try``) run under the mutex and
+wake or hand over to waiters; each operation that can wait is one ``Wait``
+description, run by both faces::
 
-    put / release / set ──► mutex: change state ──► wake the first waiter
+    put / release / set ──► mutex: change state ──► lot.hand_over / unpark
                                                      ├─ thread:    release its lock
                                                      └─ coroutine: set its Future (any loop)
-    get / acquire / wait ─► mutex: state ready? ── yes ──► take it, return
-                                 └─ no: enqueue a waiter, drop the mutex, block or await, retry
+    get / aget ─► block / ablock(_GET) ─► mutex: _try_get ─ item? ─► return it
+                                               └─ no: park in _getters, sleep, retry
 
 The blocking faces work from any thread, the ``a``-prefixed twins from asyncio and
 from taskkit's coroutine scheduler, and both kinds of caller can wait on the same
 primitive at once.  A woken thread always re-checks the state, so a waiter that
 times out at the moment it is woken never loses the item or unit it was woken for.
 A coroutine first in line is not just woken but handed what was released or put
-(the lock stays held for it, the unit or item is its own: ``_hand_over``), so a task
-that comes later cannot take it first: the longest waiter gets it, as with
-``asyncio.Lock``.  One that is cancelled or times out just then passes it on.
+(the lock stays held for it, the unit or item is its own), so a task that comes later
+cannot take it first: the longest waiter gets it, as with ``asyncio.Lock``.  One that
+is cancelled or times out just then passes it on (``_give_back``).
 
 On the coroutine scheduler's own thread a blocking face never waits (a plain
-function task there holds the thread every other task needs): it raises
-``BlockingCallError`` naming its ``a``-prefixed twin.
+function task there holds the thread every other task needs): the lots' ``refuse``
+raises ``BlockingCallError`` naming the ``a``-prefixed twin.
 
 Speed.  ``Queue`` is a deque under one lock, cheaper than ``queue.Queue``'s
 three conditions.  ``ThreadLock`` is a C semaphore (``_multiprocessing.SemLock``,
@@ -31,16 +34,14 @@ The first time a coroutine waits for it, or when a ``taskkit.testing`` run must
 control it, the lock switches (``__class__`` assignment) to ``Lock``, whose methods
 also wake coroutines and report to the testing scheduler.
 
-Controlled runs.  When the caller is a task of a ``taskkit.testing`` run, every
-operation first calls ``taskkit._control`` (a switch point) and a blocking wait is
-stated as a condition (``wait_until``), so the scheduler sees it and can report a
-deadlock instead of hanging.
+Controlled runs.  Every operation first calls ``_waiting.switch`` (a switch point),
+and ``_waiting``'s controlled strategy states a blocking wait as a condition, so the
+scheduler sees it and can report a deadlock instead of hanging.
 
 The serial backend's primitives (``Serial*``) refuse to wait forever: every task
 runs in the caller, so a ``get`` on an empty queue with no timeout could never end;
 it raises ``Deadlock`` instead of hanging.
 """
-
 from __future__ import annotations
 
 import _thread

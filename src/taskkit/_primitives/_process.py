@@ -43,10 +43,23 @@ thread that acquires must release.
 Event: one futex word (the flag).  Semaphore and Value: a counter or a pickled
 value (two slots, so a write commits by one store) under the mutex.
 
+State and waiting.  Each kind's state functions (``_Ring._try_put``/``_try_get``,
+``Semaphore._try``, ``Lock._try``, ``Event._try``) run under the mutex and never
+wait; every operation that can wait is one ``Wait`` description over them, run by
+``_waiting``'s driver for the blocking face and its ``a``-prefixed twin alike.  Its
+callers park in a ``FutexLot``: a futex word plus a count of sleepers::
+
+    state function (mutex held) ─► changed what sleepers wait for, and some sleep?
+                                    └─► bump the word ── after unlock ─► futex_wake
+    get() finds no item ─► count itself, read the word (mutex held) ─► unlock
+                         ─► thread: futex_wait(word, seen)      ─┐
+                            coroutine: a helper thread waits   ─┴─► retry the attempt
+
 Async faces cannot sleep on a futex in the event loop's thread: a helper thread
-sleeps on the word (at most ``_ASYNC_SLICE`` seconds at a time) and completes a
-``taskkit.Future`` the coroutine awaits; the coroutine then retries the
-non-blocking operation itself, so a cancelled ``aget`` never takes an item.
+sleeps on the word (at most ``_waiting._ASYNC_SLICE`` seconds at a time) and
+completes a ``taskkit.Future`` the coroutine awaits; the coroutine then retries the
+non-blocking operation itself, so a cancelled ``aget`` never takes an item.  Items
+and values cross processes through ``_dumps``/``_loads`` only.
 
 Lifetime.  The creating process owns the names.  Its executor's ``shutdown()``
 unlinks them (mappings stay valid, so the parent may drain a queue afterwards);

@@ -1,36 +1,39 @@
 """How a caller of a primitive waits: one driver, and the strategies it sleeps with.
 
 A primitive is two parts.  Its *state* (a deque and counters under a ``_thread`` lock,
-or words in shared memory under a robust mutex) changes only in short state
-functions that never wait: try to take an item, try to take a unit.  *How a caller
-waits* when a state function answers "not yet" is written once, here, and chosen
-per call, in the spirit of trio's ``ParkingLot`` (``park``/``unpark``)::
+or words in shared memory under a robust mutex) changes only in short *state
+functions* that never wait: try to take an item, try to take a unit.  *How a caller
+waits* when a state function answers "not yet" is written once, here, in the spirit
+of trio's ``ParkingLot`` (``park``/``unpark``), and chosen per call::
 
-    q.get(timeout) ──┐                        Wait ``_GET`` (a class constant):
-    await q.aget() ──┴─► block / ablock ──►     attempt(q, arg) ─► result | NOT_READY | AGAIN
-                            │                   ready(q)        ─► could attempt succeed now?
-                            │                   lot(q)          ─► where its waiters park
-                            ├─ a task of a controlled run ─► Controlled: _control.wait_until(ready),
-                            │                                 then attempt (the only _control calls)
-                            └─ loop: lot.park: mutex ─ attempt ─ done? ─► return it
-                                                          └─ no: enroll a waiter, drop the mutex
-                                     then sleep, by the lot's kind and the caller's:
-                                       ParkingLot (one process)  thread: ``_thread`` lock acquire
-                                                                 coroutine: await a taskkit.Future
-                                       FutexLot (processes)      thread: futex_wait on a shared word
-                                                                 coroutine: a helper thread waits
+    q.get(timeout) ──► block ──┐                 Wait (one per operation, made once):
+    await q.aget() ──► ablock ─┤                   attempt(q, arg) ─► result | NOT_READY | AGAIN
+                               ▼                   ready(q)        ─► could attempt succeed now?
+                   _start: attempt once            lot             ─► where its callers park
+                     ├─ done ─────────────────────────────────────────► result
+                     └─ _Pending, one strategy:
+                          controlled run: _control.wait_until(ready) / await_until, attempt
+                          otherwise:      lot.park (mutex: attempt, else enroll) then sleep:
+                            ParkingLot (one process)   thread: acquire a ``_thread`` lock
+                                                       coroutine: await a taskkit.Future
+                            FutexLot (processes)       thread: futex_wait on a shared word
+                                                       coroutine: a helper thread waits on it
 
-``block`` (blocking faces) and ``ablock`` (``a``-prefixed faces) run the same
-description, so a primitive writes each operation once and gets both faces.  A lot
-may hand what it releases straight to a parked coroutine (``ParkingLot.hand_over``:
-the gift is the attempt's result, as ``(value,)``), and a coroutine cancelled just
-after it was handed one gives it back through the description's ``give_back``.
+``block`` (blocking faces) and ``ablock`` (``a``-prefixed faces) differ only in how
+``_Pending`` sleeps once, so a primitive describes each operation once and gets both
+faces.  A ``ParkingLot`` hands what is released straight to the longest-waiting
+coroutine (``hand_over``: its wait returns ``(value,)``), and one cancelled just after
+is handed something gives it back through the description's ``give_back``.
 
-Switch points of a controlled run (``taskkit._control``'s rules) also go through this
-module: ``switch`` before an operation others can observe, ``observe`` before a
-snapshot read.  Primitives never call ``_control`` themselves.
+What trio's lot has and this lacks: ``repark`` (moving waiters between lots).  What
+it adds: one lot serves threads and coroutines at once, and a lot of another kind
+(``FutexLot``) puts the same descriptions over shared memory.
+
+Controlled runs (``taskkit.testing``) talk to primitives only through this module:
+``_Pending``'s controlled strategy states each wait as a condition, and primitives
+call ``switch`` before an operation others can observe and ``observe`` before a
+snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._control``'s.
 """
-
 from __future__ import annotations
 
 import _thread
