@@ -42,6 +42,7 @@ The serial backend's primitives (``Serial*``) refuse to wait forever: every task
 runs in the caller, so a ``get`` on an empty queue with no timeout could never end;
 it raises ``Deadlock`` instead of hanging.
 """
+
 from __future__ import annotations
 
 import _thread

@@ -34,6 +34,7 @@ Controlled runs (``taskkit.testing``) talk to primitives only through this modul
 call ``switch`` before an operation others can observe and ``observe`` before a
 snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._control``'s.
 """
+
 from __future__ import annotations
 
 import _thread
