@@ -11,15 +11,25 @@ Every figure is the median time of one operation (lower is better):
   a consumer thread.  Peer: ``queue.Queue``.
 * thread lock: ``acquire()`` + ``release()`` and ``with lock:``.  Peer:
   ``threading.Lock``.
+* the process primitives' two shared-memory layers, futexes and robust mutexes
+  (Linux's default) against the portable one (files, fcntl locks, polled words;
+  macOS and the BSDs, or ``TASKKIT_PORTABLE_PRIMITIVES=1``), each in a child
+  interpreter: an uncontended lock, a lock two processes take in turn, a queue
+  round trip to a worker and back, and the one-way queue stream above.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import taskkit
@@ -108,6 +118,109 @@ def _queue_threads(q: Any, n: int) -> float:
         get()
     producer.join()
     return (time.perf_counter() - start) / n
+
+
+LAYER_LOCK_OPS = 50_000
+LAYER_CONTENDED_OPS = 10_000
+LAYER_ROUND_TRIPS = 3_000
+
+
+def _take_turns(lock: Any, n: int, ready: Any) -> None:
+    ready.release()
+    for _ in range(n):
+        with lock:
+            pass
+
+
+def _echo(inbox: Any, outbox: Any, n: int) -> None:
+    for _ in range(n):
+        outbox.put(inbox.get())
+
+
+def _contended_lock(ex: taskkit.Executor) -> float:
+    """Seconds per acquire + release while a worker loops on the same lock."""
+    lock, ready = ex.lock(), ex.semaphore(0)
+    worker = ex.submit(_take_turns, lock, LAYER_CONTENDED_OPS, ready)
+    ready.acquire()
+    start = time.perf_counter()
+    for _ in range(LAYER_CONTENDED_OPS):
+        with lock:
+            pass
+    worker.result()
+    return (time.perf_counter() - start) / (2 * LAYER_CONTENDED_OPS)
+
+
+def _round_trip(ex: taskkit.Executor) -> float:
+    """Seconds for one item to reach a waiting worker and come back."""
+    there, back = ex.queue(), ex.queue()
+    worker = ex.submit(_echo, there, back, LAYER_ROUND_TRIPS)
+    there.put(0)
+    back.get()  # the worker is running
+    start = time.perf_counter()
+    for i in range(1, LAYER_ROUND_TRIPS):
+        there.put(i)
+        back.get()
+    seconds = time.perf_counter() - start
+    worker.result()
+    return seconds / (LAYER_ROUND_TRIPS - 1)
+
+
+def layer_figures(repeats: int) -> dict[str, float]:
+    """The process primitives' figures on the layer this interpreter imported."""
+    from taskkit._primitives import _shm
+
+    with taskkit.open_executor("process", max_workers=1) as ex:
+        ex.submit(int).result()  # start the worker before timing
+        lock = ex.lock()
+        return {
+            "implementation": 1.0 if _shm.implementation == "portable" else 0.0,
+            "uncontended lock": _median(lambda: _lock_loop(lock, LAYER_LOCK_OPS), repeats),
+            "lock taken in turn": _median(lambda: _contended_lock(ex), repeats),
+            "queue round trip": _median(lambda: _round_trip(ex), repeats),
+            "queue stream": _median(lambda: _process_queue_taskkit(ex), repeats),
+        }
+
+
+def _layers(repeats: int) -> None:
+    """Time both layers, each in a child interpreter (the layer is chosen at import)."""
+    figures: dict[str, dict[str, float]] = {}
+    for layer, value in (("futex", "0"), ("portable", "1")):
+        env = {**os.environ, "TASKKIT_PORTABLE_PRIMITIVES": value}
+        code = (
+            "import json, sys\n"
+            "from benchmarks.bench_primitives import layer_figures\n"
+            "print(json.dumps(layer_figures(int(sys.argv[1]))))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(repeats)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        )
+        if done.returncode:
+            print(f"\n(the {layer} layer did not run: {done.stderr.strip().splitlines()[-1:]})")
+            continue
+        result = json.loads(done.stdout.splitlines()[-1])
+        if (result.pop("implementation") == 1.0) != (layer == "portable"):
+            print(f"\n(the {layer} layer is not available here: skipped)")
+            continue
+        figures[layer] = result
+    if not figures:
+        return
+    rows = []
+    for what in next(iter(figures.values())):
+        for layer in ("futex", "portable"):
+            if layer in figures:
+                rows.append(
+                    Row(
+                        f"{layer}: {what}",
+                        figures[layer][what],
+                        baseline=f"futex: {what}" if layer == "portable" else None,
+                    )
+                )
+    print_table("process primitives: futex layer vs portable layer", rows)
 
 
 def _median(fn: Callable[[], float], repeats: int) -> float:
@@ -224,3 +337,5 @@ def main(repeats: int) -> None:
             ),
         ]
         print_table("thread lock: uncontended", rows)
+
+    _layers(repeats)

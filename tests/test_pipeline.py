@@ -154,7 +154,7 @@ def test_tour_pipeline_ls_wc(tmp_path: Path) -> None:
 
 
 def test_tour_section_prints_what_it_ran(capsys: pytest.CaptureFixture[str]) -> None:
-    from taskkit._tour_pipeline import tour_section
+    from taskkit._tour.pipelines import tour_section
 
     tour_section()
     out = capsys.readouterr().out

@@ -35,7 +35,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from dataclasses import dataclass
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -43,9 +42,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 from typing_extensions import ParamSpec, Self
 
 from ._calls import ChunkResult, call, run_chunk
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout
 from ._future import Future, interruptible, next_task_number
 from ._map import MapMethods
+from ._progress import Progress, join_with_progress, wanted
 
 if TYPE_CHECKING:
     from ._map import MapRun, MapSpec
@@ -667,13 +668,19 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         with self._state_lock:
             self._closed = True
 
-    def join(self, timeout: float | None = None) -> bool:
+    def join(self, timeout: float | None = None, *, progress: Progress = False) -> bool:
         """Wait until every submitted task has finished; True unless ``timeout`` passed first.
+
+        ``progress`` shows a bar over the tasks unfinished at the call (needs
+        ``pip install "taskkit[progress]"``): ``True``, a label, a dict of ``tqdm``
+        options, or a bar of your own.  Tasks submitted while it waits join its total.
 
         Raises:
             BlockingCallError: work is unfinished and the caller is the thread of the
                 executor's own event loop, or one of its tasks: the wait could never end.
         """
+        if wanted(progress):
+            return join_with_progress(self, timeout, progress)
         if self._live and timeout != 0:
             self._refuse_to_wait("join()")
         deadline = None if timeout is None else time.monotonic() + timeout

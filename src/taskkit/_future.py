@@ -14,23 +14,27 @@ A taskkit future is a drop-in ``concurrent.futures.Future``, so
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import concurrent.futures
 import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures._base import (
+from typing import Any, Generic, TypeVar, overload
+
+from . import _control
+from ._compat import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
     PENDING,
     RUNNING,
+    RLock,
+    get_running_loop_or_none,
+    rlock_acquire_restore,
+    rlock_release_save,
 )
-from typing import Any, Generic, TypeVar, overload
-
-from . import _control
+from ._progress import Progress, check, counted, wanted
 
 __all__ = ["Future", "as_completed", "set_await_hook"]
 
@@ -117,7 +121,7 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         # the cost of a threading.Condition, and the lists come later.
         # Every concurrent.futures function only takes a future's ``_condition``; the
         # methods that also wait or notify on it are written here.
-        self._condition: Any = _thread.RLock()
+        self._condition: Any = RLock()
 
     # Read by concurrent.futures code, always with the condition held.
     @property
@@ -249,11 +253,11 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         help = self._help
         if help is not None:
             start = time.monotonic()
-            saved = self._condition._release_save()
+            saved = rlock_release_save(self._condition)
             try:
                 help(timeout)
             finally:
-                self._condition._acquire_restore(saved)
+                rlock_acquire_restore(self._condition, saved)
             # Looked at under the lock: settled by the help, or by another path while
             # the lock was released (then nobody would wake a sleeper).
             if self._state not in (PENDING, RUNNING):
@@ -375,7 +379,7 @@ def await_in_asyncio(future: concurrent.futures.Future[Any]) -> Generator[Any, N
         waiter = loop.create_future()
 
         def wake(_: object) -> None:
-            if asyncio._get_running_loop() is loop:
+            if get_running_loop_or_none() is loop:
                 _wake_waiter(waiter)
             else:
                 loop.call_soon_threadsafe(_wake_waiter, waiter)
@@ -396,18 +400,24 @@ def _wake_waiter(waiter: asyncio.Future[None]) -> None:
 
 @overload
 def as_completed(
-    futures: Iterable[Future[T]], timeout: float | None = None
+    futures: Iterable[Future[T]], timeout: float | None = None, *, progress: Progress = ...
 ) -> Iterator[Future[T]]: ...
 
 
 @overload
 def as_completed(
-    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+    futures: Iterable[concurrent.futures.Future[T]],
+    timeout: float | None = None,
+    *,
+    progress: Progress = ...,
 ) -> Iterator[concurrent.futures.Future[T]]: ...
 
 
 def as_completed(
-    futures: Iterable[concurrent.futures.Future[T]], timeout: float | None = None
+    futures: Iterable[concurrent.futures.Future[T]],
+    timeout: float | None = None,
+    *,
+    progress: Progress = False,
 ) -> Iterator[concurrent.futures.Future[T]]:
     """Yield each future once, as it finishes (or is cancelled).
 
@@ -415,5 +425,15 @@ def as_completed(
     once, and ``TimeoutError`` is raised if ``timeout`` seconds pass first.
     Given ``taskkit.Future[T]`` objects (what ``submit`` returns), it yields
     them, typed as such, so ``{ex.submit(fn, x): x ...}[fut]`` type-checks.
+
+    ``progress`` shows a bar that moves as each future is yielded (needs
+    ``pip install "taskkit[progress]"``): ``True``, a label, a dict of ``tqdm``
+    options, or a bar of your own.  It appears when iteration starts.
     """
-    return concurrent.futures.as_completed(futures, timeout=timeout)
+    if not wanted(progress):
+        return concurrent.futures.as_completed(futures, timeout=timeout)
+    check(progress)
+    distinct = set(futures)
+    return counted(
+        concurrent.futures.as_completed(distinct, timeout=timeout), progress, len(distinct), "task"
+    )

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 from ._calls import ChunkResult
 from ._errors import ExecutorClosed, TaskTimeout
 from ._future import Future
+from ._progress import Progress, acounted, check, counted, wanted
 
 if TYPE_CHECKING:
     from ._executor import Executor, TaskOptions
@@ -107,7 +108,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> Iterator[T]: ...
 
@@ -120,7 +121,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: bool,
     ) -> Iterator[T | BaseException]: ...
 
@@ -133,7 +134,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> Iterator[T]: ...
 
@@ -146,7 +147,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: bool,
     ) -> Iterator[T | BaseException]: ...
 
@@ -158,7 +159,7 @@ class MapMethods:
         window: int | None = None,
         chunksize: int | None = None,
         timeout: float | None = None,
-        progress: bool = False,
+        progress: Progress = False,
         return_exceptions: bool = False,
     ) -> Iterator[Any]:
         """Return an iterator of ``fn(*args)`` for args drawn from ``iterables`` in step.
@@ -184,7 +185,9 @@ class MapMethods:
                 With a per-call ``timeout``, each call is sent alone.
             timeout: seconds from this call after which waiting for the next
                 result raises ``TaskTimeout``.
-            progress: show a progress bar (needs ``pip install "taskkit[progress]"``).
+            progress: show a progress bar as results are handed out (needs
+                ``pip install "taskkit[progress]"``): ``True``, a label, a dict of
+                ``tqdm`` options, or a bar of your own (see "Observing taskkit").
             return_exceptions: yield a failing call's exception in its place and go
                 on, as ``asyncio.gather`` does, instead of raising it and stopping.
 
@@ -194,10 +197,14 @@ class MapMethods:
             Exception: a call's exception, when its result is reached (unless
                 ``return_exceptions``).
         """
+        if wanted(progress):
+            check(progress)  # before any call starts
         executor, options = self._map_target()
         spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
         results = executor._map(fn, iterables, spec)
-        return with_progress(results, iterables) if progress else results
+        if not wanted(progress):
+            return results
+        return counted(results, progress, _known_length(iterables))
 
     @overload
     def amap(
@@ -208,7 +215,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> AsyncIterator[T]: ...
 
@@ -221,7 +228,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: bool,
     ) -> AsyncIterator[T | BaseException]: ...
 
@@ -234,7 +241,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: Literal[False] = ...,
     ) -> AsyncIterator[T]: ...
 
@@ -247,7 +254,7 @@ class MapMethods:
         window: int | None = ...,
         chunksize: int | None = ...,
         timeout: float | None = ...,
-        progress: bool = ...,
+        progress: Progress = ...,
         return_exceptions: bool,
     ) -> AsyncIterator[T | BaseException]: ...
 
@@ -259,7 +266,7 @@ class MapMethods:
         window: int | None = None,
         chunksize: int | None = None,
         timeout: float | None = None,
-        progress: bool = False,
+        progress: Progress = False,
         return_exceptions: bool = False,
     ) -> AsyncIterator[Any]:
         """The async twin of ``map``, with the same arguments: ``async for y in ex.amap(fn, xs)``.
@@ -267,10 +274,14 @@ class MapMethods:
         Usable from asyncio code and from tasks on the coroutine backend;
         ``fn`` may be an ``async def`` function.
         """
+        if wanted(progress):
+            check(progress)
         executor, options = self._map_target()
         spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
         results = MapRun(executor, fn, iterables, spec).aiter()
-        return with_async_progress(results, iterables) if progress else results
+        if not wanted(progress):
+            return results
+        return acounted(results, progress, _known_length(iterables))
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -606,41 +617,3 @@ async def _settled(future: Future[Any]) -> None:
     except BaseException:
         if not future.done():
             raise
-
-
-def _progress_bar(iterables: tuple[Iterable[Any], ...]) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        raise ModuleNotFoundError(
-            'map(..., progress=True) needs tqdm: pip install "taskkit[progress]"', name="tqdm"
-        ) from None
-    return tqdm(total=_known_length(iterables), unit="call")
-
-
-def with_progress(results: Iterator[Any], iterables: tuple[Iterable[Any], ...]) -> Iterator[Any]:
-    """Wrap ``results`` in a tqdm progress bar (the ``progress`` extra)."""
-    bar = _progress_bar(iterables)
-    return _counted(results, bar)
-
-
-def _counted(results: Iterator[Any], bar: Any) -> Iterator[Any]:
-    with bar:
-        for value in results:
-            bar.update()
-            yield value
-
-
-def with_async_progress(
-    results: AsyncIterator[Any], iterables: tuple[Iterable[Any], ...]
-) -> AsyncIterator[Any]:
-    """``with_progress`` for ``amap``: the bar moves as each result is handed out."""
-    bar = _progress_bar(iterables)
-
-    async def counted() -> AsyncIterator[Any]:
-        with bar:
-            async for value in results:
-                bar.update()
-                yield value
-
-    return counted()

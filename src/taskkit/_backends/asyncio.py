@@ -27,23 +27,28 @@ A map chunk of an ``async def`` function runs its calls as concurrent tasks.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import collections
 import functools
 import inspect
 import threading
 import weakref
-from _thread import get_ident
-from asyncio import _get_running_loop
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures._base import RUNNING
+from threading import get_ident
 from types import FunctionType, TracebackType
 from typing import Any, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
+from .._compat import (
+    RUNNING,
+    RLock,
+    get_running_loop_or_none,
+    has_loop_thread_id,
+    loop_thread_id,
+    register_atexit,
+)
 from .._errors import ExecutorClosed
 from .._executor import (
     _NO_OPTIONS,
@@ -73,7 +78,7 @@ def _at_exit() -> None:
     shut_down_at_exit(_live_executors)
 
 
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+register_atexit(_at_exit)
 
 
 class _LoopDeadline(Deadline):
@@ -96,7 +101,7 @@ class _LoopDeadline(Deadline):
     def cancel(self) -> None:
         self.cancelled = True
         # TimerHandle.cancel is not thread-safe; off the loop, the timer fires as a no-op.
-        if asyncio._get_running_loop() is self.loop:
+        if get_running_loop_or_none() is self.loop:
             self.handle.cancel()
 
 
@@ -142,10 +147,10 @@ class AsyncioExecutor(Executor):
         self._done_hook = self._done
         self._thread: threading.Thread | None = None
         if loop is None and not uvloop:
-            loop = asyncio._get_running_loop()  # opened inside a running loop: use it
+            loop = get_running_loop_or_none()  # opened inside a running loop: use it
         if loop is not None:
             self._loop = loop
-            if asyncio._get_running_loop() is loop and _await_hooks.hook is None:
+            if get_running_loop_or_none() is loop and _await_hooks.hook is None:
                 set_await_hook(await_on_loop)  # this thread runs the loop: await futures fast
         else:
             self._loop = _new_loop(uvloop)
@@ -161,9 +166,7 @@ class AsyncioExecutor(Executor):
         self._loop_task = _loop_task_class(self)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.
-        self._loop_thread_known = isinstance(self._loop, asyncio.BaseEventLoop) and hasattr(
-            self._loop, "_thread_id"
-        )
+        self._loop_thread_known = has_loop_thread_id(self._loop)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -187,7 +190,7 @@ class AsyncioExecutor(Executor):
             loop.close()
 
     def _on_loop(self) -> bool:
-        return asyncio._get_running_loop() is self._loop
+        return get_running_loop_or_none() is self._loop
 
     # ------------------------------------------------------- executor hooks
 
@@ -224,9 +227,9 @@ class AsyncioExecutor(Executor):
         if not (
             self._start_at_once
             and (
-                get_ident() == loop._thread_id
+                get_ident() == loop_thread_id(loop)
                 if self._loop_thread_known
-                else _get_running_loop() is loop
+                else get_running_loop_or_none() is loop
             )
             and type(fn) is FunctionType
             and fn.__code__.co_flags & _CO_COROUTINE
@@ -255,7 +258,7 @@ class AsyncioExecutor(Executor):
         return task
 
     def _dispatch(self, task: _Task) -> None:
-        if asyncio._get_running_loop() is self._loop:  # submitted from a task on the loop
+        if get_running_loop_or_none() is self._loop:  # submitted from a task on the loop
             self._admission.admit(task)
             return
         self._incoming.append(task)
@@ -578,7 +581,7 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
         {
             "__module__": __name__,
             "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
-            "_condition": _thread.RLock(),
+            "_condition": RLock(),
             "_started": True,
             "_on_settled": executor._settle_hook,
             "_stop_running": executor._stop_hook,

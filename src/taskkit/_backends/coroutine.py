@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -34,6 +33,7 @@ from typing import Any, Literal, Protocol, TypeVar, final, overload
 from typing_extensions import ParamSpec
 
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
+from .._compat import register_atexit
 from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
 from .._errors import SchedulerStopped, UsageError
 from .._executor import (
@@ -63,7 +63,7 @@ def _at_exit() -> None:
     shut_down_at_exit(_live_executors)
 
 
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+register_atexit(_at_exit)
 
 
 class Spawned(Protocol[T_co]):

@@ -2,7 +2,7 @@
 
 Data flow::
 
-    submit ──► _Task ──► _dispatch: cloudpickle (fn, args, kwargs) once, _begin(task),
+    submit ──► _Task ──► _dispatch: (fn, args, kwargs) as pickled in submit, _begin(task),
                          client.submit(run_payload, payload, pure=False) ──► Dask future
                                                                                 │
     client IO loop: _watch awaits the Dask future (results are fetched concurrently)
@@ -41,13 +41,13 @@ from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-import cloudpickle
 import distributed as _distributed
 
+from .. import _serialize
 from .._calls import run_chunk
 from .._dask._cluster import Connection, connect
 from .._dask._remote import decode, run_payload, worker_keys
-from .._errors import ExecutorClosed, SerializationError, WorkerCrashed
+from .._errors import ExecutorClosed, WorkerCrashed
 from .._executor import Executor, _Task
 from .._timer import Deadline, call_later
 
@@ -177,7 +177,6 @@ class DaskExecutor(Executor):
         self._cancelling: set[asyncio.Future[Any]] = set()  # cancels run on the loop
         self._starts: dict[int, _Task] = {}
         self._tokens = itertools.count()
-        self._checked = threading.local()
         self._topic = f"taskkit-started-{uuid.uuid4().hex}"
         self._client.subscribe_topic(self._topic, self._started)
         self._outcomes: queue.SimpleQueue[_Outcome | None] = queue.SimpleQueue()
@@ -209,18 +208,10 @@ class DaskExecutor(Executor):
     ) -> None:
         # Pickle at submit, so an unpicklable argument is the caller's error
         # there; _dispatch reuses the bytes.
-        self._checked.last = (fn, args, kwargs, _pickle_call(fn, args, kwargs))
-
-    def _payload(self, task: _Task) -> bytes:
-        last = getattr(self._checked, "last", None)
-        if last is not None:
-            self._checked.last = None
-            if last[0] is task._fn and last[1] is task._args and last[2] is task._kwargs:
-                return last[3]  # type: ignore[no-any-return]
-        return _pickle_call(task._fn, task._args, task._kwargs)
+        _pickled.check(fn, args, kwargs)
 
     def _dispatch(self, task: _Task) -> None:
-        payload = self._payload(task)
+        payload = _pickled.take(task._fn, task._args, task._kwargs)
         if not self._begin(task):
             return
         token = next(self._tokens)
@@ -484,7 +475,7 @@ def _ship(module: ModuleType | str) -> None:
         import importlib
 
         module = importlib.import_module(module)
-    cloudpickle.register_pickle_by_value(module)
+    _serialize.ship_by_value(module)
 
 
 def _key(task: _Task) -> str:
@@ -497,33 +488,12 @@ def _key(task: _Task) -> str:
     return f"{prefix}{name}-{uuid.uuid4().hex}"
 
 
-def _pickle_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    try:
-        payload: bytes = cloudpickle.dumps((fn, args, kwargs))
-    except Exception as exc:
-        raise _unpicklable(fn, args, kwargs, exc) from exc
-    return payload
+def _encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    return _serialize.dumps_bytes((fn, args, kwargs))
 
 
-def _unpicklable(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
-) -> SerializationError:
-    """Name the part of a call that would not pickle."""
-    if fn is run_chunk:  # a map chunk: (user function, list of argument tuples)
-        fn, items = args[:2]
-        candidates = [("the function", fn)]
-        for index, item in enumerate(items):
-            candidates += [(f"argument {i + 1} of map item {index}", a) for i, a in enumerate(item)]
-    else:
-        candidates = [("the function", fn)]
-        candidates += [(f"argument {i + 1}", a) for i, a in enumerate(args)]
-        candidates += [(f"keyword {k!r}", v) for k, v in kwargs.items()]
-    for what, value in candidates:
-        try:
-            cloudpickle.dumps(value)
-        except Exception as inner:
-            return SerializationError(what, type(value).__name__, str(inner))
-    return SerializationError("the call", type(fn).__name__, str(exc))
+# The call pickled by the submit in progress on each thread, for its dispatch.
+_pickled = _serialize.PickledAtSubmit(_encode_call)
 
 
 backend_class = DaskExecutor

@@ -45,12 +45,13 @@ import sys
 import threading
 import time
 import weakref
-from asyncio import _get_running_loop as asyncio_running_loop
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures._base import PENDING, RUNNING
 from typing import Any, cast, final
 
+from .. import _serialize
 from .._calls import run_chunk
+from .._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
+from .._compat import get_running_loop_or_none as asyncio_running_loop
 from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
 from .._executor import Executor, _Task
 from .._future import Future, _await_hooks
@@ -210,15 +211,7 @@ def _at_exit() -> None:
             executor.shutdown(wait=True)
 
 
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
-
-
-class _LastPayload(threading.local):
-    # (fn, args, kwargs, payload) pickled by _check_arguments for the submit in progress.
-    value: tuple[Any, Any, Any, _wire.Payload] | None = None
-
-
-_last_payload = _LastPayload()
+register_atexit(_at_exit)
 
 
 @final
@@ -265,8 +258,9 @@ class ProcessExecutor(Executor):
         try:
             self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
         except Exception as exc:
-            raise SerializationError(
-                "initializer or initargs", type(initializer).__name__, _reason(exc)
+            parts = [("the initializer", initializer), ("initargs", initargs)]
+            raise _serialize.diagnose(
+                parts, exc, "initializer or initargs", type(initializer).__name__
             ) from exc
         self._start_method = start_method
         self._owner = os.getpid()
@@ -303,27 +297,13 @@ class ProcessExecutor(Executor):
     ) -> None:
         # Pickle now, once: a bad argument fails in the caller, and the bytes
         # are kept for sending (see _payload_for).
-        try:
-            payload = _wire.dumps(_wire_call(fn, args, kwargs))
-        except Exception as exc:
-            raise _diagnose(fn, args, kwargs, exc) from exc
-        _last_payload.value = (fn, args, kwargs, payload)
+        _pickled.check(fn, args, kwargs)
 
     def _payload_for(self, task: _Task) -> _wire.Payload:
         payload = self._payloads.get(task)
         if payload is not None:
             return payload
-        last = _last_payload.value
-        if (
-            last is not None
-            and last[0] is task._fn
-            and last[1] is task._args
-            and last[2] is task._kwargs
-        ):
-            payload = last[3]
-            _last_payload.value = None
-        else:
-            payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
+        payload = _pickled.take(task._fn, task._args, task._kwargs)
         self._payloads[task] = payload
         if _HAS_EPOLL and task._attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
@@ -1035,14 +1015,7 @@ def _preload_worker_in_forkserver() -> None:
     if _preloaded:
         return
     _preloaded = True
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is not None:
-        return  # already running: its preload list is fixed
-    modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    if _WORKER_MODULE not in modules:
-        server.set_forkserver_preload([*modules, _WORKER_MODULE])
+    add_forkserver_preload(_WORKER_MODULE)  # not if the server already runs
 
 
 def _wire_call(
@@ -1056,47 +1029,28 @@ def _wire_call(
     return fn, args, kwargs
 
 
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+def _encode_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _wire.Payload:
+    return _serialize.dumps(_wire_call(fn, args, kwargs))
 
 
-def _diagnose(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
-) -> SerializationError:
-    """Name the first argument that will not pickle (only called after pickling failed)."""
+def _call_parts(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    """The parts of a call to name in a SerializationError (a column chunk as a map chunk)."""
     if fn is run_column and len(args) >= 2:
         args = (args[0], [(value,) for value in args[1]])
         fn = run_chunk
-    if fn is run_chunk and len(args) >= 2:
-        user_fn, items = args[:2]
-        if _fails(user_fn):
-            return SerializationError("the function", type(user_fn).__name__, _reason(exc))
-        for index, item in enumerate(items):
-            for position, value in enumerate(item, 1):
-                if _fails(value):
-                    return SerializationError(
-                        f"argument {position} of map item {index}",
-                        type(value).__name__,
-                        _reason(exc),
-                    )
-        return SerializationError("a map chunk", "list", _reason(exc))
-    if _fails(fn):
-        return SerializationError("the function", type(fn).__name__, _reason(exc))
-    for position, value in enumerate(args, 1):
-        if _fails(value):
-            return SerializationError(f"argument {position}", type(value).__name__, _reason(exc))
-    for key, value in kwargs.items():
-        if _fails(value):
-            return SerializationError(f"keyword {key!r}", type(value).__name__, _reason(exc))
-    return SerializationError("the call", type(fn).__name__, _reason(exc))
+    return _serialize.call_parts(fn, args, kwargs)
 
 
-def _fails(value: Any) -> bool:
-    try:
-        _wire.dumps(value)
-    except Exception:
-        return True
-    return False
+# The call pickled by the submit in progress on each thread, for its dispatch.
+_pickled = _serialize.PickledAtSubmit(_encode_call, _call_parts)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _decode_exception(stream: bytes | bytearray) -> BaseException:

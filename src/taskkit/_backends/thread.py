@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, final
 
+from .._compat import register_atexit
 from .._errors import InitializerFailed
 from .._executor import Executor, _Task
 
@@ -59,7 +60,7 @@ def _at_exit() -> None:
             executor.shutdown(wait=True)
 
 
-threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+register_atexit(_at_exit)
 
 
 @final

@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, final
 
-import cloudpickle
 import distributed as _distributed
 
 from .._errors import ExecutorClosed, QueueClosed, UsageError
@@ -60,6 +59,7 @@ from .._primitives._common import (
     SemaphoreStatistics,
     ValueStatistics,
 )
+from .._serialize import dumps_bytes, dumps_value, loads
 
 __all__ = [
     "DaskEvent",
@@ -207,7 +207,7 @@ class DaskQueue(_Shared):
             QueueClosed: the queue was closed.
         """
         self._check_open()
-        data = cloudpickle.dumps(item)
+        data = dumps_value(item, "queue item")
         with self._mutex:
             self._waiting_putters += 1
         try:
@@ -253,7 +253,7 @@ class DaskQueue(_Shared):
             raise QueueClosed(f"queue {self.name} is closed and empty")
         with self._mutex:
             self._gets += 1
-        return cloudpickle.loads(data)
+        return loads(data)
 
     def get_nowait(self) -> Any:
         """Remove and return the first item if there is one, else raise ``queue.Empty``."""
@@ -272,7 +272,7 @@ class DaskQueue(_Shared):
                 )
             data = self._left.popleft()
             self._gets += 1
-        return cloudpickle.loads(data)
+        return loads(data)
 
     async def aput(self, item: Any, timeout: float | None = None) -> None:
         """``await q.aput(item)``: the async twin of ``put``."""
@@ -283,7 +283,7 @@ class DaskQueue(_Shared):
         return await _awaited(lambda: self.get(timeout), self._give_back)
 
     def _give_back(self, item: Any) -> None:
-        data = cloudpickle.dumps(item)
+        data = dumps_bytes(item)
         with self._mutex:
             self._gets -= 1  # it was not taken after all
             if self._gone is not None:
@@ -606,7 +606,7 @@ class DaskValue(_Shared):
         self._writes = 0
         self._last: bytes | None = None  # the pickled value when the cluster went
         if create:
-            self._variable.set(cloudpickle.dumps(initial))
+            self._variable.set(dumps_value(initial, "initial value"))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (DaskValue, (None, None, self.name))
@@ -619,13 +619,13 @@ class DaskValue(_Shared):
         if self._gone is not None:
             if self._last is None:
                 raise self._unreachable()
-            return cloudpickle.loads(self._last)
-        return cloudpickle.loads(self._variable.get())
+            return loads(self._last)
+        return loads(self._variable.get())
 
     def set(self, value: Any) -> None:
         """Replace the value."""
         self._check_reachable()
-        data = cloudpickle.dumps(value)
+        data = dumps_value(value, "value")
         with self._lock:
             self._variable.set(data)
         with self._mutex:
@@ -635,8 +635,8 @@ class DaskValue(_Shared):
         """Replace the value with ``fn(value)`` atomically and return the new value."""
         self._check_reachable()
         with self._lock:
-            new = fn(cloudpickle.loads(self._variable.get()))
-            self._variable.set(cloudpickle.dumps(new))
+            new = fn(loads(self._variable.get()))
+            self._variable.set(dumps_value(new, "value"))
         with self._mutex:
             self._writes += 1
         return new

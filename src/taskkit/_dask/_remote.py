@@ -1,12 +1,12 @@
 """What runs on a Dask worker, and how its outcome travels back.
 
-Every task is shipped as one cloudpickle payload to ``run_payload``, a
-function that lives in taskkit (installed on the workers)::
+Every task is shipped as one pickled payload (``_serialize.dumps_bytes``) to
+``run_payload``, a function that lives in taskkit (installed on the workers)::
 
-    client: cloudpickle.dumps((fn, args, kwargs)) ──► client.submit(run_payload, payload, ...)
+    client: dumps_bytes((fn, args, kwargs)) ──► client.submit(run_payload, payload, ...)
                                                             │ (the scheduler sees only bytes)
-    worker: run_payload: loads ──► call(fn, ...) ──► dumps((True, value))
-                                              └─► dumps((False, exc, traceback text))
+    worker: run_payload: loads ──► call(fn, ...) ──► dumps_bytes((True, value))
+                                              └─► dumps_bytes((False, exc, traceback text))
     client: decode(bytes) ──► value, or the exception with the remote traceback as its cause
 
 Why a trampoline: the scheduler unpickles the task graph, so a function
@@ -20,14 +20,12 @@ lets an exception or result that will not pickle become a clear
 
 from __future__ import annotations
 
-import pickle
 import traceback
 from typing import Any
 
-import cloudpickle
-
 from .._calls import call
 from .._errors import RemoteError, SerializationError
+from .._serialize import dumps_bytes, loads
 
 __all__ = ["RemoteTraceback", "decode", "worker_keys", "run_payload"]
 
@@ -47,7 +45,7 @@ def run_payload(payload: bytes, topic: str | None, token: int) -> bytes:
     """Run the pickled call ``payload`` on this worker and return its pickled outcome.
 
     Args:
-        payload: ``cloudpickle.dumps((fn, args, kwargs))``.
+        payload: ``dumps_bytes((fn, args, kwargs))``.
         topic: if not None, announce the start on this Dask event topic (the
             client starts the task's deadline then, not while it is queued).
         token: the client's number for this attempt, sent with the announcement.
@@ -57,7 +55,7 @@ def run_payload(payload: bytes, topic: str | None, token: int) -> bytes:
 
         get_worker().log_event(topic, token)
     try:
-        fn, args, kwargs = cloudpickle.loads(payload)
+        fn, args, kwargs = loads(payload)
     except ModuleNotFoundError as exc:
         return _encode_error(
             ModuleNotFoundError(
@@ -72,7 +70,7 @@ def run_payload(payload: bytes, topic: str | None, token: int) -> bytes:
     except BaseException as exc:  # SystemExit in a task must not stop the worker
         return _encode_error(exc)
     try:
-        blob: bytes = cloudpickle.dumps((True, value))
+        blob = dumps_bytes((True, value))
     except Exception as exc:
         return _encode_error(SerializationError("result", type(value).__name__, str(exc)))
     return blob
@@ -81,17 +79,17 @@ def run_payload(payload: bytes, topic: str | None, token: int) -> bytes:
 def _encode_error(exc: BaseException) -> bytes:
     text = "".join(traceback.format_exception(exc))
     try:
-        blob: bytes = cloudpickle.dumps((False, exc, text))
+        blob = dumps_bytes((False, exc, text))
     except Exception:
         stand_in = RemoteError(type(exc).__qualname__, str(exc), text)
-        return pickle.dumps((False, stand_in, text))
+        return dumps_bytes((False, stand_in, text))
     return blob
 
 
 def decode(blob: bytes) -> tuple[bool, Any]:
     """Turn ``run_payload``'s bytes into ``(True, value)`` or ``(False, exception)``."""
     try:
-        ok, value, *rest = pickle.loads(blob)
+        ok, value, *rest = loads(blob)
     except Exception as exc:
         # The worker could pickle it but we cannot rebuild it here (a class
         # missing on the client, or an exception with unusual arguments).

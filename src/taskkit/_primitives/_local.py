@@ -45,7 +45,6 @@ it raises ``Deadlock`` instead of hanging.
 
 from __future__ import annotations
 
-import _thread
 import functools
 import itertools
 import os
@@ -57,6 +56,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
+from .._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
 from .._coroutine._scheduler import _here
 from .._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._future import Future
@@ -111,7 +111,7 @@ class _ShimSemLock:
     __slots__ = ("_raw",)
 
     def __init__(self, kind: int, value: int, maxvalue: int, name: str, unlink: bool) -> None:
-        self._raw = _thread.allocate_lock()
+        self._raw = allocate_lock()
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         return self._raw.acquire(block, -1 if timeout is None else timeout)
@@ -132,13 +132,12 @@ class _ShimSemLock:
         self.release()
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or SemLock is None:
     _SemLock = _ShimSemLock
+    _is_zero = _ShimSemLock._is_zero
 else:
-    try:
-        from _multiprocessing import SemLock as _SemLock
-    except ImportError:
-        _SemLock = _ShimSemLock
+    _SemLock = SemLock
+    _is_zero = semlock_is_zero
 
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 
@@ -255,7 +254,7 @@ class Queue(_InProcess, Generic[T]):
             raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
         self._maxsize = maxsize
         self._items: deque[T] = deque()
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         refuse = _refuse_serial if self._serial else _refuse
         self._getters = ParkingLot(self._mutex, refuse)
         self._putters = ParkingLot(self._mutex, refuse)
@@ -508,7 +507,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
     __slots__ = ()
 
     _serial: ClassVar[bool] = False
-    _mutex: _thread.LockType
+    _mutex: LockType
     _waiters: _LockLot
     previous_holder_died: bool
 
@@ -530,7 +529,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         return True if _sem_acquire(self, False) else NOT_READY
 
     def _free(self) -> bool:
-        return not self._is_zero()
+        return not _is_zero(self)
 
     def release(self) -> None:
         """Release the lock (any thread may).
@@ -541,7 +540,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         switch("lock.release", self)
         if self._waiters:
             with self._mutex:
-                if self._is_zero() and self._waiters.hand_over(True):
+                if _is_zero(self) and self._waiters.hand_over(True):
                     return  # still held: by the longest-waiting coroutine now
         try:
             _sem_release(self)
@@ -560,7 +559,7 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
     def locked(self) -> bool:
         """True if the lock is held now."""
         observe("lock.locked", self)
-        return bool(self._is_zero())
+        return bool(_is_zero(self))
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire``: waits without blocking the event loop."""
@@ -570,11 +569,11 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         """Return a snapshot of the lock's state."""
         observe("statistics", self)
         return LockStatistics(
-            locked=bool(self._is_zero()), holder_pid=None, takeovers=0, waiting=len(self._waiters)
+            locked=bool(_is_zero(self)), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
-        return f"<taskkit Lock {'locked' if self._is_zero() else 'unlocked'}>"
+        return f"<taskkit Lock {'locked' if _is_zero(self) else 'unlocked'}>"
 
 
 # Threads block on the SemLock itself: only coroutines and controlled tasks use this.
@@ -634,7 +633,7 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
         control_all()  # taskkit.testing is loaded: locks must be visible to its runs
         cls = Lock
     lock = _new_semlock(cls)
-    lock._mutex = _thread.allocate_lock()
+    lock._mutex = allocate_lock()
     lock._waiters = _LockLot(lock._mutex, polls=cls is ThreadLock)
     lock.previous_holder_died = False
     # ThreadLock reads this slot: acquire(timeout) is SemLock.acquire(self, True, timeout),
@@ -666,7 +665,7 @@ class Event(EventFaces, _InProcess):
 
     def __init__(self) -> None:
         self._flag = False
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         self._waiters = _EventLot(self._mutex, _refuse_serial if self._serial else _refuse)
 
     def set(self) -> None:
@@ -728,7 +727,7 @@ class Semaphore(_InProcess, AcquireFaces):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
         self._value = self._initial = value
-        self._mutex = _thread.allocate_lock()
+        self._mutex = allocate_lock()
         self._waiters = ParkingLot(self._mutex, _refuse_serial if self._serial else _refuse)
 
     def _free(self) -> bool:
@@ -804,7 +803,7 @@ class Value(_InProcess, Generic[T]):
 
     def __init__(self, initial: T) -> None:
         self._value = initial
-        self._mutex = _thread.RLock()
+        self._mutex = RLock()
         self._writes = 0
         self._busy = False
 

@@ -59,7 +59,7 @@ Async faces cannot sleep on a futex in the event loop's thread: a helper thread
 sleeps on the word (at most ``_waiting._ASYNC_SLICE`` seconds at a time) and
 completes a ``taskkit.Future`` the coroutine awaits; the coroutine then retries the
 non-blocking operation itself, so a cancelled ``aget`` never takes an item.  Items
-and values cross processes through ``_dumps``/``_loads`` only.
+and values cross processes through ``_serialize``'s ``dumps_value``/``loads`` only.
 
 Lifetime.  The creating process owns the names.  Its executor's ``shutdown()``
 unlinks them (mappings stay valid, so the parent may drain a queue afterwards);
@@ -73,7 +73,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import pickle
 import queue
 import struct
 import threading
@@ -83,8 +82,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import _control
-from .._errors import QueueClosed, SerializationError, UsageError
+from .._errors import QueueClosed, UsageError
 from .._future import Future
+from .._serialize import dumps_value, loads
 from . import _shm
 from ._common import (
     AcquireContext,
@@ -147,21 +147,6 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-# Item encoding: every byte that crosses between processes goes through these two.
-
-
-def _dumps(item: object, what: str) -> bytes:
-    """Encode a queue item or value (``what`` names it in the error)."""
-    try:
-        return pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise SerializationError(what, type(item).__name__, str(exc)) from exc
-
-
-#: Decode what ``_dumps`` encoded (the C function itself: ``get`` is a hot path).
-_loads: Callable[[bytes | memoryview], Any] = pickle.loads
 
 
 # ------------------------------------------------------------------ names and lifetime
@@ -615,7 +600,7 @@ class Queue(_Ring, Generic[T]):
             QueueClosed: the queue is closed.
             SerializationError: ``item`` cannot be pickled.
         """
-        payload = _dumps(item, "queue item")
+        payload = dumps_value(item, "queue item")
         if _control.hook is None or not controlled():  # one global read on the hot path
             mutex, w = self._mutex, self._w
             result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
@@ -650,19 +635,19 @@ class Queue(_Ring, Generic[T]):
             if payload is not NOT_READY:
                 if w[_PUTTERS] > 0:
                     _PUTTERS_LOT.wake(self, 1)
-                return _loads(payload)  # type: ignore[no-any-return]
+                return loads(payload)  # type: ignore[no-any-return]
             until = _perf() + _SPIN
             while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
                 os.sched_yield()  # poll briefly before sleeping (see _SPIN)
-        return _loads(block(_GET, self, None, timeout))  # type: ignore[no-any-return]
+        return loads(block(_GET, self, None, timeout))  # type: ignore[no-any-return]
 
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""
-        await ablock(_PUT, self, _dumps(item, "queue item"), timeout)
+        await ablock(_PUT, self, dumps_value(item, "queue item"), timeout)
 
     async def aget(self, timeout: float | None = None) -> T:
         """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
-        return _loads(await ablock(_GET, self, None, timeout))  # type: ignore[no-any-return]
+        return loads(await ablock(_GET, self, None, timeout))  # type: ignore[no-any-return]
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if there is room at once.
@@ -671,7 +656,7 @@ class Queue(_Ring, Generic[T]):
             queue.Full: the queue is bounded and full.
             QueueClosed: the queue is closed.
         """
-        payload = _dumps(item, "queue item")
+        payload = dumps_value(item, "queue item")
         switch("queue.put", self)
         if attempt_now(_PUT, self, payload) is NOT_READY:
             raise queue.Full  # a ring that must grow is only a copy away: not "full"
@@ -687,7 +672,7 @@ class Queue(_Ring, Generic[T]):
         payload = attempt_now(_GET, self, None)
         if payload is NOT_READY:
             raise queue.Empty
-        return _loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Refuse new items; ``get`` drains what is left, then raises ``QueueClosed``."""
@@ -1052,7 +1037,7 @@ class Value(_Shared, Generic[T]):
     _recursive = True
 
     def __init__(self, initial: T) -> None:
-        payload = _dumps(initial, "initial value")
+        payload = dumps_value(initial, "initial value")
         super().__init__()
         self._attached()
         result = _shm.trylock(self._mutex)  # _enter() without a remap: no data yet
@@ -1108,11 +1093,11 @@ class Value(_Shared, Generic[T]):
             payload = self._read()
         finally:
             self._leave()
-        return _loads(payload)  # type: ignore[no-any-return]
+        return loads(payload)  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
         """Replace the value."""
-        payload = _dumps(value, "value")
+        payload = dumps_value(value, "value")
         switch("value.set", self)
         self._enter()
         try:
@@ -1128,8 +1113,8 @@ class Value(_Shared, Generic[T]):
         switch("value.update", self)
         self._enter()
         try:
-            new = fn(_loads(self._read()))
-            self._write(_dumps(new, "value"))
+            new = fn(loads(self._read()))
+            self._write(dumps_value(new, "value"))
             return new
         finally:
             self._leave()

@@ -16,6 +16,11 @@
 The calls go through ``ctypes``: quick ones (try-lock, unlock, wake) through
 ``PyDLL``, which keeps the GIL and skips the release/re-acquire; those that may
 sleep through ``CDLL``, which releases it.  Linux only (futexes, robust mutexes).
+
+Elsewhere on POSIX, or everywhere when ``TASKKIT_PORTABLE_PRIMITIVES=1`` is set in
+the environment before taskkit is imported, this module's names are those of
+``_shm_portable`` (same interface: files, ``fcntl`` locks, polled words); see the
+end of this file.  ``implementation`` says which one is in use.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import platform
 import sys
 import time
 from typing import Any
+
+from .._compat import shm_open, shm_unlink
 
 __all__ = [
     "MUTEX_SIZE",
@@ -207,18 +214,16 @@ class Segment:
     __slots__ = ("address", "buf", "name", "size")
 
     def __init__(self, name: str, size: int = 0) -> None:
-        import _posixshmem  # type: ignore[import-not-found]
-
         if size:
-            fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
         else:
-            fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+            fd = shm_open(name, os.O_RDWR, mode=0o600)
         try:
             if size:
                 try:
                     os.ftruncate(fd, size)
                 except OSError:
-                    _posixshmem.shm_unlink(name)
+                    shm_unlink(name)
                     raise
             else:
                 size = os.fstat(fd).st_size
@@ -240,10 +245,28 @@ class Segment:
 
 def unlink(name: str) -> bool:
     """Remove the shared-memory name; False if it was already gone."""
-    import _posixshmem
-
     try:
-        _posixshmem.shm_unlink(name)
+        shm_unlink(name)
     except FileNotFoundError:
         return False
     return True
+
+
+# ------------------------------------------------------------ which implementation
+
+#: ``TASKKIT_PORTABLE_PRIMITIVES=1`` (read once, at import) selects the portable
+#: implementation even where this one works.  Workers inherit the environment, so
+#: every process of a program agrees; processes sharing primitives must.
+PORTABLE_FORCED = os.environ.get("TASKKIT_PORTABLE_PRIMITIVES", "").strip() not in ("", "0")
+#: "futex" (this module's calls), "portable" (``_shm_portable``'s) or "none".
+implementation = "futex"
+
+if PORTABLE_FORCED or not available():
+    from . import _shm_portable
+
+    if PORTABLE_FORCED or _shm_portable.available():
+        globals().update({name: getattr(_shm_portable, name) for name in __all__})
+        implementation = "portable"
+    else:
+        unavailable_reason = _shm_portable.unavailable_reason
+        implementation = "none"

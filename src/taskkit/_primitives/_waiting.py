@@ -37,7 +37,6 @@ snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._control``'s
 
 from __future__ import annotations
 
-import _thread
 import ctypes
 import os
 import time
@@ -48,6 +47,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from .. import _control
+from .._compat import LockType, allocate_lock
 from .._future import Future
 from .._timer import call_later
 from . import _shm
@@ -457,7 +457,7 @@ class ParkingLot(deque[Any]):
         waiters = self
         while waiters:
             waiter = waiters.popleft()
-            if type(waiter) is _thread.LockType:
+            if type(waiter) is LockType:
                 waiter.release()
                 return
             if waiter._try_set_result(True):
@@ -481,7 +481,7 @@ class ParkingLot(deque[Any]):
         waiters = self
         while waiters:
             waiter = waiters[0]
-            if type(waiter) is _thread.LockType:
+            if type(waiter) is LockType:
                 return False
             waiters.popleft()
             if waiter._try_set_result((gift,)):
@@ -494,9 +494,9 @@ class ParkingLot(deque[Any]):
         _discard(self, waiter)
 
 
-def thread_waiter() -> _thread.LockType:
+def thread_waiter() -> LockType:
     """A waiter for the calling thread: block with ``acquire(True, timeout)``."""
-    waiter = _thread.allocate_lock()
+    waiter = allocate_lock()
     waiter.acquire()
     return waiter
 

@@ -1,4 +1,4 @@
-"""Messages between the parent and one worker: framing and serialisation.
+"""Messages between the parent and one worker: framing (values are pickled by ``_serialize``).
 
 A message is a fixed header, one pickle stream and zero or more out-of-band
 buffers (pickle protocol 5: a NumPy array or a ``PickleBuffer`` is sent as
@@ -26,17 +26,16 @@ for anything an honest peer never sends.
 
 from __future__ import annotations
 
-import io
-import itertools
 import os
-import pickle
 import select
 import struct
 import time
 import traceback
-import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
+
+from .._serialize import OUT_OF_BAND_MIN as _OUT_OF_BAND_MIN
+from .._serialize import Payload, dumps, dumps_bytes, loads
 
 __all__ = [
     "CHUNK",
@@ -67,151 +66,6 @@ RESULT, ERROR, INIT_FAILED, CHUNK, READY = b"R", b"E", b"I", b"C", b"A"
 
 _HEADER = struct.Struct("!cIQ")
 _LENGTH = struct.Struct("!Q")
-# Buffers smaller than this are kept in the pickle stream: a separate buffer
-# costs a length field and an iovec, worth it only for large data.
-_OUT_OF_BAND_MIN = 64 * 1024
-
-# (pickle stream, out-of-band buffers)
-Payload = tuple[bytes, list[pickle.PickleBuffer]]
-
-
-class _Pickler(pickle.Pickler):
-    """Plain (C-speed) pickle, with functions and classes that need it sent by value.
-
-    Plain pickle stores a function or class by reference (``module.name``).
-    That cannot work for lambdas and local functions, nor for objects of
-    ``__main__``, which a worker may not have (forkserver, spawn, an
-    interactive session, a function defined after the worker started).  Those
-    objects alone are serialised by cloudpickle and embedded; everything else
-    stays on the fast path.  A ``__main__`` function or class without a closure
-    is serialised once and cached on both sides (see ``_rebuild``).
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        if kind is _function:
-            if obj.__module__ == "__main__" and obj.__closure__ is None:
-                return _cached_by_value(obj)
-            if obj.__module__ == "__main__" or "<" in obj.__qualname__:
-                return _by_value(obj)
-        elif isinstance(obj, type) and (
-            obj.__module__ == "__main__" or "<locals>" in obj.__qualname__
-        ):
-            return _cached_by_value(obj)
-        return NotImplemented
-
-
-def _f() -> None:  # pragma: no cover - only its type is used
-    pass
-
-
-_function = type(_f)
-_tokens = itertools.count()
-_sent: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], bytes]] = weakref.WeakKeyDictionary()
-_rebuilt: dict[tuple[int, int], Any] = {}
-_REBUILT_MAX = 512
-
-
-def _by_value(obj: Any) -> tuple[Any, tuple[bytes]]:
-    import cloudpickle
-
-    return pickle.loads, (cloudpickle.dumps(obj, protocol=5),)
-
-
-def _cached_by_value(obj: Any) -> tuple[Any, tuple[tuple[int, int], bytes]]:
-    entry = _sent.get(obj)
-    if entry is None:
-        import cloudpickle
-
-        entry = ((os.getpid(), next(_tokens)), cloudpickle.dumps(obj, protocol=5))
-        _sent[obj] = entry
-    return _rebuild, entry
-
-
-def _rebuild(token: tuple[int, int], data: bytes) -> Any:
-    """Unpickle a by-value function or class once per worker, then reuse it."""
-    obj = _rebuilt.get(token)
-    if obj is None:
-        obj = pickle.loads(data)
-        if len(_rebuilt) >= _REBUILT_MAX:
-            del _rebuilt[next(iter(_rebuilt))]
-        _rebuilt[token] = obj
-    return obj
-
-
-# Values that plain pickle always writes in band, with nothing to send by value.
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
-
-
-def dumps(obj: Any) -> Payload:
-    """Serialise ``obj`` with pickle protocol 5, falling back to cloudpickle.
-
-    Large buffers (NumPy arrays, ``PickleBuffer``) are returned out of band.
-
-    Raises:
-        Exception: whatever pickling raised if even cloudpickle cannot do it.
-    """
-    kind = type(obj)
-    if kind in _PLAIN or (kind is tuple and all(type(item) in _PLAIN for item in obj)):
-        return pickle.dumps(obj, 5), []  # the common small result: no pickler to set up
-    try:
-        pickler = _spare.pop()  # atomic: each thread gets a pickler of its own
-    except IndexError:
-        pickler = _ReusablePickler()
-    try:
-        payload = pickler.payload(obj)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        # Something else plain pickle cannot name (an object holding a lambda
-        # in a slot, say); a genuinely unpicklable value fails again below.
-        pass
-    else:
-        if len(_spare) < _SPARE_MAX:
-            _spare.append(pickler)
-        return payload
-    import cloudpickle
-
-    # This pickler is not put back: the buffers list it fills is returned.
-    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=pickler._keep)
-    return stream, pickler._buffers
-
-
-class _ReusablePickler:
-    """A ``_Pickler`` and its stream, set up once and reused for many ``dumps``."""
-
-    __slots__ = ("_buffers", "_pickler", "_stream")
-
-    def __init__(self) -> None:
-        self._stream = io.BytesIO()
-        self._buffers: list[pickle.PickleBuffer] = []
-        self._pickler = _Pickler(self._stream, 5, buffer_callback=self._keep)
-
-    def _keep(self, buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes < _OUT_OF_BAND_MIN:
-            return True  # small: serialise it in band
-        self._buffers.append(buffer)
-        return False
-
-    def payload(self, obj: Any) -> Payload:
-        stream, pickler = self._stream, self._pickler
-        try:
-            pickler.dump(obj)
-            return stream.getvalue(), self._buffers
-        finally:
-            # Ready for the next object, whether or not this one pickled.
-            pickler.clear_memo()
-            stream.seek(0)
-            stream.truncate()
-            self._buffers = []
-
-
-_spare: list[_ReusablePickler] = []
-_SPARE_MAX = 8
-
-
-def loads(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
-    """Rebuild an object from ``dumps``'s stream and buffers."""
-    return pickle.loads(stream, buffers=buffers)
-
 
 # A map chunk whose results are all plain ints (exactly ``int``, each within
 # 64 bits) travels as one block of native 64-bit integers instead of a pickled
@@ -472,18 +326,13 @@ def encode_error(exc: BaseException) -> Payload:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     exc.__traceback__ = None
     try:
-        inner: bytes | None = pickle.dumps(exc, protocol=5)
+        inner: bytes | None = dumps_bytes(exc)
     except Exception:
-        try:
-            import cloudpickle
-
-            inner = cloudpickle.dumps(exc, protocol=5)
-        except Exception:
-            inner = None
+        inner = None
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     if type(exc).__module__ == "builtins":
         name = type(exc).__qualname__
-    return pickle.dumps((inner, name, _message(exc), text), protocol=5), []
+    return dumps_bytes((inner, name, _message(exc), text)), []
 
 
 def _message(exc: BaseException) -> str:
@@ -495,11 +344,11 @@ def _message(exc: BaseException) -> str:
 
 def decode_error(stream: bytes | bytearray) -> tuple[BaseException | None, str, str, str]:
     """Return ``(exception or None if it cannot be rebuilt, type name, message, traceback)``."""
-    inner, name, message, text = pickle.loads(stream)
+    inner, name, message, text = loads(stream)
     exc: BaseException | None = None
     if inner is not None:
         try:
-            exc = pickle.loads(inner)
+            exc = loads(inner)
         except KeyboardInterrupt:
             raise  # a Ctrl-C landing here is the user's, not the exception's
         except BaseException:  # SystemExit from a __reduce__ too: reported as text

@@ -28,6 +28,7 @@ from types import FunctionType
 from typing import Any
 
 from .._calls import ChunkResult, call, run_calls, run_chunk
+from .._compat import run_multiprocessing_exit_hooks
 from .._errors import SerializationError
 from . import _wire
 
@@ -103,9 +104,7 @@ def worker_main(conn: Any, close_fds: tuple[int, ...]) -> None:
         _serve(conn, close_fds)
     finally:
         try:
-            from multiprocessing import util
-
-            util._exit_function()  # type: ignore[attr-defined]
+            run_multiprocessing_exit_hooks()
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:

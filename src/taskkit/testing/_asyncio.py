@@ -27,12 +27,23 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .._compat import (
+    base_call_soon,
+    get_running_loop_or_none,
+    handle_callback,
+    loop_ready,
+    loop_timers,
+    run_handle,
+    set_running_loop,
+    timer_unscheduled,
+)
+
 __all__ = ["ControlledLoop", "handle_owner", "loop"]
 
 
 def handle_owner(handle: asyncio.Handle) -> asyncio.Task[Any] | None:
     """Return the task a ready handle steps or wakes (None: a plain callback)."""
-    owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+    owner = getattr(handle_callback(handle), "__self__", None)
     return owner if isinstance(owner, asyncio.Task) else None
 
 
@@ -62,7 +73,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         return task
 
     def _call_soon(self, callback: Any, args: Any, context: Any) -> asyncio.Handle:
-        handle: asyncio.Handle = super()._call_soon(callback, args, context)  # type: ignore[misc]
+        handle: asyncio.Handle = base_call_soon(self, callback, args, context)
         if handle_owner(handle) is None:
             self.plain_ready = True
         return handle
@@ -117,8 +128,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self, clock: Callable[[], float], on_new_task: Callable[[asyncio.Task[Any]], None]
     ) -> None:
         """Start a run: no handles, no timers, the run's virtual clock."""
-        self._ready.clear()  # type: ignore[attr-defined]
-        self._scheduled.clear()  # type: ignore[attr-defined]
+        loop_ready(self).clear()
+        loop_timers(self).clear()
         self.clock = clock
         self.errors.clear()
         self.plain_ready = False
@@ -127,16 +138,13 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     def has_step(self, task: asyncio.Task[Any]) -> bool:
         """True if ``task`` has a handle ready to run (it is enabled)."""
-        return any(
-            not h._cancelled and handle_owner(h) is task
-            for h in self._ready  # type: ignore[attr-defined]
-        )
+        return any(not h.cancelled() and handle_owner(h) is task for h in loop_ready(self))
 
     def step(self, task: asyncio.Task[Any]) -> None:
         """Run ``task``'s first ready handle, then the plain callbacks that became ready."""
-        ready = self._ready  # type: ignore[attr-defined]
+        ready = loop_ready(self)
         for handle in ready:
-            if not handle._cancelled and handle_owner(handle) is task:
+            if not handle.cancelled() and handle_owner(handle) is task:
                 ready.remove(handle)
                 self._run(handle)
                 break
@@ -146,45 +154,45 @@ class ControlledLoop(asyncio.BaseEventLoop):
         """Run every ready handle that belongs to no task, in order (they may add more)."""
         if not self.plain_ready:
             return
-        ready = self._ready  # type: ignore[attr-defined]
+        ready = loop_ready(self)
         while True:
-            plain = [h for h in ready if h._cancelled or handle_owner(h) is None]
+            plain = [h for h in ready if h.cancelled() or handle_owner(h) is None]
             if not plain:
                 self.plain_ready = False
                 return
             for handle in plain:
                 ready.remove(handle)
-                if not handle._cancelled:
+                if not handle.cancelled():
                     if self.on_own_callback is not None:
-                        self.on_own_callback(handle._callback)
+                        self.on_own_callback(handle_callback(handle))
                     self._run(handle)
 
     def next_timer(self) -> float | None:
         """When the earliest pending timer is due, or None."""
-        scheduled = self._scheduled  # type: ignore[attr-defined]
-        while scheduled and scheduled[0]._cancelled:
-            heapq.heappop(scheduled)._scheduled = False
+        scheduled = loop_timers(self)
+        while scheduled and scheduled[0].cancelled():
+            timer_unscheduled(heapq.heappop(scheduled))
         return scheduled[0].when() if scheduled else None
 
     def fire_timers(self) -> None:
         """Make every timer due by now (the run has moved its clock) ready."""
         now = self.clock()
-        scheduled = self._scheduled  # type: ignore[attr-defined]
+        scheduled = loop_timers(self)
         while scheduled and scheduled[0].when() <= now:
             timer = heapq.heappop(scheduled)
-            timer._scheduled = False
-            if not timer._cancelled:
-                self._ready.append(timer)  # type: ignore[attr-defined]
+            timer_unscheduled(timer)
+            if not timer.cancelled():
+                loop_ready(self).append(timer)
                 self.plain_ready = True
         self.housekeep()
 
     def _run(self, handle: asyncio.Handle) -> None:
-        previous = asyncio.events._get_running_loop()
-        asyncio.events._set_running_loop(self)
+        previous = get_running_loop_or_none()
+        set_running_loop(self)
         try:
-            handle._run()
+            run_handle(handle)
         finally:
-            asyncio.events._set_running_loop(previous)
+            set_running_loop(previous)
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:

@@ -20,7 +20,6 @@ Two mechanisms, chosen by what can be changed soundly:
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import os
 import queue
@@ -33,12 +32,23 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _control
+from .._compat import (
+    PySimpleQueue,
+    allocate_lock,
+    condition_acquire_restore,
+    condition_is_owned,
+    condition_lock,
+    condition_release_save,
+    condition_waiters,
+    getframe,
+    random_urandom,
+)
 from ._tracing import TRACED, classify_frame
 
 __all__ = ["Lock", "RLock", "begin", "end", "install_factories"]
 
-_allocate = _thread.allocate_lock
-_get_ident = _thread.get_ident
+_allocate = allocate_lock
+_get_ident = threading.get_ident
 _real_sleep = time.sleep
 _real_monotonic = time.monotonic
 _real_wait = threading.Condition.wait
@@ -58,7 +68,7 @@ def _announced() -> bool:
     preempted, so taking them free of contention needs no switch point of its own: the call
     into that method was one.  Blocking on them is still seen by the scheduler.
     """
-    return classify_frame(sys._getframe(2)) == TRACED
+    return classify_frame(getframe(2)) == TRACED
 
 
 def _acquire_controlled(
@@ -294,23 +304,23 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
     h: Any = _control.hook
     if not _controlled(h):
         return _real_wait(self, timeout)
-    lock = self._lock  # type: ignore[attr-defined]
-    owned = lock._raw.locked() if isinstance(lock, Lock) else self._is_owned()  # type: ignore[attr-defined]
+    lock = condition_lock(self)
+    owned = lock._raw.locked() if isinstance(lock, Lock) else condition_is_owned(self)
     if not owned:
         raise RuntimeError("cannot wait on un-acquired lock")
     _switch_if_traced("wait", self)  # giving up the lock is an operation on it
     waiter = _Waiter()
-    self._waiters.append(waiter)  # type: ignore[attr-defined]
-    saved = self._release_save()  # type: ignore[attr-defined]
+    condition_waiters(self).append(waiter)
+    saved = condition_release_save(self)
     got = False
     try:
         got = bool(h.wait_until(waiter.is_released, _Notify(self), self, timeout))
         return got
     finally:
-        self._acquire_restore(saved)  # type: ignore[attr-defined]
+        condition_acquire_restore(self, saved)
         if not got:
             try:
-                self._waiters.remove(waiter)  # type: ignore[attr-defined]
+                condition_waiters(self).remove(waiter)
             except ValueError:
                 pass
 
@@ -323,18 +333,18 @@ def _condition_wait(self: threading.Condition, timeout: float | None = None) -> 
 def _switch_if_traced(op: str, condition: threading.Condition) -> None:
     """A switch point for ``op`` on ``condition`` when the code under test called it."""
     h: Any = _control.hook
-    if _controlled(h) and classify_frame(sys._getframe(2)) == TRACED:
+    if _controlled(h) and classify_frame(getframe(2)) == TRACED:
         h.switch(op, condition)
 
 
 def _condition_enter(self: threading.Condition) -> bool:
     _switch_if_traced("acquire", self)
-    return bool(self._lock.__enter__())  # type: ignore[attr-defined]
+    return bool(condition_lock(self).__enter__())
 
 
 def _condition_exit(self: threading.Condition, *exc_info: object) -> None:
     _switch_if_traced("release", self)
-    self._lock.__exit__(*exc_info)  # type: ignore[attr-defined]
+    condition_lock(self).__exit__(*exc_info)
 
 
 def _condition_notify(self: threading.Condition, n: int = 1) -> None:
@@ -344,7 +354,7 @@ def _condition_notify(self: threading.Condition, n: int = 1) -> None:
 
 def _condition_notify_all(self: threading.Condition) -> None:
     _switch_if_traced("notify_all", self)
-    _real_notify(self, len(self._waiters))  # type: ignore[attr-defined]
+    _real_notify(self, len(condition_waiters(self)))
 
 
 class _Notify:
@@ -580,7 +590,7 @@ def begin(run: Any) -> None:
         (time, "sleep", _sleep),
         *((time, name, VIRTUAL[getattr(time, name)]) for name in _CLOCK_NAMES),
         (random.Random, "seed", _seed),
-        (random, "_urandom", _urandom),
+        *([(*random_urandom, _urandom)] if random_urandom is not None else []),
         (os, "urandom", _urandom),
         (asyncio.BaseEventLoop, "run_forever", _run_forever),
         (asyncio, "run", _asyncio_run),
@@ -589,7 +599,7 @@ def begin(run: Any) -> None:
         (threading.Thread, "join", _join),
         (threading.Thread, "is_alive", _is_alive),
         # the C SimpleQueue blocks for real; the Python one waits on a Semaphore
-        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
+        (queue, "SimpleQueue", PySimpleQueue),
         *_aliases(),
     ]
     for owner, name, value in patches:

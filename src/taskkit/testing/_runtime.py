@@ -30,7 +30,6 @@ task given has ended are unwound the same way.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import functools
 import gc
@@ -47,6 +46,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .. import _control
+from .._compat import allocate_lock, current_frames, getframe
 from .._errors import Deadlock, UsageError
 from . import _asyncio, _patches
 from ._asyncio import ControlledLoop, where_awaiting
@@ -87,7 +87,7 @@ from ._tracing import (
 
 __all__ = ["Run", "Step", "Strategy", "TaskState", "default_choice"]
 
-_get_ident = _thread.get_ident
+_get_ident = threading.get_ident
 _MISSING = object()
 
 Where = tuple[str, int, str]  # filename, line, function
@@ -165,7 +165,7 @@ class Task:
         self.label: str | None = None  # the op of a coroutine task's next step, if it said
         self.waiting_on: object = None  # the primitive a blocked thread task waits for
         self.thread: threading.Thread | None = None
-        self.baton = _thread.allocate_lock()
+        self.baton = allocate_lock()
         self.baton.acquire()
         self.state = TaskState.RUNNABLE
         self.ready: Callable[[], object] | None = None
@@ -445,7 +445,7 @@ class Run:
         self.current: Task | None = None
         self.stepping: Task | None = None
         self.main_next: Task | None = None
-        self.main_baton = _thread.allocate_lock()
+        self.main_baton = allocate_lock()
         self.main_baton.acquire()
         self.main_ident = _get_ident()
         self.by_ident: dict[int, Task] = {}
@@ -585,7 +585,7 @@ class Run:
         return (_where(frame) if frame is not None else None), precise
 
     def _traced_frame(self) -> tuple[FrameType | None, bool]:
-        frame: FrameType | None = sys._getframe(2)
+        frame: FrameType | None = getframe(2)
         while frame is not None and classify_frame(frame) == SELF:
             frame = frame.f_back
         if frame is None:
@@ -919,7 +919,7 @@ class Run:
         task = self.current
         if task is None or task.thread is None or task.state == TaskState.DONE or task.stuck:
             return False
-        frame = sys._current_frames().get(task.thread.ident or -1)
+        frame = current_frames().get(task.thread.ident or -1)
         stack = "".join(traceback.format_stack(frame, limit=4)) if frame is not None else ""
         task.stuck = True
         self.fail(
@@ -993,7 +993,7 @@ class Run:
         task.top, task.thread, task.footprint = False, thread, None
         self.tasks.append(task)
         self.spawned[thread] = task
-        parked = _thread.allocate_lock()
+        parked = allocate_lock()
         parked.acquire()
 
         def run() -> None:

@@ -37,7 +37,6 @@ __all__ = [
     "TRACED",
     "UNTRACED",
     "Footprint",
-    "always_trace",
     "classify",
     "classify_frame",
     "conflicts",
@@ -170,6 +169,9 @@ _plain_classes: dict[type, bool] = {}
 UNTRACED, TRACED, SELF = 0, 1, 2
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# The tour (taskkit/_tour/) is example code written against the public API: it is not one of
+# taskkit's own modules that report their own switch points, and is traced as a user's code.
+_EXAMPLES_DIR = _PACKAGE_DIR + "_tour" + os.sep
 _UNTRACED_DIRS = tuple(
     sorted(
         {
@@ -179,15 +181,7 @@ _UNTRACED_DIRS = tuple(
         }
     )
 )
-_ALWAYS: set[str] = set()
 _classes: dict[str, int] = {}
-
-
-def always_trace(filename: str) -> None:
-    """Trace ``filename`` even though it lives in an untraced place (taskkit's own tour)."""
-    _ALWAYS.add(os.path.abspath(filename))
-    _classes.clear()
-    _plain_classes.clear()
 
 
 def classify(filename: str) -> int:
@@ -199,7 +193,7 @@ def classify(filename: str) -> int:
         kind = UNTRACED if filename.startswith("<frozen") else TRACED
     else:
         path = os.path.abspath(filename)
-        if path in _ALWAYS:
+        if path.startswith(_EXAMPLES_DIR):  # traced even where taskkit is installed
             kind = TRACED
         elif path.startswith(_PACKAGE_DIR):
             kind = SELF

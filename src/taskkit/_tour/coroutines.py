@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Generator
 
 import taskkit
-from taskkit._backends.coroutine import CoroutineExecutor
+from taskkit import CoroutineExecutor
 
 __all__ = ["tour_section"]
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 import threading
 
 from taskkit.testing import explore, stress
-from taskkit.testing._tracing import always_trace
 
 __all__ = ["tour_section"]
-
-always_trace(__file__)  # the race below lives in taskkit's package, which is not traced
 
 balance = 0
 lock = threading.Lock()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from taskkit._backends import open_executor
-from taskkit._errors import WorkerCrashed
+from taskkit import WorkerCrashed, open_executor
 
 __all__ = ["tour_section"]
 

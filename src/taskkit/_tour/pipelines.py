@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskkit._pipeline import cmd
+from taskkit import cmd
 
 __all__ = ["tour_section"]
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from taskkit._backends import BackendName, open_executor
-from taskkit._errors import QueueClosed
-from taskkit._primitives._protocols import Lock, Queue, Value
+from taskkit import BackendName, Lock, Queue, QueueClosed, Value, open_executor
 
 __all__ = ["tour_section"]
 
