@@ -316,7 +316,7 @@ class Queue(_InProcess, Generic[T]):
             with self._mutex:
                 if self._try_put(item) is not NOT_READY:
                     return
-        block(_PUT, self, item, timeout)
+        block(_PUT, self, item, timeout, tried=True)
 
     def get(self, timeout: float | None = None) -> T:
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -330,7 +330,7 @@ class Queue(_InProcess, Generic[T]):
                 item = self._try_get()
             if item is not NOT_READY:
                 return item  # type: ignore[no-any-return]
-        return block(_GET, self, None, timeout)  # type: ignore[no-any-return]
+        return block(_GET, self, None, timeout, tried=True)  # type: ignore[no-any-return]
 
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""

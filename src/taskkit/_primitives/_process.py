@@ -614,7 +614,7 @@ class Queue(_Ring, Generic[T]):
                 if w[_GETTERS] > 0:
                     _GETTERS_LOT.wake(self, 1)
                 return
-        block(_PUT, self, payload, timeout)
+        block(_PUT, self, payload, timeout, tried=True)
 
     def get(self, timeout: float | None = None) -> T:
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -639,7 +639,7 @@ class Queue(_Ring, Generic[T]):
             until = _perf() + _SPIN
             while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
                 os.sched_yield()  # poll briefly before sleeping (see _SPIN)
-        return loads(block(_GET, self, None, timeout))  # type: ignore[no-any-return]
+        return loads(block(_GET, self, None, timeout, tried=True))  # type: ignore[no-any-return]
 
     async def aput(self, item: T, timeout: float | None = None) -> None:
         """The awaitable twin of ``put``: waits for room without blocking the event loop."""

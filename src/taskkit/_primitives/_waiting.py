@@ -243,9 +243,12 @@ def attempt_now(w: Wait[Any], obj: Any, arg: Any) -> Any:
 # ------------------------------------------------------------------ the driver
 
 
-def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
-    """The blocking face of ``w``: attempt, and park the calling thread until it succeeds."""
-    pending = _start(w, obj, arg, timeout, True)
+def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None, tried: bool = False) -> R:
+    """The blocking face of ``w``: attempt, and park the calling thread until it succeeds.
+
+    ``tried``: the face made its own first attempt (its hot path), which failed.
+    """
+    pending = _start(w, obj, arg, timeout, True, tried)
     while type(pending) is _Pending and pending.sleep():
         pass
     return pending.result if type(pending) is _Pending else pending  # type: ignore[no-any-return]
@@ -253,17 +256,21 @@ def block(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
 
 async def ablock(w: Wait[R], obj: Any, arg: Any, timeout: float | None) -> R:
     """The awaitable face of ``w``: the same wait, parking the calling coroutine."""
-    pending = _start(w, obj, arg, timeout, False)
+    pending = _start(w, obj, arg, timeout, False, False)
     while type(pending) is _Pending and await pending.asleep():
         pass
     return pending.result if type(pending) is _Pending else pending  # type: ignore[no-any-return]
 
 
-def _start(w: Wait[Any], obj: Any, arg: Any, timeout: float | None, thread: bool) -> Any:
+def _start(
+    w: Wait[Any], obj: Any, arg: Any, timeout: float | None, thread: bool, tried: bool
+) -> Any:
     """Attempt once (the fast path): the result, or a ``_Pending`` wait to sleep through."""
     h = _control.hook
     if h is not None and h.controls_caller():
         return _Pending(w, obj, arg, timeout, thread, h)
+    if tried:
+        return _Pending(w, obj, arg, timeout, thread, None)
     result = w.lot(obj).attempt(w, obj, arg)
     if result is NOT_READY or result is AGAIN:
         return _Pending(w, obj, arg, timeout, thread, None)
