@@ -46,13 +46,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any, TypeVar, final
 
 import distributed as _distributed
 
 from .._errors import ExecutorClosed, QueueClosed, UsageError
 from .._primitives._common import (
+    AcquireContext,
     EventStatistics,
     LockStatistics,
     QueueStatistics,
@@ -367,14 +367,8 @@ class DaskQueue(_Shared):
             self.close()
 
 
-class _Acquirable(_Shared):
+class _Acquirable(AcquireContext, _Shared):
     """``with``/``async with`` and ``aacquire`` for locks and semaphores."""
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        raise NotImplementedError
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """``await lock.aacquire()``: the async twin of ``acquire``."""
@@ -394,27 +388,8 @@ class _Acquirable(_Shared):
             self._check_reachable()
             raise
 
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    async def __aenter__(self) -> bool:
-        return await self.aacquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await _awaited(self.release)
+    async def __aexit__(self, *exc_info: object) -> None:
+        await _awaited(self.release)  # a round trip to the scheduler: off the event loop
 
 
 @final

@@ -15,6 +15,18 @@ family      backends                   made of
 ==========  =========================  ==============================================
 
 The dask backend overrides the executor methods and uses Dask's own primitives.
+
+Inside a family, a primitive is its state (state functions that never wait) and one
+``Wait`` description per operation that can; how a caller waits is a strategy::
+
+    ``_local`` / ``_process``   state functions + Wait descriptions (one per operation)
+             │
+    ``_faces``                  the faces shared by every kind (wait/await_, acquire/aacquire)
+             │
+    ``_waiting``                block / ablock: fast attempt, else one strategy:
+                                  controlled run (taskkit.testing)  ─ the only _control use
+                                  ParkingLot: thread lock / coroutine Future (one process)
+                                  FutexLot: futex word / helper thread (processes)
 """
 
 from __future__ import annotations

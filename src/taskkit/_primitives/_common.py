@@ -1,46 +1,23 @@
-"""What every family of primitives shares: statistics records, waiters, deadlines.
+"""What every family of primitives shares: statistics records, ``with``, deadlines.
 
-A *waiter* is how a blocked caller is woken by the operation it waits for:
-
-* a thread blocks on a ``_thread`` lock that was acquired when the waiter was made;
-  waking it releases that lock (this is how ``threading.Condition`` works inside);
-* a coroutine (on asyncio or on taskkit's coroutine scheduler) awaits a
-  ``taskkit.Future``; waking it sets the future's result to True.  A timeout sets
-  it to False from taskkit's deadline thread, so no event loop is needed for it.
-
-Both kinds sit in the same FIFO, so ``put`` wakes the longest-waiting ``get`` or
-``aget`` alike, whichever thread or loop it runs in.
+How callers wait is in ``_waiting``; the faces written once for every kind, in ``_faces``.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Union
-
-from .._compat import LockType, allocate_lock
-from .._future import Future
-from .._timer import call_later
 
 __all__ = [
+    "AcquireContext",
     "EventStatistics",
     "LockStatistics",
     "QueueStatistics",
     "SemaphoreStatistics",
     "ValueStatistics",
-    "Waiter",
-    "Waiting",
-    "await_waiter",
     "check_timeout",
     "remaining",
-    "wake_all",
-    "wake_one",
 ]
-
-#: A blocked thread's lock, or a blocked coroutine's future.
-Waiter = Union["LockType", "Future[bool]"]
 
 
 class AcquireContext:
@@ -60,23 +37,13 @@ class AcquireContext:
     def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
-    async def __aenter__(self) -> None:
-        await self.aacquire()
+    async def __aenter__(self) -> bool:
+        return await self.aacquire()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -175,64 +142,3 @@ def remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
-
-
-def wake_one(waiters: deque[Any]) -> None:
-    """Wake the longest-waiting waiter that can still be woken (call under the mutex)."""
-    while waiters:
-        waiter = waiters.popleft()
-        if type(waiter) is LockType:
-            waiter.release()
-            return
-        if waiter._try_set_result(True):
-            return
-        # a coroutine that timed out or was cancelled: wake the next one instead
-
-
-def wake_all(waiters: deque[Any]) -> None:
-    """Wake every waiter (call under the mutex)."""
-    while waiters:
-        waiter = waiters.popleft()
-        if type(waiter) is LockType:
-            waiter.release()
-        else:
-            waiter._try_set_result(True)
-
-
-def thread_waiter() -> LockType:
-    """A waiter for the calling thread: block with ``acquire(True, timeout)``."""
-    waiter = allocate_lock()
-    waiter.acquire()
-    return waiter
-
-
-async def await_waiter(waiter: Future[bool], deadline: float | None) -> bool:
-    """Wait for ``waiter`` to be woken; False if ``deadline`` passed first.
-
-    Works on asyncio and on taskkit's coroutine scheduler alike: both can await a
-    ``taskkit.Future`` that another thread completes.
-    """
-    timer = None
-    if deadline is not None:
-        timer = call_later(max(0.0, deadline - time.monotonic()), lambda: _expire(waiter))
-    try:
-        return await waiter
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-def _expire(waiter: Future[bool]) -> None:
-    waiter._try_set_result(False)
-
-
-class Waiting:
-    """Names a wait for ``Deadlock`` reports; the primitive is described as it is then."""
-
-    __slots__ = ("obj", "text")
-
-    def __init__(self, text: str, obj: object) -> None:
-        self.text, self.obj = text, obj
-
-    def __str__(self) -> str:
-        return f"{self.text} {self.obj!r}"

@@ -1,26 +1,29 @@
 """Primitives for tasks that share one process: serial, thread, coroutine and asyncio.
 
 Each primitive keeps its state behind one private ``_thread`` lock (the *mutex*,
-never held while anyone waits) and a FIFO of waiters (see ``_common``)::
+never held while anyone waits) and parks waiters in ``ParkingLot``s (``_waiting``).
+Its state functions (``_try_put``, ``_try_get``, ``_try``) run under the mutex and
+wake or hand over to waiters; each operation that can wait is one ``Wait``
+description, run by both faces::
 
-    put / release / set ──► mutex: change state ──► wake the first waiter
+    put / release / set ──► mutex: change state ──► lot.hand_over / unpark
                                                      ├─ thread:    release its lock
                                                      └─ coroutine: set its Future (any loop)
-    get / acquire / wait ─► mutex: state ready? ── yes ──► take it, return
-                                 └─ no: enqueue a waiter, drop the mutex, block or await, retry
+    get / aget ─► block / ablock(_GET) ─► mutex: _try_get ─ item? ─► return it
+                                               └─ no: park in _getters, sleep, retry
 
 The blocking faces work from any thread, the ``a``-prefixed twins from asyncio and
 from taskkit's coroutine scheduler, and both kinds of caller can wait on the same
 primitive at once.  A woken thread always re-checks the state, so a waiter that
 times out at the moment it is woken never loses the item or unit it was woken for.
 A coroutine first in line is not just woken but handed what was released or put
-(the lock stays held for it, the unit or item is its own: ``_hand_over``), so a task
-that comes later cannot take it first: the longest waiter gets it, as with
-``asyncio.Lock``.  One that is cancelled or times out just then passes it on.
+(the lock stays held for it, the unit or item is its own), so a task that comes later
+cannot take it first: the longest waiter gets it, as with ``asyncio.Lock``.  One that
+is cancelled or times out just then passes it on (``_give_back``).
 
 On the coroutine scheduler's own thread a blocking face never waits (a plain
-function task there holds the thread every other task needs): it raises
-``BlockingCallError`` naming its ``a``-prefixed twin.
+function task there holds the thread every other task needs): the lots' ``refuse``
+raises ``BlockingCallError`` naming the ``a``-prefixed twin.
 
 Speed.  ``Queue`` is a deque under one lock, cheaper than ``queue.Queue``'s
 three conditions.  ``ThreadLock`` is a C semaphore (``_multiprocessing.SemLock``,
@@ -31,10 +34,9 @@ The first time a coroutine waits for it, or when a ``taskkit.testing`` run must
 control it, the lock switches (``__class__`` assignment) to ``Lock``, whose methods
 also wake coroutines and report to the testing scheduler.
 
-Controlled runs.  When the caller is a task of a ``taskkit.testing`` run, every
-operation first calls ``taskkit._control`` (a switch point) and a blocking wait is
-stated as a condition (``wait_until``), so the scheduler sees it and can report a
-deadlock instead of hanging.
+Controlled runs.  Every operation first calls ``_waiting.switch`` (a switch point),
+and ``_waiting``'s controlled strategy states a blocking wait as a condition, so the
+scheduler sees it and can report a deadlock instead of hanging.
 
 The serial backend's primitives (``Serial*``) refuse to wait forever: every task
 runs in the caller, so a ``get`` on an empty queue with no timeout could never end;
@@ -52,10 +54,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from .. import _control
 from .._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
 from .._coroutine._scheduler import _here
 from .._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
@@ -67,14 +67,23 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
-    Waiting,
-    await_waiter,
     check_timeout,
-    remaining,
-    thread_waiter,
-    wake_all,
-    wake_one,
 )
+from ._faces import AcquireFaces, EventFaces
+from ._waiting import (
+    NOT_READY,
+    TIMED_OUT,
+    ParkingLot,
+    Wait,
+    ablock,
+    aswitch,
+    block,
+    controlled,
+    hold_until,
+    observe,
+    switch,
+)
+from ._waiting import active as _control_active
 
 __all__ = [
     "Event",
@@ -119,12 +128,7 @@ class _ShimSemLock:
     def __enter__(self) -> bool:
         return self.acquire()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -206,12 +210,16 @@ def _refuse_on_scheduler(what: str, twin: str) -> None:
         )
 
 
-def _check_controlled() -> Any:
-    """The controlled run if the caller is one of its tasks, else None (one global read)."""
-    h = _control.hook
-    if h is not None and h.controls_caller():
-        return h
-    return None
+def _refuse(w: Wait[Any], obj: object, deadline: float | None) -> None:
+    """A thread's wait is refused on the coroutine scheduler's thread."""
+    _refuse_on_scheduler(f"{w.stuck} {obj!r}", w.twin)
+
+
+def _refuse_serial(w: Wait[Any], obj: object, deadline: float | None) -> None:
+    """The serial backend also refuses a wait that could never end."""
+    if deadline is None:
+        raise _forever(f"{w.stuck} {obj!r}")
+    _refuse(w, obj, deadline)
 
 
 # --------------------------------------------------------------------------- queue
@@ -247,33 +255,47 @@ class Queue(_InProcess, Generic[T]):
         self._maxsize = maxsize
         self._items: deque[T] = deque()
         self._mutex = allocate_lock()
-        self._getters: deque[Any] = deque()
-        self._putters: deque[Any] = deque()
+        refuse = _refuse_serial if self._serial else _refuse
+        self._getters = ParkingLot(self._mutex, refuse)
+        self._putters = ParkingLot(self._mutex, refuse)
         self._closed = False
         self._puts = self._gets = 0
 
-    # -- the non-blocking core (call under the mutex) ------------------------------------
+    # -- the state (call under the mutex) ----------------------------------------------
 
-    def _try_put(self, item: T) -> bool:
+    def _try_put(self, item: T) -> Any:
         if self._closed:
             raise QueueClosed(f"put() on a closed queue {self!r}")
         if self._maxsize and len(self._items) >= self._maxsize:
-            return False
+            return NOT_READY
         self._puts += 1
-        if self._getters and _hand_over(self._getters, (item,)):
-            self._gets += 1  # straight to the longest-waiting coroutine (see _hand_over)
-            return True
+        getters = self._getters
+        if getters and getters.hand_over(item):
+            self._gets += 1  # straight to the longest-waiting coroutine (see hand_over)
+            return None
         self._items.append(item)
-        if self._getters:
-            wake_one(self._getters)
-        return True
+        if getters:
+            getters.unpark()
+        return None
 
-    def _take(self) -> T:
-        item = self._items.popleft()
-        self._gets += 1
-        if self._putters:
-            wake_one(self._putters)
-        return item
+    def _try_get(self, _: object = None) -> Any:
+        if self._items:
+            item = self._items.popleft()
+            self._gets += 1
+            if self._putters:
+                self._putters.unpark()
+            return item
+        if self._closed:
+            raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+        return NOT_READY
+
+    def _give_back(self, item: T) -> None:
+        """An item handed to a coroutine cancelled at once goes back to the front."""
+        with self._mutex:
+            self._gets -= 1
+            if not self._getters.hand_over(item):
+                self._items.appendleft(item)
+                self._getters.unpark()
 
     def _has_room(self) -> bool:
         return self._closed or not self._maxsize or len(self._items) < self._maxsize
@@ -281,7 +303,7 @@ class Queue(_InProcess, Generic[T]):
     def _has_item(self) -> bool:
         return self._closed or bool(self._items)
 
-    # -- blocking faces -------------------------------------------------------------------
+    # -- the faces: one wait description each (see _waiting) ----------------------------
 
     def put(self, item: T, timeout: float | None = None) -> None:
         """Put ``item`` at the end, waiting up to ``timeout`` seconds for room.
@@ -290,29 +312,11 @@ class Queue(_InProcess, Generic[T]):
             queue.Full: a bounded queue stayed full for ``timeout`` seconds.
             QueueClosed: the queue is closed.
         """
-        h = _check_controlled()
-        if h is not None:
-            self._controlled_wait(h, self._has_room, "put", timeout, queue.Full)
+        if not controlled():
             with self._mutex:
-                if not self._try_put(item):
-                    raise queue.Full
-            return
-        with self._mutex:
-            if self._try_put(item):
-                return
-        deadline = check_timeout(timeout)
-        while True:
-            with self._mutex:
-                if self._try_put(item):
+                if self._try_put(item) is not NOT_READY:
                     return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Full
-                if self._serial and deadline is None:
-                    raise _forever(f"put() on a full {self!r}")
-                _refuse_on_scheduler(f"put() on a full {self!r}", "await q.aput(item)")
-                waiter = thread_waiter()
-                self._putters.append(waiter)
-            self._block(waiter, deadline, self._putters)
+        block(_PUT, self, item, timeout, tried=True)
 
     def get(self, timeout: float | None = None) -> T:
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -321,48 +325,20 @@ class Queue(_InProcess, Generic[T]):
             queue.Empty: no item came within ``timeout`` seconds.
             QueueClosed: the queue is closed and empty.
         """
-        h = _check_controlled()
-        if h is not None:
-            self._controlled_wait(h, self._has_item, "get", timeout, queue.Empty)
-            return self._take_now()  # no switch point: the wait's ready() saw the item
-        with self._mutex:
-            if self._items:
-                return self._take()
-        deadline = check_timeout(timeout)
-        while True:
+        if not controlled():
             with self._mutex:
-                if self._items:
-                    return self._take()
-                if self._closed:
-                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Empty
-                if self._serial and deadline is None:
-                    raise _forever(f"get() on an empty {self!r}")
-                _refuse_on_scheduler(f"get() on an empty {self!r}", "await q.aget()")
-                waiter = thread_waiter()
-                self._getters.append(waiter)
-            self._block(waiter, deadline, self._getters)
+                item = self._try_get()
+            if item is not NOT_READY:
+                return item  # type: ignore[no-any-return]
+        return block(_GET, self, None, timeout, tried=True)  # type: ignore[no-any-return]
 
-    def _block(self, waiter: Any, deadline: float | None, waiters: deque[Any]) -> None:
-        left = remaining(deadline)
-        if not waiter.acquire(True, -1 if left is None else left):
-            with self._mutex:
-                try:
-                    waiters.remove(waiter)
-                except ValueError:
-                    pass  # woken just as it timed out: the caller re-checks the state
+    async def aput(self, item: T, timeout: float | None = None) -> None:
+        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
+        await ablock(_PUT, self, item, timeout)
 
-    def _controlled_wait(
-        self,
-        h: Any,
-        ready: Callable[[], bool],
-        op: str,
-        timeout: float | None,
-        error: type[Exception],
-    ) -> None:
-        if not h.wait_until(ready, Waiting(f"{op}() on", self), self, timeout):
-            raise error
+    async def aget(self, timeout: float | None = None) -> T:
+        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
+        return await ablock(_GET, self, None, timeout)
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if there is room at once.
@@ -371,11 +347,9 @@ class Queue(_InProcess, Generic[T]):
             queue.Full: the queue is bounded and full.
             QueueClosed: the queue is closed.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.put", self)
+        switch("queue.put", self)
         with self._mutex:
-            if not self._try_put(item):
+            if self._try_put(item) is NOT_READY:
                 raise queue.Full
 
     def get_nowait(self) -> T:
@@ -385,116 +359,30 @@ class Queue(_InProcess, Generic[T]):
             queue.Empty: the queue is empty.
             QueueClosed: the queue is closed and empty.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.get", self)
-        return self._take_now()
-
-    def _take_now(self) -> T:
+        switch("queue.get", self)
         with self._mutex:
-            if self._items:
-                return self._take()
-            if self._closed:
-                raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-        raise queue.Empty
-
-    # -- async faces ----------------------------------------------------------------------
-
-    async def aput(self, item: T, timeout: float | None = None) -> None:
-        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_room, Waiting("aput() on", self), self, timeout
-            ):
-                raise queue.Full
-            with self._mutex:
-                if not self._try_put(item):
-                    raise queue.Full
-            return
-        deadline = check_timeout(timeout)
-        while True:
-            with self._mutex:
-                if self._try_put(item):
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Full
-                waiter: Future[bool] = Future()
-                self._putters.append(waiter)
-            await self._await(waiter, deadline, self._putters, self._has_room)
-
-    async def aget(self, timeout: float | None = None) -> T:
-        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_item, Waiting("aget() on", self), self, timeout
-            ):
-                raise queue.Empty
-            return self._take_now()
-        deadline = check_timeout(timeout)
-        while True:
-            with self._mutex:
-                if self._items:
-                    return self._take()
-                if self._closed:
-                    raise QueueClosed(f"aget() on a closed, empty queue {self!r}")
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Empty
-                waiter: Future[Any] = Future()
-                self._getters.append(waiter)
-            handed = await self._await(waiter, deadline, self._getters, self._has_item)
-            if type(handed) is tuple:
-                return handed[0]  # type: ignore[no-any-return]  # put() handed it over
-
-    async def _await(
-        self,
-        waiter: Future[Any],
-        deadline: float | None,
-        waiters: deque[Any],
-        ready: Callable[[], bool],
-    ) -> Any:
-        """Await ``waiter``; return what woke it (True, False, or an item handed over)."""
-        try:
-            woke = await await_waiter(waiter, deadline)
-        except BaseException:
-            # Cancelled.  If a put or get had already woken us, hand that wake-up on,
-            # or the next waiter would sleep although the queue is ready for it; an item
-            # handed to us goes back to the front of the queue, or to the next getter.
-            with self._mutex:
-                if _withdraw(waiters, waiter):
-                    handed = waiter.result()
-                    if type(handed) is tuple:
-                        self._gets -= 1
-                        if not _hand_over(waiters, handed):
-                            self._items.appendleft(handed[0])
-                            wake_one(waiters)
-                    elif ready():
-                        wake_one(waiters)
-            raise
-        if not woke:
-            with self._mutex:
-                _discard(waiters, waiter)
-        return woke
-
-    # -- state ----------------------------------------------------------------------------
+            item = self._try_get()
+        if item is NOT_READY:
+            raise queue.Empty
+        return item  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Refuse new items; ``get`` drains what is left, then raises ``QueueClosed``.
 
         Every waiting ``get`` and ``put`` wakes; closing twice is harmless.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.close", self)
+        switch("queue.close", self)
         with self._mutex:
             self._closed = True
-            wake_all(self._getters)
-            wake_all(self._putters)
+            self._getters.unpark_all()
+            self._putters.unpark_all()
+
+    # -- snapshots ----------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
-        if _control.hook is not None:
-            _control.observe("queue.closed", self)
+        observe("queue.closed", self)
         return self._closed
 
     @property
@@ -504,26 +392,22 @@ class Queue(_InProcess, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
-        if _control.hook is not None:
-            _control.observe("queue.qsize", self)
+        observe("queue.qsize", self)
         return len(self._items)
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
-        if _control.hook is not None:
-            _control.observe("queue.empty", self)
+        observe("queue.empty", self)
         return not self._items
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
-        if _control.hook is not None:
-            _control.observe("queue.full", self)
+        observe("queue.full", self)
         return bool(self._maxsize) and len(self._items) >= self._maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         with self._mutex:
             return QueueStatistics(
                 size=len(self._items),
@@ -545,41 +429,14 @@ class Queue(_InProcess, Generic[T]):
         return f"<taskkit Queue {len(self._items)}{bound} items{state}>"
 
 
-def _discard(waiters: deque[Any], waiter: object) -> None:
-    try:
-        waiters.remove(waiter)
-    except ValueError:
-        pass
-
-
-def _hand_over(waiters: deque[Any], gift: object = True) -> bool:
-    """Give what is being released or put to the longest-waiting coroutine (call under
-    the mutex): the waiter's result is ``gift`` (True, or a queue's ``(item,)``).
-
-    True if a coroutine's waiter took it: the lock stays held, the unit stays taken,
-    or the item skips the queue, for that coroutine, so no task that comes later can
-    take it first (the longest waiter gets it, as ``asyncio.Lock`` hands it over).
-    False if the line is empty or a thread is first in it: a thread cannot be handed
-    anything, so the caller frees it and wakes that thread, which then takes it itself.
-    """
-    while waiters:
-        waiter = waiters[0]
-        if type(waiter) is LockType:
-            return False
-        waiters.popleft()
-        if waiter._try_set_result(gift):
-            return True
-        # a coroutine that timed out or was cancelled: the next one
-    return False
-
-
-def _withdraw(waiters: deque[Any], waiter: Future[bool]) -> bool:
-    """Take a coroutine's waiter out of the line (call under the mutex); True if it had
-    been handed what it waited for meanwhile, which the caller must then pass on."""
-    if waiter._try_set_result(False) or waiter.cancelled():
-        _discard(waiters, waiter)
-        return False
-    return bool(waiter.result())
+_PUT: Wait[None] = Wait(
+    "put() on", Queue._try_put, Queue._has_room, "_putters", timed_out=queue.Full
+)
+_PUT.stuck, _PUT.twin = "put() on a full", "await q.aput(item)"
+_GET: Wait[Any] = Wait(
+    "get() on", Queue._try_get, Queue._has_item, "_getters", timed_out=queue.Empty
+)
+_GET.stuck, _GET.twin, _GET.give_back = "get() on an empty", "await q.aget()", Queue._give_back
 
 
 class SerialQueue(Queue[T]):
@@ -590,6 +447,46 @@ class SerialQueue(Queue[T]):
 
 
 # --------------------------------------------------------------------------- lock
+
+
+class _LockLot(ParkingLot):
+    """Where coroutines wait for a lock; threads block on the ``SemLock`` itself.
+
+    The lock's state is the ``SemLock``, which ``ThreadLock`` threads take and free in
+    C without the mutex, so a coroutine looks again once it is in line, and one that
+    waits for a lock that began as a ``ThreadLock`` wakes every ``_LOCK_POLL`` seconds
+    to look by itself (a release in C wakes no coroutine).
+    """
+
+    __slots__ = ("polls",)
+
+    def __init__(self, mutex: Any, polls: bool) -> None:
+        super().__init__(mutex)
+        self.polls = polls
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        if _sem_acquire(obj, False):
+            return True, None
+        if deadline is not None and time.monotonic() >= deadline:
+            return TIMED_OUT, None
+        waiter: Future[Any] = Future()
+        with self.mutex:
+            self.append(waiter)
+        if type(obj) is ThreadLock:
+            obj.__class__ = Lock  # type: ignore[assignment]  # release() now hands it over
+        if _sem_acquire(obj, False):  # released before we were in line
+            with self.mutex:
+                self.discard(waiter)
+            return True, None
+        return NOT_READY, waiter
+
+    def limit(self, deadline: float | None) -> float | None:
+        if not self.polls:
+            return deadline
+        poll = time.monotonic() + _LOCK_POLL
+        return poll if deadline is None else min(deadline, poll)
 
 
 class _LockSlots(_SemLock):
@@ -611,14 +508,13 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
 
     _serial: ClassVar[bool] = False
     _mutex: LockType
-    _waiters: deque[Future[bool]]
+    _waiters: _LockLot
     previous_holder_died: bool
 
     def acquire(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Wait up to ``timeout`` seconds (forever if ``None``) for the lock; True if acquired."""
-        h = _check_controlled()
-        if h is not None:
-            return self._acquire_controlled(h, timeout)
+        if controlled():
+            return block(_LOCK, self, None, timeout)
         if _sem_acquire(self, False):
             return True
         deadline = check_timeout(timeout)
@@ -629,12 +525,8 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         _refuse_on_scheduler(f"acquire() of a held {self!r}", "async with lock")
         return bool(_sem_acquire(self, True, timeout))
 
-    def _acquire_controlled(self, h: Any, timeout: float | None) -> bool:
-        while True:
-            if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
-                return False
-            if _sem_acquire(self, False):
-                return True  # else a thread outside the run took it first: wait again
+    def _try(self, _: object = None) -> Any:
+        return True if _sem_acquire(self, False) else NOT_READY
 
     def _free(self) -> bool:
         return not _is_zero(self)
@@ -645,12 +537,10 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         Raises:
             UsageError: the lock is not held.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("lock.release", self)
+        switch("lock.release", self)
         if self._waiters:
             with self._mutex:
-                if _is_zero(self) and _hand_over(self._waiters):
+                if _is_zero(self) and self._waiters.hand_over(True):
                     return  # still held: by the longest-waiting coroutine now
         try:
             _sem_release(self)
@@ -660,68 +550,36 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
             # A coroutine joined the line just as the lock was freed, after the look
             # above: take the lock back for it, or it would wait for a release to come.
             with self._mutex:
-                if _sem_acquire(self, False) and not _hand_over(self._waiters):
+                if _sem_acquire(self, False) and not self._waiters.hand_over(True):
                     _sem_release(self)
+
+    def _give_back(self, _: object) -> None:
+        self.release()  # handed over just as the coroutine was cancelled: pass it on
 
     def locked(self) -> bool:
         """True if the lock is held now."""
-        if _control.hook is not None:
-            _control.observe("lock.locked", self)
+        observe("lock.locked", self)
         return bool(_is_zero(self))
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire``: waits without blocking the event loop."""
-        if _control.controlled():
-            while True:
-                if not await _control.await_until(
-                    self._free, Waiting("aacquire() of", self), self, timeout
-                ):
-                    return False
-                if _sem_acquire(self, False):
-                    return True
-        deadline = check_timeout(timeout)
-        polls = self in _fast_locks  # began as a ThreadLock (see _LOCK_POLL)
-        while True:
-            if _sem_acquire(self, False):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            waiter: Future[bool] = Future()
-            with self._mutex:
-                self._waiters.append(waiter)
-            if type(self) is ThreadLock:
-                self.__class__ = Lock  # type: ignore[assignment]  # release() now hands it over
-            if _sem_acquire(self, False):  # released before we were enqueued
-                with self._mutex:
-                    _discard(self._waiters, waiter)
-                return True
-            limit = deadline
-            if polls:
-                poll = time.monotonic() + _LOCK_POLL
-                limit = poll if deadline is None else min(deadline, poll)
-            try:
-                handed = await await_waiter(waiter, limit)
-            except BaseException:
-                with self._mutex:
-                    handed = _withdraw(self._waiters, waiter)
-                if handed:
-                    self.release()  # handed over just as this task was cancelled: pass it on
-                raise
-            if handed:
-                return True  # release() left it held, for this task
-            with self._mutex:
-                _discard(self._waiters, waiter)
+        return await ablock(_LOCK, self, None, timeout)
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return LockStatistics(
             locked=bool(_is_zero(self)), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
         return f"<taskkit Lock {'locked' if _is_zero(self) else 'unlocked'}>"
+
+
+# Threads block on the SemLock itself: only coroutines and controlled tasks use this.
+_LOCK: Wait[bool] = Wait(
+    "acquire() of", Lock._try, Lock._free, "_waiters", give_back=Lock._give_back
+)
 
 
 class ThreadLock(Lock):
@@ -759,7 +617,7 @@ _fast_locks: weakref.WeakSet[ThreadLock] = weakref.WeakSet()
 
 
 def _testing_loaded() -> bool:
-    return _control.hook is not None or "taskkit.testing" in sys.modules
+    return _control_active() or "taskkit.testing" in sys.modules
 
 
 def control_all() -> None:
@@ -776,7 +634,7 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
         cls = Lock
     lock = _new_semlock(cls)
     lock._mutex = allocate_lock()
-    lock._waiters = deque()
+    lock._waiters = _LockLot(lock._mutex, polls=cls is ThreadLock)
     lock.previous_holder_died = False
     # ThreadLock reads this slot: acquire(timeout) is SemLock.acquire(self, True, timeout),
     # the fixed signature, all in C.  Lock's own acquire method is found before the slot.
@@ -789,7 +647,16 @@ def make_lock(cls: type[Lock] = Lock) -> Lock:
 # --------------------------------------------------------------------------- event
 
 
-class Event(_InProcess):
+class _EventLot(ParkingLot):
+    """An event's lot: reading the flag needs no mutex (a set flag is never taken)."""
+
+    __slots__ = ()
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        return w.attempt(obj, arg)
+
+
+class Event(EventFaces, _InProcess):
     """A flag tasks can wait for: ``set()`` wakes every ``wait()`` and ``await_()``."""
 
     __slots__ = ("__weakref__", "_flag", "_mutex", "_waiters")
@@ -799,86 +666,44 @@ class Event(_InProcess):
     def __init__(self) -> None:
         self._flag = False
         self._mutex = allocate_lock()
-        self._waiters: deque[Any] = deque()
+        self._waiters = _EventLot(self._mutex, _refuse_serial if self._serial else _refuse)
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.set", self)
+        switch("event.set", self)
         with self._mutex:
             self._flag = True
-            wake_all(self._waiters)
+            self._waiters.unpark_all()
 
     def clear(self) -> None:
         """Clear the flag; later waits block until the next ``set()``."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.clear", self)
+        switch("event.clear", self)
         self._flag = False
 
     def is_set(self) -> bool:
         """True if the flag is set."""
-        if _control.hook is not None:
-            _control.observe("event.is_set", self)
+        observe("event.is_set", self)
         return self._flag
 
     def _is_set(self) -> bool:
         return self._flag
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        h = _check_controlled()
-        if h is not None:
-            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
-        if self._flag:
-            return True
-        deadline = check_timeout(timeout)
-        with self._mutex:
-            if self.is_set():  # set by another thread meanwhile
-                return True
-            if self._serial and deadline is None:
-                raise _forever(f"wait() on a clear {self!r}")
-            _refuse_on_scheduler(f"wait() on a clear {self!r}", "await event.await_()")
-            waiter = thread_waiter()
-            self._waiters.append(waiter)
-        left = remaining(deadline)
-        if not waiter.acquire(True, -1 if left is None else left):
-            with self._mutex:
-                _discard(self._waiters, waiter)
-        return self.is_set()
-
-    async def await_(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``wait``."""
-        if _control.controlled():
-            return bool(
-                await _control.await_until(
-                    self._is_set, Waiting("await_() on", self), self, timeout
-                )
-            )
-        if self._flag:
-            return True
-        deadline = check_timeout(timeout)
-        with self._mutex:
-            if self.is_set():  # set by another thread meanwhile
-                return True
-            waiter: Future[bool] = Future()
-            self._waiters.append(waiter)
-        try:
-            woke = await await_waiter(waiter, deadline)
-        finally:
-            with self._mutex:
-                _discard(self._waiters, waiter)
-        return woke or self.is_set()
+    def _try(self, _: object = None) -> Any:
+        return True if self._flag else NOT_READY
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
     def __repr__(self) -> str:
         return f"<taskkit Event {'set' if self._flag else 'clear'}>"
+
+
+Event._wait = Wait(
+    "wait() on", Event._try, Event._is_set, "_waiters", once=True, aname="await_() on"
+)
+Event._wait.stuck, Event._wait.twin = "wait() on a clear", "await event.await_()"
 
 
 class SerialEvent(Event):
@@ -891,7 +716,7 @@ class SerialEvent(Event):
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(_InProcess, AcquireContext):
+class Semaphore(_InProcess, AcquireFaces):
     """A counter of free units: ``acquire`` takes one (waiting if none), ``release`` returns one."""
 
     __slots__ = ("__weakref__", "_initial", "_mutex", "_value", "_waiters")
@@ -903,114 +728,57 @@ class Semaphore(_InProcess, AcquireContext):
             raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
         self._value = self._initial = value
         self._mutex = allocate_lock()
-        self._waiters: deque[Any] = deque()
+        self._waiters = ParkingLot(self._mutex, _refuse_serial if self._serial else _refuse)
 
     def _free(self) -> bool:
         return self._value > 0
 
-    def _try(self) -> bool:
+    def _try(self, _: object = None) -> Any:
         if self._value > 0:
             self._value -= 1
             return True
-        return False
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
-        h = _check_controlled()
-        if h is not None:
-            while True:
-                if not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout):
-                    return False
-                with self._mutex:
-                    if self._try():
-                        return True
-        with self._mutex:
-            if self._try():
-                return True
-        deadline = check_timeout(timeout)
-        while True:
-            with self._mutex:
-                if self._try():
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                if self._serial and deadline is None:
-                    raise _forever(f"acquire() of {self!r}")
-                _refuse_on_scheduler(f"acquire() of {self!r}", "await semaphore.aacquire()")
-                waiter = thread_waiter()
-                self._waiters.append(waiter)
-            left = remaining(deadline)
-            if not waiter.acquire(True, -1 if left is None else left):
-                with self._mutex:
-                    _discard(self._waiters, waiter)
-
-    def release(self, n: int = 1) -> None:
-        """Return ``n`` units and wake as many waiters."""
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        h = _control.hook
-        if h is not None:
-            h.switch("semaphore.release", self)
-        with self._mutex:
-            self._give(n)
+        return NOT_READY
 
     def _give(self, n: int) -> None:
         # Under the mutex: each unit goes to the longest-waiting coroutine, if one is
         # first in line, or back to the count (waking a thread).
         for _ in range(n):
-            if not _hand_over(self._waiters):
+            if not self._waiters.hand_over(True):
                 self._value += 1
-                wake_one(self._waiters)
+                self._waiters.unpark()
 
-    async def aacquire(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``acquire``."""
-        if _control.controlled():
-            while True:
-                if not await _control.await_until(
-                    self._free, Waiting("aacquire() of", self), self, timeout
-                ):
-                    return False
-                with self._mutex:
-                    if self._try():
-                        return True
-        deadline = check_timeout(timeout)
-        while True:
-            with self._mutex:
-                if self._try():
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                waiter: Future[bool] = Future()
-                self._waiters.append(waiter)
-            try:
-                handed = await await_waiter(waiter, deadline)
-            except BaseException:
-                with self._mutex:
-                    if _withdraw(self._waiters, waiter):
-                        self._give(1)  # handed a unit just as this task was cancelled
-                raise
-            if handed:
-                return True  # release() gave its unit to this task
-            with self._mutex:
-                _discard(self._waiters, waiter)
+    def _give_back(self, _: object) -> None:
+        with self._mutex:
+            self._give(1)  # handed a unit just as the coroutine was cancelled
+
+    def release(self, n: int = 1) -> None:
+        """Return ``n`` units and wake as many waiters."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        switch("semaphore.release", self)
+        with self._mutex:
+            self._give(n)
 
     @property
     def value(self) -> int:
         """The number of free units now."""
-        if _control.hook is not None:
-            _control.observe("semaphore.value", self)
+        observe("semaphore.value", self)
         return self._value
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return SemaphoreStatistics(
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
 
     def __repr__(self) -> str:
         return f"<taskkit Semaphore value={self._value}>"
+
+
+Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, "_waiters")
+Semaphore._acquire.twin = "await semaphore.aacquire()"
+Semaphore._acquire.give_back = Semaphore._give_back
 
 
 class SerialSemaphore(Semaphore):
@@ -1041,18 +809,19 @@ class Value(_InProcess, Generic[T]):
 
     def get(self) -> T:
         """Return the current value."""
-        if _control.hook is not None:
-            _control.observe("value.get", self)
+        observe("value.get", self)
         return self._value
 
     def set(self, value: T) -> None:
         """Replace the value."""
-        h = _control.hook
-        if h is not None:
-            h.switch("value.set", self)
+        switch("value.set", self)
+        self._store(value)
+
+    def _store(self, value: T) -> T:
         with self._mutex:
             self._value = value
             self._writes += 1
+            return value
 
     def _idle(self) -> bool:
         return not self._busy
@@ -1062,54 +831,37 @@ class Value(_InProcess, Generic[T]):
 
         If ``fn`` raises, the value is unchanged and the exception propagates.
         """
-        h = _check_controlled()
-        if h is not None:
-            # One task runs at a time, but fn may contain switch points: keep other
-            # updates out until it returns.
-            h.wait_until(self._idle, Waiting("update() of", self), self, None)
-            self._busy = True
-            try:
-                with self._mutex:
-                    new = fn(self._value)
-                    self._value = new
-                    self._writes += 1
-                    return new
-            finally:
-                self._busy = False
-        with self._mutex:
-            new = fn(self._value)
-            self._value = new
-            self._writes += 1
-            return new
+        # In a controlled run one task runs at a time, but fn may contain switch points:
+        # keep other updates out until it returns.
+        if not hold_until(self._idle, "update() of", self):
+            with self._mutex:
+                return self._store(fn(self._value))
+        self._busy = True
+        try:
+            with self._mutex:
+                return self._store(fn(self._value))
+        finally:
+            self._busy = False
 
     async def aget(self) -> T:
         """The awaitable twin of ``get``."""
-        if _control.controlled():
-            await _control.aswitch("value.get", self)
+        await aswitch("value.get", self)
         return self._value
 
     async def aset(self, value: T) -> None:
         """The awaitable twin of ``set``."""
-        if _control.controlled():
-            await _control.aswitch("value.set", self)
-        with self._mutex:
-            self._value = value
-            self._writes += 1
+        await aswitch("value.set", self)
+        self._store(value)
 
     async def aupdate(self, fn: Callable[[T], T]) -> T:
         """The awaitable twin of ``update`` (``fn`` is a plain, quick function)."""
-        if _control.controlled():
-            await _control.aswitch("value.update", self)
+        await aswitch("value.update", self)
         with self._mutex:
-            new = fn(self._value)
-            self._value = new
-            self._writes += 1
-            return new
+            return self._store(fn(self._value))
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return ValueStatistics(writes=self._writes, nbytes=0)
 
     def __repr__(self) -> str:

@@ -43,10 +43,23 @@ thread that acquires must release.
 Event: one futex word (the flag).  Semaphore and Value: a counter or a pickled
 value (two slots, so a write commits by one store) under the mutex.
 
+State and waiting.  Each kind's state functions (``_Ring._try_put``/``_try_get``,
+``Semaphore._try``, ``Lock._try``, ``Event._try``) run under the mutex and never
+wait; every operation that can wait is one ``Wait`` description over them, run by
+``_waiting``'s driver for the blocking face and its ``a``-prefixed twin alike.  Its
+callers park in a ``FutexLot``: a futex word plus a count of sleepers::
+
+    state function (mutex held) ─► changed what sleepers wait for, and some sleep?
+                                    └─► bump the word ── after unlock ─► futex_wake
+    get() finds no item ─► count itself, read the word (mutex held) ─► unlock
+                         ─► thread: futex_wait(word, seen)      ─┐
+                            coroutine: a helper thread waits   ─┴─► retry the attempt
+
 Async faces cannot sleep on a futex in the event loop's thread: a helper thread
-sleeps on the word (at most ``_ASYNC_SLICE`` seconds at a time) and completes a
-``taskkit.Future`` the coroutine awaits; the coroutine then retries the
-non-blocking operation itself, so a cancelled ``aget`` never takes an item.
+sleeps on the word (at most ``_waiting._ASYNC_SLICE`` seconds at a time) and
+completes a ``taskkit.Future`` the coroutine awaits; the coroutine then retries the
+non-blocking operation itself, so a cancelled ``aget`` never takes an item.  Items
+and values cross processes through ``_serialize``'s ``dumps_value``/``loads`` only.
 
 Lifetime.  The creating process owns the names.  Its executor's ``shutdown()``
 unlinks them (mappings stay valid, so the parent may drain a queue afterwards);
@@ -66,7 +79,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .. import _control
@@ -81,9 +93,22 @@ from ._common import (
     QueueStatistics,
     SemaphoreStatistics,
     ValueStatistics,
-    Waiting,
     check_timeout,
-    remaining,
+)
+from ._faces import AcquireFaces, EventFaces
+from ._waiting import (
+    AGAIN,
+    NOT_READY,
+    FlagLot,
+    FutexLot,
+    Wait,
+    ablock,
+    attempt_now,
+    block,
+    controlled,
+    helpers,
+    observe,
+    switch,
 )
 
 __all__ = ["Event", "Lock", "Queue", "Semaphore", "Value", "create"]
@@ -105,7 +130,6 @@ _NOT_EMPTY, _NOT_FULL = 0, 1
 _RING_START = 16
 _INITIAL_RING = 64 * 1024
 _WRAP = 0xFFFFFFFF
-_ASYNC_SLICE = 0.25
 _u32 = struct.Struct("<I")
 #: How long an empty ``get`` polls before it sleeps: a producer in another process
 #: usually delivers within microseconds, and polling saves both sides a system call.
@@ -166,35 +190,6 @@ def _release_names(
             _untrack(f"{name}-d{gen}")
     _shm.unlink(name)
     _untrack(name)
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def _helpers() -> ThreadPoolExecutor:
-    """Threads that sleep on futex words for coroutines (one pool per process)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
-        _pool_pid = os.getpid()
-    return _pool
-
-
-async def _sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
-    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
-    left = remaining(deadline)
-    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
-    done: Future[bool] = Future()
-
-    def sleep() -> None:
-        try:
-            _shm.futex_wait(word, seen, slice_)
-        finally:
-            done._try_set_result(True)
-
-    _helpers().submit(sleep)
-    await done
 
 
 class _Shared:
@@ -288,26 +283,23 @@ class _Shared:
     def _futex(self, index: int) -> ctypes.c_void_p:
         return self._ctrl.pointer(_FUTEX + 4 * index)
 
-    def _bump(self, index: int) -> None:
-        self._f[index] = (self._f[index] + 1) & 0xFFFFFFFF
+    #: The data generation mapped in this process; kinds without data stay at 0, as
+    #: their ``_w[_GEN]`` does.
+    _gen: int = 0
 
-    def _lock_mutex(self, deadline: float | None = None) -> bool:
-        """Lock the state mutex; repair the state if its last holder died."""
-        result = _shm.mutex_trylock(self._mutex)
-        if result == errno.EBUSY:
-            result = _shm.mutex_lock(self._mutex, deadline)
-        if result == 0:
-            return True
-        if result == errno.EOWNERDEAD:
-            _shm.mutex_consistent(self._mutex)
-            self._repair()
-            return True
-        if result == errno.ETIMEDOUT:
-            return False
-        raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+    def _enter(self) -> None:
+        """Lock the state mutex; repair the state if its last holder died; remap the data
+        if another process moved it to a new generation."""
+        result = _shm.trylock(self._mutex)
+        if result or self._gen != self._w[_GEN]:
+            self._enter_slow(result)
 
-    def _unlock_mutex(self) -> None:
-        _shm.mutex_unlock(self._mutex)
+    def _enter_slow(self, result: int) -> None:
+        """Finish ``_enter`` after a try-lock returned ``result``."""
+        if result:
+            self._lock_slow(result)
+        if self._gen != self._w[_GEN]:
+            self._remap()
 
     def _lock_slow(self, result: int) -> None:
         """Finish locking the state mutex after a try-lock returned ``result`` (not 0)."""
@@ -318,6 +310,28 @@ class _Shared:
             self._repair()
         elif result:
             raise OSError(result, f"cannot lock {self!r}: {os.strerror(result)}")
+
+    def _new_data(self, gen: int, size: int, capacity: int) -> _shm.Segment:
+        """Create data generation ``gen``: a ``[state: u64][capacity: u64]`` header,
+        then ``size`` bytes (a queue's ring, a value's two slots)."""
+        segment = self._create_data(gen, _RING_START + size)
+        header = memoryview(segment.buf)[:_RING_START].cast("Q")
+        header[0], header[1] = 0, capacity
+        header.release()
+        return segment
+
+    def _remap(self) -> None:
+        """Map the current data generation (kinds with data; under the mutex)."""
+        gen = self._w[_GEN]
+        self._data = self._open_data(gen)
+        self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
+        self._cap = self._hd[1]
+        self._gen = gen
+        if self._released():
+            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
+
+    def _leave(self) -> None:
+        _shm.unlock(self._mutex)
 
     def _repair(self) -> None:
         """Make the state consistent after a holder died (each kind knows its own)."""
@@ -341,79 +355,97 @@ def _attach(kind: str, name: str) -> _Shared:
 # --------------------------------------------------------------------------- queue
 
 
-class Queue(_Shared, Generic[T]):
-    """A FIFO queue shared by processes; pass it to process tasks as an argument.
+class _Ring(_Shared):
+    """A queue's storage: a ring of pickled records in data generation ``<name>-d<gen>``.
 
-    Same interface as every taskkit queue: ``put``/``get`` with timeouts,
-    ``put_nowait``/``get_nowait``, ``aput``/``aget``, ``close()``.  Items are
-    pickled; ``maxsize > 0`` bounds the number of items.
+    Called under the state mutex unless said otherwise; ``_enter`` also remaps when
+    another process moved the ring to a new generation.  See the module notes.
     """
-
-    _kind = "queue"
-
-    def __init__(self, maxsize: int = 0) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
-            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
-        super().__init__()
-        self._w[_MAXSIZE] = maxsize
-        self._new_ring(0, _INITIAL_RING)
-        self._attached()
-        self._remap()
 
     _has_data = True
 
     def _attached(self) -> None:
-        self._gen = -1
-        self._data: _shm.Segment | None = None
+        self._gen = -1  # nothing mapped yet: the next _enter() maps the ring
 
     def _new_ring(self, gen: int, capacity: int) -> _shm.Segment:
-        segment = self._create_data(gen, _RING_START + capacity)
-        header = memoryview(segment.buf)[:_RING_START].cast("Q")
-        header[0], header[1] = 0, capacity
-        header.release()
-        return segment
+        return self._new_data(gen, capacity, capacity)
 
     def _remap(self) -> None:
-        """Map the current ring generation (called under the mutex when it changed)."""
-        gen = self._w[_GEN]
-        self._data = self._open_data(gen)
+        super()._remap()
         self._ring = self._data.buf
-        self._hd = memoryview(self._ring)[:_RING_START].cast("Q")
-        self._cap = self._hd[1]
-        self._gen = gen
-        if self._released():
-            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
 
-    # -- the ring (call under the mutex) ----------------------------------------------
+    # -- the state functions (see _waiting): put and take one record ---------------------
 
-    def _append(self, payload: bytes) -> bool:
-        """Append one record; False if the ring must grow first (see ``_grow``)."""
+    def _try_put(self, payload: bytes) -> Any:
+        """Append a record if there is room: None; ``NOT_READY`` if the queue is full;
+        ``AGAIN`` if the ring must grow first (``_grow`` runs without the mutex)."""
+        w = self._w
+        if w[_CLOSED]:
+            raise QueueClosed(f"put() on a closed queue {self!r}")
+        maxsize = w[_MAXSIZE]
+        if maxsize and w[_COUNT] >= maxsize:
+            return NOT_READY
+        if w[_GROWING]:
+            return AGAIN  # a grower is copying the records: they must not move
         ring, cap = self._ring, self._cap
         state = self._hd[0]
         head, tail = state & 0xFFFFFFFF, state >> 32
         need = 4 + len(payload)
-        if self._w[_GROWING]:
-            return False  # a grower is copying the records: they must not move
         if tail >= head and cap - tail >= need and (tail + need != cap or head != 0):
             at = tail
         elif tail >= head and need < head:
-            self._w[_WRAPPED_AT] = tail  # read only while wrapped, i.e. after the commit
+            w[_WRAPPED_AT] = tail  # read only while wrapped, i.e. after the commit
             if cap - tail >= 4:
                 _u32.pack_into(ring, _RING_START + tail, _WRAP)
             at = 0
         elif tail < head and tail + need < head:
             at = tail
         else:
-            return False
+            return AGAIN
         start = _RING_START + at
         _u32.pack_into(ring, start, len(payload))
         ring[start + 4 : start + need] = payload
         end = at + need
         if end == cap:
-            self._w[_WRAPPED_AT] = cap
+            w[_WRAPPED_AT] = cap
             end = 0
         self._hd[0] = head | (end << 32)  # the commit: one store
-        return True
+        w[_COUNT] += 1
+        w[_PUTS] += 1
+        if w[_GETTERS] > 0:
+            _GETTERS_LOT.bump(self)
+        return None
+
+    def _try_get(self, _: object = None) -> Any:
+        """Take the first record's bytes; ``NOT_READY`` if there is none."""
+        w = self._w
+        if w[_COUNT] <= 0:
+            if w[_CLOSED]:
+                raise QueueClosed(f"get() on a closed, empty queue {self!r}")
+            return NOT_READY
+        ring, cap = self._ring, self._cap
+        state = self._hd[0]
+        head, tail = state & 0xFFFFFFFF, state >> 32
+        if cap - head < 4:
+            head = 0
+        (length,) = _u32.unpack_from(ring, _RING_START + head)
+        if length == _WRAP:
+            head = 0
+            (length,) = _u32.unpack_from(ring, _RING_START + head)
+        start = _RING_START + head + 4
+        payload = ring[start : start + length]
+        if w[_COUNT] <= 1:
+            self._hd[0] = 0  # now empty: start again at offset 0 (the commit)
+        else:
+            head += 4 + length
+            if head == cap:
+                head = 0
+            self._hd[0] = head | (tail << 32)  # the commit
+        w[_COUNT] -= 1
+        w[_GETS] += 1
+        if w[_PUTTERS] > 0:
+            _PUTTERS_LOT.bump(self)
+        return payload
 
     def _records(self) -> list[bytes]:
         """Every queued record, oldest first (for growing and repairing)."""
@@ -460,25 +492,25 @@ class Queue(_Shared, Generic[T]):
                     raise OverflowError("a process queue holds at most 4 GiB of pickled items")
                 w[_GROWING] = 1
             finally:
-                self._unlock_mutex()
+                self._leave()
             try:
                 segment = self._new_ring(gen + 1, capacity)
                 self._copy_records(segment, head, tail, wrapped_at)
             except BaseException:
                 self._enter()
                 w[_GROWING] = 0
-                self._unlock_mutex()
+                self._leave()
                 raise
             self._enter()
             try:
                 self._commit_growth(segment, head, tail, wrapped_at)
             finally:
-                self._unlock_mutex()
+                self._leave()
         finally:
             _shm.mutex_unlock(self._meta)
 
     def _has_space(self, head: int, tail: int, need: int) -> bool:
-        """The tests of ``_append``: is there room for ``need`` bytes now?"""
+        """The tests of ``_try_put``: is there room for ``need`` bytes now?"""
         cap = self._cap
         if tail >= head:
             return (cap - tail >= need and (tail + need != cap or head != 0)) or need < head
@@ -515,55 +547,50 @@ class Queue(_Shared, Generic[T]):
         self._remap()
         _shm.unlink(old)  # superseded; processes that still map it remap on their next call
 
-    def _pop(self) -> bytes:
-        ring, cap = self._ring, self._cap
-        state = self._hd[0]
-        head, tail = state & 0xFFFFFFFF, state >> 32
-        if cap - head < 4:
-            head = 0
-        (length,) = _u32.unpack_from(ring, _RING_START + head)
-        if length == _WRAP:
-            head = 0
-            (length,) = _u32.unpack_from(ring, _RING_START + head)
-        start = _RING_START + head + 4
-        payload = ring[start : start + length]
-        if self._w[_COUNT] <= 1:
-            self._hd[0] = 0  # now empty: start again at offset 0 (the commit)
-        else:
-            head += 4 + length
-            if head == cap:
-                head = 0
-            self._hd[0] = head | (tail << 32)  # the commit
-        return payload
-
     def _repair(self) -> None:
         if self._gen != self._w[_GEN]:
             self._remap()
         self._w[_COUNT] = len(self._records())
 
-    def _enter(self, deadline: float | None = None) -> bool:
-        if not self._lock_mutex(deadline):
-            return False
-        if self._gen != self._w[_GEN]:
-            self._remap()
-        return True
 
-    # -- blocking faces -----------------------------------------------------------------
+class Queue(_Ring, Generic[T]):
+    """A FIFO queue shared by processes; pass it to process tasks as an argument.
 
-    def _try_put(self, payload: bytes) -> bool | None:
-        """Under the mutex: append if there is room; False if full, None if the ring
-        must grow first (let go of the mutex, ``_grow``, try again)."""
+    Same interface as every taskkit queue: ``put``/``get`` with timeouts,
+    ``put_nowait``/``get_nowait``, ``aput``/``aget``, ``close()``.  Items are
+    pickled; ``maxsize > 0`` bounds the number of items.
+    """
+
+    _kind = "queue"
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
+            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
+        super().__init__()
+        self._w[_MAXSIZE] = maxsize
+        self._new_ring(0, _INITIAL_RING)
+        self._attached()
+        self._remap()
+
+    # -- what the wait descriptions add to the ring's state functions ------------------
+
+    def _grow_for(self, payload: bytes) -> None:
+        self._grow(4 + len(payload))
+
+    def _wake_getter(self) -> None:
+        _GETTERS_LOT.wake(self, 1)
+
+    def _wake_putter(self) -> None:
+        _PUTTERS_LOT.wake(self, 1)
+
+    def _has_item(self) -> bool:
+        return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
+
+    def _has_room(self) -> bool:
         w = self._w
-        if w[_CLOSED]:
-            raise QueueClosed(f"put() on a closed queue {self!r}")
-        maxsize = w[_MAXSIZE]
-        if maxsize and w[_COUNT] >= maxsize:
-            return False
-        if not self._append(payload):
-            return None
-        w[_COUNT] += 1
-        w[_PUTS] += 1
-        return True
+        return bool(w[_CLOSED]) or not w[_MAXSIZE] or w[_COUNT] < w[_MAXSIZE]
+
+    # -- the faces: one wait description each (see _waiting) ----------------------------
 
     def put(self, item: T, timeout: float | None = None) -> None:
         """Put ``item`` at the end, waiting up to ``timeout`` seconds for room.
@@ -574,78 +601,20 @@ class Queue(_Shared, Generic[T]):
             SerializationError: ``item`` cannot be pickled.
         """
         payload = dumps_value(item, "queue item")
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._has_room, Waiting("put() on", self), self, timeout)
-        ):
-            raise queue.Full
-        mutex, w = self._mutex, self._w
-        result = _shm.trylock(mutex)
-        if result:
-            self._lock_slow(result)
-        try:
-            if self._gen != w[_GEN]:
-                self._remap()
-            if w[_CLOSED]:
-                raise QueueClosed(f"put() on a closed queue {self!r}")
-            maxsize = w[_MAXSIZE]
-            if (maxsize and w[_COUNT] >= maxsize) or not self._append(payload):
-                wake = None  # full, or the ring must grow: the slow path does either
-            else:
-                w[_COUNT] += 1
-                w[_PUTS] += 1
-                wake = w[_GETTERS] > 0
-                if wake:
-                    self._bump(_NOT_EMPTY)
-        finally:
-            _shm.unlock(mutex)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
-        elif wake is None:
-            self._put_waiting(payload, timeout)
-
-    def _put_waiting(self, payload: bytes, timeout: float | None) -> None:
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
-            self._enter()
+        if _control.hook is None or not controlled():  # one global read on the hot path
+            mutex, w = self._mutex, self._w
+            result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
+            if result or self._gen != w[_GEN]:
+                self._enter_slow(result)
             try:
-                put = self._try_put(payload)
-                if put:
-                    wake = w[_GETTERS] > 0
-                    if wake:
-                        self._bump(_NOT_EMPTY)
-                    break
-                if put is None:
-                    seen = -1  # the ring must grow first
-                elif deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Full
-                else:
-                    w[_PUTTERS] += 1
-                    seen = self._f[_NOT_FULL]
+                done = self._try_put(payload)
             finally:
-                self._unlock_mutex()
-            if seen < 0:
-                self._grow(4 + len(payload))
-            else:
-                self._sleep(_NOT_FULL, seen, deadline, _PUTTERS)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
-
-    def _sleep(self, word: int, seen: int, deadline: float | None, counter: int) -> None:
-        """Sleep on a futex word; the waiter count is undone here if interrupted."""
-        try:
-            _shm.futex_wait(self._futex(word), seen, remaining(deadline))
-        except BaseException:
-            self._enter()
-            self._w[counter] -= 1
-            self._unlock_mutex()
-            raise
-        self._enter()
-        self._w[counter] -= 1
-        self._unlock_mutex()
+                _shm.unlock(mutex)
+            if done is None:
+                if w[_GETTERS] > 0:
+                    _GETTERS_LOT.wake(self, 1)
+                return
+        block(_PUT, self, payload, timeout, tried=True)
 
     def get(self, timeout: float | None = None) -> T:
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -654,66 +623,31 @@ class Queue(_Shared, Generic[T]):
             queue.Empty: no item came within ``timeout`` seconds.
             QueueClosed: the queue is closed and empty.
         """
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._has_item, Waiting("get() on", self), self, timeout)
-        ):
-            raise queue.Empty
-        mutex, w = self._mutex, self._w
-        result = _shm.trylock(mutex)
-        if result:
-            self._lock_slow(result)
-        try:
-            if self._gen != w[_GEN]:
-                self._remap()
-            if w[_COUNT] > 0:
-                payload = self._pop()
-                w[_COUNT] -= 1
-                w[_GETS] += 1
-                wake = w[_PUTTERS] > 0
-                if wake:
-                    self._bump(_NOT_FULL)
-            else:
-                payload = None
-        finally:
-            _shm.unlock(mutex)
-        if payload is None:
-            return self._get_waiting(timeout)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return loads(payload)  # type: ignore[no-any-return]
-
-    def _get_waiting(self, timeout: float | None) -> T:
-        deadline = check_timeout(timeout)
-        w = self._w
-        until = _perf() + _SPIN
-        while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
-            os.sched_yield()  # poll briefly before sleeping (see _SPIN)
-        while True:
-            self._enter()
+        if _control.hook is None or not controlled():  # one global read on the hot path
+            mutex, w = self._mutex, self._w
+            result = _shm.trylock(mutex)  # _enter(), unrolled: this is the hot path
+            if result or self._gen != w[_GEN]:
+                self._enter_slow(result)
             try:
-                if w[_COUNT] > 0:
-                    payload = self._pop()
-                    w[_COUNT] -= 1
-                    w[_GETS] += 1
-                    wake = w[_PUTTERS] > 0
-                    if wake:
-                        self._bump(_NOT_FULL)
-                    break
-                if w[_CLOSED]:
-                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise queue.Empty
-                w[_GETTERS] += 1
-                seen = self._f[_NOT_EMPTY]
+                payload = self._try_get()
             finally:
-                self._unlock_mutex()
-            self._sleep(_NOT_EMPTY, seen, deadline, _GETTERS)
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
-        return loads(payload)  # type: ignore[no-any-return]
+                _shm.unlock(mutex)
+            if payload is not NOT_READY:
+                if w[_PUTTERS] > 0:
+                    _PUTTERS_LOT.wake(self, 1)
+                return loads(payload)  # type: ignore[no-any-return]
+            until = _perf() + _SPIN
+            while w[_COUNT] <= 0 and not w[_CLOSED] and _perf() < until:
+                os.sched_yield()  # poll briefly before sleeping (see _SPIN)
+        return loads(block(_GET, self, None, timeout, tried=True))  # type: ignore[no-any-return]
+
+    async def aput(self, item: T, timeout: float | None = None) -> None:
+        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
+        await ablock(_PUT, self, dumps_value(item, "queue item"), timeout)
+
+    async def aget(self, timeout: float | None = None) -> T:
+        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
+        return loads(await ablock(_GET, self, None, timeout))  # type: ignore[no-any-return]
 
     def put_nowait(self, item: T) -> None:
         """Put ``item`` if there is room at once.
@@ -723,26 +657,9 @@ class Queue(_Shared, Generic[T]):
             QueueClosed: the queue is closed.
         """
         payload = dumps_value(item, "queue item")
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.put", self)
-        while True:
-            self._enter()
-            try:
-                put = self._try_put(payload)
-                if put is False:
-                    raise queue.Full
-                if put:
-                    wake = self._w[_GETTERS] > 0
-                    if wake:
-                        self._bump(_NOT_EMPTY)
-            finally:
-                self._unlock_mutex()
-            if put:
-                break
-            self._grow(4 + len(payload))  # room is only a copy away: not "full"
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_EMPTY), 1)
+        switch("queue.put", self)
+        if attempt_now(_PUT, self, payload) is NOT_READY:
+            raise queue.Full  # a ring that must grow is only a copy away: not "full"
 
     def get_nowait(self) -> T:
         """Remove and return the first item if there is one at once.
@@ -751,117 +668,31 @@ class Queue(_Shared, Generic[T]):
             queue.Empty: the queue is empty.
             QueueClosed: the queue is closed and empty.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.get", self)
-        w = self._w
-        self._enter()
-        try:
-            if w[_COUNT] <= 0:
-                if w[_CLOSED]:
-                    raise QueueClosed(f"get() on a closed, empty queue {self!r}")
-                raise queue.Empty
-            payload = self._pop()
-            w[_COUNT] -= 1
-            w[_GETS] += 1
-            wake = w[_PUTTERS] > 0
-            if wake:
-                self._bump(_NOT_FULL)
-        finally:
-            self._unlock_mutex()
-        if wake:
-            _shm.futex_wake(self._futex(_NOT_FULL), 1)
+        switch("queue.get", self)
+        payload = attempt_now(_GET, self, None)
+        if payload is NOT_READY:
+            raise queue.Empty
         return loads(payload)  # type: ignore[no-any-return]
-
-    def _has_item(self) -> bool:
-        return self._w[_COUNT] > 0 or bool(self._w[_CLOSED])
-
-    def _has_room(self) -> bool:
-        w = self._w
-        return bool(w[_CLOSED]) or not w[_MAXSIZE] or w[_COUNT] < w[_MAXSIZE]
-
-    # -- async faces --------------------------------------------------------------------
-
-    async def aput(self, item: T, timeout: float | None = None) -> None:
-        """The awaitable twin of ``put``: waits for room without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_room, Waiting("aput() on", self), self, timeout
-            ):
-                raise queue.Full
-            self.put_nowait(item)
-            return
-        deadline = check_timeout(timeout)
-        while True:
-            try:
-                self.put_nowait(item)
-                return
-            except queue.Full:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-            await self._await_word(_NOT_FULL, self._has_room, deadline, _PUTTERS)
-
-    async def aget(self, timeout: float | None = None) -> T:
-        """The awaitable twin of ``get``: waits for an item without blocking the event loop."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._has_item, Waiting("aget() on", self), self, timeout
-            ):
-                raise queue.Empty
-            return self.get_nowait()
-        deadline = check_timeout(timeout)
-        while True:
-            try:
-                return self.get_nowait()
-            except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-            await self._await_word(_NOT_EMPTY, self._has_item, deadline, _GETTERS)
-
-    async def _await_word(
-        self, word: int, ready: Callable[[], bool], deadline: float | None, counter: int
-    ) -> None:
-        """Sleep (on a helper thread) until the word moves; the caller then retries.
-
-        Counting ourselves and reading the word under the mutex, after seeing the queue
-        not ``ready()`` there, means a put or get that follows must bump the word.
-        """
-        self._enter()
-        try:
-            if ready():
-                return
-            self._w[counter] += 1
-            seen = self._f[word]
-        finally:
-            self._unlock_mutex()
-        try:
-            await _sleep_on(self._futex(word), seen, deadline)
-        finally:
-            self._enter()
-            self._w[counter] -= 1
-            self._unlock_mutex()
-
-    # -- state --------------------------------------------------------------------------
 
     def close(self) -> None:
         """Refuse new items; ``get`` drains what is left, then raises ``QueueClosed``."""
-        h = _control.hook
-        if h is not None:
-            h.switch("queue.close", self)
+        switch("queue.close", self)
         self._enter()
         try:
             self._w[_CLOSED] = 1
-            self._bump(_NOT_EMPTY)
-            self._bump(_NOT_FULL)
+            _GETTERS_LOT.bump(self)
+            _PUTTERS_LOT.bump(self)
         finally:
-            self._unlock_mutex()
-        _shm.futex_wake(self._futex(_NOT_EMPTY))
-        _shm.futex_wake(self._futex(_NOT_FULL))
+            self._leave()
+        _GETTERS_LOT.wake(self)
+        _PUTTERS_LOT.wake(self)
 
     def _shutdown(self, close: bool) -> None:
         if close:
             self.close()
         super()._shutdown(close)
+
+    # -- snapshots ----------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
@@ -875,8 +706,7 @@ class Queue(_Shared, Generic[T]):
 
     def qsize(self) -> int:
         """The number of items in the queue now."""
-        if _control.hook is not None:
-            _control.observe("queue.qsize", self)
+        observe("queue.qsize", self)
         return self._size()
 
     def _size(self) -> int:
@@ -884,21 +714,18 @@ class Queue(_Shared, Generic[T]):
 
     def empty(self) -> bool:
         """True if the queue holds no items now."""
-        if _control.hook is not None:
-            _control.observe("queue.empty", self)
+        observe("queue.empty", self)
         return self._w[_COUNT] <= 0
 
     def full(self) -> bool:
         """True if the queue is bounded and holds ``maxsize`` items now."""
-        if _control.hook is not None:
-            _control.observe("queue.full", self)
+        observe("queue.full", self)
         maxsize = self._w[_MAXSIZE]
         return bool(maxsize) and self._w[_COUNT] >= maxsize
 
     def statistics(self) -> QueueStatistics:
         """Return a snapshot of the queue's counters (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         w = self._w
         return QueueStatistics(
             size=max(0, int(w[_COUNT])),
@@ -916,7 +743,42 @@ class Queue(_Shared, Generic[T]):
         return f"<taskkit process Queue {self._name} {self._size()}{bound} items{state}>"
 
 
+_GETTERS_LOT = FutexLot(_NOT_EMPTY, _GETTERS)
+_PUTTERS_LOT = FutexLot(_NOT_FULL, _PUTTERS)
+_PUT: Wait[None] = Wait(
+    "put() on", Queue._try_put, Queue._has_room, _PUTTERS_LOT, timed_out=queue.Full
+)
+_PUT.unblock, _PUT.after = Queue._grow_for, Queue._wake_getter
+_GET: Wait[Any] = Wait(
+    "get() on", Queue._try_get, Queue._has_item, _GETTERS_LOT, timed_out=queue.Empty
+)
+_GET.after = Queue._wake_putter
+
+
 # --------------------------------------------------------------------------- lock
+
+
+class _LockLot(FutexLot):
+    """Where coroutines wait for a process lock (threads block in the mutex itself).
+
+    The lock's state is its robust mutex, taken without any other mutex, so a
+    coroutine counts itself (under the lock's second mutex), reads word 0 and tries
+    once more before it sleeps on the word, which ``release`` bumps when someone waits.
+    """
+
+    __slots__ = ()
+    locked = False
+
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
+        obj._count_waiter(1)
+        seen = int(obj._f[0])
+        result = w.attempt(obj, arg)  # released before we were counted?
+        if result is not NOT_READY:
+            obj._count_waiter(-1)
+        return result, seen
+
+    def leave_line(self, obj: Any) -> None:
+        obj._count_waiter(-1)
 
 
 class Lock(AcquireContext, _Shared):
@@ -952,19 +814,23 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread already holds it (waiting would never end).
         """
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
-        ):
-            return False
+        if _control.hook is not None and controlled():  # one global read on the hot path
+            return block(_LOCK, self, None, timeout)
         result = _shm.trylock(self._mutex)
         if result == 0:
             self._w[_HOLDER] = _pid
             self.previous_holder_died = False
             return True
         return self._acquire_waiting(result, timeout)
+
+    def _try(self, _: object = None) -> Any:
+        """The state function: take the lock if it is free (or its holder died)."""
+        result = _shm.trylock(self._mutex)
+        if result == 0:
+            self._w[_HOLDER] = _pid
+            self.previous_holder_died = False
+            return True
+        return True if self._acquire_waiting(result, 0) else NOT_READY
 
     def _acquire_waiting(self, result: int, timeout: float | None) -> bool:
         if result == errno.EBUSY:
@@ -997,9 +863,8 @@ class Lock(AcquireContext, _Shared):
         Raises:
             UsageError: the calling thread does not hold it.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("lock.release", self)
+        if _control.hook is not None:  # one global read on the hot path
+            switch("lock.release", self)
         w = self._w
         holder = w[_HOLDER]
         w[_HOLDER] = 0
@@ -1007,13 +872,12 @@ class Lock(AcquireContext, _Shared):
             w[_HOLDER] = holder
             raise UsageError(f"release() of {self!r}, which this thread does not hold")
         if w[_WAITERS] > 0:  # coroutines wait on the word, not on the mutex
-            self._bump(0)
-            _shm.futex_wake(self._futex(0))
+            _LOCK_LOT.bump(self)
+            _LOCK_LOT.wake(self)
 
     def locked(self) -> bool:
         """True if the lock is held now (by any process)."""
-        if _control.hook is not None:
-            _control.observe("lock.locked", self)
+        observe("lock.locked", self)
         return self._held()
 
     def _held(self) -> bool:
@@ -1021,26 +885,7 @@ class Lock(AcquireContext, _Shared):
 
     async def aacquire(self, timeout: float | None = None) -> bool:
         """The awaitable twin of ``acquire`` (the awaiting thread then holds the lock)."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._free, Waiting("aacquire() of", self), self, timeout
-            ):
-                return False
-            return self.acquire(0)
-        deadline = check_timeout(timeout)
-        while True:
-            seen = self._f[0]
-            if self.acquire(0):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            self._count_waiter(1)
-            try:
-                if self.acquire(0):  # released before we were counted
-                    return True
-                await _sleep_on(self._futex(0), seen, deadline)
-            finally:
-                self._count_waiter(-1)
+        return await ablock(_LOCK, self, None, timeout)
 
     def _count_waiter(self, delta: int) -> None:
         result = _shm.mutex_lock(self._meta, None)
@@ -1051,8 +896,7 @@ class Lock(AcquireContext, _Shared):
 
     def statistics(self) -> LockStatistics:
         """Return a snapshot of the lock's state (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         holder = int(self._w[_HOLDER])
         return LockStatistics(
             locked=self._held(),
@@ -1071,80 +915,57 @@ class Lock(AcquireContext, _Shared):
         return f"<taskkit process Lock {self._name} {state}>"
 
 
+_LOCK_LOT = _LockLot(0, _WAITERS)
+_LOCK: Wait[bool] = Wait("acquire() of", Lock._try, Lock._free, _LOCK_LOT)
+
+
 # --------------------------------------------------------------------------- event
 
 
-class Event(_Shared):
+class Event(EventFaces, _Shared):
     """A flag shared by processes: ``set()`` wakes every ``wait()`` in every process."""
 
     _kind = "event"
 
     def set(self) -> None:
         """Set the flag and wake every waiter."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.set", self)
+        switch("event.set", self)
         self._f[0] = 1
-        _shm.futex_wake(self._futex(0))
+        _EVENT_LOT.wake(self)
 
     def clear(self) -> None:
         """Clear the flag."""
-        h = _control.hook
-        if h is not None:
-            h.switch("event.clear", self)
+        switch("event.clear", self)
         self._f[0] = 0
 
     def is_set(self) -> bool:
         """True if the flag is set."""
-        if _control.hook is not None:
-            _control.observe("event.is_set", self)
+        observe("event.is_set", self)
         return self._is_set()
 
     def _is_set(self) -> bool:
         return bool(self._f[0])
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
-        h = _control.hook
-        if h is not None and h.controls_caller():
-            return bool(h.wait_until(self._is_set, Waiting("wait() on", self), self, timeout))
-        deadline = check_timeout(timeout)
-        while not self._f[0]:
-            left = remaining(deadline)
-            if left == 0:
-                return False
-            _shm.futex_wait(self._futex(0), 0, left)
-        return True
-
-    async def await_(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``wait``."""
-        if _control.controlled():
-            return bool(
-                await _control.await_until(
-                    self._is_set, Waiting("await_() on", self), self, timeout
-                )
-            )
-        deadline = check_timeout(timeout)
-        while not self._f[0]:
-            if remaining(deadline) == 0:
-                return False
-            await _sleep_on(self._futex(0), 0, deadline)
-        return True
+    def _try(self, _: object = None) -> Any:
+        return True if self._f[0] else NOT_READY
 
     def statistics(self) -> EventStatistics:
         """Return a snapshot of the event's state (waiters are not counted: -1)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return EventStatistics(is_set=self._is_set(), waiting=-1)
 
     def __repr__(self) -> str:
         return f"<taskkit process Event {self._name} {'set' if self._is_set() else 'clear'}>"
 
 
+_EVENT_LOT = FlagLot(0, None)
+Event._wait = Wait("wait() on", Event._try, Event._is_set, _EVENT_LOT, aname="await_() on")
+
+
 # ----------------------------------------------------------------------- semaphore
 
 
-class Semaphore(AcquireContext, _Shared):
+class Semaphore(AcquireFaces, _Shared):
     """A counter of free units shared by processes.
 
     A unit taken by a process that then dies is not returned (a semaphore has
@@ -1162,102 +983,32 @@ class Semaphore(AcquireContext, _Shared):
     def _free(self) -> bool:
         return self._w[_VALUE] > 0
 
-    def _try(self) -> bool:
-        self._lock_mutex()
-        try:
-            if self._w[_VALUE] > 0:
-                self._w[_VALUE] -= 1
-                return True
-            return False
-        finally:
-            self._unlock_mutex()
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a unit, waiting up to ``timeout`` seconds for one; True if taken."""
-        h = _control.hook
-        if (
-            h is not None
-            and h.controls_caller()
-            and not h.wait_until(self._free, Waiting("acquire() of", self), self, timeout)
-        ):
-            return False
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
-            self._lock_mutex()
-            try:
-                if w[_VALUE] > 0:
-                    w[_VALUE] -= 1
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                w[_WAITERS] += 1
-                seen = self._f[0]
-            finally:
-                self._unlock_mutex()
-            try:
-                _shm.futex_wait(self._futex(0), seen, remaining(deadline))
-            finally:
-                self._lock_mutex()
-                w[_WAITERS] -= 1
-                self._unlock_mutex()
+    def _try(self, _: object = None) -> Any:
+        if self._w[_VALUE] > 0:
+            self._w[_VALUE] -= 1
+            return True
+        return NOT_READY
 
     def release(self) -> None:
         """Return a unit and wake a waiter."""
-        h = _control.hook
-        if h is not None:
-            h.switch("semaphore.release", self)
-        self._lock_mutex()
+        switch("semaphore.release", self)
+        self._enter()
         try:
             self._w[_VALUE] += 1
-            wake = self._w[_WAITERS] > 0
-            if wake:
-                self._bump(0)
+            _SEMAPHORE_LOT.bump(self)
         finally:
-            self._unlock_mutex()
-        if wake:
-            _shm.futex_wake(self._futex(0), 1)
-
-    async def aacquire(self, timeout: float | None = None) -> bool:
-        """The awaitable twin of ``acquire``."""
-        if _control.controlled():
-            if not await _control.await_until(
-                self._free, Waiting("aacquire() of", self), self, timeout
-            ):
-                return False
-            return self._try()
-        deadline = check_timeout(timeout)
-        w = self._w
-        while True:
-            self._lock_mutex()
-            try:
-                if w[_VALUE] > 0:
-                    w[_VALUE] -= 1
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                w[_WAITERS] += 1
-                seen = self._f[0]
-            finally:
-                self._unlock_mutex()
-            try:
-                await _sleep_on(self._futex(0), seen, deadline)
-            finally:
-                self._lock_mutex()
-                self._w[_WAITERS] -= 1
-                self._unlock_mutex()
+            self._leave()
+        _SEMAPHORE_LOT.wake(self, 1)
 
     @property
     def value(self) -> int:
         """The number of free units now."""
-        if _control.hook is not None:
-            _control.observe("semaphore.value", self)
+        observe("semaphore.value", self)
         return int(self._w[_VALUE])
 
     def statistics(self) -> SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         w = self._w
         return SemaphoreStatistics(
             value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
@@ -1265,6 +1016,10 @@ class Semaphore(AcquireContext, _Shared):
 
     def __repr__(self) -> str:
         return f"<taskkit process Semaphore {self._name} value={self.value}>"
+
+
+_SEMAPHORE_LOT = FutexLot(0, _WAITERS)
+Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, _SEMAPHORE_LOT)
 
 
 # --------------------------------------------------------------------------- value
@@ -1285,14 +1040,16 @@ class Value(_Shared, Generic[T]):
         payload = dumps_value(initial, "initial value")
         super().__init__()
         self._attached()
-        self._lock_mutex()
+        result = _shm.trylock(self._mutex)  # _enter() without a remap: no data yet
+        if result:
+            self._lock_slow(result)
         try:
             self._data = self._new_slots(0, max(4096, 2 * len(payload)))
             self._remap()
             self._write(payload)
             self._w[_WRITES] = 0
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     _has_data = True
 
@@ -1300,25 +1057,7 @@ class Value(_Shared, Generic[T]):
         self._gen = -1
 
     def _new_slots(self, gen: int, capacity: int) -> _shm.Segment:
-        segment = self._create_data(gen, _RING_START + 2 * capacity)
-        header = memoryview(segment.buf)[:_RING_START].cast("Q")
-        header[0], header[1] = 0, capacity
-        header.release()
-        return segment
-
-    def _remap(self) -> None:
-        gen = self._w[_GEN]
-        self._data = self._open_data(gen)
-        self._hd = memoryview(self._data.buf)[:_RING_START].cast("Q")
-        self._cap = self._hd[1]
-        self._gen = gen
-        if self._released():
-            _shm.unlink(self._data.name)  # grown after shutdown: nobody else will open it
-
-    def _enter(self) -> None:
-        self._lock_mutex()
-        if self._gen != self._w[_GEN]:
-            self._remap()
+        return self._new_data(gen, 2 * capacity, capacity)
 
     def _read(self) -> bytes:
         meta = self._hd[0]
@@ -1348,42 +1087,37 @@ class Value(_Shared, Generic[T]):
 
     def get(self) -> T:
         """Return (a copy of) the current value."""
-        if _control.hook is not None:
-            _control.observe("value.get", self)
+        observe("value.get", self)
         self._enter()
         try:
             payload = self._read()
         finally:
-            self._unlock_mutex()
+            self._leave()
         return loads(payload)  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
         """Replace the value."""
         payload = dumps_value(value, "value")
-        h = _control.hook
-        if h is not None:
-            h.switch("value.set", self)
+        switch("value.set", self)
         self._enter()
         try:
             self._write(payload)
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     def update(self, fn: Callable[[T], T]) -> T:
         """Store ``fn(current)`` atomically, across processes, and return it.
 
         If ``fn`` raises, the value is unchanged and the exception propagates.
         """
-        h = _control.hook
-        if h is not None:
-            h.switch("value.update", self)
+        switch("value.update", self)
         self._enter()
         try:
             new = fn(loads(self._read()))
             self._write(dumps_value(new, "value"))
             return new
         finally:
-            self._unlock_mutex()
+            self._leave()
 
     async def _off_loop(self, op: Callable[[], R]) -> R:
         """Run ``op`` here if the mutex is free, else on a helper thread (never blocking)."""
@@ -1392,7 +1126,7 @@ class Value(_Shared, Generic[T]):
             try:
                 return op()
             finally:
-                self._unlock_mutex()
+                self._leave()
         done: Future[R] = Future()
 
         def run() -> None:
@@ -1401,7 +1135,7 @@ class Value(_Shared, Generic[T]):
             except BaseException as exc:
                 done._try_set_exception(exc)
 
-        _helpers().submit(run)
+        helpers().submit(run)
         return await done
 
     async def aget(self) -> T:
@@ -1422,8 +1156,7 @@ class Value(_Shared, Generic[T]):
 
     def statistics(self) -> ValueStatistics:
         """Return a snapshot of the value's counters (shared by every process)."""
-        if _control.hook is not None:
-            _control.observe("statistics", self)
+        observe("statistics", self)
         return ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
 
     def __repr__(self) -> str:
