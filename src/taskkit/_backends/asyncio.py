@@ -46,16 +46,16 @@ from typing_extensions import ParamSpec
 from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from .._errors import ExecutorClosed
 from .._executor import (
-    _NO_OPTIONS,
     KILL_GRACE,
     Executor,
     TaskOptions,
-    _Task,
     call_as_task,
     is_async_callable,
     shut_down_at_exit,
 )
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
+from .._ledger import NO_OPTIONS as _NO_OPTIONS
+from .._ledger import Task as _Task
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -235,7 +235,7 @@ class AsyncioExecutor(Executor):
             return self._submit(fn, args, kwargs, _NO_OPTIONS)
         # Executor._submit and _start in one, on the loop's own thread: no other thread
         # has seen the task yet, so it is made running, and it is counted without the
-        # lock (the _n_loop_* counts are only ever changed by this thread).
+        # lock (the ledger's loop_* counts are only ever changed by this thread).
         if self._closed:
             raise ExecutorClosed(f"cannot submit {fn.__qualname__}: the asyncio executor is closed")
         task_class = self._loop_task
@@ -249,8 +249,8 @@ class AsyncioExecutor(Executor):
         if kwargs:
             task._kwargs = kwargs
         task._handle = _Attempt(self._run_at_once(task), loop=loop)
-        self._live[task] = task
-        self._n_loop_submitted += 1
+        self._ledger.live[task] = task
+        self._ledger.loop_submitted += 1
         self._admission.running += 1
         return task
 
@@ -276,7 +276,7 @@ class AsyncioExecutor(Executor):
             admit(incoming.popleft())
 
     def _start(self, task: _Task) -> None:
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args, kwargs = task._fn, task._args, task._kwargs
@@ -301,7 +301,7 @@ class AsyncioExecutor(Executor):
             entered = self._run_entered(task, fn, args, kwargs)
             entered.send(None)
             task._handle = loop.create_task(entered)
-        task._stop_running = self._stop_hook  # an asyncio task: cancellable
+        task._stop_running = self._ledger.stop_hook  # an asyncio task: cancellable
 
     async def _run(
         self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -326,7 +326,7 @@ class AsyncioExecutor(Executor):
 
         It has no deadline, no retries and no place under ``max_workers``, so unless a
         stop is pending, it settles its future and is counted here, by the loop's
-        thread, without the executor's lock (see ``Executor._settled`` for the rest).
+        thread, without the executor's lock (see ``TaskLedger.settled`` for the rest).
         """
         try:
             value = await task._fn(*task._args, **task._kwargs)
@@ -339,7 +339,7 @@ class AsyncioExecutor(Executor):
                 self._ended(task, value, None)
                 return
             if task._finish(value, None):
-                self._settled_with_value(task)
+                self._ledger.settled_with_value(task)
                 task._invoke_done_callbacks()
             self._admission.running -= 1
             if self._stop_when_idle:
@@ -395,7 +395,7 @@ class AsyncioExecutor(Executor):
             except BaseException as error:
                 self._report(task, None, error)
             else:
-                self._succeeded(task, value)
+                self._ledger.succeeded(task, value)
         self._release()
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
@@ -407,7 +407,7 @@ class AsyncioExecutor(Executor):
         if isinstance(error, asyncio.CancelledError):
             task._force_cancelled()
         else:
-            self._report_outcome(task, value, error)
+            self._ledger.report_outcome(task, value, error)
 
     def _reported_elsewhere(self, task: _Task, attempt: asyncio.Future[Any] | None) -> bool:
         """Loop thread, as ``attempt`` ends: True if its outcome must not be reported.
@@ -446,7 +446,7 @@ class AsyncioExecutor(Executor):
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # _begin runs on the loop thread: the loop's own timer keeps the deadline.
-        return _LoopDeadline(self._loop, timeout, lambda: self._deadline_passed(task))
+        return _LoopDeadline(self._loop, timeout, lambda: self._ledger.deadline_passed(task))
 
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await (a plain function runs on to its end)"
@@ -464,7 +464,7 @@ class AsyncioExecutor(Executor):
             current = asyncio.current_task()
             cancelled = [
                 task._handle
-                for task in list(self._live.values())
+                for task in list(self._ledger.live.values())
                 if isinstance(task._handle, asyncio.Task) and task._handle is not current
             ]
         await super().__aexit__(exc_type, exc, tb)
@@ -580,8 +580,8 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
             "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
             "_condition": _thread.RLock(),
             "_started": True,
-            "_on_settled": executor._settle_hook,
-            "_stop_running": executor._stop_hook,
+            "_on_settled": executor._ledger.settle_hook,
+            "_stop_running": executor._ledger.stop_hook,
         },
     )
 

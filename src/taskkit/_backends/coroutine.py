@@ -40,10 +40,10 @@ from .._executor import (
     KILL_GRACE,
     Executor,
     TaskOptions,
-    _Task,
     is_async_callable,
     shut_down_at_exit,
 )
+from .._ledger import Task as _Task
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -207,8 +207,8 @@ class CoroutineExecutor(Executor):
     def _scheduler_crashed(self, error: BaseException) -> None:
         """Scheduler thread, dying: fail every unfinished task rather than leave it hanging."""
         self._crashed = error
-        with self._state_lock:
-            futures = list(self._live)
+        with self._ledger.lock:
+            futures = list(self._ledger.live)
         for future in futures:
             failure = SchedulerStopped(f"the coroutine scheduler stopped after an error: {error!r}")
             failure.__cause__ = error
@@ -219,7 +219,7 @@ class CoroutineExecutor(Executor):
         self._admission.admit(task)
 
     def _start(self, task: _Task) -> None:
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args = task._fn, task._args
@@ -245,7 +245,7 @@ class CoroutineExecutor(Executor):
             self._report(task, coro, None)
             return
         task._handle = ct
-        task._stop_running = self._stop_hook
+        task._stop_running = self._ledger.stop_hook
 
     def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
         """Loop thread: a submitted task's coroutine ended."""
@@ -257,7 +257,7 @@ class CoroutineExecutor(Executor):
             self._report(owner, value, error)
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        self._report_outcome(task, value, error)
+        self._ledger.report_outcome(task, value, error)
         self._release()
 
     def _release(self) -> None:
@@ -280,7 +280,9 @@ class CoroutineExecutor(Executor):
         # _begin runs on the loop thread, so the scheduler's own timer heap is safe here,
         # and a virtual clock times the deadline in simulated time.
         scheduler = self._scheduler
-        return scheduler.call_at(scheduler.now() + timeout, lambda: self._deadline_passed(task))
+        return scheduler.call_at(
+            scheduler.now() + timeout, lambda: self._ledger.deadline_passed(task)
+        )
 
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await"

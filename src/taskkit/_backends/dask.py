@@ -48,7 +48,8 @@ from .._calls import run_chunk
 from .._dask._cluster import Connection, connect
 from .._dask._remote import decode, run_payload, worker_keys
 from .._errors import ExecutorClosed, SerializationError, WorkerCrashed
-from .._executor import Executor, _Task
+from .._executor import Executor
+from .._ledger import Task as _Task
 from .._timer import Deadline, call_later
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ class DaskExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         payload = self._payload(task)
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return
         token = next(self._tokens)
         topic = None
@@ -232,11 +233,11 @@ class DaskExecutor(Executor):
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
         with self._running_lock:
             self._running[task] = (token, future)
-        task._stop_running = self._stop_hook
+        task._stop_running = self._ledger.stop_hook
         self._client.loop.add_callback(self._watch, future, task, token)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        return _ArmedOnStart(lambda: self._deadline_passed(task))
+        return _ArmedOnStart(lambda: self._ledger.deadline_passed(task))
 
     def _started(self, event: tuple[float, int]) -> None:
         # On the client's IO loop: a worker started an attempt that has a deadline.
@@ -277,13 +278,13 @@ class DaskExecutor(Executor):
         if status == "finished":
             ok, value = decode(outcome)
             if ok:
-                self._succeeded(task, value)
+                self._ledger.succeeded(task, value)
             else:
-                self._failed(task, value)
+                self._ledger.failed(task, value)
         elif status == "cancelled":
             task._force_cancelled()  # cancelled on the cluster, not by us
         else:
-            self._failed(task, self._remote_error(task, outcome))
+            self._ledger.failed(task, self._remote_error(task, outcome))
 
     def _remote_error(self, task: _Task, outcome: Any) -> BaseException:
         if isinstance(outcome, tuple) and len(outcome) == 3:

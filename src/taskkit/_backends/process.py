@@ -52,8 +52,9 @@ from typing import Any, cast, final
 
 from .._calls import run_chunk
 from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor, _Task
+from .._executor import Executor
 from .._future import Future, _await_hooks
+from .._ledger import Task as _Task
 from .._map import MapRun, MapSpec
 from .._process import _wire
 from .._process._worker import run_column, worker_main
@@ -277,7 +278,6 @@ class ProcessExecutor(Executor):
         self._idle: list[_Worker] = []
         self._pending: collections.deque[_Task] = collections.deque()
         self._running: dict[_Task, _Worker] = {}
-        self._payloads: dict[_Task, _wire.Payload] = {}
         self._starting = 0  # workers asked of the manager thread, not yet started
         self._stopping = False
         self._killing = False
@@ -310,7 +310,7 @@ class ProcessExecutor(Executor):
         _last_payload.value = (fn, args, kwargs, payload)
 
     def _payload_for(self, task: _Task) -> _wire.Payload:
-        payload = self._payloads.get(task)
+        payload: _wire.Payload | None = task._handle  # kept there until the task settles
         if payload is not None:
             return payload
         last = _last_payload.value
@@ -324,19 +324,12 @@ class ProcessExecutor(Executor):
             _last_payload.value = None
         else:
             payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
-        self._payloads[task] = payload
+        task._handle = payload
         if _HAS_EPOLL and task._attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
             # a caller blocked in result() reads the worker's reply itself.
             task._help = functools.partial(self._help, task)
         return payload
-
-    def _settled(self, future: Future[Any]) -> None:
-        task = self._live.get(future)
-        if task is not None:
-            self._payloads.pop(task, None)
-            future._help = None  # it refers to the task
-        super()._settled(future)
 
     def _dispatch(self, task: _Task) -> None:
         self._payload_for(task)
@@ -361,7 +354,7 @@ class ProcessExecutor(Executor):
                     self._idle.append(worker)
                     return
         if error is not None:
-            self._failed(task, _initializer_failed(error))
+            self._ledger.failed(task, _initializer_failed(error))
             return
         if wake:
             self._wake()
@@ -379,8 +372,8 @@ class ProcessExecutor(Executor):
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
-        task._stop_running = self._stop_hook
-        if not self._begin(task):
+        task._stop_running = self._ledger.stop_hook
+        if not self._ledger.begin(task):
             return False
         if (
             task._attempt > 0
@@ -729,14 +722,14 @@ class ProcessExecutor(Executor):
             if tag == _wire.INIT_FAILED:
                 self._fail_pending(self._broken)
                 if task is not None:
-                    self._failed(task, _initializer_failed(self._broken))
+                    self._ledger.failed(task, _initializer_failed(self._broken))
             elif task is not None:
                 self._settle(task, tag, stream, buffers)
         except BaseException as exc:
             # Only a Ctrl-C in a caller that reads gets here: the task it answered
             # settles all the same.
             if task is not None and not _done(task):
-                self._failed(task, _unpickle_failed(exc))
+                self._ledger.failed(task, _unpickle_failed(exc))
             raise
         if self._stopping and not self._on_manager_thread():
             self._wake()  # a caller settled a task: the manager may now let the worker go
@@ -874,11 +867,11 @@ class ProcessExecutor(Executor):
             else:
                 error = _decode_exception(stream)
         except BaseException as exc:
-            self._failed(task, _unpickle_failed(exc))
+            self._ledger.failed(task, _unpickle_failed(exc))
             if isinstance(exc, KeyboardInterrupt) and not self._on_manager_thread():
                 raise  # a real Ctrl-C, in the main thread reading the reply: the user's
             return
-        self._report_outcome(task, value, error)
+        self._ledger.report_outcome(task, value, error)
 
     def _on_exit(self, worker: _Worker) -> None:
         with self._lock:
@@ -926,7 +919,7 @@ class ProcessExecutor(Executor):
                 f" ({worker.broken})" if worker.broken else "",
             )
             crash = WorkerCrashed(task.name, worker.pid, exitcode, worker.broken or "")
-            self._failed(task, crash)
+            self._ledger.failed(task, crash)
         else:
             self._log.debug("worker %d %s", worker.pid, _how_it_ended(exitcode))
 

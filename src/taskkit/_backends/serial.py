@@ -19,7 +19,8 @@ from typing import Any, final
 
 from .._calls import run_to_completion
 from .._errors import ExecutorClosed
-from .._executor import Executor, Statistics, _Task, is_async_callable
+from .._executor import Executor, Statistics, is_async_callable
+from .._ledger import Task as _Task
 from .._map import MapSpec, check_map_arguments
 
 __all__ = ["SerialExecutor"]
@@ -37,7 +38,7 @@ class SerialExecutor(Executor):
         self._tallies: dict[int, list[int]] = {}  # map's counts per thread (_inline_map)
 
     def _dispatch(self, task: _Task) -> None:
-        self._run_inline(task)
+        self._ledger.run_inline(task, self)
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         pass  # no workers: every task already ran in the caller

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from typing import Any, final
 
 from .._errors import InitializerFailed
-from .._executor import Executor, _Task
+from .._executor import Executor
+from .._ledger import Task as _Task
 
 __all__ = ["ThreadExecutor"]
 
@@ -150,7 +151,7 @@ class ThreadExecutor(Executor):
                         self._broken = exc
                 self._fail_queued()
                 return
-        get, run, idle = self._queue.get, self._run_inline, self._idle.put
+        get, run, idle = self._queue.get, self._ledger.run_inline, self._idle.put
         while True:
             task = get()
             if task is None:
@@ -160,7 +161,7 @@ class ThreadExecutor(Executor):
                 return
             worker.task = task
             try:
-                run(task)
+                run(task, self, worker)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
                 task._try_set_exception(exc)

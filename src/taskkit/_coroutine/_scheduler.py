@@ -50,7 +50,7 @@ from .._future import Future, set_await_hook
 from .._timer import Deadline
 
 if TYPE_CHECKING:
-    from .._executor import _Task
+    from .._ledger import Task as _Task
 
 __all__ = [
     "BlockingWarning",
