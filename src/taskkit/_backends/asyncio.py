@@ -53,6 +53,7 @@ from .._executor import (
     is_async_callable,
     shut_down_at_exit,
 )
+from .._fastpaths import ASYNCIO_INLINE_SUBMIT
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._ledger import NO_OPTIONS as _NO_OPTIONS
 from .._ledger import Task as _Task
@@ -157,7 +158,8 @@ class AsyncioExecutor(Executor):
         # submit() from code on the loop starts an async def function at once, as a task
         # of this executor's own class (see _loop_task_class); with max_workers set, it
         # may have to wait its turn instead.
-        self._start_at_once = max_workers is None
+        # The inline submit of an async def on the loop's thread: a fast path (_fastpaths).
+        self._start_at_once = max_workers is None and ASYNCIO_INLINE_SUBMIT
         self._loop_task = _loop_task_class(self)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.

@@ -186,11 +186,7 @@ class CoroutineExecutor(Executor):
                     f"{type(coro).__name__}"
                 )
             coro = _await(coro)  # e.g. spawn(taskkit.sleep, 1)
-        # Scheduler.spawn, inlined: this is the path that makes tasks by the hundred thousand.
-        task = Task(coro)
-        scheduler._ready.append(task)
-        scheduler._live += 1
-        return task
+        return scheduler.spawn(coro)
 
     def time(self) -> float:
         """The scheduler's clock in seconds (simulated time under ``clock="virtual"``)."""

@@ -53,6 +53,7 @@ from typing import Any, cast, final
 from .._calls import run_chunk
 from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
 from .._executor import Executor
+from .._fastpaths import PROCESS_CALLER_READS
 from .._future import Future, _await_hooks
 from .._ledger import Task as _Task
 from .._map import MapRun, MapSpec
@@ -66,6 +67,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 # epoll may be changed from another thread while the manager waits on it, which
 # lets a caller borrow a worker's socket (see ProcessExecutor._help); poll may not.
 _HAS_EPOLL = hasattr(select, "epoll")
+# A caller blocked in result() reads its worker's reply itself: a fast path (_fastpaths).
+_CALLER_READS = _HAS_EPOLL and PROCESS_CALLER_READS
 _FOREVER = -1
 _POLL_SLICE_MS = 200
 _EDGE_IN = select.EPOLLIN | select.EPOLLET if _HAS_EPOLL else select.POLLIN
@@ -325,7 +328,7 @@ class ProcessExecutor(Executor):
         else:
             payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
         task._handle = payload
-        if _HAS_EPOLL and task._attempt == 0:
+        if _CALLER_READS and task._attempt == 0:
             # Before anyone can wait on it (the future was just made by submit):
             # a caller blocked in result() reads the worker's reply itself.
             task._help = functools.partial(self._help, task)
@@ -362,7 +365,7 @@ class ProcessExecutor(Executor):
             # An idle worker means the manager thread runs: claim unless this is it.
             manager = self._thread
             if (
-                _HAS_EPOLL
+                _CALLER_READS
                 and manager is not None
                 and threading.get_ident() != manager.ident
                 and _may_wait_here()
