@@ -32,7 +32,10 @@ def test_an_unknown_name_is_an_error_that_lists_the_known_ones() -> None:
 
 
 def test_the_flags_follow_the_environment_of_the_importing_interpreter() -> None:
-    code = "from taskkit import _fastpaths as f\nprint(f.PROCESS_CALLER_READS, f.ASYNCIO_INLINE_SUBMIT)"
+    code = (
+        "from taskkit import _fastpaths as f\n"
+        "print(f.PROCESS_CALLER_READS, f.ASYNCIO_INLINE_SUBMIT)"
+    )
     env = {**os.environ, "TASKKIT_FAST_PATHS": "asyncio_inline_submit"}
     out = subprocess.run(
         [sys.executable, "-c", code],
