@@ -5,7 +5,7 @@ The executor is three parts, composed::
     Executor (this module): submit, options, map/amap (``_map.py``), close/join/shutdown,
     │                       the context managers, statistics, queue()/lock()... (``_factory.py``)
     ├── TaskLedger (``_ledger.py``): task states, counters, retries, deadlines, settling
-    └── the backend (``_backends/<name>.py``): the protocol of ``_backends/_protocol.py``
+    └── the backend (``_backends/<name>.py``): the protocol of ``_backend.py``
 
 The data flow every backend follows::
 
@@ -21,11 +21,9 @@ counters only through the ledger (``self._ledger``).
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import concurrent.futures
 import inspect
-import logging
 import sys
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
+from ._backend import Backend
 from ._errors import BlockingCallError, ExecutorClosed
 from ._factory import PrimitiveFactory
 from ._future import Future
@@ -44,7 +43,7 @@ from ._ledger import running as _running
 from ._map import ExecutorMapHooks, MapMethods
 
 if TYPE_CHECKING:
-    from ._timer import Deadline
+    pass
 
 __all__ = [
     "KILL_GRACE",
@@ -116,7 +115,7 @@ def shut_down_at_exit(executors: Iterable[Executor]) -> None:
             executor.shutdown(wait=True)
 
 
-class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor, abc.ABC):
+class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.Executor):
     """Run callables concurrently; the one interface every taskkit backend provides.
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
@@ -131,14 +130,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor, 
     and kills at once, and so does a Ctrl-C while ``with`` waits: one is enough.
     """
 
-    #: The backend's name, as given to ``open_executor``.
-    backend: ClassVar[str] = "?"
     _checks_arguments: ClassVar[bool] = False
-
-    @property
-    def _log(self) -> logging.Logger:
-        """The backend's logger: ``taskkit.<backend>`` (see docs/observing.md)."""
-        return logging.getLogger(f"taskkit.{self.backend}")
 
     def __init__(self, *, max_workers: int) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -233,50 +225,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor, 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Call _check_arguments on submit only where a backend overrides it.
-        cls._checks_arguments = cls._check_arguments is not Executor._check_arguments
-
-    # ------------------------------------- the backend protocol (_backends/_protocol.py)
-
-    @abc.abstractmethod
-    def _dispatch(self, task: _Task) -> None:
-        """Run or queue ``task``; call ``ledger.begin``, then ``succeeded`` or ``failed``."""
-
-    @abc.abstractmethod
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        """Stop the workers once the queued work is done (or at once, if ``kill``)."""
-
-    def _stop_running(self, task: _Task) -> bool:
-        """Stop a running task; True if it will stop.  Default: it cannot be stopped."""
-        return False
-
-    def _stop_overrunning(self, task: _Task) -> None:
-        """Stop a task that overran its deadline (default: ``_stop_running``)."""
-        self._stop_running(task)
-
-    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        """Arrange for ``ledger.deadline_passed(task)`` after ``timeout`` seconds."""
-        return self._ledger.schedule_deadline(task, timeout)
-
-    def _now(self) -> float:
-        """The clock ``_schedule_deadline`` times deadlines by."""
-        import time
-
-        return time.monotonic()
-
-    def _timeout_detail(self) -> str:
-        return ""
-
-    def _worker_count(self) -> int:
-        return 0
-
-    def _on_own_loop(self) -> bool:
-        """True on the thread of the executor's own event loop (coroutine, asyncio)."""
-        return False
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        """Reject arguments the backend cannot carry (the process backend checks pickling)."""
+        cls._checks_arguments = cls._check_arguments is not Backend._check_arguments
 
     # -------------------------------------------------------------- lifetime
 

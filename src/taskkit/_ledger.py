@@ -18,7 +18,7 @@ started (on which worker), succeeded, failed, retried, cancelled, timed out, and
 its worker crashed.  It keeps no record of its own today; it is the one place where
 a per-task event stream would be attached.
 
-What the ledger asks of the backend is the protocol in ``_backends/_protocol.py``.
+What the ledger asks of the backend is the protocol in ``_backend.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ._errors import BlockingCallError, TaskTimeout, WorkerCrashed
 from ._future import Future, interruptible, next_task_number
 
 if TYPE_CHECKING:
-    from ._backends._protocol import Backend
+    from ._backend import Backend
     from ._timer import Deadline
 
 __all__ = [
@@ -110,7 +110,7 @@ class Task(Future[Any]):
     The task *is* its future, as an asyncio ``Task`` is an asyncio ``Future``: one
     object per submit rather than two.  Its attributes are private, so the user's
     ``taskkit.Future`` shows nothing new.  What a backend may read and set is listed
-    in ``_backends/_protocol.py``.  The call's arguments are dropped when the future
+    in ``_backend.py``.  The call's arguments are dropped when the future
     settles with the call's outcome (or before the call ran), so a future kept after
     its result does not keep them alive.
     """

@@ -1,6 +1,6 @@
 """What a backend provides: the one protocol every taskkit backend implements.
 
-A backend is one module of this package ending with ``backend_class = ...``; its
+A backend is one module of ``_backends/`` ending with ``backend_class = ...``; its
 class subclasses ``Executor`` (so ``isinstance(ex, taskkit.Executor)`` holds) and
 supplies the operations below, and nothing else of the executor's: submit, map,
 options, statistics, close/join/shutdown and the context managers are the
@@ -8,7 +8,7 @@ executor's; task states, counters, retries, deadlines and settling are the
 ledger's (``_ledger.py``).  The executor gives every backend its ledger as
 ``self._ledger``.
 
-Required (abstract on ``Executor``):
+Required (abstract on ``Backend``, which ``Executor`` subclasses):
 
 * ``_dispatch(task)`` -- start or queue one task.  The worker that takes it calls
   ``ledger.begin(task, worker)`` (False: cancelled meanwhile, skip it), runs
@@ -19,7 +19,7 @@ Required (abstract on ``Executor``):
 * ``_shutdown_workers(wait=..., kill=...)`` -- stop the workers once the queued
   work is done, or at once if ``kill``.
 
-Optional (``Executor`` has the default in brackets):
+Optional (``Backend`` has the default in brackets):
 
 * ``_stop_running(task) -> bool`` -- stop a running task (kill a process, cancel
   a coroutine); True if it will stop [False: it cannot be stopped].  A backend
@@ -52,40 +52,72 @@ handle on the running attempt), ``_stop_running``, ``_help`` (see
 
 from __future__ import annotations
 
+import abc
 import logging
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .._ledger import Task
-    from .._timer import Deadline
+    from ._ledger import Task, TaskLedger
+    from ._timer import Deadline
 
 __all__ = ["Backend"]
 
 
-class Backend(Protocol):
-    """The operations the ledger asks of a backend (see the module docstring)."""
+class Backend(abc.ABC):
+    """The operations a backend provides (see the module docstring); ``Executor`` is one."""
 
-    backend: ClassVar[str]
+    #: The backend's name, as given to ``open_executor``.
+    backend: ClassVar[str] = "?"
+    #: The functions a map chunk runs as (their result is a ``ChunkResult``).
     _chunk_runners: ClassVar[frozenset[Callable[..., Any]]]
+    #: The executor's ledger: what the backend reports to.
+    _ledger: TaskLedger
 
     @property
-    def _log(self) -> logging.Logger: ...
+    def _log(self) -> logging.Logger:
+        """The backend's logger: ``taskkit.<backend>`` (see docs/observing.md)."""
+        return logging.getLogger(f"taskkit.{self.backend}")
 
-    def _dispatch(self, task: Task) -> None: ...
+    @abc.abstractmethod
+    def _dispatch(self, task: Task) -> None:
+        """Run or queue ``task``; call ``ledger.begin``, then ``succeeded`` or ``failed``."""
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None: ...
+    @abc.abstractmethod
+    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        """Stop the workers once the queued work is done (or at once, if ``kill``)."""
 
-    def _stop_running(self, task: Task) -> bool: ...
+    def _stop_running(self, task: Task) -> bool:
+        """Stop a running task; True if it will stop.  Default: it cannot be stopped."""
+        return False
 
-    def _stop_overrunning(self, task: Task) -> None: ...
+    def _stop_overrunning(self, task: Task) -> None:
+        """Stop a task that overran its deadline (default: ``_stop_running``)."""
+        self._stop_running(task)
 
-    def _schedule_deadline(self, task: Task, timeout: float) -> Deadline: ...
+    def _schedule_deadline(self, task: Task, timeout: float) -> Deadline:
+        """Arrange for ``ledger.deadline_passed(task)`` after ``timeout`` seconds."""
+        return self._ledger.schedule_deadline(task, timeout)
 
-    def _now(self) -> float: ...
+    def _now(self) -> float:
+        """The clock ``_schedule_deadline`` times deadlines by."""
+        return time.monotonic()
 
-    def _timeout_detail(self) -> str: ...
+    def _timeout_detail(self) -> str:
+        """What happened to a task that overran (for its ``TaskTimeout``)."""
+        return ""
 
-    def _worker_count(self) -> int: ...
+    def _worker_count(self) -> int:
+        """Workers alive now."""
+        return 0
 
-    def _on_own_loop(self) -> bool: ...
+    def _on_own_loop(self) -> bool:
+        """True on the thread of the backend's own event loop (coroutine, asyncio)."""
+        return False
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Reject arguments the backend cannot carry (the process backend checks pickling)."""
+        return  # every argument is fine: the call runs in this process
