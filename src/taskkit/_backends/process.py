@@ -19,6 +19,15 @@ Data flow (one socket per worker; one task per worker at a time)::
     deadline thread: a task overran ─► SIGKILL the worker's process group ─► TaskTimeout
     future.cancel() of a running task ─► the same kill, the future is cancelled
 
+The parts, as in CPython's ``concurrent/futures/process.py``: ``ProcessExecutor`` is
+the backend (it pickles each call, then hands the task to its manager);
+``_Manager`` owns the workers, their sockets and the manager thread, and copies
+once what it needs of the executor.  ``_Manager`` is written in three layers:
+``_Pool`` (what callers use: give a task to an idle worker or queue it, start,
+stop and kill workers), ``_CallerReads`` (the ``process_caller_reads`` fast path:
+a caller reads its own reply; see ``taskkit._fastpaths``) and ``_Manager`` itself
+(the manager thread's loop: read replies, settle futures, notice exits).
+
 Why this shape: because each worker holds at most one task and has its own
 socket, the parent always knows which task a dead worker took with it, so a
 crash fails exactly that future and nothing else (a shared result queue, as in
@@ -86,7 +95,7 @@ class _Claims(threading.local):
     # claim; a class default so that reading it never raises inside getattr.  The
     # task is held weakly: a claim the manager took over stays here until this
     # thread dispatches again, and must not keep the call's function alive.
-    claim: tuple[ProcessExecutor, _Worker, weakref.ref[_Task]] | None = None
+    claim: tuple[_CallerReads, _Worker, weakref.ref[_Task]] | None = None
 
 
 _claims = _Claims()
@@ -225,57 +234,27 @@ class _LastPayload(threading.local):
 _last_payload = _LastPayload()
 
 
-@final
-class ProcessExecutor(Executor):
-    """Run tasks in a pool of worker processes, one task per worker at a time."""
+class _Pool:
+    """The manager's side that callers use: hand tasks to workers, start and stop them.
 
-    backend = "process"
-    _chunk_runners = frozenset({run_chunk, run_column})
-    # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
-    _chunk_target = 0.01
+    ``_Manager`` is this, ``_CallerReads`` and the manager thread's own loop, apart
+    from ``ProcessExecutor`` (as CPython's ``_ExecutorManagerThread`` is apart from its
+    executor); every method here runs with ``self`` a ``_Manager``.
+    """
 
-    def __init__(
-        self,
-        *,
-        max_workers: int | None = None,
-        start_method: str | None = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] = (),
-        max_tasks_per_child: int | None = None,
-    ) -> None:
-        if max_workers is None:
-            max_workers = _usable_cpus()
-        super().__init__(max_workers=max_workers)
-        if start_method is None:
-            start_method = default_start_method()
-        if start_method not in START_METHODS:
-            raise ValueError(
-                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}"
-            )
-        if start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start_method {start_method!r} is not available on this platform")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
-        if not isinstance(initargs, tuple):
-            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
-        if max_tasks_per_child is not None and (
-            isinstance(max_tasks_per_child, bool)
-            or not isinstance(max_tasks_per_child, int)
-            or max_tasks_per_child < 1
-        ):
-            raise ValueError(
-                f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
-            )
-        try:
-            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
-        except Exception as exc:
-            raise SerializationError(
-                "initializer or initargs", type(initializer).__name__, _reason(exc)
-            ) from exc
-        self._start_method = start_method
-        self._owner = os.getpid()
-        self._context: Any = multiprocessing.get_context(start_method)
-        self._max_tasks = max_tasks_per_child or 0
+    def __init__(self, executor: ProcessExecutor) -> None:
+        # What the manager needs of its executor, copied once, as CPython's
+        # _ExecutorManagerThread copies it.
+        self._executor = executor  # listed in _live_executors while the thread runs
+        self._ledger = executor._ledger  # begin, succeeded, failed...
+        self._schedule_deadline = executor._schedule_deadline  # a task's deadline
+        self._payload_for = executor._payload_for  # the pickled call to send
+        self._log = executor._log  # the backend's logger
+        self._max_workers = executor._max_workers  # the most workers at once
+        self._max_tasks = executor._max_tasks  # tasks per worker before it is replaced
+        self._setup = executor._setup  # the pickled initializer for each new worker
+        self._start_method = executor._start_method  # how a worker process is started
+        self._context = executor._context  # the multiprocessing context of that method
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}  # by pid
         self._idle: list[_Worker] = []
@@ -292,49 +271,8 @@ class ProcessExecutor(Executor):
         self._stale: dict[_Worker, float] = {}  # claimed replies the manager waits to take
         self._recheck: list[_Worker] = []  # sockets let go of with a reply unread
         self._unfinished: set[_Worker] = set()  # a message half-read (see _stall_timeout)
-        _live_executors.add(self)
 
-    @property
-    def start_method(self) -> str:
-        """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
-        return self._start_method
-
-    # ------------------------------------------------------------ submitting
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        # Pickle now, once: a bad argument fails in the caller, and the bytes
-        # are kept for sending (see _payload_for).
-        try:
-            payload = _wire.dumps(_wire_call(fn, args, kwargs))
-        except Exception as exc:
-            raise _diagnose(fn, args, kwargs, exc) from exc
-        _last_payload.value = (fn, args, kwargs, payload)
-
-    def _payload_for(self, task: _Task) -> _wire.Payload:
-        payload: _wire.Payload | None = task._handle  # kept there until the task settles
-        if payload is not None:
-            return payload
-        last = _last_payload.value
-        if (
-            last is not None
-            and last[0] is task._fn
-            and last[1] is task._args
-            and last[2] is task._kwargs
-        ):
-            payload = last[3]
-            _last_payload.value = None
-        else:
-            payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
-        task._handle = payload
-        if _CALLER_READS and task._attempt == 0:
-            # Before anyone can wait on it (the future was just made by submit):
-            # a caller blocked in result() reads the worker's reply itself.
-            task._help = functools.partial(self._help, task)
-        return payload
-
-    def _dispatch(self, task: _Task) -> None:
+    def dispatch(self, task: _Task) -> None:
         self._payload_for(task)
         wake = False
         with self._lock:
@@ -403,7 +341,11 @@ class ProcessExecutor(Executor):
         except OSError:
             pass  # the worker died; its sentinel reports the crash
 
-    # ----------------------------------------------------------- the manager
+    def _manage(self) -> None:
+        raise NotImplementedError  # the manager thread's loop: _Manager._manage
+
+    def _claim(self, worker: _Worker, task: _Task) -> None:
+        raise NotImplementedError  # the caller-reads fast path: _CallerReads._claim
 
     def _wake(self) -> None:
         with self._lock:
@@ -413,7 +355,7 @@ class ProcessExecutor(Executor):
                 self._thread = threading.Thread(
                     target=self._manage, name="taskkit-process-manager", daemon=True
                 )
-                _live_executors.add(self)  # until the manager ends (see _at_exit)
+                _live_executors.add(self._executor)  # until the manager ends (see _at_exit)
                 self._thread.start()
                 return
         try:
@@ -421,177 +363,16 @@ class ProcessExecutor(Executor):
         except (BlockingIOError, OSError):
             pass  # already awake, or shut down
 
-    def _manage(self) -> None:
-        poller = self._poller
-        poller.register(self._wake_r, select.POLLIN)
-        try:
-            while True:
-                self._start_workers()
-                # Before the stopping check: taking over a claimed reply may have
-                # settled the last running task, after which nothing wakes us.
-                timeout = self._next_wait()
-                if self._stopping and self._finish_stopping():
-                    return
-                for fd, _ in poller.poll(timeout):
-                    if fd == self._wake_r:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except OSError:
-                            pass
-                        continue
-                    entry = self._by_fd.get(fd)
-                    if entry is None:
-                        continue
-                    worker, is_sentinel = entry
-                    if is_sentinel:
-                        self._on_exit(worker)
-                    elif worker.reading.acquire(blocking=False):
-                        self._drain(worker)
-                        self._release_reading(worker)
-                    elif worker.claimer is not None and worker.claimer != _HELPING:
-                        # Claimed by the thread that sent the task: give it a
-                        # moment to come and wait, then read the reply here.
-                        self._stale.setdefault(worker, time.monotonic() + _CLAIM_GRACE)
-                self._serve_rechecks()
-        except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
-            self._fail_everything(exc)
-            raise
-        finally:
-            if _HAS_EPOLL:
-                poller.close()  # a select.poll object has nothing to close
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
-            _live_executors.discard(self)  # nothing left for _at_exit to wait for
-
-    def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
-        self._by_fd[fd] = (worker, is_sentinel)
-        # Sockets are edge-triggered under epoll: the manager is told once per
-        # reply, so a reply a helping caller reads does not wake it again.
-        events = select.POLLIN if is_sentinel or not _HAS_EPOLL else _EDGE_IN
-        self._poller.register(fd, events)
-
-    # ------------------------------------------- who reads a worker's socket
-    #
-    # Each worker's socket has one reader at a time, whoever holds its
-    # ``reading`` lock: the manager thread, or a caller blocked in result()
-    # for that worker's task (``_help``), which then needs no thread hand-off.
-    # A caller that sends a task straight to an idle worker *claims* the lock
-    # first, so the manager cannot take the reply before the caller arrives;
-    # the claim ends when that thread waits, sends another task, or after
-    # _CLAIM_GRACE, when the manager takes the reply over.  Whoever lets go
-    # checks for an unread reply and hands it to the manager.
-
-    def _claim(self, worker: _Worker, task: _Task) -> None:
-        """In the dispatching thread: reserve the reply of ``task`` for this thread."""
-        self._end_claim()
-        if not worker.reading.acquire(blocking=False):
-            return
-        worker.claimer = threading.get_ident()
-        _claims.claim = (self, worker, weakref.ref(task))
-
-    def _end_claim(self) -> None:
-        """Let go of this thread's claim, if it has one."""
-        claim = _claims.claim
-        if claim is None:
-            return
-        _claims.claim = None
-        executor, worker, _ = claim
-        with executor._lock:
-            owned = worker.claimer == threading.get_ident()
-            if owned:
-                worker.claimer = None
-        if owned:
-            executor._release_reading(worker)
-
-    def _next_wait(self) -> float | int:
-        """Do what is due (claims to take over, stalled senders); the poll's timeout."""
-        claims = self._claims_timeout()
-        stalls = self._stall_timeout()
-        wait = max(claims, stalls) if _FOREVER in (claims, stalls) else min(claims, stalls)
-        if not _HAS_EPOLL and wait != _FOREVER:
-            return int(wait * 1000) + 1  # select.poll counts milliseconds
-        return wait
-
-    def _stall_timeout(self) -> float | int:
-        """Break workers that left a message half-sent for _STALL_SECONDS."""
-        if not self._unfinished:
-            return _FOREVER
-        now = time.monotonic()
-        wait: float | None = None
-        with self._lock:
-            unfinished = list(self._unfinished)
-        for worker in unfinished:
-            since = worker.reader.since
-            if not since or worker.broken is not None:
-                with self._lock:
-                    self._unfinished.discard(worker)
-                continue
-            left = since + _STALL_SECONDS - now
-            if left <= 0:
-                # Not while a caller reads it: that caller checks for itself.
-                if worker.reading.acquire(blocking=False):
-                    try:
-                        if worker.reader.since == since:
-                            self._break(worker, _stalled())
-                            continue
-                    finally:
-                        worker.reading.release()
-                left = _POLL_SLICE_MS / 1000
-            wait = left if wait is None else min(wait, left)
-        return _FOREVER if wait is None else max(0.0, wait)
-
-    def _claims_timeout(self) -> float | int:
-        if not self._stale:
-            return _FOREVER
-        now = time.monotonic()
-        for worker, deadline in list(self._stale.items()):
-            if deadline > now:
-                continue
-            del self._stale[worker]
-            with self._lock:
-                stolen = worker.claimer is not None and worker.claimer != _HELPING
-                if stolen:
-                    worker.claimer = None  # its held lock is now the manager's
-            if stolen:
-                self._drain(worker)
-                self._release_reading(worker)
-        if not self._stale:
-            return _FOREVER
-        return max(0.0, min(self._stale.values()) - now)
-
-    def _release_reading(self, worker: _Worker) -> None:
-        with self._lock:
-            worker.claimer = None
-        worker.reading.release()
-        # A reply that arrived while the lock was held produced its one edge
-        # then: if it is still unread, the manager must read it.  (Only a
-        # worker that holds a task can have sent one.)
-        if worker.task is not None and worker.fd in self._by_fd and _readable(worker.fd):
-            with self._lock:
-                self._recheck.append(worker)
-            if threading.current_thread() is not self._thread:
-                self._wake()
-
-    def _serve_rechecks(self) -> None:
-        with self._lock:
-            rechecks, self._recheck = self._recheck, []
-        for worker in rechecks:
-            if worker.fd in self._by_fd and worker.reading.acquire(blocking=False):
-                self._drain(worker)
-                self._release_reading(worker)
-
-    def _drain(self, worker: _Worker) -> None:
-        """Handle every reply waiting on ``worker``'s socket (its lock held)."""
-        while self._on_readable(worker) == _HANDLED:
-            pass
-
-    def _unwatch(self, fd: int) -> None:
-        if self._by_fd.pop(fd, None) is not None:
-            try:
-                self._poller.unregister(fd)
-            except (KeyError, OSError):
-                pass
+    def _next_task(self, worker: _Worker) -> _Task | None:
+        """Under the lock: give ``worker`` the next queued task, or make it idle."""
+        if self._stopping and self._killing:
+            return None
+        while self._pending:
+            task = self._pending.popleft()
+            if self._assign(worker, task):
+                return task
+        self._idle.append(worker)
+        return None
 
     def _start_workers(self) -> None:
         while True:
@@ -647,16 +428,337 @@ class ProcessExecutor(Executor):
             pass  # it died already; the sentinel says how
         return worker
 
-    def _next_task(self, worker: _Worker) -> _Task | None:
-        """Under the lock: give ``worker`` the next queued task, or make it idle."""
-        if self._stopping and self._killing:
-            return None
-        while self._pending:
-            task = self._pending.popleft()
-            if self._assign(worker, task):
-                return task
-        self._idle.append(worker)
-        return None
+    def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
+        self._by_fd[fd] = (worker, is_sentinel)
+        # Sockets are edge-triggered under epoll: the manager is told once per
+        # reply, so a reply a helping caller reads does not wake it again.
+        events = select.POLLIN if is_sentinel or not _HAS_EPOLL else _EDGE_IN
+        self._poller.register(fd, events)
+
+    def _unwatch(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
+            try:
+                self._poller.unregister(fd)
+            except (KeyError, OSError):
+                pass
+
+    def stop_running(self, task: _Task) -> bool:
+        with self._lock:
+            worker = self._running.pop(task, None)
+            if worker is None:
+                try:
+                    self._pending.remove(task)  # queued again for a retry
+                except ValueError:
+                    return False
+                return True
+            worker.task = None
+            worker.killed = True
+        worker.kill()
+        return True
+
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            if kill:
+                self._killing = True
+                for task in self._pending:
+                    task.cancel()
+            thread = self._thread
+        if thread is None:
+            _live_executors.discard(self._executor)
+            return
+        self._wake()
+        if wait and thread is not threading.current_thread():
+            thread.join()
+
+    def _purge_pending(self) -> None:
+        if any(task.done() for task in self._pending):
+            self._pending = collections.deque(t for t in self._pending if not t.done())
+
+    def _finish_stopping(self) -> bool:
+        """While stopping: let idle workers go once no work is left; True when all are gone."""
+        with self._lock:
+            self._purge_pending()
+            if self._killing:
+                victims = [w for w in self._workers.values() if not w.killed]
+                self._idle.clear()
+            else:
+                victims = []
+                if self._pending or self._running or self._starting:
+                    return False
+            idle, self._idle = self._idle, []
+            gone = not self._workers
+        for worker in victims:
+            worker.kill()
+        for worker in idle:
+            try:
+                _wire.send(worker.fd, _wire.QUIT, (b"", []))
+            except OSError:
+                pass
+            worker.retiring = True
+        return gone
+
+    def _fail_pending(self, exc: BaseException | None) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, collections.deque()
+        error = _initializer_failed(exc)
+        for task in pending:
+            task._try_set_exception(error)
+
+    def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
+        with self._lock:
+            self._broken = exc
+            tasks = list(self._pending) + list(self._running)
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.kill()
+        for task in tasks:
+            task._try_set_exception(exc)
+
+
+class _CallerReads(_Pool):
+    """The ``process_caller_reads`` fast path (see ``_fastpaths``): a caller blocked in
+    ``result()`` reads its worker's reply itself; its plain twin is the manager's read."""
+
+    def _drain(self, worker: _Worker) -> None:
+        raise NotImplementedError  # the manager's read: _Manager._drain
+
+    def _break(self, worker: _Worker, reason: str) -> None:
+        raise NotImplementedError  # _Manager._break
+
+    def _on_readable(self, worker: _Worker) -> int:
+        raise NotImplementedError  # _Manager._on_readable
+
+    def _claim(self, worker: _Worker, task: _Task) -> None:
+        """In the dispatching thread: reserve the reply of ``task`` for this thread."""
+        self._end_claim()
+        if not worker.reading.acquire(blocking=False):
+            return
+        worker.claimer = threading.get_ident()
+        _claims.claim = (self, worker, weakref.ref(task))
+
+    def _end_claim(self) -> None:
+        """Let go of this thread's claim, if it has one."""
+        claim = _claims.claim
+        if claim is None:
+            return
+        _claims.claim = None
+        executor, worker, _ = claim
+        with executor._lock:
+            owned = worker.claimer == threading.get_ident()
+            if owned:
+                worker.claimer = None
+        if owned:
+            executor._release_reading(worker)
+
+    def _claims_timeout(self) -> float | int:
+        if not self._stale:
+            return _FOREVER
+        now = time.monotonic()
+        for worker, deadline in list(self._stale.items()):
+            if deadline > now:
+                continue
+            del self._stale[worker]
+            with self._lock:
+                stolen = worker.claimer is not None and worker.claimer != _HELPING
+                if stolen:
+                    worker.claimer = None  # its held lock is now the manager's
+            if stolen:
+                self._drain(worker)
+                self._release_reading(worker)
+        if not self._stale:
+            return _FOREVER
+        return max(0.0, min(self._stale.values()) - now)
+
+    def _release_reading(self, worker: _Worker) -> None:
+        with self._lock:
+            worker.claimer = None
+        worker.reading.release()
+        # A reply that arrived while the lock was held produced its one edge
+        # then: if it is still unread, the manager must read it.  (Only a
+        # worker that holds a task can have sent one.)
+        if worker.task is not None and worker.fd in self._by_fd and _readable(worker.fd):
+            with self._lock:
+                self._recheck.append(worker)
+            if threading.current_thread() is not self._thread:
+                self._wake()
+
+    def _serve_rechecks(self) -> None:
+        with self._lock:
+            rechecks, self._recheck = self._recheck, []
+        for worker in rechecks:
+            if worker.fd in self._by_fd and worker.reading.acquire(blocking=False):
+                self._drain(worker)
+                self._release_reading(worker)
+
+    def _help(self, task: _Task, timeout: float | None) -> None:
+        """Wait for ``task`` by reading its worker's socket in the calling thread.
+
+        A synchronous ``submit(...).result()`` then costs one process round
+        trip: the caller sleeps in poll() on the worker's socket and reads the
+        reply itself, instead of the manager thread reading it and waking the
+        caller.  Returns when the task is done, the time is up, or helping is
+        not possible (the manager then does the work).
+        """
+        # Once this thread holds the worker's reading lock as the helper, it must let
+        # go whatever happens, Ctrl-C included: the manager waits for that lock when
+        # the worker exits, so one left held would hang shutdown.
+        claim = _claims.claim
+        helping = False
+        try:
+            if claim is not None and claim[0] is self and claim[2]() is task:
+                _claims.claim = None
+                worker = claim[1]
+                with self._lock:
+                    if worker.claimer != threading.get_ident():
+                        return  # the manager took the reply over: it has the lock
+                    worker.claimer, helping = _HELPING, True
+            else:
+                self._end_claim()
+                running = self._running.get(task)
+                if running is None:
+                    return
+                worker = running
+                helping = worker.reading.acquire(blocking=False)
+                if not helping:
+                    return
+                with self._lock:
+                    worker.claimer = _HELPING
+            # Mute the socket in the manager's poller meanwhile, so the reply does
+            # not wake the manager too (it would compete for the GIL just when
+            # this thread needs it); re-arming reports anything left unread.
+            try:
+                self._poller.modify(worker.fd, _EDGE_MUTED)
+            except (OSError, ValueError):
+                return
+            self._read_for(worker, task, timeout)
+        finally:
+            if helping:
+                if worker.fd in self._by_fd:
+                    try:
+                        self._poller.modify(worker.fd, _EDGE_IN)
+                    except (OSError, ValueError):
+                        pass
+                self._release_reading(worker)
+
+    def _read_for(self, worker: _Worker, task: _Task, timeout: float | None) -> None:
+        if worker.poller is None:
+            worker.poller = select.poll()
+            worker.poller.register(worker.fd, select.POLLIN)
+            worker.poller.register(worker.sentinel, select.POLLIN)
+        poll = worker.poller.poll
+        deadline = None if timeout is None else time.monotonic() + timeout
+        future = task
+        while not _done(future) and worker.task is task:
+            wait_ms = _POLL_SLICE_MS
+            if deadline is not None:
+                left = int((deadline - time.monotonic()) * 1000)
+                wait_ms = max(0, min(wait_ms, left))
+            ready = dict(poll(wait_ms))
+            if worker.fd in ready:
+                state = _HANDLED
+                while state == _HANDLED and not _done(future):
+                    state = self._on_readable(worker)
+                if state == _EOF:
+                    return
+            elif worker.sentinel in ready:
+                return  # it died: the manager reports it
+            elif deadline is not None and time.monotonic() >= deadline:
+                return
+            since = worker.reader.since
+            if since and time.monotonic() - since >= _STALL_SECONDS:
+                self._break(worker, _stalled())
+                return
+
+
+@final
+class _Manager(_CallerReads):
+    """The workers, their sockets and the manager thread of one ``ProcessExecutor``."""
+
+    def _manage(self) -> None:
+        poller = self._poller
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while True:
+                self._start_workers()
+                # Before the stopping check: taking over a claimed reply may have
+                # settled the last running task, after which nothing wakes us.
+                timeout = self._next_wait()
+                if self._stopping and self._finish_stopping():
+                    return
+                for fd, _ in poller.poll(timeout):
+                    if fd == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except OSError:
+                            pass
+                        continue
+                    entry = self._by_fd.get(fd)
+                    if entry is None:
+                        continue
+                    worker, is_sentinel = entry
+                    if is_sentinel:
+                        self._on_exit(worker)
+                    elif worker.reading.acquire(blocking=False):
+                        self._drain(worker)
+                        self._release_reading(worker)
+                    elif worker.claimer is not None and worker.claimer != _HELPING:
+                        # Claimed by the thread that sent the task: give it a
+                        # moment to come and wait, then read the reply here.
+                        self._stale.setdefault(worker, time.monotonic() + _CLAIM_GRACE)
+                self._serve_rechecks()
+        except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
+            self._fail_everything(exc)
+            raise
+        finally:
+            if _HAS_EPOLL:
+                poller.close()  # a select.poll object has nothing to close
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+            _live_executors.discard(self._executor)  # nothing left for _at_exit to wait for
+
+    def _next_wait(self) -> float | int:
+        """Do what is due (claims to take over, stalled senders); the poll's timeout."""
+        claims = self._claims_timeout()
+        stalls = self._stall_timeout()
+        wait = max(claims, stalls) if _FOREVER in (claims, stalls) else min(claims, stalls)
+        if not _HAS_EPOLL and wait != _FOREVER:
+            return int(wait * 1000) + 1  # select.poll counts milliseconds
+        return wait
+
+    def _stall_timeout(self) -> float | int:
+        """Break workers that left a message half-sent for _STALL_SECONDS."""
+        if not self._unfinished:
+            return _FOREVER
+        now = time.monotonic()
+        wait: float | None = None
+        with self._lock:
+            unfinished = list(self._unfinished)
+        for worker in unfinished:
+            since = worker.reader.since
+            if not since or worker.broken is not None:
+                with self._lock:
+                    self._unfinished.discard(worker)
+                continue
+            left = since + _STALL_SECONDS - now
+            if left <= 0:
+                # Not while a caller reads it: that caller checks for itself.
+                if worker.reading.acquire(blocking=False):
+                    try:
+                        if worker.reader.since == since:
+                            self._break(worker, _stalled())
+                            continue
+                    finally:
+                        worker.reading.release()
+                left = _POLL_SLICE_MS / 1000
+            wait = left if wait is None else min(wait, left)
+        return _FOREVER if wait is None else max(0.0, wait)
+
+    def _drain(self, worker: _Worker) -> None:
+        """Handle every reply waiting on ``worker``'s socket (its lock held)."""
+        while self._on_readable(worker) == _HANDLED:
+            pass
 
     def _on_readable(self, worker: _Worker) -> int:
         """Read and handle one message from ``worker`` (its ``reading`` lock held).
@@ -771,85 +873,6 @@ class ProcessExecutor(Executor):
                 return
             task._deadline = self._schedule_deadline(task, timeout)
 
-    def _help(self, task: _Task, timeout: float | None) -> None:
-        """Wait for ``task`` by reading its worker's socket in the calling thread.
-
-        A synchronous ``submit(...).result()`` then costs one process round
-        trip: the caller sleeps in poll() on the worker's socket and reads the
-        reply itself, instead of the manager thread reading it and waking the
-        caller.  Returns when the task is done, the time is up, or helping is
-        not possible (the manager then does the work).
-        """
-        # Once this thread holds the worker's reading lock as the helper, it must let
-        # go whatever happens, Ctrl-C included: the manager waits for that lock when
-        # the worker exits, so one left held would hang shutdown.
-        claim = _claims.claim
-        helping = False
-        try:
-            if claim is not None and claim[0] is self and claim[2]() is task:
-                _claims.claim = None
-                worker = claim[1]
-                with self._lock:
-                    if worker.claimer != threading.get_ident():
-                        return  # the manager took the reply over: it has the lock
-                    worker.claimer, helping = _HELPING, True
-            else:
-                self._end_claim()
-                running = self._running.get(task)
-                if running is None:
-                    return
-                worker = running
-                helping = worker.reading.acquire(blocking=False)
-                if not helping:
-                    return
-                with self._lock:
-                    worker.claimer = _HELPING
-            # Mute the socket in the manager's poller meanwhile, so the reply does
-            # not wake the manager too (it would compete for the GIL just when
-            # this thread needs it); re-arming reports anything left unread.
-            try:
-                self._poller.modify(worker.fd, _EDGE_MUTED)
-            except (OSError, ValueError):
-                return
-            self._read_for(worker, task, timeout)
-        finally:
-            if helping:
-                if worker.fd in self._by_fd:
-                    try:
-                        self._poller.modify(worker.fd, _EDGE_IN)
-                    except (OSError, ValueError):
-                        pass
-                self._release_reading(worker)
-
-    def _read_for(self, worker: _Worker, task: _Task, timeout: float | None) -> None:
-        if worker.poller is None:
-            worker.poller = select.poll()
-            worker.poller.register(worker.fd, select.POLLIN)
-            worker.poller.register(worker.sentinel, select.POLLIN)
-        poll = worker.poller.poll
-        deadline = None if timeout is None else time.monotonic() + timeout
-        future = task
-        while not _done(future) and worker.task is task:
-            wait_ms = _POLL_SLICE_MS
-            if deadline is not None:
-                left = int((deadline - time.monotonic()) * 1000)
-                wait_ms = max(0, min(wait_ms, left))
-            ready = dict(poll(wait_ms))
-            if worker.fd in ready:
-                state = _HANDLED
-                while state == _HANDLED and not _done(future):
-                    state = self._on_readable(worker)
-                if state == _EOF:
-                    return
-            elif worker.sentinel in ready:
-                return  # it died: the manager reports it
-            elif deadline is not None and time.monotonic() >= deadline:
-                return
-            since = worker.reader.since
-            if since and time.monotonic() - since >= _STALL_SECONDS:
-                self._break(worker, _stalled())
-                return
-
     def _settle(
         self, task: _Task, tag: bytes, stream: bytes | bytearray, buffers: list[bytearray]
     ) -> None:
@@ -926,89 +949,117 @@ class ProcessExecutor(Executor):
         else:
             self._log.debug("worker %d %s", worker.pid, _how_it_ended(exitcode))
 
-    def _purge_pending(self) -> None:
-        if any(task.done() for task in self._pending):
-            self._pending = collections.deque(t for t in self._pending if not t.done())
 
-    def _finish_stopping(self) -> bool:
-        """While stopping: let idle workers go once no work is left; True when all are gone."""
-        with self._lock:
-            self._purge_pending()
-            if self._killing:
-                victims = [w for w in self._workers.values() if not w.killed]
-                self._idle.clear()
-            else:
-                victims = []
-                if self._pending or self._running or self._starting:
-                    return False
-            idle, self._idle = self._idle, []
-            gone = not self._workers
-        for worker in victims:
-            worker.kill()
-        for worker in idle:
-            try:
-                _wire.send(worker.fd, _wire.QUIT, (b"", []))
-            except OSError:
-                pass
-            worker.retiring = True
-        return gone
+@final
+class ProcessExecutor(Executor):
+    """Run tasks in a pool of worker processes, one task per worker at a time."""
 
-    def _fail_pending(self, exc: BaseException | None) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, collections.deque()
-        error = _initializer_failed(exc)
-        for task in pending:
-            task._try_set_exception(error)
+    backend = "process"
+    _chunk_runners = frozenset({run_chunk, run_column})
+    # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
+    _chunk_target = 0.01
 
-    def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
-        with self._lock:
-            self._broken = exc
-            tasks = list(self._pending) + list(self._running)
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.kill()
-        for task in tasks:
-            task._try_set_exception(exc)
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = _usable_cpus()
+        super().__init__(max_workers=max_workers)
+        if start_method is None:
+            start_method = default_start_method()
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}"
+            )
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method {start_method!r} is not available on this platform")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+        if max_tasks_per_child is not None and (
+            isinstance(max_tasks_per_child, bool)
+            or not isinstance(max_tasks_per_child, int)
+            or max_tasks_per_child < 1
+        ):
+            raise ValueError(
+                f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
+            )
+        try:
+            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
+        except Exception as exc:
+            raise SerializationError(
+                "initializer or initargs", type(initializer).__name__, _reason(exc)
+            ) from exc
+        self._start_method = start_method
+        self._owner = os.getpid()
+        self._context: Any = multiprocessing.get_context(start_method)
+        self._max_tasks = max_tasks_per_child or 0
+        self._manager = _Manager(self)
+        self._workers = self._manager._workers  # by pid
+        _live_executors.add(self)
 
-    # ------------------------------------------------------- stopping tasks
+    @property
+    def start_method(self) -> str:
+        """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
+        return self._start_method
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle now, once: a bad argument fails in the caller, and the bytes
+        # are kept for sending (see _payload_for).
+        try:
+            payload = _wire.dumps(_wire_call(fn, args, kwargs))
+        except Exception as exc:
+            raise _diagnose(fn, args, kwargs, exc) from exc
+        _last_payload.value = (fn, args, kwargs, payload)
+
+    def _payload_for(self, task: _Task) -> _wire.Payload:
+        payload: _wire.Payload | None = task._handle  # kept there until the task settles
+        if payload is not None:
+            return payload
+        last = _last_payload.value
+        if (
+            last is not None
+            and last[0] is task._fn
+            and last[1] is task._args
+            and last[2] is task._kwargs
+        ):
+            payload = last[3]
+            _last_payload.value = None
+        else:
+            payload = _wire.dumps(_wire_call(task._fn, task._args, task._kwargs))
+        task._handle = payload
+        if _CALLER_READS and task._attempt == 0:
+            # Before anyone can wait on it (the future was just made by submit):
+            # a caller blocked in result() reads the worker's reply itself.
+            task._help = functools.partial(self._manager._help, task)
+        return payload
+
+    def _dispatch(self, task: _Task) -> None:
+        self._manager.dispatch(task)
 
     def _stop_running(self, task: _Task) -> bool:
-        with self._lock:
-            worker = self._running.pop(task, None)
-            if worker is None:
-                try:
-                    self._pending.remove(task)  # queued again for a retry
-                except ValueError:
-                    return False
-                return True
-            worker.task = None
-            worker.killed = True
-        worker.kill()
-        return True
+        return self._manager.stop_running(task)
 
     def _timeout_detail(self) -> str:
         return "its worker process (and its process group) was killed and replaced"
 
     def _worker_count(self) -> int:
-        return len(self._workers)
+        return len(self._manager._workers)
 
     def _default_window(self) -> int:
         return self._fixed_window or max(64 * self._max_workers, 32768)
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        with self._lock:
-            self._stopping = True
-            if kill:
-                self._killing = True
-                for task in self._pending:
-                    task.cancel()
-            thread = self._thread
-        if thread is None:
-            _live_executors.discard(self)
-            return
-        self._wake()
-        if wait and thread is not threading.current_thread():
-            thread.join()
+        self._manager.shutdown_workers(wait=wait, kill=kill)
 
 
 # --------------------------------------------------------------- helpers
