@@ -316,7 +316,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         if kill:
             for task in live:
                 if task._started and not task.done() and self._stop_running(task):
-                    task._force_cancelled()
+                    ledger.stopped(task)
         if wait and not kill:
             self.join()
         self._shutdown_workers(wait=wait, kill=kill)

@@ -29,7 +29,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,6 +88,8 @@ class TaskOptions:
 
 
 NO_OPTIONS = TaskOptions()
+
+_UNFINISHED = (PENDING, RUNNING)
 
 # What a settled task's keyword arguments become (never handed to a call).
 NO_KWARGS: dict[str, Any] = {}
@@ -222,8 +224,12 @@ class TaskLedger:
 
     # ---------------------------------------------------- from the backend
 
-    def begin(self, task: Task, worker: object = None) -> bool:
-        """Mark ``task`` running; False if it was cancelled and must be skipped."""
+    def begin(self, task: Task, worker: object = None, *, timed: bool = True) -> bool:
+        """Mark ``task`` running on ``worker``; False if it was cancelled and must be skipped.
+
+        Its deadline (if it has a timeout) starts now, for this attempt; with ``timed``
+        False it starts later, at ``arm_deadline(task)`` (a worker still starting up).
+        """
         if task._started:  # a retry: the deadline applies to each attempt
             if task.done():
                 return False
@@ -233,9 +239,20 @@ class TaskLedger:
             # No lock on this hot path: statistics() counts running tasks in live.
             task._started = True
         self.transition(task, STARTED, worker)
-        if task._options.timeout is not None:
-            task._deadline = self.backend._schedule_deadline(task, task._options.timeout)
+        timeout = task._options.timeout
+        if timeout is not None:
+            task._deadline = self.backend._schedule_deadline(task, timeout) if timed else None
         return True
+
+    def arm_deadline(self, task: Task) -> None:
+        """Start the deadline of a task begun with ``timed=False``, unless it has one.
+
+        Reads the task's state without its lock, so a backend may call it under its own.
+        """
+        timeout = task._options.timeout
+        if timeout is None or task._deadline is not None or task._state not in _UNFINISHED:
+            return
+        task._deadline = self.backend._schedule_deadline(task, timeout)
 
     def run_inline(self, task: Task, executor: object, worker: object = None) -> None:
         """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
@@ -265,6 +282,11 @@ class TaskLedger:
     def fail_now(self, task: Task, error: BaseException) -> bool:
         """Settle ``task`` with ``error`` at once, without a retry (unless already settled)."""
         return task._complete(None, error)
+
+    def stopped(self, task: Task) -> bool:
+        """A running ``task`` was stopped (by the backend, or outside taskkit): it ends
+        as cancelled.  False if it had already finished."""
+        return task._force_cancelled()
 
     def report_outcome(self, task: Task, value: Any, error: BaseException | None) -> None:
         """Report ``task``'s outcome: ``succeeded`` if ``error`` is None, else ``failed``.

@@ -385,7 +385,7 @@ class AsyncioExecutor(Executor):
         """Loop thread: an attempt cancelled before its first step is done; report it."""
         self._unstarted_cancels.discard(attempt)
         if not self._reported_elsewhere(task, attempt):
-            task._force_cancelled()  # cancelled by code outside taskkit
+            self._ledger.stopped(task)  # cancelled by code outside taskkit
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
@@ -407,7 +407,7 @@ class AsyncioExecutor(Executor):
         loop's own clean-up), the future is cancelled, as the asyncio task was.
         """
         if isinstance(error, asyncio.CancelledError):
-            task._force_cancelled()
+            self._ledger.stopped(task)
         else:
             self._ledger.report_outcome(task, value, error)
 

@@ -204,11 +204,11 @@ class CoroutineExecutor(Executor):
         """Scheduler thread, dying: fail every unfinished task rather than leave it hanging."""
         self._crashed = error
         with self._ledger.lock:
-            futures = list(self._ledger.live)
+            futures = list(self._ledger.live.values())
         for future in futures:
             failure = SchedulerStopped(f"the coroutine scheduler stopped after an error: {error!r}")
             failure.__cause__ = error
-            future._try_set_exception(failure)
+            self._ledger.fail_now(future, failure)
 
     def _start_on_scheduler(self, task: _Task) -> None:
         """Loop thread: start a submitted task, or queue it while max_workers run."""

@@ -264,7 +264,7 @@ class DaskExecutor(Executor):
             try:
                 self._settle(*item)
             except BaseException as exc:
-                task._try_set_exception(exc)  # never leave a future hanging
+                self._ledger.fail_now(task, exc)  # never leave a future hanging
             del item, task  # not kept while waiting: the caller may have dropped the result
 
     def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
@@ -282,7 +282,7 @@ class DaskExecutor(Executor):
             else:
                 self._ledger.failed(task, value)
         elif status == "cancelled":
-            task._force_cancelled()  # cancelled on the cluster, not by us
+            self._ledger.stopped(task)  # cancelled on the cluster, not by us
         else:
             self._ledger.failed(task, self._remote_error(task, outcome))
 

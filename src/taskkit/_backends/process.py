@@ -247,7 +247,6 @@ class _Pool:
         # _ExecutorManagerThread copies it.
         self._executor = executor  # listed in _live_executors while the thread runs
         self._ledger = executor._ledger  # begin, succeeded, failed...
-        self._schedule_deadline = executor._schedule_deadline  # a task's deadline
         self._payload_for = executor._payload_for  # the pickled call to send
         self._log = executor._log  # the backend's logger
         self._max_workers = executor._max_workers  # the most workers at once
@@ -314,20 +313,10 @@ class _Pool:
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
         task._stop_running = self._ledger.stop_hook
-        if not self._ledger.begin(task):
+        # A worker still starting (or running its initializer) gives the task no
+        # deadline yet: it is armed when the worker says it is ready (see _on_ready).
+        if not self._ledger.begin(task, worker.pid, timed=worker.ready):
             return False
-        if (
-            task._attempt > 0
-            and task._options.timeout is not None
-            and (task._deadline is None or task._deadline.cancelled)
-        ):
-            # A retry: the base schedules only the first attempt's deadline.
-            task._deadline = self._schedule_deadline(task, task._options.timeout)
-        if not worker.ready and task._deadline is not None:
-            # The worker is still starting (or running its initializer): the
-            # deadline is armed when it says it is ready (see _on_ready).
-            task._deadline.cancel()
-            task._deadline = None
         worker.task = task
         worker.done += 1
         if self._max_tasks and worker.done >= self._max_tasks:
@@ -503,7 +492,7 @@ class _Pool:
             pending, self._pending = self._pending, collections.deque()
         error = _initializer_failed(exc)
         for task in pending:
-            task._try_set_exception(error)
+            self._ledger.fail_now(task, error)
 
     def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
         with self._lock:
@@ -513,7 +502,7 @@ class _Pool:
         for worker in workers:
             worker.kill()
         for task in tasks:
-            task._try_set_exception(exc)
+            self._ledger.fail_now(task, exc)
 
 
 class _CallerReads(_Pool):
@@ -867,11 +856,8 @@ class _Manager(_CallerReads):
         """``worker`` is set up: arm the deadline of the task already sent to it."""
         with self._lock:
             worker.ready = True
-            task = worker.task
-            timeout = None if task is None else task._options.timeout
-            if task is None or timeout is None or task._deadline is not None or _done(task):
-                return
-            task._deadline = self._schedule_deadline(task, timeout)
+            if worker.task is not None:
+                self._ledger.arm_deadline(worker.task)
 
     def _settle(
         self, task: _Task, tag: bytes, stream: bytes | bytearray, buffers: list[bytearray]

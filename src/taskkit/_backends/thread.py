@@ -109,7 +109,7 @@ class ThreadExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         if self._is_broken():
-            task._try_set_exception(self._broken_error())
+            self._ledger.fail_now(task, self._broken_error())
             return
         self._queue.put(task)
         if self._is_broken():
@@ -164,7 +164,7 @@ class ThreadExecutor(Executor):
                 run(task, self, worker)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
-                task._try_set_exception(exc)
+                self._ledger.fail_now(task, exc)
             # Not kept while this thread waits for the next task: the caller may have
             # dropped the result, and expects it freed (as concurrent.futures does); nor
             # the settled task, which would keep its function alive.
@@ -184,7 +184,7 @@ class ThreadExecutor(Executor):
             except queue.Empty:
                 return
             if task is not None:
-                task._try_set_exception(self._broken_error())
+                self._ledger.fail_now(task, self._broken_error())
             else:
                 self._queue.put(None)  # shutdown's sentinel: leave it for the threads
                 return
