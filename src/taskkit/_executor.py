@@ -9,7 +9,7 @@ The executor is three parts, composed::
 
 The data flow every backend follows::
 
-    submit(fn, *args) ──► Task(fn, args, options) ──► ledger.add ──► backend._dispatch(task)
+    submit(fn, *args) ──► Task(fn, args, options) ──► ledger.live ──► backend._dispatch(task)
                           (the future submit returns)                      │
        worker: ledger.begin(task) → run fn ──► ledger.succeeded(task, value) ◄┘
                                         └──► ledger.failed(task, exc) ──► retry? ──► _dispatch
@@ -37,8 +37,8 @@ from ._errors import BlockingCallError, ExecutorClosed
 from ._factory import PrimitiveFactory
 from ._future import Future
 from ._ledger import NO_OPTIONS as _NO_OPTIONS
+from ._ledger import SUBMITTED, TaskLedger, TaskOptions, call_as_task
 from ._ledger import Task as _Task
-from ._ledger import TaskLedger, TaskOptions, call_as_task
 from ._ledger import running as _running
 from ._map import ExecutorMapHooks, MapMethods
 
@@ -214,7 +214,10 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
                 raise ExecutorClosed(
                     f"cannot submit {task.name}: the {self.backend} executor is closed"
                 )
-            ledger.add(task, weight)
+            ledger.n_submitted += weight
+            ledger.live[task] = task
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
         try:
             self._dispatch(task)
         except BaseException as exc:

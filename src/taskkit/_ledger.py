@@ -4,7 +4,7 @@ An ``Executor`` holds one ``TaskLedger`` (its ``_ledger``).  The executor's publ
 face makes tasks and hands them here; the backend runs them and reports back here;
 the ledger settles futures, re-runs failed attempts, times deadlines and counts::
 
-    Executor.submit ──► ledger.add(task) ──► backend._dispatch(task)
+    Executor.submit ──► ledger.live[task] ──► backend._dispatch(task)
                                                  │ a worker takes it
                      ledger.begin(task, worker) ◄┘ (False: cancelled meanwhile, skip it)
                      ledger.succeeded(task, value) / ledger.failed(task, error)
@@ -198,6 +198,9 @@ class TaskLedger:
         self.n_submitted = self.n_done = self.n_failed = 0
         self.n_cancelled = self.n_retried = self.n_timed_out = 0
         self.loop_submitted = self.loop_done = 0
+        self._chunk_runners = backend._chunk_runners  # a map chunk's outcome counts its calls
+        #: True while something listens to ``transition`` (see there).
+        self.observed = False
         #: Set by ``shutdown(kill=True)``: no failed attempt is re-run after it.
         self.killed = False
         # Bound once, not once per task.
@@ -213,14 +216,11 @@ class TaskLedger:
         worker, where it has one), ``SUCCEEDED``, ``FAILED``, ``RETRIED``,
         ``CANCELLED_EVENT``, ``TIMED_OUT`` and ``WORKER_CRASHED``.  Called without the
         ledger's lock, from whichever thread made the change.  It does nothing yet.
+
+        Every call site reads ``observed`` first, and calls this only while it is True
+        (as ``logging`` asks ``isEnabledFor`` first): an events API sets it, and the hot
+        paths pay one attribute read meanwhile.  Tests set it to see the transitions.
         """
-
-    # ------------------------------------------------------ from the face
-
-    def add(self, task: Task, weight: int) -> None:
-        """Count a new task in (the caller holds ``lock`` and has checked it may)."""
-        self.n_submitted += weight
-        self.live[task] = task
 
     # ---------------------------------------------------- from the backend
 
@@ -238,7 +238,8 @@ class TaskLedger:
                 return False
             # No lock on this hot path: statistics() counts running tasks in live.
             task._started = True
-        self.transition(task, STARTED, worker)
+        if self.observed:
+            self.transition(task, STARTED, worker)
         timeout = task._options.timeout
         if timeout is not None:
             task._deadline = self.backend._schedule_deadline(task, timeout) if timed else None
@@ -326,7 +327,8 @@ class TaskLedger:
             task._attempt += 1
             with self.lock:
                 self.n_retried += 1
-            self.transition(task, RETRIED)
+            if self.observed:
+                self.transition(task, RETRIED)
             log = self.backend._log
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -391,7 +393,7 @@ class TaskLedger:
                     if isinstance(error, WorkerCrashed)
                     else FAILED
                 )
-            elif task._fn in self.backend._chunk_runners:
+            elif task._fn in self._chunk_runners:
                 self._count_chunk(task, future)
                 event = SUCCEEDED
             else:
@@ -399,15 +401,16 @@ class TaskLedger:
                 event = SUCCEEDED
             if self._joining and not self.live:
                 self._all_done.notify_all()
-        self.transition(task, event)
+        if self.observed:
+            self.transition(task, event)
         if task._deadline is not None:
             task._deadline.cancel()
         # What the backend kept for the attempt (its handle, its help in result()) is
         # not kept past the task's end: a future kept after its result frees it.
         if task._handle is not None:
             task._handle = None
-        if future._help is not None:
-            future._help = None
+            if future._help is not None:  # set only with a handle (the process backend's)
+                future._help = None
         # Drop the call's arguments once no attempt can still read them, so that a future
         # kept after its result does not keep them alive: when the task never started, or
         # its attempt reported how it ended.  A running task cancelled or timed out by
@@ -426,7 +429,8 @@ class TaskLedger:
         if self._joining and not live:
             with self.lock:
                 self._all_done.notify_all()
-        self.transition(task, SUCCEEDED)
+        if self.observed:
+            self.transition(task, SUCCEEDED)
         if task._args:
             task._args = ()
         if task._kwargs:

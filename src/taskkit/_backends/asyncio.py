@@ -56,6 +56,7 @@ from .._executor import (
 from .._fastpaths import ASYNCIO_INLINE_SUBMIT
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
 from .._ledger import NO_OPTIONS as _NO_OPTIONS
+from .._ledger import STARTED, SUBMITTED
 from .._ledger import Task as _Task
 from .._timer import Deadline
 from ._admission import Admission
@@ -251,8 +252,12 @@ class AsyncioExecutor(Executor):
         if kwargs:
             task._kwargs = kwargs
         task._handle = _Attempt(self._run_at_once(task), loop=loop)
-        self._ledger.live[task] = task
-        self._ledger.loop_submitted += 1
+        ledger = self._ledger
+        ledger.live[task] = task
+        ledger.loop_submitted += 1
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
+            ledger.transition(task, STARTED)
         self._admission.running += 1
         return task
 

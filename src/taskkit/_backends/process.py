@@ -74,7 +74,7 @@ __all__ = ["ProcessExecutor"]
 START_METHODS = ("fork", "forkserver", "spawn")
 
 # epoll may be changed from another thread while the manager waits on it, which
-# lets a caller borrow a worker's socket (see ProcessExecutor._help); poll may not.
+# lets a caller borrow a worker's socket (see _CallerReads._help); poll may not.
 _HAS_EPOLL = hasattr(select, "epoll")
 # A caller blocked in result() reads its worker's reply itself: a fast path (_fastpaths).
 _CALLER_READS = _HAS_EPOLL and PROCESS_CALLER_READS
