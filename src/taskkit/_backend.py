@@ -38,6 +38,9 @@ Optional (``Backend`` has the default in brackets):
   backend cannot carry (the process and Dask backends pickle them) [nothing].
 * ``_submit_chunk(fn, items, options, keep_going)`` and ``_map_per_call(fn,
   options)`` -- how ``map`` hands a chunk of calls over [one ``run_chunk`` task].
+* ``_submit_here`` -- set by a backend with a ``submit`` fast path:
+  ``_submit_here(fn, args, kwargs)`` returns the future of a task it started at
+  once, or None for the ordinary way [None] (see ``_fastpaths``).
 * ``_primitive_family`` -- which ``queue()``, ``lock()``... it makes [by name].
 * class constants: ``backend`` (its name), ``_chunk_runners``, ``_chunk_target``,
   ``_fixed_window``, ``_map_run_class``.

@@ -58,6 +58,9 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: A backend's ``submit`` fast path: the future of a task it started, or None.
+_SubmitHere = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], "Future[Any] | None"]
+
 
 @dataclass(frozen=True)
 class Statistics:
@@ -142,6 +145,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         self._closed = False
         self._shut_down = False  # shutdown() was called: no new primitives either
         self._ledger = TaskLedger(self)
+        self._submit_here: _SubmitHere | None = None  # a backend's fast path, if any
 
     # ------------------------------------------------------------------ submit
 
@@ -170,6 +174,11 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
             ExecutorClosed: after ``close()`` or ``shutdown()``.
             TypeError: ``fn`` is not callable.
         """
+        here = self._submit_here
+        if here is not None:
+            future = here(fn, args, kwargs)
+            if future is not None:
+                return future
         return self._submit(fn, args, kwargs, _NO_OPTIONS)
 
     def options(

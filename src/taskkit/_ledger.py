@@ -198,6 +198,9 @@ class TaskLedger:
         self.n_submitted = self.n_done = self.n_failed = 0
         self.n_cancelled = self.n_retried = self.n_timed_out = 0
         self.loop_submitted = self.loop_done = 0
+        #: [done, failed, re-runs] of calls a backend made inline, without tasks, per
+        #: thread (the serial backend's map): only that thread changes its list.
+        self.inline_tallies: dict[int, list[int]] = {}
         self._chunk_runners = backend._chunk_runners  # a map chunk's outcome counts its calls
         #: True while something listens to ``transition`` (see there).
         self.observed = False
@@ -474,13 +477,18 @@ class TaskLedger:
             submitted = self.n_submitted + self.loop_submitted
             done = self.n_done + self.loop_done
             finished = done + self.n_failed + self.n_cancelled
+            pending = max(0, submitted - running_now - finished)
+            failed, retried = self.n_failed, self.n_retried
+            for inline in list(self.inline_tallies.values()):
+                submitted += inline[0] + inline[1]
+                done, failed, retried = done + inline[0], failed + inline[1], retried + inline[2]
             return (
                 submitted,
-                max(0, submitted - running_now - finished),
+                pending,
                 running_now,
                 done,
-                self.n_failed,
+                failed,
                 self.n_cancelled,
-                self.n_retried,
+                retried,
                 self.n_timed_out,
             )

@@ -36,10 +36,10 @@ import threading
 import weakref
 from _thread import get_ident
 from asyncio import _get_running_loop
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from concurrent.futures._base import RUNNING
 from types import FunctionType, TracebackType
-from typing import Any, TypeVar, final, overload
+from typing import Any, TypeVar, final
 
 from typing_extensions import ParamSpec
 
@@ -55,7 +55,6 @@ from .._executor import (
 )
 from .._fastpaths import ASYNCIO_INLINE_SUBMIT
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
-from .._ledger import NO_OPTIONS as _NO_OPTIONS
 from .._ledger import STARTED, SUBMITTED
 from .._ledger import Task as _Task
 from .._timer import Deadline
@@ -104,7 +103,13 @@ class _LoopDeadline(Deadline):
 
 @final
 class AsyncioExecutor(Executor):
-    """Run ``async def`` functions on an asyncio event loop (plain functions on its executor)."""
+    """Run ``async def`` functions on an asyncio event loop (plain functions on its executor).
+
+    ``await ex.submit(fn, x)`` is ``await fn(x)``.  From code on the executor's loop
+    (with no ``max_workers`` limit), ``submit`` of an ``async def`` function makes an
+    asyncio task at once, as ``loop.create_task`` makes one, and costs little more:
+    asyncio code may submit tasks by the hundred thousand.
+    """
 
     backend = "asyncio"
 
@@ -160,7 +165,8 @@ class AsyncioExecutor(Executor):
         # of this executor's own class (see _loop_task_class); with max_workers set, it
         # may have to wait its turn instead.
         # The inline submit of an async def on the loop's thread: a fast path (_fastpaths).
-        self._start_at_once = max_workers is None and ASYNCIO_INLINE_SUBMIT
+        if max_workers is None and ASYNCIO_INLINE_SUBMIT:
+            self._submit_here = self._start_here
         self._loop_task = _loop_task_class(self)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.
@@ -194,39 +200,17 @@ class AsyncioExecutor(Executor):
 
     # ------------------------------------------------------- executor hooks
 
-    @overload
-    def submit(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[T]: ...
+    def _start_here(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any] | None:
+        """``submit`` on the loop's own thread: start an ``async def`` function at once.
 
-    @overload
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
-
-    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Future[Any]:
-        """Schedule ``fn(*args, **kwargs)``: ``await ex.submit(fn, x)`` is ``await fn(x)``.
-
-        As ``Executor.submit``.  From code on the executor's loop (with no
-        ``max_workers`` limit), an ``async def`` function becomes an asyncio task
-        at once, as ``loop.create_task`` makes one, and costs little more: asyncio
-        code may submit tasks by the hundred thousand.
-
-        Args:
-            fn: an ``async def`` function (awaited on the loop) or a plain callable
-                (run on the loop's default executor).
-            *args: positional arguments for ``fn``.
-            **kwargs: keyword arguments for ``fn``.
-
-        Returns:
-            A ``taskkit.Future`` for the call's result.
-
-        Raises:
-            ExecutorClosed: after ``close()`` or ``shutdown()``.
-            TypeError: ``fn`` is not callable.
+        The ``asyncio_inline_submit`` fast path (see ``_fastpaths``); None where it does
+        not apply, and ``Executor.submit`` goes the ordinary way, its plain twin.
         """
         loop: Any = self._loop
         if not (
-            self._start_at_once
-            and (
+            (
                 get_ident() == loop._thread_id
                 if self._loop_thread_known
                 else _get_running_loop() is loop
@@ -235,7 +219,7 @@ class AsyncioExecutor(Executor):
             and fn.__code__.co_flags & _CO_COROUTINE
             and loop.get_task_factory() is None
         ):
-            return self._submit(fn, args, kwargs, _NO_OPTIONS)
+            return None
         # Executor._submit and _start in one, on the loop's own thread: no other thread
         # has seen the task yet, so it is made running, and it is counted without the
         # lock (the ledger's loop_* counts are only ever changed by this thread).
