@@ -3,12 +3,12 @@
 Data flow::
 
     submit(fn, *args) ──► _Task ──► incoming deque ──(one call_soon_threadsafe per burst)──►
-        loop thread: _drain ──► admit (max_workers) ──► _begin(task)
+        loop thread: _drain ──► admit (max_workers) ──► ledger.begin(task)
             async def fn ──► loop.create_task(_run(task, fn, args)): await fn(*args), then
                              report the outcome from inside that asyncio task ──────┐
             plain fn ─────► loop.run_in_executor(None, …) ──► done-callback ───────┤
                                                                                     ▼
-                                  _succeeded / _failed ──► the taskkit.Future settles
+                          ledger.succeeded / failed ──► the taskkit.Future settles
 
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
@@ -436,7 +436,7 @@ class AsyncioExecutor(Executor):
         return self._request_cancel(task._handle)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        # _begin runs on the loop thread: the loop's own timer keeps the deadline.
+        # ledger.begin runs on the loop thread: the loop's own timer keeps the deadline.
         return _LoopDeadline(self._loop, timeout, lambda: self._ledger.deadline_passed(task))
 
     def _timeout_detail(self) -> str:

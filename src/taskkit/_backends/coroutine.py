@@ -3,10 +3,10 @@
 Data flow::
 
     submit(fn, *args) ──► _Task ──► scheduler inbox ──► loop thread: admit (max_workers)
-                                                            │ _begin(task); fn(*args)
+                                                            │ ledger.begin(task); fn(*args)
         async def / generator function ──► a scheduler Task ┤ (runs until each await/yield)
         plain function ──────────────────► ran inline, once ┘
-    Task finishes ──► _succeeded / _failed ──► the taskkit.Future settles (any thread may wait)
+    Task finishes ──► ledger.report_outcome ──► the taskkit.Future settles (any thread may wait)
 
     inside a task:  ex.spawn(fn, *args) ──► a Task on the same thread, no Future, no hand-off
     map(async_fn, xs): one chunk = one hand-off; its calls run as concurrent Tasks
@@ -273,7 +273,7 @@ class CoroutineExecutor(Executor):
         return ct is not None and self._request_stop(ct)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        # _begin runs on the loop thread, so the scheduler's own timer heap is safe here,
+        # ledger.begin runs on the loop thread, so the scheduler's own timer heap is safe here,
         # and a virtual clock times the deadline in simulated time.
         scheduler = self._scheduler
         return scheduler.call_at(

@@ -2,13 +2,13 @@
 
 Data flow::
 
-    submit ──► _Task ──► _dispatch: cloudpickle (fn, args, kwargs) once, _begin(task),
+    submit ──► _Task ──► _dispatch: cloudpickle (fn, args, kwargs) once, ledger.begin(task),
                          client.submit(run_payload, payload, pure=False) ──► Dask future
                                                                                 │
     client IO loop: _watch awaits the Dask future (results are fetched concurrently)
                          │ (task, token, status, outcome)
                          ▼
-    "taskkit-dask-results" thread: decode ──► _succeeded / _failed (retries re-dispatch)
+    "taskkit-dask-results" thread: decode ──► ledger.succeeded / failed (retries re-dispatch)
                                                  KilledWorker ──► WorkerCrashed
 
     task with a timeout: run_payload logs "started" on a Dask event topic ──►
