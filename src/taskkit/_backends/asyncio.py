@@ -13,8 +13,10 @@ Data flow::
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
     ends with a value is settled and counted by that asyncio task (``_run_at_once``),
-    without the executor's lock.  asyncio code that submits by the hundred thousand
-    pays little more than ``loop.create_task`` would cost it.
+    without the ledger's lock.  asyncio code that submits by the hundred thousand
+    pays little more than ``loop.create_task`` would cost it.  This is the
+    ``asyncio_inline_submit`` fast path (``_start_here``, the executor's
+    ``_submit_here``); with it off (see ``_fastpaths``) such a submit goes the way above.
 
 The loop is the one running where the executor was opened, if any, or an existing
 loop passed as ``loop=`` (the executor uses these but never stops or closes them),
