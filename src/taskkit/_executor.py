@@ -25,8 +25,8 @@ import asyncio
 import concurrent.futures
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -34,6 +34,7 @@ from typing_extensions import ParamSpec, Self
 
 from ._backend import Backend
 from ._errors import BlockingCallError, ExecutorClosed
+from ._events import Listener
 from ._factory import PrimitiveFactory
 from ._future import Future
 from ._ledger import NO_OPTIONS as _NO_OPTIONS
@@ -83,6 +84,9 @@ class Statistics:
         timed_out: calls that overran their per-task timeout.
         workers: workers alive now (threads, processes; 1 for one event loop).
         max_workers: the most workers the executor will run at once.
+        running_on: which task each busy worker runs now, by the worker's pid (process
+            backend) or thread name (thread backend): ``{4711: "fetch#3"}``.  Empty
+            where tasks share one thread (asyncio, coroutine, serial) or a cluster (dask).
     """
 
     backend: str
@@ -96,6 +100,7 @@ class Statistics:
     timed_out: int
     workers: int
     max_workers: int
+    running_on: Mapping[int | str, str] = field(default_factory=dict)
 
 
 #: How long ``shutdown(kill=True)`` waits for an event loop's thread to finish cancelling
@@ -379,10 +384,32 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
 
     # ------------------------------------------------------------ statistics
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` with a ``TaskEvent`` at every change of a task's state.
+
+        Events come synchronously, from whichever thread made the change, in order for
+        each task: ``"submitted"`` first, ``"started"`` per attempt, ``"retried"``, and
+        exactly one terminal event (``"succeeded"``, ``"failed"``, ``"cancelled"``,
+        ``"timed out"``, ``"worker crashed"``) last.  A listener added while tasks run
+        sees the rest of their events.  An exception in a listener is logged under
+        ``taskkit.events`` and ignored.  Keep listeners quick: they run on taskkit's
+        threads.  With no listener, events cost nothing.
+        """
+        self._ledger.listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ``ValueError`` if it was not added."""
+        self._ledger.listeners.remove(listener)
+
     def statistics(self) -> Statistics:
         """Return a snapshot of the executor's counters."""
+        ledger = self._ledger
         return Statistics(
-            self.backend, *self._ledger.counts(), self._worker_count(), self._max_workers
+            self.backend,
+            *ledger.counts(),
+            self._worker_count(),
+            self._max_workers,
+            ledger.running_on(),
         )
 
     def __repr__(self) -> str:

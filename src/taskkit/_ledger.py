@@ -15,8 +15,8 @@ the ledger settles futures, re-runs failed attempts, times deadlines and counts:
 
 Every change of a task's state passes through ``TaskLedger.transition``: submitted,
 started (on which worker), succeeded, failed, retried, cancelled, timed out, and
-its worker crashed.  It keeps no record of its own today; it is the one place where
-a per-task event stream would be attached.
+its worker crashed.  It hands each change to the executor's task-event listeners
+(``ex.add_listener``, ``_events.py``), and costs one attribute read while there are none.
 
 What the ledger asks of the backend is the protocol in ``_backend.py``.
 """
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._calls import call
 from ._errors import BlockingCallError, TaskTimeout, WorkerCrashed
+from ._events import EventKind, Listeners, worker_key
 from ._future import Future, interruptible, next_task_number
 
 if TYPE_CHECKING:
@@ -95,14 +96,14 @@ _UNFINISHED = (PENDING, RUNNING)
 NO_KWARGS: dict[str, Any] = {}
 
 # The transitions ``TaskLedger.transition`` is told of.
-SUBMITTED: Final = "submitted"
-STARTED: Final = "started"
-SUCCEEDED: Final = "succeeded"
-FAILED: Final = "failed"
-RETRIED: Final = "retried"
-CANCELLED_EVENT: Final = "cancelled"
-TIMED_OUT: Final = "timed out"
-WORKER_CRASHED: Final = "worker crashed"
+SUBMITTED: Final[EventKind] = "submitted"
+STARTED: Final[EventKind] = "started"
+SUCCEEDED: Final[EventKind] = "succeeded"
+FAILED: Final[EventKind] = "failed"
+RETRIED: Final[EventKind] = "retried"
+CANCELLED_EVENT: Final[EventKind] = "cancelled"
+TIMED_OUT: Final[EventKind] = "timed out"
+WORKER_CRASHED: Final[EventKind] = "worker crashed"
 
 
 class Task(Future[Any]):
@@ -128,6 +129,8 @@ class Task(Future[Any]):
     _attempt = 0
     _started = False
     _deadline: Deadline | None = None
+    # The worker the running attempt was begun on (a pid, a backend's worker object).
+    _worker: object = None
     # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
     _handle: Any = None
 
@@ -194,6 +197,7 @@ class TaskLedger:
         self.lock = threading.Lock()
         self._all_done = threading.Condition(self.lock)
         self._joining = 0  # threads waiting in wait_idle(): only then is _all_done notified
+        self._reporting = 0  # settled tasks whose terminal event is being handed out
         self.live: dict[Future[Any], Task] = {}
         self.n_submitted = self.n_done = self.n_failed = 0
         self.n_cancelled = self.n_retried = self.n_timed_out = 0
@@ -204,6 +208,8 @@ class TaskLedger:
         self._chunk_runners = backend._chunk_runners  # a map chunk's outcome counts its calls
         #: True while something listens to ``transition`` (see there).
         self.observed = False
+        #: The executor's task-event listeners (``ex.add_listener``); they set ``observed``.
+        self.listeners = Listeners(backend.backend, self._observe)
         #: Set by ``shutdown(kill=True)``: no failed attempt is re-run after it.
         self.killed = False
         # Bound once, not once per task.
@@ -212,18 +218,30 @@ class TaskLedger:
 
     # ------------------------------------------------------- the one seam
 
-    def transition(self, task: Task, event: str, worker: object = None) -> None:
+    def transition(
+        self,
+        task: Task,
+        event: EventKind,
+        worker: object = None,
+        error: BaseException | None = None,
+    ) -> None:
         """Every change of ``task``'s state passes through here, once per change.
 
         ``event`` is one of ``SUBMITTED``, ``STARTED`` (``worker`` is the backend's
         worker, where it has one), ``SUCCEEDED``, ``FAILED``, ``RETRIED``,
-        ``CANCELLED_EVENT``, ``TIMED_OUT`` and ``WORKER_CRASHED``.  Called without the
-        ledger's lock, from whichever thread made the change.  It does nothing yet.
+        ``CANCELLED_EVENT``, ``TIMED_OUT`` and ``WORKER_CRASHED`` (``error`` is the
+        exception of a failure, and of the attempt a retry follows).  Called without the
+        ledger's lock, from whichever thread made the change; it hands a ``TaskEvent``
+        to the executor's listeners (``_events.py``).
 
         Every call site reads ``observed`` first, and calls this only while it is True
-        (as ``logging`` asks ``isEnabledFor`` first): an events API sets it, and the hot
-        paths pay one attribute read meanwhile.  Tests set it to see the transitions.
+        (as ``logging`` asks ``isEnabledFor`` first): ``add_listener`` sets it, and the
+        hot paths pay one attribute read meanwhile.
         """
+        self.listeners.emit(task, event, worker, error)
+
+    def _observe(self, observed: bool) -> None:
+        self.observed = observed
 
     # ---------------------------------------------------- from the backend
 
@@ -241,6 +259,8 @@ class TaskLedger:
                 return False
             # No lock on this hot path: statistics() counts running tasks in live.
             task._started = True
+        if worker is not None:
+            task._worker = worker
         if self.observed:
             self.transition(task, STARTED, worker)
         timeout = task._options.timeout
@@ -331,7 +351,7 @@ class TaskLedger:
             with self.lock:
                 self.n_retried += 1
             if self.observed:
-                self.transition(task, RETRIED)
+                self.transition(task, RETRIED, error=exc)
             log = self.backend._log
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -402,10 +422,19 @@ class TaskLedger:
             else:
                 self.n_done += task._weight
                 event = SUCCEEDED
-            if self._joining and not self.live:
+            reporting = self.observed
+            if reporting:
+                self._reporting += 1  # join() waits until the listeners have heard of it
+            elif self._joining and not self.live:
                 self._all_done.notify_all()
-        if self.observed:
-            self.transition(task, event)
+        if reporting:
+            try:
+                self.transition(task, event, error=future._exception)
+            finally:
+                with self.lock:
+                    self._reporting -= 1
+                    if self._joining and not self.live and not self._reporting:
+                        self._all_done.notify_all()
         if task._deadline is not None:
             task._deadline.cancel()
         # What the backend kept for the attempt (its handle, its help in result()) is
@@ -427,13 +456,13 @@ class TaskLedger:
         """``settled``, without the lock, for a task that finished with a value on the
         thread that owns the ``loop_*`` counts (a backend's event-loop thread)."""
         live = self.live
+        if self.observed:  # reported before join() can see the task gone
+            self.transition(task, SUCCEEDED)
         del live[task]
         self.loop_done += 1
         if self._joining and not live:
             with self.lock:
                 self._all_done.notify_all()
-        if self.observed:
-            self.transition(task, SUCCEEDED)
         if task._args:
             task._args = ()
         if task._kwargs:
@@ -455,7 +484,7 @@ class TaskLedger:
         with self._all_done:
             self._joining += 1
             try:
-                while self.live:
+                while self.live or self._reporting:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
@@ -468,6 +497,16 @@ class TaskLedger:
         """The oldest live task, if any."""
         with self.lock:
             return next(iter(self.live), None)
+
+    def running_on(self) -> dict[int | str, str]:
+        """Which task each busy worker runs: a pid, or a worker thread's name, to a task name."""
+        with self.lock:
+            tasks = list(self.live.values())
+        busy: dict[int | str, str] = {}
+        for task in tasks:
+            if task._state == RUNNING and (key := worker_key(task._worker)) is not None:
+                busy[key] = task.name
+        return busy
 
     def counts(self) -> tuple[int, int, int, int, int, int, int, int]:
         """(submitted, pending, running, done, failed, cancelled, retried, timed_out)."""
