@@ -299,3 +299,23 @@ def hold(started: taskkit.Event, release: taskkit.Event) -> int:
     started.set()
     release.wait()
     return os.getpid()
+
+
+def own_comm() -> str:
+    with open("/proc/self/comm") as comm:
+        return comm.read().strip()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/comm"), reason="Linux names processes here")
+@pytest.mark.parametrize("start_method", ["forkserver", "fork", "spawn"])
+def test_worker_processes_say_what_they_are(start_method: str) -> None:
+    with taskkit.ProcessExecutor(max_workers=2, start_method=start_method) as ex:
+        seen = Recorder()
+        ex.add_listener(seen)
+        names = {ex.submit(own_comm).result(timeout=60) for _ in range(4)}
+        ex.join(timeout=60)
+        pids = {e.worker for e in seen.events if e.kind == "started"}
+        assert names <= {"taskkit-w1", "taskkit-w2"}
+        for pid in pids:  # what ps, top and pgrep show for the pids the events name
+            with open(f"/proc/{pid}/comm") as comm:
+                assert comm.read().strip() in {"taskkit-w1", "taskkit-w2"}

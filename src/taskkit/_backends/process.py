@@ -71,6 +71,9 @@ from .._process._worker import run_column, worker_main
 
 __all__ = ["ProcessExecutor"]
 
+# Numbers the executors, so that worker titles tell pools apart.
+_pool_numbers = itertools.count(1)
+
 START_METHODS = ("fork", "forkserver", "spawn")
 
 # epoll may be changed from another thread while the manager waits on it, which
@@ -260,6 +263,8 @@ class _Pool:
         self._pending: collections.deque[_Task] = collections.deque()
         self._running: dict[_Task, _Worker] = {}
         self._starting = 0  # workers asked of the manager thread, not yet started
+        self._spawned = 0  # workers started so far: a worker's number in its title
+        self._number = next(_pool_numbers)  # tells this executor's workers from others'
         self._stopping = False
         self._killing = False
         self._broken: BaseException | None = None
@@ -401,10 +406,15 @@ class _Pool:
                 self._wake_w,
                 *(w.fd for w in self._workers.values()),
             )
+        self._spawned += 1
+        title = (
+            f"taskkit worker {self._spawned} of process executor {self._number} "
+            f"(parent {os.getpid()})"
+        )
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, inherited),
-            name="taskkit-process-worker",
+            args=(child_end, inherited, title),
+            name=f"taskkit-process-{self._number}_{self._spawned}",
             daemon=False,
         )
         process.start()
