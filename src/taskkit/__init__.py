@@ -33,6 +33,8 @@ from ._errors import TaskkitError as TaskkitError
 from ._errors import TaskTimeout as TaskTimeout
 from ._errors import UsageError as UsageError
 from ._errors import WorkerCrashed as WorkerCrashed
+from ._events import EventKind as EventKind
+from ._events import TaskEvent as TaskEvent
 from ._executor import Executor as Executor
 from ._executor import Statistics as Statistics
 from ._executor import TaskOptions as TaskOptions
@@ -87,6 +89,8 @@ __all__ = (
     "Future",
     "as_completed",
     "Statistics",
+    "TaskEvent",
+    "EventKind",
     "TaskOptions",
     "BACKENDS",
     "WORKLOADS",

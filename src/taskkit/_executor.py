@@ -1,97 +1,67 @@
-"""The ``Executor`` base class: everything the backends share.
+"""``Executor``: the public face every taskkit backend shares.
 
-A backend subclasses ``Executor`` and supplies only what differs:
+The executor is three parts, composed::
 
-* ``_dispatch(task)`` -- start or queue one task (the base has already made
-  its future and counted it);
-* ``_shutdown_workers(wait, kill)`` -- stop the workers;
-* optionally ``_stop_running(task)`` -- stop a running task (kill a process,
-  cancel a coroutine), ``_worker_count()``, ``_submit_chunk(...)`` and the
-  primitive factories.
+    Executor (this module): submit, options, map/amap (``_map.py``), close/join/shutdown,
+    │                       the context managers, statistics, queue()/lock()... (``_factory.py``)
+    ├── TaskLedger (``_ledger.py``): task states, counters, retries, deadlines, settling
+    └── the backend (``_backends/<name>.py``): the protocol of ``_backend.py``
 
 The data flow every backend follows::
 
-    submit(fn, *args) ──► _Task(fn, args, options) ──► backend._dispatch(task)
-                          (the future submit returns)          │
-       worker: _begin(task) → run fn ──► _succeeded(task, value)  │
-                                    └──► _failed(task, exc) ──► retries left? ──► _dispatch again
-    future settles ──► _settled(task): statistics, join() wakes, the call's arguments dropped
+    submit(fn, *args) ──► Task(fn, args, options) ──► ledger.live ──► backend._dispatch(task)
+                          (the future submit returns)                      │
+       worker: ledger.begin(task) → run fn ──► ledger.succeeded(task, value) ◄┘
+                                        └──► ledger.failed(task, exc) ──► retry? ──► _dispatch
+    future settles ──► ledger.settled(task): statistics, join() wakes, the arguments dropped
 
-``map`` and ``amap`` (see ``_map.py``), options, statistics, close/join,
-shutdown and both context managers are written once, here.
+A backend subclasses ``Executor`` and implements the protocol; it touches tasks and
+counters only through the ledger (``self._ledger``).
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import concurrent.futures
 import inspect
-import logging
-import math
-import numbers
 import sys
-import threading
-import time
-import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
-from ._calls import ChunkResult, call, run_chunk
-from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
-from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout
-from ._future import Future, interruptible, next_task_number
-from ._map import MapMethods
+from ._backend import Backend
+from ._errors import BlockingCallError, ExecutorClosed
+from ._events import Listener
+from ._factory import PrimitiveFactory
+from ._future import Future
+from ._ledger import NO_OPTIONS as _NO_OPTIONS
+from ._ledger import SUBMITTED, TaskLedger, TaskOptions, call_as_task
+from ._ledger import Task as _Task
+from ._ledger import running as _running
+from ._map import ExecutorMapHooks, MapMethods
 from ._progress import Progress, join_with_progress, wanted
 
 if TYPE_CHECKING:
-    from ._map import MapRun, MapSpec
-    from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
-    from ._timer import Deadline
+    pass
 
-__all__ = ["Executor", "Statistics", "TaskOptions"]
+__all__ = [
+    "KILL_GRACE",
+    "Executor",
+    "Statistics",
+    "TaskOptions",
+    "call_as_task",
+    "is_async_callable",
+    "shut_down_at_exit",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-task options, set with ``ex.options(timeout=..., retries=..., name=...)``.
-
-    Attributes:
-        timeout: seconds a task may run before it fails with ``TaskTimeout``.
-        retries: how many more times a failing task is run before its error is kept.
-        name: a name for the task, shown in errors and statistics.
-    """
-
-    timeout: float | None = None
-    retries: int = 0
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        timeout: Any = self.timeout  # checked here, whatever the caller passed
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-                raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-            seconds = float(timeout)
-            if seconds == math.inf:
-                object.__setattr__(self, "timeout", None)  # no deadline, as for None
-            elif not 0 < seconds <= threading.TIMEOUT_MAX:  # nan fails both comparisons
-                raise ValueError(
-                    f"timeout must be a positive number of seconds, at most "
-                    f"{threading.TIMEOUT_MAX:.0f} (or inf or None for no deadline), "
-                    f"got {timeout!r}"
-                )
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
-
-
-_NO_OPTIONS = TaskOptions()
+#: A backend's ``submit`` fast path: the future of a task it started, or None.
+_SubmitHere = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], "Future[Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +85,9 @@ class Statistics:
         timed_out: calls that overran their per-task timeout.
         workers: workers alive now (threads, processes; 1 for one event loop).
         max_workers: the most workers the executor will run at once.
+        running_on: which task each busy worker runs now, by the worker's pid (process
+            backend) or thread name (thread backend): ``{4711: "fetch#3"}``.  Empty
+            where tasks share one thread (asyncio, coroutine, serial) or a cluster (dask).
     """
 
     backend: str
@@ -128,19 +101,7 @@ class Statistics:
     timed_out: int
     workers: int
     max_workers: int
-
-
-# What a settled task's keyword arguments become (never handed to a call).
-_NO_KWARGS: dict[str, Any] = {}
-
-
-class _Running(threading.local):
-    # The executor whose task this thread is running, if any: join() and shutdown(wait=True)
-    # called there would wait for that task itself.  A class default, read cheaply.
-    executor: Executor | None = None
-
-
-_running = _Running()
+    running_on: Mapping[int | str, str] = field(default_factory=dict)
 
 
 #: How long ``shutdown(kill=True)`` waits for an event loop's thread to finish cancelling
@@ -163,72 +124,7 @@ def shut_down_at_exit(executors: Iterable[Executor]) -> None:
             executor.shutdown(wait=True)
 
 
-def call_as_task(executor: Executor, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """``call(fn, args, kwargs)`` in a thread marked as running a task of ``executor``."""
-    running = _running
-    outer, running.executor = running.executor, executor
-    try:
-        return call(fn, args, kwargs)
-    finally:
-        running.executor = outer
-
-
-class _Task(Future[Any]):
-    """One submitted call (or one chunk of a map): the future ``submit`` returns, and the
-    executor's bookkeeping for it.
-
-    The task *is* its future, as an asyncio ``Task`` is an asyncio ``Future``: one
-    object per submit rather than two.  Its attributes are private, so the user's
-    ``taskkit.Future`` shows nothing new.  The call's arguments are dropped when the
-    future settles with the call's outcome (or before the call ran), so a future kept
-    after its result does not keep them alive.
-    """
-
-    # What most tasks keep, as class defaults: set on the few tasks that differ.
-    _options: TaskOptions = _NO_OPTIONS
-    _args: tuple[Any, ...] = ()
-    _kwargs: dict[str, Any] = _NO_KWARGS
-    _weight = 1
-    # Calls it runs at once while it runs: a map chunk runs its calls one by one,
-    # unless a backend runs them all at once (then it sets this to the chunk's weight).
-    _width = 1
-    _attempt = 0
-    _started = False
-    _deadline: Deadline | None = None
-    # The backend's handle on the running attempt (an asyncio task, ...), if it keeps one.
-    _handle: Any = None
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-        weight: int,
-    ) -> None:
-        Future.__init__(self)
-        self._fn, self._args, self._kwargs = fn, args, kwargs
-        self._number = next_task_number()  # names are numbered in submission order
-        if options is not _NO_OPTIONS:
-            self._options = options
-            self._name = options.name
-        if weight != 1:
-            self._weight = weight
-
-    def _sleep(self, timeout: float | None) -> None:
-        # Only an unfinished future gets here, so a finished one's result() pays nothing.
-        if timeout is None or timeout > 0:
-            executor = getattr(self._on_settled, "__self__", None)  # None once settled
-            if executor is not None and executor._on_own_loop():
-                raise BlockingCallError(
-                    f"result() of the unfinished {self.name} on the thread of its "
-                    f"{executor.backend} executor's event loop would block that loop, and "
-                    "with it the task it waits for; `await` the future instead"
-                )
-        Future._sleep(self, timeout)
-
-
-class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
+class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.Executor):
     """Run callables concurrently; the one interface every taskkit backend provides.
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
@@ -243,50 +139,19 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
     and kills at once, and so does a Ctrl-C while ``with`` waits: one is enough.
     """
 
-    #: The backend's name, as given to ``open_executor``.
-    backend: ClassVar[str] = "?"
-
-    @property
-    def _log(self) -> logging.Logger:
-        """The backend's logger: ``taskkit.<backend>`` (see docs/observing.md)."""
-        return logging.getLogger(f"taskkit.{self.backend}")
-
-    #: ``map``'s default window (items in flight) for this backend, or 0 for ``_default_window()``.
-    _fixed_window: ClassVar[int] = 0
-    #: How long one automatically sized map chunk should take, in seconds.
-    _chunk_target: ClassVar[float] = 0.002
     _checks_arguments: ClassVar[bool] = False
-    #: The ``MapRun`` subclass ``map`` uses, where a backend has its own (None: ``MapRun``).
-    _map_run_class: ClassVar[type[MapRun] | None] = None
-    #: The functions a map chunk runs as (their result is a ``ChunkResult``).
-    _chunk_runners: ClassVar[frozenset[Callable[..., Any]]] = frozenset({run_chunk})
-    #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
-    _primitive_family: ClassVar[str | None] = None
 
     def __init__(self, *, max_workers: int) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
             raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
         if max_workers < 1:
             raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
+        PrimitiveFactory.__init__(self)
         self._max_workers = max_workers
         self._closed = False
         self._shut_down = False  # shutdown() was called: no new primitives either
-        self._killed = False
-        # One lock guards the counters and the live table; join() waits on it.
-        self._state_lock = threading.Lock()
-        self._all_done = threading.Condition(self._state_lock)
-        self._joining = 0  # threads waiting in join(): only then is _all_done notified
-        self._n_submitted = self._n_done = self._n_failed = 0
-        self._n_cancelled = self._n_retried = self._n_timed_out = 0
-        # Counted without the lock, only ever by the thread of the backend's event loop.
-        self._n_loop_submitted = self._n_loop_done = 0
-        self._live: dict[Future[Any], _Task] = {}
-        # Bound once, not once per task.
-        self._settle_hook = self._settled
-        self._stop_hook = self._stop_future
-        # Primitives made by queue(), lock()...: shutdown() closes them and frees their
-        # OS resources.  Weak: one the program dropped is freed by its own finalizer.
-        self._primitives: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._ledger = TaskLedger(self)
+        self._submit_here: _SubmitHere | None = None  # a backend's fast path, if any
 
     # ------------------------------------------------------------------ submit
 
@@ -315,6 +180,11 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             ExecutorClosed: after ``close()`` or ``shutdown()``.
             TypeError: ``fn`` is not callable.
         """
+        here = self._submit_here
+        if here is not None:
+            future = here(fn, args, kwargs)
+            if future is not None:
+                return future
         return self._submit(fn, args, kwargs, _NO_OPTIONS)
 
     def options(
@@ -352,237 +222,30 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if self._checks_arguments:
             self._check_arguments(fn, args, kwargs)
         task = _Task(fn, args, kwargs, options, weight)
-        task._on_settled = self._settle_hook
-        with self._state_lock:
+        ledger = self._ledger
+        task._on_settled = ledger.settle_hook
+        with ledger.lock:
             if self._closed:
                 raise ExecutorClosed(
                     f"cannot submit {task.name}: the {self.backend} executor is closed"
                 )
-            self._n_submitted += weight
-            self._live[task] = task
+            ledger.n_submitted += weight
+            ledger.live[task] = task
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
         try:
             self._dispatch(task)
         except BaseException as exc:
-            task._try_set_exception(exc)
+            task._complete(None, exc)
             raise
         return task
-
-    def _run_inline(self, task: _Task) -> None:
-        """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
-        if not self._begin(task):
-            return
-        try:
-            value = call_as_task(self, task._fn, task._args, task._kwargs)
-        except BaseException as exc:
-            self._failed(task, exc)
-            if not isinstance(exc, Exception):
-                raise  # Ctrl-C and SystemExit still reach the caller
-        else:
-            self._succeeded(task, value)
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        """Reject arguments the backend cannot carry (the process backend checks pickling)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Call _check_arguments on submit only where a backend overrides it.
-        cls._checks_arguments = cls._check_arguments is not Executor._check_arguments
+        cls._checks_arguments = cls._check_arguments is not Backend._check_arguments
 
-    # ------------------------------------------------- what backends call back
-
-    def _begin(self, task: _Task) -> bool:
-        """Mark ``task`` running; False if it was cancelled and must be skipped."""
-        if task._started:  # a retry: the deadline applies to each attempt
-            if task.done():
-                return False
-        else:
-            if not task._start():
-                return False
-            # No lock on this hot path: statistics() counts running tasks in _live.
-            task._started = True
-        if task._options.timeout is not None:
-            task._deadline = self._schedule_deadline(task, task._options.timeout)
-        return True
-
-    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        """Arrange for ``_deadline_passed(task)`` after ``timeout`` seconds.
-
-        The default uses the shared deadline thread; a backend with its own
-        clock (the coroutine scheduler's virtual time) overrides this.
-        """
-        from ._timer import call_later
-
-        return call_later(timeout, lambda: self._deadline_passed(task))
-
-    def _succeeded(self, task: _Task, value: Any) -> None:
-        """Report that ``task`` returned ``value``."""
-        if task._deadline is not None:
-            task._deadline.cancel()
-        task._complete(value, None)
-
-    def _report_outcome(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        """Report ``task``'s outcome: ``_succeeded`` if ``error`` is None, else ``_failed``.
-
-        For the backends that run tasks on an event loop's thread (coroutine, asyncio):
-        a task that never awaited held that thread past its deadline, so the loop's timer
-        could not fire to cancel it; it still overran, and fails with ``TaskTimeout``.
-        """
-        deadline, timeout = task._deadline, task._options.timeout
-        if deadline is not None and timeout is not None and not deadline.cancelled:
-            late = self._now() - deadline.when
-            if late >= 0:
-                deadline.cancel()
-                error = self._overran(
-                    task,
-                    timeout,
-                    f"it held the event loop's thread for {timeout + late:.3f} s without "
-                    "awaiting, so it could not be cancelled at its deadline and ran on to its "
-                    "end (await taskkit.sleep() or asyncio.sleep() in long loops, or run "
-                    "blocking work on a thread executor)",
-                )
-        if error is None:
-            self._succeeded(task, value)
-        else:
-            self._failed(task, error)
-
-    def _failed(self, task: _Task, exc: BaseException) -> None:
-        """Report that ``task`` raised ``exc``; re-run it if it has retries left."""
-        if task._deadline is not None:
-            task._deadline.cancel()
-        if (
-            isinstance(exc, Exception)
-            and task._attempt < task._options.retries
-            and not task.done()
-            and not self._killed
-        ):
-            task._attempt += 1
-            with self._state_lock:
-                self._n_retried += 1
-            log = self._log
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s: attempt %d of %d failed (%s: %s); running it again",
-                    task.name,
-                    task._attempt,
-                    task._options.retries + 1,
-                    type(exc).__name__,
-                    exc,
-                )
-            try:
-                self._dispatch(task)
-            except BaseException as dispatch_error:
-                task._try_set_exception(dispatch_error)
-            return
-        if isinstance(exc, TaskTimeout):
-            with self._state_lock:
-                self._n_timed_out += task._weight
-        task._try_set_exception(exc)
-
-    def _deadline_passed(self, task: _Task) -> None:
-        """Called on the deadline thread when a task overran its timeout."""
-        if task.done():
-            return
-        timeout = task._options.timeout
-        error = self._overran(task, timeout, self._timeout_detail())
-        self._stop_overrunning(task)
-        self._failed(task, error)
-
-    def _overran(self, task: _Task, timeout: float | None, detail: str) -> TaskTimeout:
-        """Log that ``task`` overran its deadline, and return the error it fails with."""
-        self._log.warning(
-            "%s overran its %g s deadline%s", task.name, timeout, f": {detail}" if detail else ""
-        )
-        return TaskTimeout(task.name, timeout, detail)
-
-    def _stop_overrunning(self, task: _Task) -> None:
-        """Stop a task that overran its deadline (default: nothing can be stopped)."""
-        self._stop_running(task)
-
-    def _timeout_detail(self) -> str:
-        return ""
-
-    def _now(self) -> float:
-        """The clock ``_schedule_deadline`` times deadlines by."""
-        return time.monotonic()
-
-    def _settled(self, future: Future[Any]) -> None:
-        """Called once when a task's future finishes, fails or is cancelled."""
-        with self._state_lock:
-            task = self._live.pop(future, None)
-            if task is None:
-                return
-            # The future is final here: read its state without taking its lock again.
-            if future._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                self._n_cancelled += task._weight
-            elif future._exception is not None:
-                self._n_failed += task._weight
-            elif task._fn in self._chunk_runners:
-                self._count_chunk(task, future)
-            else:
-                self._n_done += task._weight
-            if self._joining and not self._live:
-                self._all_done.notify_all()
-        if task._deadline is not None:
-            task._deadline.cancel()
-        # Drop the call's arguments once no attempt can still read them, so that a future
-        # kept after its result does not keep them alive: when the task never started, or
-        # its attempt reported how it ended.  A running task cancelled or timed out by
-        # someone else keeps them (its worker may be between starting and reading them).
-        if not task._started or (
-            future._state == FINISHED and not isinstance(future._exception, TaskTimeout)
-        ):
-            task._args, task._kwargs = (), _NO_KWARGS
-
-    def _settled_with_value(self, task: _Task) -> None:
-        """``_settled``, without the lock, for a task that finished with a value on the
-        thread that owns the ``_n_loop_*`` counts (a backend's event-loop thread)."""
-        live = self._live
-        del live[task]
-        self._n_loop_done += 1
-        if self._joining and not live:
-            with self._state_lock:
-                self._all_done.notify_all()
-        if task._args:
-            task._args = ()
-        if task._kwargs:
-            task._kwargs = _NO_KWARGS
-
-    def _count_chunk(self, task: _Task, future: Future[Any]) -> None:
-        # A map chunk counts each of its calls: what ended, how, and what never started.
-        results, failures, retried, _ = future._result  # a finished chunk
-        self._n_done += len(results) - len(failures)
-        self._n_failed += len(failures)
-        self._n_cancelled += task._weight - len(results)
-        self._n_retried += retried
-
-    # ----------------------------------------------------------- backend hooks
-
-    @abc.abstractmethod
-    def _dispatch(self, task: _Task) -> None:
-        """Run or queue ``task``; call ``_begin``, then ``_succeeded`` or ``_failed``."""
-
-    @abc.abstractmethod
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        """Stop the workers once the queued work is done (or at once, if ``kill``)."""
-
-    def _stop_running(self, task: _Task) -> bool:
-        """Stop a running task; True if it will stop.  Default: it cannot be stopped."""
-        return False
-
-    def _stop_future(self, future: Future[Any]) -> bool:
-        """``future.cancel()`` of a running task: a backend that can stop its tasks sets
-        ``task._stop_running = self._stop_hook`` while the task runs."""
-        task = self._live.get(future)
-        return task is not None and self._stop_running(task)
-
-    def _worker_count(self) -> int:
-        return 0
-
-    def _on_own_loop(self) -> bool:
-        """True on the thread of the executor's own event loop (coroutine, asyncio)."""
-        return False
+    # -------------------------------------------------------------- lifetime
 
     def _refuse_to_wait(self, what: str) -> None:
         """Raise ``BlockingCallError`` if waiting for this executor's work here could never end.
@@ -603,52 +266,6 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             return
         raise BlockingCallError(f"{what} {where}; {instead}")
 
-    def _default_window(self) -> int:
-        return self._fixed_window or max(16 * self._max_workers, 4096)
-
-    def _submit_chunk(
-        self,
-        fn: Callable[..., Any],
-        items: list[tuple[Any, ...]],
-        options: TaskOptions,
-        keep_going: bool,
-    ) -> Future[ChunkResult]:
-        """Submit one map chunk: ``fn(*item)`` for each item, with ``options`` per call.
-
-        ``options`` name the chunk (for its errors) and keep ``retries``: a failing
-        call is re-run alone by the chunk's runner, and a chunk lost as a whole (its
-        worker crashed) is run again.
-        """
-        args = (
-            (fn, items)
-            if not (options.retries or keep_going)
-            else (fn, items, options.retries, keep_going)
-        )
-        return self._submit(run_chunk, args, {}, options, weight=len(items))
-
-    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
-        """True if ``map`` must submit each call as a task of its own, not in chunks.
-
-        A per-call deadline is a task's deadline; a backend whose chunk of ``fn``
-        would run its calls all at once also says True where ``max_workers`` is set.
-        """
-        return options.timeout is not None
-
-    # ------------------------------------------------------------------- map
-
-    def _map_target(self) -> tuple[Executor, TaskOptions]:
-        return self, _NO_OPTIONS
-
-    def _map(
-        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
-    ) -> Iterator[Any]:
-        """The iterator ``map`` returns (a backend may run a map its own way)."""
-        from ._map import MapRun
-
-        return (self._map_run_class or MapRun)(self, fn, iterables, spec).iter()
-
-    # -------------------------------------------------------------- lifetime
-
     @property
     def closed(self) -> bool:
         """True once ``close()`` or ``shutdown()`` was called."""
@@ -665,7 +282,7 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
 
     def close(self) -> None:
         """Accept no new work; what was submitted still runs (the ``Pool.close()`` idiom)."""
-        with self._state_lock:
+        with self._ledger.lock:
             self._closed = True
 
     def join(self, timeout: float | None = None, *, progress: Progress = False) -> bool:
@@ -681,20 +298,9 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         """
         if wanted(progress):
             return join_with_progress(self, timeout, progress)
-        if self._live and timeout != 0:
+        if self._ledger.live and timeout != 0:
             self._refuse_to_wait("join()")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._all_done:
-            self._joining += 1
-            try:
-                while self._live:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return False
-                    self._all_done.wait(interruptible(remaining))
-            finally:
-                self._joining -= 1
-        return True
+        return self._ledger.wait_idle(timeout)
 
     def shutdown(
         self,
@@ -719,13 +325,14 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         """
         if cancel_futures is not None:
             cancel_pending = cancel_pending or cancel_futures
-        if wait and not kill and self._live:
+        ledger = self._ledger
+        if wait and not kill and ledger.live:
             self._refuse_to_wait("shutdown(wait=True)")
-        with self._state_lock:
+        with ledger.lock:
             self._closed = self._shut_down = True
             if kill:
-                self._killed = True
-            live = list(self._live.values())
+                ledger.killed = True
+            live = list(ledger.live.values())
         if cancel_pending or kill:
             for task in live:
                 if not task._started:
@@ -733,14 +340,11 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
         if kill:
             for task in live:
                 if task._started and not task.done() and self._stop_running(task):
-                    task._force_cancelled()
+                    ledger.stopped(task)
         if wait and not kill:
             self.join()
         self._shutdown_workers(wait=wait, kill=kill)
-        for primitive in list(self._primitives):
-            # Unlink shared memory and semaphores by name (mappings stay valid); close
-            # queues once no task can use them, so a get() on a drained one cannot hang.
-            primitive._shutdown(close=wait or kill)
+        self._free_primitives(close=wait or kill)
 
     def __enter__(self) -> Self:
         return self
@@ -778,100 +382,42 @@ class Executor(MapMethods, concurrent.futures.Executor, abc.ABC):
             # is cancelled (process tasks are killed), and the exception goes on at once.
             self.shutdown(wait=True, cancel_pending=True, kill=True)
             return
-        await self._await_idle()
-        self.shutdown(wait=True)
-
-    async def _await_idle(self) -> None:
-        """Wait for the submitted work without blocking the caller's event loop."""
+        # Wait for the submitted work without blocking the caller's event loop.
         self.close()
-        while True:
-            # The oldest unfinished task: by the time it is done, most others are too.
-            with self._state_lock:
-                oldest = next(iter(self._live), None)
-            if oldest is None:
-                return
+        # The oldest unfinished task: by the time it is done, most others are too.
+        while (oldest := self._ledger.oldest()) is not None:
             await asyncio.wait([asyncio.wrap_future(oldest)])
-
-    # ------------------------------------------------------------ primitives
-
-    def queue(self, maxsize: int = 0) -> Queue[Any]:
-        """Return a FIFO queue this executor's tasks and its caller can share.
-
-        ``q.put(x)`` in one task and ``q.get()`` in another returns ``x``; pass the
-        queue to tasks as an ordinary argument (process tasks too).  ``maxsize > 0``
-        bounds it: ``put`` then waits for room.  See ``docs/primitives.md``.
-        Annotate it to type its items: ``q: taskkit.Queue[int] = ex.queue()``.
-        """
-        return self._primitive("queue", maxsize)  # type: ignore[no-any-return]
-
-    def lock(self) -> Lock:
-        """Return a lock this executor's tasks share (``with lock:``, ``async with lock:``).
-
-        A process executor's lock held by a worker that dies is taken over by the
-        next acquirer, whose ``previous_holder_died`` is then True.
-        """
-        return self._primitive("lock")  # type: ignore[no-any-return]
-
-    def event(self) -> Event:
-        """Return an event (a flag tasks wait for) this executor's tasks share."""
-        return self._primitive("event")  # type: ignore[no-any-return]
-
-    def semaphore(self, n: int = 1) -> Semaphore:
-        """Return a semaphore with ``n`` free units this executor's tasks share."""
-        return self._primitive("semaphore", n)  # type: ignore[no-any-return]
-
-    def value(self, initial: T) -> Value[T]:
-        """Return a shared value holding ``initial``, with an atomic ``update(fn)``.
-
-        Its type follows ``initial``: ``ex.value(0)`` is a ``Value[int]``; annotate
-        for more (``v: taskkit.Value[int | None] = ex.value(None)``).
-        """
-        return self._primitive("value", initial)  # type: ignore[no-any-return]
-
-    def _primitive(self, kind: str, *args: Any) -> Any:
-        from ._primitives import create, family_of
-
-        self._refuse_after_shutdown(kind)
-        family = self._primitive_family or family_of(self.backend)
-        primitive = create(family, kind, *args)
-        self._primitives.add(primitive)
-        try:
-            self._refuse_after_shutdown(kind)  # shutdown() ran meanwhile, without this one
-        except ExecutorClosed:
-            primitive._shutdown(close=True)
-            raise
-        return primitive
-
-    def _refuse_after_shutdown(self, kind: str) -> None:
-        # After shutdown() nothing would free a new primitive's OS resources (shared
-        # memory, for processes), and no task of this executor can use it.  close()
-        # still allows one: the submitted work runs on and may be handed it.
-        if self._shut_down:
-            raise ExecutorClosed(f"cannot make a {kind}: the {self.backend} executor is shut down")
+        self.shutdown(wait=True)
 
     # ------------------------------------------------------------ statistics
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` with a ``TaskEvent`` at every change of a task's state.
+
+        Events come synchronously, from whichever thread made the change, in order for
+        each task: ``"submitted"`` first, ``"started"`` per attempt, ``"retried"``, and
+        exactly one terminal event (``"succeeded"``, ``"failed"``, ``"cancelled"``,
+        ``"timed out"``, ``"worker crashed"``) last.  A listener added while tasks run
+        sees the rest of their events.  An exception in a listener is logged under
+        ``taskkit.events`` and ignored.  Keep listeners quick: they run on taskkit's
+        threads.  With no listener, events cost nothing.
+        """
+        self._ledger.listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ``ValueError`` if it was not added."""
+        self._ledger.listeners.remove(listener)
+
     def statistics(self) -> Statistics:
         """Return a snapshot of the executor's counters."""
-        with self._state_lock:
-            # A copy first: a backend's loop thread may add or remove tasks meanwhile.
-            running = sum(task._width for task in list(self._live.values()) if task._started)
-            submitted = self._n_submitted + self._n_loop_submitted
-            done = self._n_done + self._n_loop_done
-            finished = done + self._n_failed + self._n_cancelled
-            return Statistics(
-                backend=self.backend,
-                submitted=submitted,
-                pending=max(0, submitted - running - finished),
-                running=running,
-                done=done,
-                failed=self._n_failed,
-                cancelled=self._n_cancelled,
-                retried=self._n_retried,
-                timed_out=self._n_timed_out,
-                workers=self._worker_count(),
-                max_workers=self._max_workers,
-            )
+        ledger = self._ledger
+        return Statistics(
+            self.backend,
+            *ledger.counts(),
+            self._worker_count(),
+            self._max_workers,
+            ledger.running_on(),
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

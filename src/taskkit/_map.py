@@ -42,17 +42,27 @@ from collections.abc import (
 )
 from dataclasses import dataclass, replace
 from itertools import islice, repeat, starmap
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, overload
 
-from ._calls import ChunkResult
+from ._calls import ChunkResult, run_chunk
 from ._errors import ExecutorClosed, TaskTimeout
 from ._future import Future
+from ._ledger import NO_OPTIONS
 from ._progress import Progress, acounted, check, counted, wanted
 
 if TYPE_CHECKING:
-    from ._executor import Executor, TaskOptions
+    from ._executor import Executor
+    from ._ledger import TaskOptions
 
-__all__ = ["MapIterator", "MapMethods", "MapRun", "MapSpec", "check_map_arguments", "drain"]
+__all__ = [
+    "ExecutorMapHooks",
+    "MapIterator",
+    "MapMethods",
+    "MapRun",
+    "MapSpec",
+    "check_map_arguments",
+    "drain",
+]
 
 T = TypeVar("T")
 
@@ -282,6 +292,72 @@ class MapMethods:
         if not wanted(progress):
             return results
         return acounted(results, progress, _known_length(iterables))
+
+
+class ExecutorMapHooks(MapMethods):
+    """How ``map`` hands its calls to an executor: the defaults a backend may override."""
+
+    __slots__ = ()
+
+    #: ``map``'s default window (items in flight) for this backend, or 0 for ``_default_window()``.
+    _fixed_window: ClassVar[int] = 0
+    #: How long one automatically sized map chunk should take, in seconds.
+    _chunk_target: ClassVar[float] = 0.002
+    #: The ``MapRun`` subclass ``map`` uses, where a backend has its own (None: ``MapRun``).
+    _map_run_class: ClassVar[type[MapRun] | None] = None
+    #: The functions a map chunk runs as (their result is a ``ChunkResult``).
+    _chunk_runners: ClassVar[frozenset[Callable[..., Any]]] = frozenset({run_chunk})
+    _max_workers: int
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        weight: int = 1,
+    ) -> Future[Any]:
+        raise NotImplementedError
+
+    def _default_window(self) -> int:
+        return self._fixed_window or max(16 * self._max_workers, 4096)
+
+    def _submit_chunk(
+        self,
+        fn: Callable[..., Any],
+        items: list[tuple[Any, ...]],
+        options: TaskOptions,
+        keep_going: bool,
+    ) -> Future[ChunkResult]:
+        """Submit one map chunk: ``fn(*item)`` for each item, with ``options`` per call.
+
+        ``options`` name the chunk (for its errors) and keep ``retries``: a failing
+        call is re-run alone by the chunk's runner, and a chunk lost as a whole (its
+        worker crashed) is run again.
+        """
+        args = (
+            (fn, items)
+            if not (options.retries or keep_going)
+            else (fn, items, options.retries, keep_going)
+        )
+        return self._submit(run_chunk, args, {}, options, weight=len(items))
+
+    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+        """True if ``map`` must submit each call as a task of its own, not in chunks.
+
+        A per-call deadline is a task's deadline; a backend whose chunk of ``fn``
+        would run its calls all at once also says True where ``max_workers`` is set.
+        """
+        return options.timeout is not None
+
+    def _map_target(self) -> tuple[Executor, TaskOptions]:
+        return cast("Executor", self), NO_OPTIONS
+
+    def _map(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
+    ) -> Iterator[Any]:
+        """The iterator ``map`` returns (a backend may run a map its own way)."""
+        return (self._map_run_class or MapRun)(cast("Executor", self), fn, iterables, spec).iter()
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-from .._executor import _Task
+from .._ledger import Task as _Task
 
 __all__ = ["Admission"]
 

@@ -3,18 +3,20 @@
 Data flow::
 
     submit(fn, *args) ──► _Task ──► incoming deque ──(one call_soon_threadsafe per burst)──►
-        loop thread: _drain ──► admit (max_workers) ──► _begin(task)
+        loop thread: _drain ──► admit (max_workers) ──► ledger.begin(task)
             async def fn ──► loop.create_task(_run(task, fn, args)): await fn(*args), then
                              report the outcome from inside that asyncio task ──────┐
             plain fn ─────► loop.run_in_executor(None, …) ──► done-callback ───────┤
                                                                                     ▼
-                                  _succeeded / _failed ──► the taskkit.Future settles
+                          ledger.succeeded / failed ──► the taskkit.Future settles
 
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
     ends with a value is settled and counted by that asyncio task (``_run_at_once``),
-    without the executor's lock.  asyncio code that submits by the hundred thousand
-    pays little more than ``loop.create_task`` would cost it.
+    without the ledger's lock.  asyncio code that submits by the hundred thousand
+    pays little more than ``loop.create_task`` would cost it.  This is the
+    ``asyncio_inline_submit`` fast path (``_start_here``, the executor's
+    ``_submit_here``); with it off (see ``_fastpaths``) such a submit goes the way above.
 
 The loop is the one running where the executor was opened, if any, or an existing
 loop passed as ``loop=`` (the executor uses these but never stops or closes them),
@@ -33,10 +35,10 @@ import functools
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from threading import get_ident
 from types import FunctionType, TracebackType
-from typing import Any, TypeVar, final, overload
+from typing import Any, TypeVar, final
 
 from typing_extensions import ParamSpec
 
@@ -51,16 +53,17 @@ from .._compat import (
 )
 from .._errors import ExecutorClosed
 from .._executor import (
-    _NO_OPTIONS,
     KILL_GRACE,
     Executor,
     TaskOptions,
-    _Task,
     call_as_task,
     is_async_callable,
     shut_down_at_exit,
 )
+from .._fastpaths import ASYNCIO_INLINE_SUBMIT
 from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
+from .._ledger import STARTED, SUBMITTED
+from .._ledger import Task as _Task
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -107,7 +110,13 @@ class _LoopDeadline(Deadline):
 
 @final
 class AsyncioExecutor(Executor):
-    """Run ``async def`` functions on an asyncio event loop (plain functions on its executor)."""
+    """Run ``async def`` functions on an asyncio event loop (plain functions on its executor).
+
+    ``await ex.submit(fn, x)`` is ``await fn(x)``.  From code on the executor's loop
+    (with no ``max_workers`` limit), ``submit`` of an ``async def`` function makes an
+    asyncio task at once, as ``loop.create_task`` makes one, and costs little more:
+    asyncio code may submit tasks by the hundred thousand.
+    """
 
     backend = "asyncio"
 
@@ -162,7 +171,9 @@ class AsyncioExecutor(Executor):
         # submit() from code on the loop starts an async def function at once, as a task
         # of this executor's own class (see _loop_task_class); with max_workers set, it
         # may have to wait its turn instead.
-        self._start_at_once = max_workers is None
+        # The inline submit of an async def on the loop's thread: a fast path (_fastpaths).
+        if max_workers is None and ASYNCIO_INLINE_SUBMIT:
+            self._submit_here = self._start_here
         self._loop_task = _loop_task_class(self)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.
@@ -194,39 +205,17 @@ class AsyncioExecutor(Executor):
 
     # ------------------------------------------------------- executor hooks
 
-    @overload
-    def submit(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[T]: ...
+    def _start_here(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any] | None:
+        """``submit`` on the loop's own thread: start an ``async def`` function at once.
 
-    @overload
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]: ...
-
-    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Future[Any]:
-        """Schedule ``fn(*args, **kwargs)``: ``await ex.submit(fn, x)`` is ``await fn(x)``.
-
-        As ``Executor.submit``.  From code on the executor's loop (with no
-        ``max_workers`` limit), an ``async def`` function becomes an asyncio task
-        at once, as ``loop.create_task`` makes one, and costs little more: asyncio
-        code may submit tasks by the hundred thousand.
-
-        Args:
-            fn: an ``async def`` function (awaited on the loop) or a plain callable
-                (run on the loop's default executor).
-            *args: positional arguments for ``fn``.
-            **kwargs: keyword arguments for ``fn``.
-
-        Returns:
-            A ``taskkit.Future`` for the call's result.
-
-        Raises:
-            ExecutorClosed: after ``close()`` or ``shutdown()``.
-            TypeError: ``fn`` is not callable.
+        The ``asyncio_inline_submit`` fast path (see ``_fastpaths``); None where it does
+        not apply, and ``Executor.submit`` goes the ordinary way, its plain twin.
         """
         loop: Any = self._loop
         if not (
-            self._start_at_once
-            and (
+            (
                 get_ident() == loop_thread_id(loop)
                 if self._loop_thread_known
                 else get_running_loop_or_none() is loop
@@ -235,10 +224,10 @@ class AsyncioExecutor(Executor):
             and fn.__code__.co_flags & _CO_COROUTINE
             and loop.get_task_factory() is None
         ):
-            return self._submit(fn, args, kwargs, _NO_OPTIONS)
+            return None
         # Executor._submit and _start in one, on the loop's own thread: no other thread
         # has seen the task yet, so it is made running, and it is counted without the
-        # lock (the _n_loop_* counts are only ever changed by this thread).
+        # lock (the ledger's loop_* counts are only ever changed by this thread).
         if self._closed:
             raise ExecutorClosed(f"cannot submit {fn.__qualname__}: the asyncio executor is closed")
         task_class = self._loop_task
@@ -252,8 +241,12 @@ class AsyncioExecutor(Executor):
         if kwargs:
             task._kwargs = kwargs
         task._handle = _Attempt(self._run_at_once(task), loop=loop)
-        self._live[task] = task
-        self._n_loop_submitted += 1
+        ledger = self._ledger
+        ledger.live[task] = task
+        ledger.loop_submitted += 1
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
+            ledger.transition(task, STARTED)
         self._admission.running += 1
         return task
 
@@ -279,7 +272,7 @@ class AsyncioExecutor(Executor):
             admit(incoming.popleft())
 
     def _start(self, task: _Task) -> None:
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args, kwargs = task._fn, task._args, task._kwargs
@@ -304,7 +297,7 @@ class AsyncioExecutor(Executor):
             entered = self._run_entered(task, fn, args, kwargs)
             entered.send(None)
             task._handle = loop.create_task(entered)
-        task._stop_running = self._stop_hook  # an asyncio task: cancellable
+        task._stop_running = self._ledger.stop_hook  # an asyncio task: cancellable
 
     async def _run(
         self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -329,7 +322,7 @@ class AsyncioExecutor(Executor):
 
         It has no deadline, no retries and no place under ``max_workers``, so unless a
         stop is pending, it settles its future and is counted here, by the loop's
-        thread, without the executor's lock (see ``Executor._settled`` for the rest).
+        thread, without the executor's lock (see ``TaskLedger.settled`` for the rest).
         """
         try:
             value = await task._fn(*task._args, **task._kwargs)
@@ -342,7 +335,7 @@ class AsyncioExecutor(Executor):
                 self._ended(task, value, None)
                 return
             if task._finish(value, None):
-                self._settled_with_value(task)
+                self._ledger.settled_with_value(task)
                 task._invoke_done_callbacks()
             self._admission.running -= 1
             if self._stop_when_idle:
@@ -386,7 +379,7 @@ class AsyncioExecutor(Executor):
         """Loop thread: an attempt cancelled before its first step is done; report it."""
         self._unstarted_cancels.discard(attempt)
         if not self._reported_elsewhere(task, attempt):
-            task._force_cancelled()  # cancelled by code outside taskkit
+            self._ledger.stopped(task)  # cancelled by code outside taskkit
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
@@ -398,7 +391,7 @@ class AsyncioExecutor(Executor):
             except BaseException as error:
                 self._report(task, None, error)
             else:
-                self._succeeded(task, value)
+                self._ledger.succeeded(task, value)
         self._release()
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
@@ -408,9 +401,9 @@ class AsyncioExecutor(Executor):
         loop's own clean-up), the future is cancelled, as the asyncio task was.
         """
         if isinstance(error, asyncio.CancelledError):
-            task._force_cancelled()
+            self._ledger.stopped(task)
         else:
-            self._report_outcome(task, value, error)
+            self._ledger.report_outcome(task, value, error)
 
     def _reported_elsewhere(self, task: _Task, attempt: asyncio.Future[Any] | None) -> bool:
         """Loop thread, as ``attempt`` ends: True if its outcome must not be reported.
@@ -448,8 +441,8 @@ class AsyncioExecutor(Executor):
         return self._request_cancel(task._handle)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        # _begin runs on the loop thread: the loop's own timer keeps the deadline.
-        return _LoopDeadline(self._loop, timeout, lambda: self._deadline_passed(task))
+        # ledger.begin runs on the loop thread: the loop's own timer keeps the deadline.
+        return _LoopDeadline(self._loop, timeout, lambda: self._ledger.deadline_passed(task))
 
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await (a plain function runs on to its end)"
@@ -467,7 +460,7 @@ class AsyncioExecutor(Executor):
             current = asyncio.current_task()
             cancelled = [
                 task._handle
-                for task in list(self._live.values())
+                for task in list(self._ledger.live.values())
                 if isinstance(task._handle, asyncio.Task) and task._handle is not current
             ]
         await super().__aexit__(exc_type, exc, tb)
@@ -583,8 +576,8 @@ def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
             "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
             "_condition": RLock(),
             "_started": True,
-            "_on_settled": executor._settle_hook,
-            "_stop_running": executor._stop_hook,
+            "_on_settled": executor._ledger.settle_hook,
+            "_stop_running": executor._ledger.stop_hook,
         },
     )
 

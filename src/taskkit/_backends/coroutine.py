@@ -3,10 +3,10 @@
 Data flow::
 
     submit(fn, *args) ──► _Task ──► scheduler inbox ──► loop thread: admit (max_workers)
-                                                            │ _begin(task); fn(*args)
+                                                            │ ledger.begin(task); fn(*args)
         async def / generator function ──► a scheduler Task ┤ (runs until each await/yield)
         plain function ──────────────────► ran inline, once ┘
-    Task finishes ──► _succeeded / _failed ──► the taskkit.Future settles (any thread may wait)
+    Task finishes ──► ledger.report_outcome ──► the taskkit.Future settles (any thread may wait)
 
     inside a task:  ex.spawn(fn, *args) ──► a Task on the same thread, no Future, no hand-off
     map(async_fn, xs): one chunk = one hand-off; its calls run as concurrent Tasks
@@ -40,10 +40,10 @@ from .._executor import (
     KILL_GRACE,
     Executor,
     TaskOptions,
-    _Task,
     is_async_callable,
     shut_down_at_exit,
 )
+from .._ledger import Task as _Task
 from .._timer import Deadline
 from ._admission import Admission
 
@@ -186,11 +186,7 @@ class CoroutineExecutor(Executor):
                     f"{type(coro).__name__}"
                 )
             coro = _await(coro)  # e.g. spawn(taskkit.sleep, 1)
-        # Scheduler.spawn, inlined: this is the path that makes tasks by the hundred thousand.
-        task = Task(coro)
-        scheduler._ready.append(task)
-        scheduler._live += 1
-        return task
+        return scheduler.spawn(coro)
 
     def time(self) -> float:
         """The scheduler's clock in seconds (simulated time under ``clock="virtual"``)."""
@@ -207,19 +203,19 @@ class CoroutineExecutor(Executor):
     def _scheduler_crashed(self, error: BaseException) -> None:
         """Scheduler thread, dying: fail every unfinished task rather than leave it hanging."""
         self._crashed = error
-        with self._state_lock:
-            futures = list(self._live)
+        with self._ledger.lock:
+            futures = list(self._ledger.live.values())
         for future in futures:
             failure = SchedulerStopped(f"the coroutine scheduler stopped after an error: {error!r}")
             failure.__cause__ = error
-            future._try_set_exception(failure)
+            self._ledger.fail_now(future, failure)
 
     def _start_on_scheduler(self, task: _Task) -> None:
         """Loop thread: start a submitted task, or queue it while max_workers run."""
         self._admission.admit(task)
 
     def _start(self, task: _Task) -> None:
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
         fn, args = task._fn, task._args
@@ -245,7 +241,7 @@ class CoroutineExecutor(Executor):
             self._report(task, coro, None)
             return
         task._handle = ct
-        task._stop_running = self._stop_hook
+        task._stop_running = self._ledger.stop_hook
 
     def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
         """Loop thread: a submitted task's coroutine ended."""
@@ -257,7 +253,7 @@ class CoroutineExecutor(Executor):
             self._report(owner, value, error)
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        self._report_outcome(task, value, error)
+        self._ledger.report_outcome(task, value, error)
         self._release()
 
     def _release(self) -> None:
@@ -277,10 +273,12 @@ class CoroutineExecutor(Executor):
         return ct is not None and self._request_stop(ct)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        # _begin runs on the loop thread, so the scheduler's own timer heap is safe here,
+        # ledger.begin runs on the loop thread, so the scheduler's own timer heap is safe here,
         # and a virtual clock times the deadline in simulated time.
         scheduler = self._scheduler
-        return scheduler.call_at(scheduler.now() + timeout, lambda: self._deadline_passed(task))
+        return scheduler.call_at(
+            scheduler.now() + timeout, lambda: self._ledger.deadline_passed(task)
+        )
 
     def _timeout_detail(self) -> str:
         return "it was cancelled at its next await"

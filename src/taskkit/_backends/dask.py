@@ -2,13 +2,13 @@
 
 Data flow::
 
-    submit ──► _Task ──► _dispatch: (fn, args, kwargs) as pickled in submit, _begin(task),
+    submit ──► _Task ──► _dispatch: (fn, args, kwargs) as pickled in submit, ledger.begin(task),
                          client.submit(run_payload, payload, pure=False) ──► Dask future
                                                                                 │
     client IO loop: _watch awaits the Dask future (results are fetched concurrently)
                          │ (task, token, status, outcome)
                          ▼
-    "taskkit-dask-results" thread: decode ──► _succeeded / _failed (retries re-dispatch)
+    "taskkit-dask-results" thread: decode ──► ledger.succeeded / failed (retries re-dispatch)
                                                  KilledWorker ──► WorkerCrashed
 
     task with a timeout: run_payload logs "started" on a Dask event topic ──►
@@ -48,7 +48,8 @@ from .._calls import run_chunk
 from .._dask._cluster import Connection, connect
 from .._dask._remote import decode, run_payload, worker_keys
 from .._errors import ExecutorClosed, WorkerCrashed
-from .._executor import Executor, _Task
+from .._executor import Executor
+from .._ledger import Task as _Task
 from .._timer import Deadline, call_later
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class DaskExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         payload = _pickled.take(task._fn, task._args, task._kwargs)
-        if not self._begin(task):
+        if not self._ledger.begin(task):
             return
         token = next(self._tokens)
         topic = None
@@ -223,11 +224,11 @@ class DaskExecutor(Executor):
         future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
         with self._running_lock:
             self._running[task] = (token, future)
-        task._stop_running = self._stop_hook
+        task._stop_running = self._ledger.stop_hook
         self._client.loop.add_callback(self._watch, future, task, token)
 
     def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        return _ArmedOnStart(lambda: self._deadline_passed(task))
+        return _ArmedOnStart(lambda: self._ledger.deadline_passed(task))
 
     def _started(self, event: tuple[float, int]) -> None:
         # On the client's IO loop: a worker started an attempt that has a deadline.
@@ -254,7 +255,7 @@ class DaskExecutor(Executor):
             try:
                 self._settle(*item)
             except BaseException as exc:
-                task._try_set_exception(exc)  # never leave a future hanging
+                self._ledger.fail_now(task, exc)  # never leave a future hanging
             del item, task  # not kept while waiting: the caller may have dropped the result
 
     def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
@@ -268,13 +269,13 @@ class DaskExecutor(Executor):
         if status == "finished":
             ok, value = decode(outcome)
             if ok:
-                self._succeeded(task, value)
+                self._ledger.succeeded(task, value)
             else:
-                self._failed(task, value)
+                self._ledger.failed(task, value)
         elif status == "cancelled":
-            task._force_cancelled()  # cancelled on the cluster, not by us
+            self._ledger.stopped(task)  # cancelled on the cluster, not by us
         else:
-            self._failed(task, self._remote_error(task, outcome))
+            self._ledger.failed(task, self._remote_error(task, outcome))
 
     def _remote_error(self, task: _Task, outcome: Any) -> BaseException:
         if isinstance(outcome, tuple) and len(outcome) == 3:

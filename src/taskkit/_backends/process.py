@@ -19,6 +19,15 @@ Data flow (one socket per worker; one task per worker at a time)::
     deadline thread: a task overran ─► SIGKILL the worker's process group ─► TaskTimeout
     future.cancel() of a running task ─► the same kill, the future is cancelled
 
+The parts, as in CPython's ``concurrent/futures/process.py``: ``ProcessExecutor`` is
+the backend (it pickles each call, then hands the task to its manager);
+``_Manager`` owns the workers, their sockets and the manager thread, and copies
+once what it needs of the executor.  ``_Manager`` is written in three layers:
+``_Pool`` (what callers use: give a task to an idle worker or queue it, start,
+stop and kill workers), ``_CallerReads`` (the ``process_caller_reads`` fast path:
+a caller reads its own reply; see ``taskkit._fastpaths``) and ``_Manager`` itself
+(the manager thread's loop: read replies, settle futures, notice exits).
+
 Why this shape: because each worker holds at most one task and has its own
 socket, the parent always knows which task a dead worker took with it, so a
 crash fails exactly that future and nothing else (a shared result queue, as in
@@ -53,19 +62,26 @@ from .._calls import run_chunk
 from .._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
 from .._compat import get_running_loop_or_none as asyncio_running_loop
 from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor, _Task
+from .._executor import Executor
+from .._fastpaths import PROCESS_CALLER_READS
 from .._future import Future, _await_hooks
+from .._ledger import Task as _Task
 from .._map import MapRun, MapSpec
 from .._process import _wire
 from .._process._worker import run_column, worker_main
 
 __all__ = ["ProcessExecutor"]
 
+# Numbers the executors, so that worker titles tell pools apart.
+_pool_numbers = itertools.count(1)
+
 START_METHODS = ("fork", "forkserver", "spawn")
 
 # epoll may be changed from another thread while the manager waits on it, which
-# lets a caller borrow a worker's socket (see ProcessExecutor._help); poll may not.
+# lets a caller borrow a worker's socket (see _CallerReads._help); poll may not.
 _HAS_EPOLL = hasattr(select, "epoll")
+# A caller blocked in result() reads its worker's reply itself: a fast path (_fastpaths).
+_CALLER_READS = _HAS_EPOLL and PROCESS_CALLER_READS
 _FOREVER = -1
 _POLL_SLICE_MS = 200
 _EDGE_IN = select.EPOLLIN | select.EPOLLET if _HAS_EPOLL else select.POLLIN
@@ -83,7 +99,7 @@ class _Claims(threading.local):
     # claim; a class default so that reading it never raises inside getattr.  The
     # task is held weakly: a claim the manager took over stays here until this
     # thread dispatches again, and must not keep the call's function alive.
-    claim: tuple[ProcessExecutor, _Worker, weakref.ref[_Task]] | None = None
+    claim: tuple[_CallerReads, _Worker, weakref.ref[_Task]] | None = None
 
 
 _claims = _Claims()
@@ -214,65 +230,34 @@ def _at_exit() -> None:
 register_atexit(_at_exit)
 
 
-@final
-class ProcessExecutor(Executor):
-    """Run tasks in a pool of worker processes, one task per worker at a time."""
+class _Pool:
+    """The manager's side that callers use: hand tasks to workers, start and stop them.
 
-    backend = "process"
-    _chunk_runners = frozenset({run_chunk, run_column})
-    # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
-    _chunk_target = 0.01
+    ``_Manager`` is this, ``_CallerReads`` and the manager thread's own loop, apart
+    from ``ProcessExecutor`` (as CPython's ``_ExecutorManagerThread`` is apart from its
+    executor); every method here runs with ``self`` a ``_Manager``.
+    """
 
-    def __init__(
-        self,
-        *,
-        max_workers: int | None = None,
-        start_method: str | None = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] = (),
-        max_tasks_per_child: int | None = None,
-    ) -> None:
-        if max_workers is None:
-            max_workers = _usable_cpus()
-        super().__init__(max_workers=max_workers)
-        if start_method is None:
-            start_method = default_start_method()
-        if start_method not in START_METHODS:
-            raise ValueError(
-                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}"
-            )
-        if start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start_method {start_method!r} is not available on this platform")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
-        if not isinstance(initargs, tuple):
-            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
-        if max_tasks_per_child is not None and (
-            isinstance(max_tasks_per_child, bool)
-            or not isinstance(max_tasks_per_child, int)
-            or max_tasks_per_child < 1
-        ):
-            raise ValueError(
-                f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
-            )
-        try:
-            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
-        except Exception as exc:
-            parts = [("the initializer", initializer), ("initargs", initargs)]
-            raise _serialize.diagnose(
-                parts, exc, "initializer or initargs", type(initializer).__name__
-            ) from exc
-        self._start_method = start_method
-        self._owner = os.getpid()
-        self._context: Any = multiprocessing.get_context(start_method)
-        self._max_tasks = max_tasks_per_child or 0
+    def __init__(self, executor: ProcessExecutor) -> None:
+        # What the manager needs of its executor, copied once, as CPython's
+        # _ExecutorManagerThread copies it.
+        self._executor = executor  # listed in _live_executors while the thread runs
+        self._ledger = executor._ledger  # begin, succeeded, failed...
+        self._payload_for = executor._payload_for  # the pickled call to send
+        self._log = executor._log  # the backend's logger
+        self._max_workers = executor._max_workers  # the most workers at once
+        self._max_tasks = executor._max_tasks  # tasks per worker before it is replaced
+        self._setup = executor._setup  # the pickled initializer for each new worker
+        self._start_method = executor._start_method  # how a worker process is started
+        self._context = executor._context  # the multiprocessing context of that method
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}  # by pid
         self._idle: list[_Worker] = []
         self._pending: collections.deque[_Task] = collections.deque()
         self._running: dict[_Task, _Worker] = {}
-        self._payloads: dict[_Task, _wire.Payload] = {}
         self._starting = 0  # workers asked of the manager thread, not yet started
+        self._spawned = 0  # workers started so far: a worker's number in its title
+        self._number = next(_pool_numbers)  # tells this executor's workers from others'
         self._stopping = False
         self._killing = False
         self._broken: BaseException | None = None
@@ -283,42 +268,8 @@ class ProcessExecutor(Executor):
         self._stale: dict[_Worker, float] = {}  # claimed replies the manager waits to take
         self._recheck: list[_Worker] = []  # sockets let go of with a reply unread
         self._unfinished: set[_Worker] = set()  # a message half-read (see _stall_timeout)
-        _live_executors.add(self)
 
-    @property
-    def start_method(self) -> str:
-        """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
-        return self._start_method
-
-    # ------------------------------------------------------------ submitting
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        # Pickle now, once: a bad argument fails in the caller, and the bytes
-        # are kept for sending (see _payload_for).
-        _pickled.check(fn, args, kwargs)
-
-    def _payload_for(self, task: _Task) -> _wire.Payload:
-        payload = self._payloads.get(task)
-        if payload is not None:
-            return payload
-        payload = _pickled.take(task._fn, task._args, task._kwargs)
-        self._payloads[task] = payload
-        if _HAS_EPOLL and task._attempt == 0:
-            # Before anyone can wait on it (the future was just made by submit):
-            # a caller blocked in result() reads the worker's reply itself.
-            task._help = functools.partial(self._help, task)
-        return payload
-
-    def _settled(self, future: Future[Any]) -> None:
-        task = self._live.get(future)
-        if task is not None:
-            self._payloads.pop(task, None)
-            future._help = None  # it refers to the task
-        super()._settled(future)
-
-    def _dispatch(self, task: _Task) -> None:
+    def dispatch(self, task: _Task) -> None:
         self._payload_for(task)
         wake = False
         with self._lock:
@@ -341,7 +292,7 @@ class ProcessExecutor(Executor):
                     self._idle.append(worker)
                     return
         if error is not None:
-            self._failed(task, _initializer_failed(error))
+            self._ledger.failed(task, _initializer_failed(error))
             return
         if wake:
             self._wake()
@@ -349,7 +300,7 @@ class ProcessExecutor(Executor):
             # An idle worker means the manager thread runs: claim unless this is it.
             manager = self._thread
             if (
-                _HAS_EPOLL
+                _CALLER_READS
                 and manager is not None
                 and threading.get_ident() != manager.ident
                 and _may_wait_here()
@@ -359,21 +310,11 @@ class ProcessExecutor(Executor):
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
-        task._stop_running = self._stop_hook
-        if not self._begin(task):
+        task._stop_running = self._ledger.stop_hook
+        # A worker still starting (or running its initializer) gives the task no
+        # deadline yet: it is armed when the worker says it is ready (see _on_ready).
+        if not self._ledger.begin(task, worker.pid, timed=worker.ready):
             return False
-        if (
-            task._attempt > 0
-            and task._options.timeout is not None
-            and (task._deadline is None or task._deadline.cancelled)
-        ):
-            # A retry: the base schedules only the first attempt's deadline.
-            task._deadline = self._schedule_deadline(task, task._options.timeout)
-        if not worker.ready and task._deadline is not None:
-            # The worker is still starting (or running its initializer): the
-            # deadline is armed when it says it is ready (see _on_ready).
-            task._deadline.cancel()
-            task._deadline = None
         worker.task = task
         worker.done += 1
         if self._max_tasks and worker.done >= self._max_tasks:
@@ -387,7 +328,11 @@ class ProcessExecutor(Executor):
         except OSError:
             pass  # the worker died; its sentinel reports the crash
 
-    # ----------------------------------------------------------- the manager
+    def _manage(self) -> None:
+        raise NotImplementedError  # the manager thread's loop: _Manager._manage
+
+    def _claim(self, worker: _Worker, task: _Task) -> None:
+        raise NotImplementedError  # the caller-reads fast path: _CallerReads._claim
 
     def _wake(self) -> None:
         with self._lock:
@@ -397,7 +342,7 @@ class ProcessExecutor(Executor):
                 self._thread = threading.Thread(
                     target=self._manage, name="taskkit-process-manager", daemon=True
                 )
-                _live_executors.add(self)  # until the manager ends (see _at_exit)
+                _live_executors.add(self._executor)  # until the manager ends (see _at_exit)
                 self._thread.start()
                 return
         try:
@@ -405,48 +350,75 @@ class ProcessExecutor(Executor):
         except (BlockingIOError, OSError):
             pass  # already awake, or shut down
 
-    def _manage(self) -> None:
-        poller = self._poller
-        poller.register(self._wake_r, select.POLLIN)
-        try:
-            while True:
-                self._start_workers()
-                # Before the stopping check: taking over a claimed reply may have
-                # settled the last running task, after which nothing wakes us.
-                timeout = self._next_wait()
-                if self._stopping and self._finish_stopping():
+    def _next_task(self, worker: _Worker) -> _Task | None:
+        """Under the lock: give ``worker`` the next queued task, or make it idle."""
+        if self._stopping and self._killing:
+            return None
+        while self._pending:
+            task = self._pending.popleft()
+            if self._assign(worker, task):
+                return task
+        self._idle.append(worker)
+        return None
+
+    def _start_workers(self) -> None:
+        while True:
+            with self._lock:
+                if self._starting <= 0:
                     return
-                for fd, _ in poller.poll(timeout):
-                    if fd == self._wake_r:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except OSError:
-                            pass
-                        continue
-                    entry = self._by_fd.get(fd)
-                    if entry is None:
-                        continue
-                    worker, is_sentinel = entry
-                    if is_sentinel:
-                        self._on_exit(worker)
-                    elif worker.reading.acquire(blocking=False):
-                        self._drain(worker)
-                        self._release_reading(worker)
-                    elif worker.claimer is not None and worker.claimer != _HELPING:
-                        # Claimed by the thread that sent the task: give it a
-                        # moment to come and wait, then read the reply here.
-                        self._stale.setdefault(worker, time.monotonic() + _CLAIM_GRACE)
-                self._serve_rechecks()
-        except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
-            self._fail_everything(exc)
-            raise
-        finally:
-            if _HAS_EPOLL:
-                poller.close()  # a select.poll object has nothing to close
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
-            _live_executors.discard(self)  # nothing left for _at_exit to wait for
+                if self._killing or self._broken is not None:
+                    self._starting = 0
+                    return
+            try:
+                worker = self._spawn()
+            except BaseException as exc:
+                with self._lock:
+                    self._starting = 0
+                    self._broken = exc
+                self._fail_pending(exc)
+                return
+            self._watch(worker.fd, worker, False)
+            self._watch(worker.sentinel, worker, True)
+            with self._lock:
+                self._starting -= 1
+                self._workers[worker.pid] = worker
+                task = self._next_task(worker)
+            if task is not None:
+                self._send_task(worker, task)
+
+    def _spawn(self) -> _Worker:
+        if self._start_method == "forkserver":
+            _preload_worker_in_forkserver()
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        inherited: tuple[int, ...] = ()
+        if self._start_method == "fork":
+            # A forked child inherits every descriptor; it closes these at once.
+            inherited = (
+                parent_end.fileno(),
+                self._wake_r,
+                self._wake_w,
+                *(w.fd for w in self._workers.values()),
+            )
+        self._spawned += 1
+        title = (
+            f"taskkit worker {self._spawned} of process executor {self._number} "
+            f"(parent {os.getpid()})"
+        )
+        process = self._context.Process(
+            target=worker_main,
+            args=(child_end, inherited, title),
+            name=f"taskkit-process-{self._number}_{self._spawned}",
+            daemon=False,
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        self._log.debug("worker %d started (%s)", process.pid, self._start_method)
+        try:
+            _wire.send(worker.fd, _wire.SETUP, self._setup)
+        except OSError:
+            pass  # it died already; the sentinel says how
+        return worker
 
     def _watch(self, fd: int, worker: _Worker, is_sentinel: bool) -> None:
         self._by_fd[fd] = (worker, is_sentinel)
@@ -455,16 +427,99 @@ class ProcessExecutor(Executor):
         events = select.POLLIN if is_sentinel or not _HAS_EPOLL else _EDGE_IN
         self._poller.register(fd, events)
 
-    # ------------------------------------------- who reads a worker's socket
-    #
-    # Each worker's socket has one reader at a time, whoever holds its
-    # ``reading`` lock: the manager thread, or a caller blocked in result()
-    # for that worker's task (``_help``), which then needs no thread hand-off.
-    # A caller that sends a task straight to an idle worker *claims* the lock
-    # first, so the manager cannot take the reply before the caller arrives;
-    # the claim ends when that thread waits, sends another task, or after
-    # _CLAIM_GRACE, when the manager takes the reply over.  Whoever lets go
-    # checks for an unread reply and hands it to the manager.
+    def _unwatch(self, fd: int) -> None:
+        if self._by_fd.pop(fd, None) is not None:
+            try:
+                self._poller.unregister(fd)
+            except (KeyError, OSError):
+                pass
+
+    def stop_running(self, task: _Task) -> bool:
+        with self._lock:
+            worker = self._running.pop(task, None)
+            if worker is None:
+                try:
+                    self._pending.remove(task)  # queued again for a retry
+                except ValueError:
+                    return False
+                return True
+            worker.task = None
+            worker.killed = True
+        worker.kill()
+        return True
+
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            if kill:
+                self._killing = True
+                for task in self._pending:
+                    task.cancel()
+            thread = self._thread
+        if thread is None:
+            _live_executors.discard(self._executor)
+            return
+        self._wake()
+        if wait and thread is not threading.current_thread():
+            thread.join()
+
+    def _purge_pending(self) -> None:
+        if any(task.done() for task in self._pending):
+            self._pending = collections.deque(t for t in self._pending if not t.done())
+
+    def _finish_stopping(self) -> bool:
+        """While stopping: let idle workers go once no work is left; True when all are gone."""
+        with self._lock:
+            self._purge_pending()
+            if self._killing:
+                victims = [w for w in self._workers.values() if not w.killed]
+                self._idle.clear()
+            else:
+                victims = []
+                if self._pending or self._running or self._starting:
+                    return False
+            idle, self._idle = self._idle, []
+            gone = not self._workers
+        for worker in victims:
+            worker.kill()
+        for worker in idle:
+            try:
+                _wire.send(worker.fd, _wire.QUIT, (b"", []))
+            except OSError:
+                pass
+            worker.retiring = True
+        return gone
+
+    def _fail_pending(self, exc: BaseException | None) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, collections.deque()
+        error = _initializer_failed(exc)
+        for task in pending:
+            self._ledger.fail_now(task, error)
+
+    def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
+        with self._lock:
+            self._broken = exc
+            tasks = list(self._pending) + list(self._running)
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.kill()
+        for task in tasks:
+            self._ledger.fail_now(task, exc)
+
+
+class _CallerReads(_Pool):
+    """The ``process_caller_reads`` fast path (see ``_fastpaths``): a caller blocked in
+    ``result()`` reads its worker's reply itself; its plain twin is the manager's read."""
+
+    def _drain(self, worker: _Worker) -> None:
+        raise NotImplementedError  # the manager's read: _Manager._drain
+
+    def _break(self, worker: _Worker, reason: str) -> None:
+        raise NotImplementedError  # _Manager._break
+
+    def _on_readable(self, worker: _Worker) -> int:
+        raise NotImplementedError  # _Manager._on_readable
 
     def _claim(self, worker: _Worker, task: _Task) -> None:
         """In the dispatching thread: reserve the reply of ``task`` for this thread."""
@@ -487,43 +542,6 @@ class ProcessExecutor(Executor):
                 worker.claimer = None
         if owned:
             executor._release_reading(worker)
-
-    def _next_wait(self) -> float | int:
-        """Do what is due (claims to take over, stalled senders); the poll's timeout."""
-        claims = self._claims_timeout()
-        stalls = self._stall_timeout()
-        wait = max(claims, stalls) if _FOREVER in (claims, stalls) else min(claims, stalls)
-        if not _HAS_EPOLL and wait != _FOREVER:
-            return int(wait * 1000) + 1  # select.poll counts milliseconds
-        return wait
-
-    def _stall_timeout(self) -> float | int:
-        """Break workers that left a message half-sent for _STALL_SECONDS."""
-        if not self._unfinished:
-            return _FOREVER
-        now = time.monotonic()
-        wait: float | None = None
-        with self._lock:
-            unfinished = list(self._unfinished)
-        for worker in unfinished:
-            since = worker.reader.since
-            if not since or worker.broken is not None:
-                with self._lock:
-                    self._unfinished.discard(worker)
-                continue
-            left = since + _STALL_SECONDS - now
-            if left <= 0:
-                # Not while a caller reads it: that caller checks for itself.
-                if worker.reading.acquire(blocking=False):
-                    try:
-                        if worker.reader.since == since:
-                            self._break(worker, _stalled())
-                            continue
-                    finally:
-                        worker.reading.release()
-                left = _POLL_SLICE_MS / 1000
-            wait = left if wait is None else min(wait, left)
-        return _FOREVER if wait is None else max(0.0, wait)
 
     def _claims_timeout(self) -> float | int:
         if not self._stale:
@@ -564,196 +582,6 @@ class ProcessExecutor(Executor):
             if worker.fd in self._by_fd and worker.reading.acquire(blocking=False):
                 self._drain(worker)
                 self._release_reading(worker)
-
-    def _drain(self, worker: _Worker) -> None:
-        """Handle every reply waiting on ``worker``'s socket (its lock held)."""
-        while self._on_readable(worker) == _HANDLED:
-            pass
-
-    def _unwatch(self, fd: int) -> None:
-        if self._by_fd.pop(fd, None) is not None:
-            try:
-                self._poller.unregister(fd)
-            except (KeyError, OSError):
-                pass
-
-    def _start_workers(self) -> None:
-        while True:
-            with self._lock:
-                if self._starting <= 0:
-                    return
-                if self._killing or self._broken is not None:
-                    self._starting = 0
-                    return
-            try:
-                worker = self._spawn()
-            except BaseException as exc:
-                with self._lock:
-                    self._starting = 0
-                    self._broken = exc
-                self._fail_pending(exc)
-                return
-            self._watch(worker.fd, worker, False)
-            self._watch(worker.sentinel, worker, True)
-            with self._lock:
-                self._starting -= 1
-                self._workers[worker.pid] = worker
-                task = self._next_task(worker)
-            if task is not None:
-                self._send_task(worker, task)
-
-    def _spawn(self) -> _Worker:
-        if self._start_method == "forkserver":
-            _preload_worker_in_forkserver()
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        inherited: tuple[int, ...] = ()
-        if self._start_method == "fork":
-            # A forked child inherits every descriptor; it closes these at once.
-            inherited = (
-                parent_end.fileno(),
-                self._wake_r,
-                self._wake_w,
-                *(w.fd for w in self._workers.values()),
-            )
-        process = self._context.Process(
-            target=worker_main,
-            args=(child_end, inherited),
-            name="taskkit-process-worker",
-            daemon=False,
-        )
-        process.start()
-        child_end.close()
-        worker = _Worker(process, parent_end)
-        self._log.debug("worker %d started (%s)", process.pid, self._start_method)
-        try:
-            _wire.send(worker.fd, _wire.SETUP, self._setup)
-        except OSError:
-            pass  # it died already; the sentinel says how
-        return worker
-
-    def _next_task(self, worker: _Worker) -> _Task | None:
-        """Under the lock: give ``worker`` the next queued task, or make it idle."""
-        if self._stopping and self._killing:
-            return None
-        while self._pending:
-            task = self._pending.popleft()
-            if self._assign(worker, task):
-                return task
-        self._idle.append(worker)
-        return None
-
-    def _on_readable(self, worker: _Worker) -> int:
-        """Read and handle one message from ``worker`` (its ``reading`` lock held).
-
-        Returns _HANDLED, _EMPTY (nothing to read), or _EOF (the worker is
-        exiting; its sentinel says how).
-        """
-        try:
-            message = worker.reader.recv()
-        except BlockingIOError:
-            if worker.reader.since:
-                self._note_unfinished(worker)
-            return _EMPTY
-        except (OSError, EOFError):
-            message = None
-        except _wire.ProtocolError as exc:
-            self._break(worker, f"it broke the protocol: it sent {exc}")
-            return _EOF
-        except BaseException as exc:
-            # MemoryError for a huge reply, or a Ctrl-C landing in a caller that
-            # reads it: the rest of the socket can no longer be framed.
-            self._break(worker, f"its reply could not be read ({_reason(exc)})")
-            if isinstance(exc, Exception):
-                return _EOF
-            raise
-        if message is None:
-            self._unwatch(worker.fd)
-            return _EOF
-        tag, stream, buffers = message
-        if tag == _wire.READY:
-            self._on_ready(worker)
-            return _HANDLED
-        failure = None
-        if tag == _wire.INIT_FAILED:
-            # Sent once, instead of A: decoded here, before any state changes.
-            try:
-                if worker.ready:
-                    raise _wire.ProtocolError("its initializer failed after it said it was ready")
-                failure = _decode_exception(stream)
-            except BaseException as exc:
-                self._break(worker, f"it broke the protocol: {_reason(exc)}")
-                if isinstance(exc, Exception):
-                    return _EOF
-                raise
-        with self._lock:
-            task = worker.task
-            stray = task is None and not worker.killed and tag != _wire.INIT_FAILED
-            worker.task = None
-            if task is not None:
-                self._running.pop(task, None)
-            following = None
-            if tag == _wire.INIT_FAILED:
-                self._broken = failure
-            elif not worker.retiring and not worker.killed and not stray:
-                following = self._next_task(worker)
-        if stray:
-            self._break(worker, "it broke the protocol: it answered a task it was not given")
-            return _EOF
-        try:
-            if following is not None:
-                try:
-                    self._send_task(worker, following)
-                except BaseException:  # a Ctrl-C in a caller that reads: its next task
-                    self._break(worker, "sending it its next task was interrupted")
-                    raise
-            if tag == _wire.INIT_FAILED:
-                self._fail_pending(self._broken)
-                if task is not None:
-                    self._failed(task, _initializer_failed(self._broken))
-            elif task is not None:
-                self._settle(task, tag, stream, buffers)
-        except BaseException as exc:
-            # Only a Ctrl-C in a caller that reads gets here: the task it answered
-            # settles all the same.
-            if task is not None and not _done(task):
-                self._failed(task, _unpickle_failed(exc))
-            raise
-        if self._stopping and not self._on_manager_thread():
-            self._wake()  # a caller settled a task: the manager may now let the worker go
-        return _HANDLED
-
-    def _break(self, worker: _Worker, reason: str) -> None:
-        """Stop trusting ``worker``: kill it; its task fails with ``WorkerCrashed(reason)``.
-
-        Only that worker is affected: _on_exit fails its task (or retries it)
-        and starts a replacement, as for any worker that died.
-        """
-        with self._lock:
-            if worker.broken is None:
-                worker.broken = reason
-            self._unfinished.discard(worker)
-        self._unwatch(worker.fd)
-        worker.kill()
-
-    def _on_manager_thread(self) -> bool:
-        return threading.current_thread() is self._thread
-
-    def _note_unfinished(self, worker: _Worker) -> None:
-        with self._lock:
-            new = worker not in self._unfinished
-            self._unfinished.add(worker)
-        if new and not self._on_manager_thread():
-            self._wake()  # the manager times the stall (see _stall_timeout)
-
-    def _on_ready(self, worker: _Worker) -> None:
-        """``worker`` is set up: arm the deadline of the task already sent to it."""
-        with self._lock:
-            worker.ready = True
-            task = worker.task
-            timeout = None if task is None else task._options.timeout
-            if task is None or timeout is None or task._deadline is not None or _done(task):
-                return
-            task._deadline = self._schedule_deadline(task, timeout)
 
     def _help(self, task: _Task, timeout: float | None) -> None:
         """Wait for ``task`` by reading its worker's socket in the calling thread.
@@ -834,6 +662,206 @@ class ProcessExecutor(Executor):
                 self._break(worker, _stalled())
                 return
 
+
+@final
+class _Manager(_CallerReads):
+    """The workers, their sockets and the manager thread of one ``ProcessExecutor``."""
+
+    def _manage(self) -> None:
+        poller = self._poller
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            while True:
+                self._start_workers()
+                # Before the stopping check: taking over a claimed reply may have
+                # settled the last running task, after which nothing wakes us.
+                timeout = self._next_wait()
+                if self._stopping and self._finish_stopping():
+                    return
+                for fd, _ in poller.poll(timeout):
+                    if fd == self._wake_r:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except OSError:
+                            pass
+                        continue
+                    entry = self._by_fd.get(fd)
+                    if entry is None:
+                        continue
+                    worker, is_sentinel = entry
+                    if is_sentinel:
+                        self._on_exit(worker)
+                    elif worker.reading.acquire(blocking=False):
+                        self._drain(worker)
+                        self._release_reading(worker)
+                    elif worker.claimer is not None and worker.claimer != _HELPING:
+                        # Claimed by the thread that sent the task: give it a
+                        # moment to come and wait, then read the reply here.
+                        self._stale.setdefault(worker, time.monotonic() + _CLAIM_GRACE)
+                self._serve_rechecks()
+        except BaseException as exc:  # pragma: no cover - a bug in taskkit: never hang the caller
+            self._fail_everything(exc)
+            raise
+        finally:
+            if _HAS_EPOLL:
+                poller.close()  # a select.poll object has nothing to close
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+            _live_executors.discard(self._executor)  # nothing left for _at_exit to wait for
+
+    def _next_wait(self) -> float | int:
+        """Do what is due (claims to take over, stalled senders); the poll's timeout."""
+        claims = self._claims_timeout()
+        stalls = self._stall_timeout()
+        wait = max(claims, stalls) if _FOREVER in (claims, stalls) else min(claims, stalls)
+        if not _HAS_EPOLL and wait != _FOREVER:
+            return int(wait * 1000) + 1  # select.poll counts milliseconds
+        return wait
+
+    def _stall_timeout(self) -> float | int:
+        """Break workers that left a message half-sent for _STALL_SECONDS."""
+        if not self._unfinished:
+            return _FOREVER
+        now = time.monotonic()
+        wait: float | None = None
+        with self._lock:
+            unfinished = list(self._unfinished)
+        for worker in unfinished:
+            since = worker.reader.since
+            if not since or worker.broken is not None:
+                with self._lock:
+                    self._unfinished.discard(worker)
+                continue
+            left = since + _STALL_SECONDS - now
+            if left <= 0:
+                # Not while a caller reads it: that caller checks for itself.
+                if worker.reading.acquire(blocking=False):
+                    try:
+                        if worker.reader.since == since:
+                            self._break(worker, _stalled())
+                            continue
+                    finally:
+                        worker.reading.release()
+                left = _POLL_SLICE_MS / 1000
+            wait = left if wait is None else min(wait, left)
+        return _FOREVER if wait is None else max(0.0, wait)
+
+    def _drain(self, worker: _Worker) -> None:
+        """Handle every reply waiting on ``worker``'s socket (its lock held)."""
+        while self._on_readable(worker) == _HANDLED:
+            pass
+
+    def _on_readable(self, worker: _Worker) -> int:
+        """Read and handle one message from ``worker`` (its ``reading`` lock held).
+
+        Returns _HANDLED, _EMPTY (nothing to read), or _EOF (the worker is
+        exiting; its sentinel says how).
+        """
+        try:
+            message = worker.reader.recv()
+        except BlockingIOError:
+            if worker.reader.since:
+                self._note_unfinished(worker)
+            return _EMPTY
+        except (OSError, EOFError):
+            message = None
+        except _wire.ProtocolError as exc:
+            self._break(worker, f"it broke the protocol: it sent {exc}")
+            return _EOF
+        except BaseException as exc:
+            # MemoryError for a huge reply, or a Ctrl-C landing in a caller that
+            # reads it: the rest of the socket can no longer be framed.
+            self._break(worker, f"its reply could not be read ({_reason(exc)})")
+            if isinstance(exc, Exception):
+                return _EOF
+            raise
+        if message is None:
+            self._unwatch(worker.fd)
+            return _EOF
+        tag, stream, buffers = message
+        if tag == _wire.READY:
+            self._on_ready(worker)
+            return _HANDLED
+        failure = None
+        if tag == _wire.INIT_FAILED:
+            # Sent once, instead of A: decoded here, before any state changes.
+            try:
+                if worker.ready:
+                    raise _wire.ProtocolError("its initializer failed after it said it was ready")
+                failure = _decode_exception(stream)
+            except BaseException as exc:
+                self._break(worker, f"it broke the protocol: {_reason(exc)}")
+                if isinstance(exc, Exception):
+                    return _EOF
+                raise
+        with self._lock:
+            task = worker.task
+            stray = task is None and not worker.killed and tag != _wire.INIT_FAILED
+            worker.task = None
+            if task is not None:
+                self._running.pop(task, None)
+            following = None
+            if tag == _wire.INIT_FAILED:
+                self._broken = failure
+            elif not worker.retiring and not worker.killed and not stray:
+                following = self._next_task(worker)
+        if stray:
+            self._break(worker, "it broke the protocol: it answered a task it was not given")
+            return _EOF
+        try:
+            if following is not None:
+                try:
+                    self._send_task(worker, following)
+                except BaseException:  # a Ctrl-C in a caller that reads: its next task
+                    self._break(worker, "sending it its next task was interrupted")
+                    raise
+            if tag == _wire.INIT_FAILED:
+                self._fail_pending(self._broken)
+                if task is not None:
+                    self._ledger.failed(task, _initializer_failed(self._broken))
+            elif task is not None:
+                self._settle(task, tag, stream, buffers)
+        except BaseException as exc:
+            # Only a Ctrl-C in a caller that reads gets here: the task it answered
+            # settles all the same.
+            if task is not None and not _done(task):
+                self._ledger.failed(task, _unpickle_failed(exc))
+            raise
+        if self._stopping and not self._on_manager_thread():
+            self._wake()  # a caller settled a task: the manager may now let the worker go
+        return _HANDLED
+
+    def _break(self, worker: _Worker, reason: str) -> None:
+        """Stop trusting ``worker``: kill it; its task fails with ``WorkerCrashed(reason)``.
+
+        Only that worker is affected: _on_exit fails its task (or retries it)
+        and starts a replacement, as for any worker that died.
+        """
+        with self._lock:
+            if worker.broken is None:
+                worker.broken = reason
+            self._unfinished.discard(worker)
+        self._unwatch(worker.fd)
+        worker.kill()
+
+    def _on_manager_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _note_unfinished(self, worker: _Worker) -> None:
+        with self._lock:
+            new = worker not in self._unfinished
+            self._unfinished.add(worker)
+        if new and not self._on_manager_thread():
+            self._wake()  # the manager times the stall (see _stall_timeout)
+
+    def _on_ready(self, worker: _Worker) -> None:
+        """``worker`` is set up: arm the deadline of the task already sent to it."""
+        with self._lock:
+            worker.ready = True
+            if worker.task is not None:
+                self._ledger.arm_deadline(worker.task)
+
     def _settle(
         self, task: _Task, tag: bytes, stream: bytes | bytearray, buffers: list[bytearray]
     ) -> None:
@@ -854,11 +882,11 @@ class ProcessExecutor(Executor):
             else:
                 error = _decode_exception(stream)
         except BaseException as exc:
-            self._failed(task, _unpickle_failed(exc))
+            self._ledger.failed(task, _unpickle_failed(exc))
             if isinstance(exc, KeyboardInterrupt) and not self._on_manager_thread():
                 raise  # a real Ctrl-C, in the main thread reading the reply: the user's
             return
-        self._report_outcome(task, value, error)
+        self._ledger.report_outcome(task, value, error)
 
     def _on_exit(self, worker: _Worker) -> None:
         with self._lock:
@@ -906,93 +934,108 @@ class ProcessExecutor(Executor):
                 f" ({worker.broken})" if worker.broken else "",
             )
             crash = WorkerCrashed(task.name, worker.pid, exitcode, worker.broken or "")
-            self._failed(task, crash)
+            self._ledger.failed(task, crash)
         else:
             self._log.debug("worker %d %s", worker.pid, _how_it_ended(exitcode))
 
-    def _purge_pending(self) -> None:
-        if any(task.done() for task in self._pending):
-            self._pending = collections.deque(t for t in self._pending if not t.done())
 
-    def _finish_stopping(self) -> bool:
-        """While stopping: let idle workers go once no work is left; True when all are gone."""
-        with self._lock:
-            self._purge_pending()
-            if self._killing:
-                victims = [w for w in self._workers.values() if not w.killed]
-                self._idle.clear()
-            else:
-                victims = []
-                if self._pending or self._running or self._starting:
-                    return False
-            idle, self._idle = self._idle, []
-            gone = not self._workers
-        for worker in victims:
-            worker.kill()
-        for worker in idle:
-            try:
-                _wire.send(worker.fd, _wire.QUIT, (b"", []))
-            except OSError:
-                pass
-            worker.retiring = True
-        return gone
+@final
+class ProcessExecutor(Executor):
+    """Run tasks in a pool of worker processes, one task per worker at a time."""
 
-    def _fail_pending(self, exc: BaseException | None) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, collections.deque()
-        error = _initializer_failed(exc)
-        for task in pending:
-            task._try_set_exception(error)
+    backend = "process"
+    _chunk_runners = frozenset({run_chunk, run_column})
+    # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
+    _chunk_target = 0.01
 
-    def _fail_everything(self, exc: BaseException) -> None:  # pragma: no cover - see _manage
-        with self._lock:
-            self._broken = exc
-            tasks = list(self._pending) + list(self._running)
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.kill()
-        for task in tasks:
-            task._try_set_exception(exc)
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = _usable_cpus()
+        super().__init__(max_workers=max_workers)
+        if start_method is None:
+            start_method = default_start_method()
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}"
+            )
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start_method {start_method!r} is not available on this platform")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {type(initargs).__name__}")
+        if max_tasks_per_child is not None and (
+            isinstance(max_tasks_per_child, bool)
+            or not isinstance(max_tasks_per_child, int)
+            or max_tasks_per_child < 1
+        ):
+            raise ValueError(
+                f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
+            )
+        try:
+            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
+        except Exception as exc:
+            parts = [("the initializer", initializer), ("initargs", initargs)]
+            raise _serialize.diagnose(
+                parts, exc, "initializer or initargs", type(initializer).__name__
+            ) from exc
+        self._start_method = start_method
+        self._owner = os.getpid()
+        self._context: Any = multiprocessing.get_context(start_method)
+        self._max_tasks = max_tasks_per_child or 0
+        self._manager = _Manager(self)
+        self._workers = self._manager._workers  # by pid
+        _live_executors.add(self)
 
-    # ------------------------------------------------------- stopping tasks
+    @property
+    def start_method(self) -> str:
+        """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
+        return self._start_method
+
+    def _check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle now, once: a bad argument fails in the caller, and the bytes
+        # are kept for sending (see _payload_for).
+        _pickled.check(fn, args, kwargs)
+
+    def _payload_for(self, task: _Task) -> _wire.Payload:
+        payload: _wire.Payload | None = task._handle  # kept there until the task settles
+        if payload is not None:
+            return payload
+        payload = _pickled.take(task._fn, task._args, task._kwargs)
+        task._handle = payload
+        if _CALLER_READS and task._attempt == 0:
+            # Before anyone can wait on it (the future was just made by submit):
+            # a caller blocked in result() reads the worker's reply itself.
+            task._help = functools.partial(self._manager._help, task)
+        return payload
+
+    def _dispatch(self, task: _Task) -> None:
+        self._manager.dispatch(task)
 
     def _stop_running(self, task: _Task) -> bool:
-        with self._lock:
-            worker = self._running.pop(task, None)
-            if worker is None:
-                try:
-                    self._pending.remove(task)  # queued again for a retry
-                except ValueError:
-                    return False
-                return True
-            worker.task = None
-            worker.killed = True
-        worker.kill()
-        return True
+        return self._manager.stop_running(task)
 
     def _timeout_detail(self) -> str:
         return "its worker process (and its process group) was killed and replaced"
 
     def _worker_count(self) -> int:
-        return len(self._workers)
+        return len(self._manager._workers)
 
     def _default_window(self) -> int:
         return self._fixed_window or max(64 * self._max_workers, 32768)
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        with self._lock:
-            self._stopping = True
-            if kill:
-                self._killing = True
-                for task in self._pending:
-                    task.cancel()
-            thread = self._thread
-        if thread is None:
-            _live_executors.discard(self)
-            return
-        self._wake()
-        if wait and thread is not threading.current_thread():
-            thread.join()
+        self._manager.shutdown_workers(wait=wait, kill=kill)
 
 
 # --------------------------------------------------------------- helpers

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from threading import get_ident
 from typing import Any, final
 
 from .._calls import run_to_completion
 from .._errors import ExecutorClosed
-from .._executor import Executor, Statistics, _Task, is_async_callable
+from .._executor import Executor, is_async_callable
+from .._ledger import Task as _Task
 from .._map import MapSpec, check_map_arguments
 
 __all__ = ["SerialExecutor"]
@@ -34,10 +34,9 @@ class SerialExecutor(Executor):
 
     def __init__(self, *, max_workers: int | None = None) -> None:
         super().__init__(max_workers=1 if max_workers is None else max_workers)
-        self._tallies: dict[int, list[int]] = {}  # map's counts per thread (_inline_map)
 
     def _dispatch(self, task: _Task) -> None:
-        self._run_inline(task)
+        self._ledger.run_inline(task, self)
 
     def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         pass  # no workers: every task already ran in the caller
@@ -66,7 +65,7 @@ class SerialExecutor(Executor):
         """``map``'s calls, each made when its result is reached, and counted as it ends."""
         # [calls done, failed, re-runs] made by map on this thread: only this thread
         # changes them, so they are counted without the lock (statistics() adds them in).
-        tally = self._tallies.setdefault(get_ident(), [0, 0, 0])
+        tally = self._ledger.inline_tallies.setdefault(get_ident(), [0, 0, 0])
         # The result about to be yielded: yielded as box.pop(), so that this generator
         # does not keep a result the consumer has already been given.
         box: list[Any] = []
@@ -100,20 +99,6 @@ class SerialExecutor(Executor):
                 continue
             tally[0] += 1
             yield box.pop()
-
-    def statistics(self) -> Statistics:
-        """Return a snapshot of the executor's counters."""
-        stats = super().statistics()
-        done = failed = retried = 0
-        for tally in list(self._tallies.values()):
-            done, failed, retried = done + tally[0], failed + tally[1], retried + tally[2]
-        return replace(
-            stats,
-            submitted=stats.submitted + done + failed,
-            done=stats.done + done,
-            failed=stats.failed + failed,
-            retried=stats.retried + retried,
-        )
 
 
 backend_class = SerialExecutor

@@ -31,7 +31,8 @@ from typing import Any, final
 
 from .._compat import register_atexit
 from .._errors import InitializerFailed
-from .._executor import Executor, _Task
+from .._executor import Executor
+from .._ledger import Task as _Task
 
 __all__ = ["ThreadExecutor"]
 
@@ -109,7 +110,7 @@ class ThreadExecutor(Executor):
 
     def _dispatch(self, task: _Task) -> None:
         if self._is_broken():
-            task._try_set_exception(self._broken_error())
+            self._ledger.fail_now(task, self._broken_error())
             return
         self._queue.put(task)
         if self._is_broken():
@@ -151,7 +152,7 @@ class ThreadExecutor(Executor):
                         self._broken = exc
                 self._fail_queued()
                 return
-        get, run, idle = self._queue.get, self._run_inline, self._idle.put
+        get, run, idle = self._queue.get, self._ledger.run_inline, self._idle.put
         while True:
             task = get()
             if task is None:
@@ -161,10 +162,10 @@ class ThreadExecutor(Executor):
                 return
             worker.task = task
             try:
-                run(task)
+                run(task, self, worker)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
-                task._try_set_exception(exc)
+                self._ledger.fail_now(task, exc)
             # Not kept while this thread waits for the next task: the caller may have
             # dropped the result, and expects it freed (as concurrent.futures does); nor
             # the settled task, which would keep its function alive.
@@ -184,7 +185,7 @@ class ThreadExecutor(Executor):
             except queue.Empty:
                 return
             if task is not None:
-                task._try_set_exception(self._broken_error())
+                self._ledger.fail_now(task, self._broken_error())
             else:
                 self._queue.put(None)  # shutdown's sentinel: leave it for the threads
                 return

@@ -13,7 +13,7 @@ Data flow::
        │ yields a Task         -> parked in that task's waiter list
        │ yields a Future       -> parked; the future's done-callback wakes it from any thread
        │ returns / raises      -> done: waiters become ready; a submitted task reports
-       ▼                          to its executor (_succeeded / _failed)
+       ▼                          to its executor's ledger (succeeded / failed)
     timer heap ──due──► ready          (virtual clock: time jumps to the next timer when idle)
 
 Every step is timed: a task that holds the thread longer than the blocking threshold
@@ -50,7 +50,7 @@ from .._future import Future, set_await_hook
 from .._timer import Deadline
 
 if TYPE_CHECKING:
-    from .._executor import _Task
+    from .._ledger import Task as _Task
 
 __all__ = [
     "BlockingWarning",

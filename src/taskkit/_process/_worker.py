@@ -32,7 +32,7 @@ from .._compat import run_multiprocessing_exit_hooks
 from .._errors import SerializationError
 from . import _wire
 
-__all__ = ["run_column", "worker_main"]
+__all__ = ["run_column", "set_title", "worker_main"]
 
 _NOTHING: _wire.Payload = (b"", [])
 
@@ -92,7 +92,29 @@ def _die_with_parent(fd: int) -> None:
     threading.Thread(target=watch, name="taskkit-parent-watch", daemon=True).start()
 
 
-def worker_main(conn: Any, close_fds: tuple[int, ...]) -> None:
+def set_title(title: str) -> None:
+    """Name this process ``title`` where tools that list processes look.
+
+    Linux: ``/proc/self/comm`` (what ``top``, ``ps -o comm`` and ``pgrep`` show) becomes
+    ``taskkit-wN`` (the kernel keeps 15 bytes).  With the ``setproctitle`` package installed
+    (not a dependency of taskkit), the whole command line ``ps aux`` shows becomes
+    ``title``.  Where neither works, nothing changes.
+    """
+    try:
+        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        setproctitle(title)
+    number = title.split()[2] if title.startswith("taskkit worker ") else ""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(f"taskkit-w{number}"[:15])
+    except OSError:
+        pass
+
+
+def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "") -> None:
     """Serve tasks from ``conn`` (a ``multiprocessing`` connection), then exit the process.
 
     The process ends with ``os._exit`` after multiprocessing's own clean-up and
@@ -100,6 +122,8 @@ def worker_main(conn: Any, close_fds: tuple[int, ...]) -> None:
     it inherited from the parent (they would try to shut down the parent's
     executors, whose locks may have been copied while held).
     """
+    if title:
+        set_title(title)
     try:
         _serve(conn, close_fds)
     finally:
