@@ -17,14 +17,12 @@ def _record(ex: taskkit.Executor) -> list[tuple[str, str]]:
     """Observe ``ex``'s ledger: (task name, event) for each transition, in order."""
     seen: list[tuple[str, str]] = []
     lock = threading.Lock()
-    ledger: Any = ex._ledger  # type: ignore[attr-defined]
 
-    def transition(task: _ledger.Task, event: str, worker: object = None) -> None:
+    def listen(event: taskkit.TaskEvent) -> None:
         with lock:
-            seen.append((task.name, event))
+            seen.append((event.task, event.kind))
 
-    ledger.transition = transition
-    ledger.observed = True
+    ex.add_listener(listen)  # the ledger's transitions, as task events
     return seen
 
 
