@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from benchmarks._util import Row, interleaved, print_table
 from taskkit import BlockingWarning, checkpoint, open_executor
-from taskkit._backends.coroutine import CoroutineExecutor
+from taskkit._backends.coroutine._executor import CoroutineExecutor
 
 N = 100_000
 ROUND_TRIPS = 2_000

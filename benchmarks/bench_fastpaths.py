@@ -1,4 +1,4 @@
-"""Each fast path against its plain twin (see ``taskkit._fastpaths``), in the same run.
+"""Each fast path against its plain twin (see ``taskkit._core._fastpaths``), in the same run.
 
 The fast paths are chosen once, when taskkit is imported, so each contender runs in
 a child interpreter with ``TASKKIT_FAST_PATHS`` set: the fast one with every fast
@@ -68,7 +68,7 @@ _WORKLOADS = {
 
 
 def _child(name: str, fast: bool) -> float:
-    from taskkit._fastpaths import NAMES
+    from taskkit._core._fastpaths import NAMES
 
     setting = ",".join(NAMES) if fast else ",".join(n for n in NAMES if n != name) or "0"
     env = {**os.environ, "TASKKIT_FAST_PATHS": setting}

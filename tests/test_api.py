@@ -13,7 +13,7 @@ import pytest
 
 import taskkit
 from taskkit._backends import CLASS_NAMES, backend_class
-from taskkit._errors import describe_exit
+from taskkit._core._errors import describe_exit
 
 
 def test_all_matches_the_exports() -> None:
@@ -55,7 +55,7 @@ def test_backend_classes_are_public_and_imported_when_named() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 0, done.stderr
-    assert ["[]", "taskkit ['taskkit._backends.serial']"] == done.stdout.splitlines()
+    assert ["[]", "taskkit ['taskkit._backends.serial._executor']"] == done.stdout.splitlines()
 
 
 @pytest.mark.parametrize("backend", ["thread", "serial", "coroutine", "asyncio", "process"])
@@ -119,8 +119,10 @@ def test_missing_backend_is_a_taskkit_error(monkeypatch: pytest.MonkeyPatch) -> 
     real = importlib.import_module
 
     def fake(name: str, package: str | None = None) -> object:
-        if name == "taskkit._backends.serial":
-            raise ModuleNotFoundError("No module named 'taskkit._backends.serial'", name=name)
+        if name == "taskkit._backends.serial._executor":
+            raise ModuleNotFoundError(
+                "No module named 'taskkit._backends.serial._executor'", name=name
+            )
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", fake)
@@ -134,7 +136,7 @@ def test_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     real = importlib.import_module
 
     def fake(name: str, package: str | None = None) -> object:
-        if name == "taskkit._backends.dask":
+        if name == "taskkit._backends.dask._executor":
             raise ModuleNotFoundError("No module named 'distributed'", name="distributed")
         return real(name, package)
 
@@ -185,7 +187,7 @@ def test_worker_crashed_names_pid_signal_and_cause() -> None:
 
 def test_what_taskkit_raises_on_misuse_or_breakage_is_a_taskkit_error() -> None:
     # Each used to be a bare RuntimeError; each is still one (code may catch that).
-    from taskkit._backends.coroutine import CoroutineExecutor
+    from taskkit._backends.coroutine._executor import CoroutineExecutor
 
     def broken_pick(ready: object) -> object:
         raise ZeroDivisionError("bad pick")

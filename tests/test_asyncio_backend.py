@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import taskkit
 from taskkit import _fastpaths
-from taskkit._backends.asyncio import AsyncioExecutor
+from taskkit._backends.asyncio._executor import AsyncioExecutor
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``taskkit._compat`` is the one module that uses private names of the standard library."""
+"""``taskkit._core._compat`` is the one module that uses private names of the standard library."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import taskkit
-from taskkit._backends.coroutine import CoroutineExecutor
-from taskkit._coroutine import Task
+from taskkit._backends.coroutine import Task
+from taskkit._backends.coroutine._executor import CoroutineExecutor
 
 
 @pytest.fixture

@@ -443,7 +443,7 @@ def test_semaphore_counts_permits(ex: Any) -> None:
 
 def test_missing_distributed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(sys.modules):
-        if name.startswith(("taskkit._backends.dask", "taskkit._dask._cluster")):
+        if name.startswith(("taskkit._backends.dask._executor", "taskkit._backends.dask._cluster")):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(taskkit.BackendUnavailable, match=r'pip install "taskkit\[dask\]"'):

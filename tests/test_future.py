@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import taskkit
-from taskkit._future import Future
+from taskkit._core._future import Future
 
 
 def _settle_once_asleep(

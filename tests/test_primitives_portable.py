@@ -68,7 +68,7 @@ def test_this_run_uses_the_implementation_the_environment_asks_for() -> None:
 
 SELECTED = """
     from taskkit._primitives import _shm, _shm_portable
-    from taskkit._primitives._process import Lock
+    from taskkit._backends.process._primitives import Lock
     lock = Lock()
     magic = int.from_bytes(lock._ctrl.buf[4:8], "little") >> 16
     print(_shm.implementation, _shm.Segment is _shm_portable.Segment, hex(magic))
@@ -131,7 +131,7 @@ def test_without_posix_creating_a_primitive_says_why(forced: bool) -> None:
 def test_a_portable_process_refuses_a_futex_primitive() -> None:
     attach = (
         "import sys\n"
-        "from taskkit._primitives._process import _attach\n"
+        "from taskkit._backends.process._primitives import _attach\n"
         "try:\n"
         "    _attach('lock', sys.argv[1]).acquire(timeout=5)\n"
         "except RuntimeError as exc:\n"
@@ -141,7 +141,7 @@ def test_a_portable_process_refuses_a_futex_primitive() -> None:
         f"""
         import os, subprocess, sys
         from taskkit._primitives import _shm
-        from taskkit._primitives._process import Lock
+        from taskkit._backends.process._primitives import Lock
         assert _shm.implementation == "futex"
         lock = Lock()
         done = subprocess.run(

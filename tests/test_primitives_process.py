@@ -251,7 +251,7 @@ def test_primitives_work_in_plain_multiprocessing_children() -> None:
         """
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        from taskkit._primitives._process import Lock, Queue, Value
+        from taskkit._backends.process._primitives import Lock, Queue, Value
 
         for method in ("fork", "spawn", "forkserver"):
             ctx = mp.get_context(method)
@@ -282,7 +282,7 @@ def _grow_with_gets_meanwhile(
     growth, what they got, what was put in order)."""
     import threading
 
-    from taskkit._primitives._process import Queue
+    from taskkit._backends.process._primitives import Queue
 
     q: Queue[object] = Queue()
     expected: list[object] = []

@@ -772,7 +772,7 @@ def test_main_module_functions_work_with_every_start_method() -> None:
     ids=repr,
 )
 def test_plain_values_round_trip_with_their_exact_types(value: object) -> None:
-    from taskkit._process import _wire
+    from taskkit._backends.process import _wire
 
     stream, buffers = _wire.dumps(value)
     copy = _wire.loads(stream, buffers)
@@ -781,7 +781,7 @@ def test_plain_values_round_trip_with_their_exact_types(value: object) -> None:
 
 
 def test_a_reused_pickler_starts_clean_after_a_failure() -> None:
-    from taskkit._process import _wire
+    from taskkit._backends.process import _wire
 
     shared = [1, 2]
     with pytest.raises(TypeError, match="lock"):
@@ -794,7 +794,7 @@ def test_a_reused_pickler_starts_clean_after_a_failure() -> None:
 
 
 def test_picklers_are_not_shared_between_threads() -> None:
-    from taskkit._process import _wire
+    from taskkit._backends.process import _wire
 
     errors: list[str] = []
     start = threading.Barrier(4)

@@ -200,7 +200,7 @@ def test_large_arrays_travel_out_of_band() -> None:
 def test_a_task_argument_is_sent_out_of_band(
     ex: taskkit.Executor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from taskkit._process import _wire
+    from taskkit._backends.process import _wire
 
     sent: list[int] = []
     send = _wire.send

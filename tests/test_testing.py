@@ -396,7 +396,7 @@ def test_checkpoint_outside_a_run_does_nothing() -> None:
 
 
 class Mailbox:
-    """A primitive written against taskkit._control, as taskkit's own primitives are."""
+    """A primitive written against taskkit._core._control, as taskkit's own primitives are."""
 
     def __init__(self) -> None:
         self.items: list[int] = []

@@ -228,8 +228,8 @@ def test_stdlib_lock_histories_are_linearizable_in_every_interleaving() -> None:
 
 
 # -- taskkit's own primitives --------------------------------------------------------------------
-# taskkit's thread-backend queue and lock announce their switch points through taskkit._control,
-# so the same checks apply to them.
+# taskkit's thread-backend queue and lock announce their switch points through
+# taskkit._core._control, so the same checks apply to them.
 
 
 def _thread_executor() -> Any:

@@ -15,7 +15,7 @@ import weakref
 import pytest
 
 import taskkit
-from taskkit._backends.thread import ThreadExecutor
+from taskkit._backends.thread._executor import ThreadExecutor
 
 
 def test_a_timed_out_thread_is_replaced_so_others_keep_running() -> None:
@@ -266,7 +266,7 @@ def test_an_infinite_timeout_means_no_deadline_and_the_deadline_thread_survives(
         """
         import logging, math, threading
         import taskkit
-        from taskkit._timer import call_at, call_later
+        from taskkit._core._timer import call_at, call_later
 
         logging.basicConfig()  # taskkit logs nowhere until the application says where
 

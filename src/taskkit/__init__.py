@@ -15,31 +15,31 @@ from ._backends import WORKLOADS as WORKLOADS
 from ._backends import BackendName as BackendName
 from ._backends import WorkloadName as WorkloadName
 from ._backends import open_executor as open_executor
-from ._coroutine import BlockingWarning as BlockingWarning
-from ._coroutine import checkpoint as checkpoint
-from ._coroutine import sleep as sleep
-from ._errors import BackendUnavailable as BackendUnavailable
-from ._errors import BlockingCallError as BlockingCallError
-from ._errors import Deadlock as Deadlock
-from ._errors import ExecutorClosed as ExecutorClosed
-from ._errors import InitializerFailed as InitializerFailed
-from ._errors import PipelineFailed as PipelineFailed
-from ._errors import PipelineTimeout as PipelineTimeout
-from ._errors import QueueClosed as QueueClosed
-from ._errors import RemoteError as RemoteError
-from ._errors import SchedulerStopped as SchedulerStopped
-from ._errors import SerializationError as SerializationError
-from ._errors import TaskkitError as TaskkitError
-from ._errors import TaskTimeout as TaskTimeout
-from ._errors import UsageError as UsageError
-from ._errors import WorkerCrashed as WorkerCrashed
-from ._events import EventKind as EventKind
-from ._events import TaskEvent as TaskEvent
-from ._executor import Executor as Executor
-from ._executor import Statistics as Statistics
-from ._executor import TaskOptions as TaskOptions
-from ._future import Future as Future
-from ._future import as_completed as as_completed
+from ._backends.coroutine import BlockingWarning as BlockingWarning
+from ._backends.coroutine import checkpoint as checkpoint
+from ._backends.coroutine import sleep as sleep
+from ._core._errors import BackendUnavailable as BackendUnavailable
+from ._core._errors import BlockingCallError as BlockingCallError
+from ._core._errors import Deadlock as Deadlock
+from ._core._errors import ExecutorClosed as ExecutorClosed
+from ._core._errors import InitializerFailed as InitializerFailed
+from ._core._errors import PipelineFailed as PipelineFailed
+from ._core._errors import PipelineTimeout as PipelineTimeout
+from ._core._errors import QueueClosed as QueueClosed
+from ._core._errors import RemoteError as RemoteError
+from ._core._errors import SchedulerStopped as SchedulerStopped
+from ._core._errors import SerializationError as SerializationError
+from ._core._errors import TaskkitError as TaskkitError
+from ._core._errors import TaskTimeout as TaskTimeout
+from ._core._errors import UsageError as UsageError
+from ._core._errors import WorkerCrashed as WorkerCrashed
+from ._core._events import EventKind as EventKind
+from ._core._events import TaskEvent as TaskEvent
+from ._core._executor import Executor as Executor
+from ._core._executor import Statistics as Statistics
+from ._core._executor import TaskOptions as TaskOptions
+from ._core._future import Future as Future
+from ._core._future import as_completed as as_completed
 from ._pipeline import Completed as Completed
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import StageResult as StageResult
@@ -52,12 +52,12 @@ from ._primitives._protocols import Semaphore as Semaphore
 from ._primitives._protocols import Value as Value
 
 if _typing.TYPE_CHECKING:
-    from ._backends.asyncio import AsyncioExecutor as AsyncioExecutor
-    from ._backends.coroutine import CoroutineExecutor as CoroutineExecutor
-    from ._backends.dask import DaskExecutor as DaskExecutor
-    from ._backends.process import ProcessExecutor as ProcessExecutor
-    from ._backends.serial import SerialExecutor as SerialExecutor
-    from ._backends.thread import ThreadExecutor as ThreadExecutor
+    from ._backends.asyncio._executor import AsyncioExecutor as AsyncioExecutor
+    from ._backends.coroutine._executor import CoroutineExecutor as CoroutineExecutor
+    from ._backends.dask._executor import DaskExecutor as DaskExecutor
+    from ._backends.process._executor import ProcessExecutor as ProcessExecutor
+    from ._backends.serial._executor import SerialExecutor as SerialExecutor
+    from ._backends.thread._executor import ThreadExecutor as ThreadExecutor
 else:
     from ._backends import CLASS_NAMES as _CLASS_NAMES
     from ._backends import backend_class as _backend_class
@@ -130,7 +130,7 @@ __all__ = (
     "Deadlock",
 )
 
-# Tracebacks and docs say ``taskkit.Future``, not ``taskkit._future.Future``.
+# Tracebacks and docs say ``taskkit.Future``, not ``taskkit._core._future.Future``.
 for _name in __all__:
     if _name not in globals():  # a backend class: see __getattr__ (backend_class names it)
         continue

@@ -33,7 +33,7 @@ from itertools import count
 from typing import IO, Any, TextIO
 
 from ._backends import BackendName
-from ._executor import is_async_callable
+from ._core._executor import is_async_callable
 
 __all__ = ["CallFailed", "Target", "UsageError", "add_map_parser", "call_async", "call_sync", "run"]
 

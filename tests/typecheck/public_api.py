@@ -14,7 +14,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import taskkit
-from taskkit._dask import _primitives as dask_primitives
+from taskkit._backends.dask import _primitives as dask_primitives
 from taskkit._primitives import _local, _process
 from taskkit._primitives._common import (
     EventStatistics,

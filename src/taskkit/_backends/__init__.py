@@ -1,9 +1,10 @@
 """The backend registry: names, the workload table, and ``open_executor``.
 
-Each backend lives in one module of this package that ends with
-``backend_class = <its Executor subclass>``; a module is imported only when
-its backend is asked for, so a missing optional dependency (Dask) costs
-nothing until it is used.
+Each backend is one subpackage of this package (``serial``, ``thread``, ``process``,
+``asyncio``, ``coroutine``, ``dask``) holding its executor, and its wire, worker and
+primitives where it has its own.  Its ``_executor`` module ends with
+``backend_class = <its Executor subclass>`` and is imported only when its backend is
+asked for, so a missing optional dependency (Dask) costs nothing until it is used.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .._errors import BackendUnavailable
+from .._core._errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from .._executor import Executor
-    from .asyncio import AsyncioExecutor
-    from .coroutine import CoroutineExecutor
-    from .dask import DaskExecutor
-    from .process import ProcessExecutor
-    from .serial import SerialExecutor
-    from .thread import ThreadExecutor
+    from .._core._executor import Executor
+    from .asyncio._executor import AsyncioExecutor
+    from .coroutine._executor import CoroutineExecutor
+    from .dask._executor import DaskExecutor
+    from .process._executor import ProcessExecutor
+    from .serial._executor import SerialExecutor
+    from .thread._executor import ThreadExecutor
 
 __all__ = [
     "BACKENDS",
@@ -82,7 +83,7 @@ def backend_class(name: str) -> type[Executor]:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{name}._executor")
     except ImportError as exc:
         if exc.name is not None and exc.name.startswith(f"{__name__}.{name}"):
             raise BackendUnavailable(

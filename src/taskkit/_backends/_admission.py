@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-from .._ledger import Task as _Task
+from .._core._ledger import Task as _Task
 
 __all__ = ["Admission"]
 

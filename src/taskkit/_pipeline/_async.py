@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, final
 
-from .._errors import UsageError
+from .._core._errors import UsageError
 from ._common import HIGH_WATER, LineSplitter, completed, raise_for_outcome
 from ._engine import DRAIN_GRACE, Engine
 from ._results import Completed, Options, Stage

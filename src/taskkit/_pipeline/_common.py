@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from taskkit._errors import PipelineFailed, PipelineTimeout
+from taskkit._core._errors import PipelineFailed, PipelineTimeout
 
 from ._engine import Engine
 from ._results import Completed, StageResult

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, final
 
-from .._errors import UsageError
+from .._core._errors import UsageError
 from ._common import LineSplitter, completed, raise_for_outcome
 from ._engine import DRAIN_GRACE, Engine
 from ._results import Completed, Options, Stage

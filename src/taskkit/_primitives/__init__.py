@@ -69,7 +69,7 @@ def family_of(backend: str) -> str:
 def create(family: str, kind: str, *args: Any) -> Any:
     """Create a primitive of ``kind`` (queue, lock, event, semaphore, value) in ``family``."""
     if family == "process":
-        from . import _process
+        from .._backends.process import _primitives as _process
 
         return _process.create(kind, *args)
     from . import _local

@@ -56,10 +56,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, TypeVar
 
-from .._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
-from .._coroutine._scheduler import _here
-from .._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
-from .._future import Future
+from .._backends.coroutine._scheduler import _here
+from .._core._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
+from .._core._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
+from .._core._future import Future
 from ._common import (
     AcquireContext,
     EventStatistics,

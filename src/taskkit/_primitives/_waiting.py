@@ -32,7 +32,7 @@ it adds: one lot serves threads and coroutines at once, and a lot of another kin
 Controlled runs (``taskkit.testing``) talk to primitives only through this module:
 ``_Pending``'s controlled strategy states each wait as a condition, and primitives
 call ``switch`` before an operation others can observe and ``observe`` before a
-snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._control``'s.
+snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._core._control``'s.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
-from .. import _control
-from .._compat import LockType, allocate_lock
-from .._future import Future
-from .._timer import call_later
-from . import _shm
+from .._backends.process import _shm
+from .._core import _control
+from .._core._compat import LockType, allocate_lock
+from .._core._future import Future
+from .._core._timer import call_later
 from ._common import check_timeout, remaining
 
 __all__ = [

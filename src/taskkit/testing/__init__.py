@@ -13,7 +13,7 @@ the code under test creates its locks.
 
 from __future__ import annotations
 
-from .._errors import Deadlock as Deadlock
+from .._core._errors import Deadlock as Deadlock
 from ._linearizability import History as History
 from ._linearizability import LockModel as LockModel
 from ._linearizability import Operation as Operation

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .._compat import (
+from .._core._compat import (
     base_call_soon,
     get_running_loop_or_none,
     handle_callback,

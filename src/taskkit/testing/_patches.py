@@ -31,8 +31,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .. import _control
-from .._compat import (
+from .._core import _control
+from .._core._compat import (
     PySimpleQueue,
     allocate_lock,
     condition_acquire_restore,

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
-from .. import _control
-from .._compat import allocate_lock, current_frames, getframe
-from .._errors import Deadlock, UsageError
+from .._core import _control
+from .._core._compat import allocate_lock, current_frames, getframe
+from .._core._errors import Deadlock, UsageError
 from . import _asyncio, _patches, _workers
 from ._asyncio import ControlledLoop, where_awaiting
 from ._tracing import (
@@ -457,7 +457,7 @@ class _Tracer:
 
 
 class Run:
-    """One controlled execution of ``tasks``; installed as ``taskkit._control.hook``."""
+    """One controlled execution of ``tasks``; installed as ``taskkit._core._control.hook``."""
 
     def __init__(
         self,
@@ -519,7 +519,7 @@ class Run:
         self.notes: dict[str, None] = {}
         self.unseen: dict[str, None] = {}
 
-    # -- the hook protocol (taskkit._control.Hook) ---------------------------------------
+    # -- the hook protocol (taskkit._core._control.Hook) ---------------------------------------
 
     def controls_caller(self) -> bool:
         if self.passthrough:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from .._errors import UsageError
+from .._core._errors import UsageError
 from ._report import (
     add_note,
     describe,

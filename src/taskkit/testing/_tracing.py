@@ -9,7 +9,7 @@ A controlled thread runs with two per-thread hooks:
 * ``sys.setprofile``: a call from traced code into a C function (``items.pop()``) or into
   untraced Python (``q.put(x)`` in the standard library) is a switch point too, because the
   callee may touch shared state where no tracer sees it.  Calls into taskkit itself are not:
-  taskkit's primitives report their own switch points through ``taskkit._control``.
+  taskkit's primitives report their own switch points through ``taskkit._core._control``.
 
 Each switch point carries a *footprint*, ``(key, is_write)``, that the systematic search uses
 to decide which reorderings can matter.  ``key`` is ``"*"`` when the access is unknown, which

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._compat import allocate_lock
+from .._core._compat import allocate_lock
 from . import _patches
 
 __all__ = ["Worker", "give_back", "take"]

@@ -34,8 +34,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .._serialize import OUT_OF_BAND_MIN as _OUT_OF_BAND_MIN
-from .._serialize import Payload, dumps, dumps_bytes, loads
+from ..._core._serialize import OUT_OF_BAND_MIN as _OUT_OF_BAND_MIN
+from ..._core._serialize import Payload, dumps, dumps_bytes, loads
 
 __all__ = [
     "CHUNK",

@@ -43,18 +43,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import distributed as _distributed
 
-from .. import _serialize
-from .._calls import run_chunk
-from .._dask._cluster import Connection, connect
-from .._dask._remote import decode, run_payload, worker_keys
-from .._errors import ExecutorClosed, WorkerCrashed
-from .._executor import Executor
-from .._ledger import Task as _Task
-from .._timer import Deadline, call_later
+from ..._core import _serialize
+from ..._core._calls import run_chunk
+from ..._core._errors import ExecutorClosed, WorkerCrashed
+from ..._core._executor import Executor
+from ..._core._ledger import Task as _Task
+from ..._core._timer import Deadline, call_later
+from ._cluster import Connection, connect
+from ._remote import decode, run_payload, worker_keys
 
 if TYPE_CHECKING:
-    from .._dask._primitives import _Shared
-    from .._primitives._protocols import Event, Lock, Queue, Semaphore, Value
+    from ..._primitives._protocols import Event, Lock, Queue, Semaphore, Value
+    from ._primitives import _Shared
 
 __all__ = ["DaskExecutor"]
 
@@ -413,31 +413,31 @@ class DaskExecutor(Executor):
 
     def queue(self, maxsize: int = 0) -> Queue[Any]:
         """Return a queue shared by this program and its tasks (a Dask ``Queue``)."""
-        from .._dask._primitives import DaskQueue
+        from ._primitives import DaskQueue
 
         return self._keep(DaskQueue(self._live_client(), maxsize))
 
     def lock(self) -> Lock:
         """Return a lock shared by this program and its tasks (a Dask ``Lock``)."""
-        from .._dask._primitives import DaskLock
+        from ._primitives import DaskLock
 
         return self._keep(DaskLock(self._live_client()))
 
     def event(self) -> Event:
         """Return an event shared by this program and its tasks (a Dask ``Event``)."""
-        from .._dask._primitives import DaskEvent
+        from ._primitives import DaskEvent
 
         return self._keep(DaskEvent(self._live_client()))
 
     def semaphore(self, n: int = 1) -> Semaphore:
         """Return a semaphore with ``n`` permits (a Dask ``Semaphore``)."""
-        from .._dask._primitives import DaskSemaphore
+        from ._primitives import DaskSemaphore
 
         return self._keep(DaskSemaphore(self._live_client(), n))
 
     def value(self, initial: _T) -> Value[_T]:
         """Return a shared value (a Dask ``Variable`` guarded by a Dask ``Lock``)."""
-        from .._dask._primitives import DaskValue
+        from ._primitives import DaskValue
 
         return self._keep(DaskValue(self._live_client(), initial))
 

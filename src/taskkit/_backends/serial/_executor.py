@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from threading import get_ident
 from typing import Any, final
 
-from .._calls import run_to_completion
-from .._errors import ExecutorClosed
-from .._executor import Executor, is_async_callable
-from .._ledger import Task as _Task
-from .._map import MapSpec, check_map_arguments
+from ..._core._calls import run_to_completion
+from ..._core._errors import ExecutorClosed
+from ..._core._executor import Executor, is_async_callable
+from ..._core._ledger import Task as _Task
+from ..._core._map import MapSpec, check_map_arguments
 
 __all__ = ["SerialExecutor"]
 

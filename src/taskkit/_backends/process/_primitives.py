@@ -81,12 +81,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .. import _control
-from .._errors import QueueClosed, UsageError
-from .._future import Future
-from .._serialize import dumps_value, loads
-from . import _shm
-from ._common import (
+from ..._core import _control
+from ..._core._errors import QueueClosed, UsageError
+from ..._core._future import Future
+from ..._core._serialize import dumps_value, loads
+from ..._primitives._common import (
     AcquireContext,
     EventStatistics,
     LockStatistics,
@@ -95,8 +94,8 @@ from ._common import (
     ValueStatistics,
     check_timeout,
 )
-from ._faces import AcquireFaces, EventFaces
-from ._waiting import (
+from ..._primitives._faces import AcquireFaces, EventFaces
+from ..._primitives._waiting import (
     AGAIN,
     NOT_READY,
     FlagLot,
@@ -110,6 +109,7 @@ from ._waiting import (
     observe,
     switch,
 )
+from . import _shm
 
 __all__ = ["Event", "Lock", "Queue", "Semaphore", "Value", "create"]
 
@@ -201,7 +201,7 @@ class _Shared:
 
     def __init__(self) -> None:
         if not _shm.available():
-            from .._errors import BackendUnavailable
+            from ..._core._errors import BackendUnavailable
 
             raise BackendUnavailable(_shm.unavailable_reason)
         self._name = _new_name(self._kind)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from .._calls import call
-from .._errors import RemoteError, SerializationError
-from .._serialize import dumps_bytes, loads
+from ..._core._calls import call
+from ..._core._errors import RemoteError, SerializationError
+from ..._core._serialize import dumps_bytes, loads
 
 __all__ = ["RemoteTraceback", "decode", "worker_keys", "run_payload"]
 

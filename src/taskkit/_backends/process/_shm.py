@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from .._compat import shm_open, shm_unlink
+from ..._core._compat import shm_open, shm_unlink
 
 __all__ = [
     "MUTEX_SIZE",

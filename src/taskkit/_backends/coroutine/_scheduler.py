@@ -44,13 +44,13 @@ from collections.abc import Awaitable, Callable, Generator
 from types import CoroutineType, FunctionType, GeneratorType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
-from .. import _control
-from .._errors import TaskkitError, UsageError
-from .._future import Future, set_await_hook
-from .._timer import Deadline
+from ..._core import _control
+from ..._core._errors import TaskkitError, UsageError
+from ..._core._future import Future, set_await_hook
+from ..._core._timer import Deadline
 
 if TYPE_CHECKING:
-    from .._ledger import Task as _Task
+    from ..._core._ledger import Task as _Task
 
 __all__ = [
     "BlockingWarning",

@@ -50,8 +50,9 @@ from typing import Any, TypeVar, final
 
 import distributed as _distributed
 
-from .._errors import ExecutorClosed, QueueClosed, UsageError
-from .._primitives._common import (
+from ..._core._errors import ExecutorClosed, QueueClosed, UsageError
+from ..._core._serialize import dumps_bytes, dumps_value, loads
+from ..._primitives._common import (
     AcquireContext,
     EventStatistics,
     LockStatistics,
@@ -59,7 +60,6 @@ from .._primitives._common import (
     SemaphoreStatistics,
     ValueStatistics,
 )
-from .._serialize import dumps_bytes, dumps_value, loads
 
 __all__ = [
     "DaskEvent",

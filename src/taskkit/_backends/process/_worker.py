@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from types import FunctionType
 from typing import Any
 
-from .._calls import ChunkResult, call, run_calls, run_chunk
-from .._compat import run_multiprocessing_exit_hooks
-from .._errors import SerializationError
+from ..._core._calls import ChunkResult, call, run_calls, run_chunk
+from ..._core._compat import run_multiprocessing_exit_hooks
+from ..._core._errors import SerializationError
 from . import _wire
 
 __all__ = ["run_column", "set_title", "worker_main"]

@@ -25,7 +25,7 @@ the backend (it pickles each call, then hands the task to its manager);
 once what it needs of the executor.  ``_Manager`` is written in three layers:
 ``_Pool`` (what callers use: give a task to an idle worker or queue it, start,
 stop and kill workers), ``_CallerReads`` (the ``process_caller_reads`` fast path:
-a caller reads its own reply; see ``taskkit._fastpaths``) and ``_Manager`` itself
+a caller reads its own reply; see ``taskkit._core._fastpaths``) and ``_Manager`` itself
 (the manager thread's loop: read replies, settle futures, notice exits).
 
 Why this shape: because each worker holds at most one task and has its own
@@ -57,18 +57,18 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast, final
 
-from .. import _serialize
-from .._calls import run_chunk
-from .._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
-from .._compat import get_running_loop_or_none as asyncio_running_loop
-from .._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
-from .._executor import Executor
-from .._fastpaths import PROCESS_CALLER_READS
-from .._future import Future, _await_hooks
-from .._ledger import Task as _Task
-from .._map import MapRun, MapSpec
-from .._process import _wire
-from .._process._worker import run_column, worker_main
+from ..._core import _serialize
+from ..._core._calls import run_chunk
+from ..._core._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
+from ..._core._compat import get_running_loop_or_none as asyncio_running_loop
+from ..._core._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
+from ..._core._executor import Executor
+from ..._core._fastpaths import PROCESS_CALLER_READS
+from ..._core._future import Future, _await_hooks
+from ..._core._ledger import Task as _Task
+from ..._core._map import MapRun, MapSpec
+from . import _wire
+from ._worker import run_column, worker_main
 
 __all__ = ["ProcessExecutor"]
 
@@ -1049,7 +1049,7 @@ def _usable_cpus() -> int:
 
 
 _preloaded = False
-_WORKER_MODULE = "taskkit._process._worker"
+_WORKER_MODULE = "taskkit._backends.process._worker"
 
 
 def _preload_worker_in_forkserver() -> None:

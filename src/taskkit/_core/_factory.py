@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from ._errors import ExecutorClosed
 
 if TYPE_CHECKING:
-    from ._primitives._protocols import Event, Lock, Queue, Semaphore, Value
+    from .._primitives._protocols import Event, Lock, Queue, Semaphore, Value
 
 __all__ = ["PrimitiveFactory"]
 
@@ -67,7 +67,7 @@ class PrimitiveFactory:
         return self._primitive("value", initial)  # type: ignore[no-any-return]
 
     def _primitive(self, kind: str, *args: Any) -> Any:
-        from ._primitives import create, family_of
+        from .._primitives import create, family_of
 
         self._refuse_after_shutdown(kind)
         family = self._primitive_family or family_of(self.backend)

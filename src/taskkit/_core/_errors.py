@@ -34,7 +34,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._pipeline import Completed, StageResult
+    from .._pipeline import Completed, StageResult
 
 __all__ = [
     "BackendUnavailable",

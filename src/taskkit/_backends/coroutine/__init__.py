@@ -1,4 +1,5 @@
-"""taskkit's own cooperative scheduler, the engine of the ``coroutine`` backend."""
+"""The ``coroutine`` backend: taskkit's own cooperative scheduler (``_scheduler``) and the
+executor on it (``_executor``).  The scheduler's public names are re-exported here."""
 
 from ._scheduler import (
     BlockingWarning,

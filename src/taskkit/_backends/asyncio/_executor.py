@@ -42,8 +42,8 @@ from typing import Any, TypeVar, final
 
 from typing_extensions import ParamSpec
 
-from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
-from .._compat import (
+from ..._core._calls import ChunkResult, run_chunk, run_chunk_concurrently
+from ..._core._compat import (
     RUNNING,
     RLock,
     get_running_loop_or_none,
@@ -51,8 +51,8 @@ from .._compat import (
     loop_thread_id,
     register_atexit,
 )
-from .._errors import ExecutorClosed
-from .._executor import (
+from ..._core._errors import ExecutorClosed
+from ..._core._executor import (
     KILL_GRACE,
     Executor,
     TaskOptions,
@@ -60,12 +60,18 @@ from .._executor import (
     is_async_callable,
     shut_down_at_exit,
 )
-from .._fastpaths import ASYNCIO_INLINE_SUBMIT
-from .._future import Future, _await_hooks, await_in_asyncio, next_task_number, set_await_hook
-from .._ledger import STARTED, SUBMITTED
-from .._ledger import Task as _Task
-from .._timer import Deadline
-from ._admission import Admission
+from ..._core._fastpaths import ASYNCIO_INLINE_SUBMIT
+from ..._core._future import (
+    Future,
+    _await_hooks,
+    await_in_asyncio,
+    next_task_number,
+    set_await_hook,
+)
+from ..._core._ledger import STARTED, SUBMITTED
+from ..._core._ledger import Task as _Task
+from ..._core._timer import Deadline
+from .._admission import Admission
 
 __all__ = ["AsyncioExecutor"]
 

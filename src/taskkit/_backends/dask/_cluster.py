@@ -32,7 +32,7 @@ from typing import Any
 import dask
 import distributed as _distributed
 
-from .._errors import BackendUnavailable
+from ..._core._errors import BackendUnavailable
 
 __all__ = ["Connection", "connect"]
 

@@ -32,20 +32,20 @@ from typing import Any, Literal, Protocol, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
 
-from .._calls import ChunkResult, run_chunk, run_chunk_concurrently
-from .._compat import register_atexit
-from .._coroutine import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
-from .._errors import SchedulerStopped, UsageError
-from .._executor import (
+from ..._core._calls import ChunkResult, run_chunk, run_chunk_concurrently
+from ..._core._compat import register_atexit
+from ..._core._errors import SchedulerStopped, UsageError
+from ..._core._executor import (
     KILL_GRACE,
     Executor,
     TaskOptions,
     is_async_callable,
     shut_down_at_exit,
 )
-from .._ledger import Task as _Task
-from .._timer import Deadline
-from ._admission import Admission
+from ..._core._ledger import Task as _Task
+from ..._core._timer import Deadline
+from .._admission import Admission
+from . import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
 
 __all__ = ["CoroutineExecutor"]
 

@@ -29,10 +29,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any, final
 
-from .._compat import register_atexit
-from .._errors import InitializerFailed
-from .._executor import Executor
-from .._ledger import Task as _Task
+from ..._core._compat import register_atexit
+from ..._core._errors import InitializerFailed
+from ..._core._executor import Executor
+from ..._core._ledger import Task as _Task
 
 __all__ = ["ThreadExecutor"]
 

@@ -1,0 +1,1 @@
+"""The ``thread`` backend: a pool of worker threads (``_executor``)."""
