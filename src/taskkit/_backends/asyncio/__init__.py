@@ -1,1 +1,1 @@
-"""The ``asyncio`` backend: tasks on an asyncio event loop, the caller's or its own (``_executor``)."""
+"""The ``asyncio`` backend: tasks on an event loop, the caller's or its own (``_executor``)."""
