@@ -167,7 +167,7 @@ def _round_trip(ex: taskkit.Executor) -> float:
 
 def layer_figures(repeats: int) -> dict[str, float]:
     """The process primitives' figures on the layer this interpreter imported."""
-    from taskkit._primitives import _shm
+    from taskkit._backends.process import _shm
 
     with taskkit.open_executor("process", max_workers=1) as ex:
         ex.submit(int).result()  # start the worker before timing

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import taskkit
-from taskkit import _fastpaths
 from taskkit._backends.asyncio._executor import AsyncioExecutor
+from taskkit._core import _fastpaths
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import taskkit
-from taskkit import _compat
+from taskkit._core import _compat
 
 SOURCE = Path(taskkit.__file__).parent
 # Documented functions whose names merely begin with an underscore.

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from taskkit import _fastpaths
+from taskkit._core import _fastpaths
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_an_unknown_name_is_an_error_that_lists_the_known_ones() -> None:
 
 def test_the_flags_follow_the_environment_of_the_importing_interpreter() -> None:
     code = (
-        "from taskkit import _fastpaths as f\n"
+        "from taskkit._core import _fastpaths as f\n"
         "print(f.PROCESS_CALLER_READS, f.ASYNCIO_INLINE_SUBMIT)"
     )
     env = {**os.environ, "TASKKIT_FAST_PATHS": "asyncio_inline_submit"}

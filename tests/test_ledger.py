@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import taskkit
-from taskkit import _ledger
+from taskkit._core import _ledger
 
 
 def _record(ex: taskkit.Executor) -> list[tuple[str, str]]:

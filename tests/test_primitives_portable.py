@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from taskkit._primitives import _shm, _shm_portable
+from taskkit._backends.process import _shm, _shm_portable
 
 pytestmark = pytest.mark.skipif(
     not _shm_portable.available(), reason=_shm_portable.unavailable_reason
@@ -67,7 +67,7 @@ def test_this_run_uses_the_implementation_the_environment_asks_for() -> None:
 
 
 SELECTED = """
-    from taskkit._primitives import _shm, _shm_portable
+    from taskkit._backends.process import _shm, _shm_portable
     from taskkit._backends.process._primitives import Lock
     lock = Lock()
     magic = int.from_bytes(lock._ctrl.buf[4:8], "little") >> 16
@@ -93,7 +93,7 @@ def test_without_futexes_the_portable_implementation_is_chosen() -> None:
         """
         import platform
         platform.machine = lambda: "a machine with no futex call known"
-        from taskkit._primitives import _shm
+        from taskkit._backends.process import _shm
         print(_shm.implementation, _shm.available())
         """,
         portable=None,
@@ -110,7 +110,7 @@ def test_without_posix_creating_a_primitive_says_why(forced: bool) -> None:
         platform.machine = lambda: "a machine with no futex call known"
         sys.modules["fcntl"] = None  # importing it now fails
         import taskkit
-        from taskkit._primitives import _shm
+        from taskkit._backends.process import _shm
         print(_shm.implementation, _shm.available())
         ex = taskkit.open_executor("process", max_workers=1)
         try:
@@ -140,7 +140,7 @@ def test_a_portable_process_refuses_a_futex_primitive() -> None:
     out = run(
         f"""
         import os, subprocess, sys
-        from taskkit._primitives import _shm
+        from taskkit._backends.process import _shm
         from taskkit._backends.process._primitives import Lock
         assert _shm.implementation == "futex"
         lock = Lock()
@@ -337,7 +337,7 @@ def test_a_mutex_another_implementation_set_up_is_refused(segment: P.Segment) ->
 
 CHILD = """
 import os, signal, sys, time
-from taskkit._primitives import _shm_portable as P
+from taskkit._backends.process import _shm_portable as P
 seg = P.Segment(sys.argv[1])
 lock = seg.pointer(0)
 """
@@ -572,7 +572,7 @@ def hold_and_die(lock, held):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if __name__ == "__main__":
-    from taskkit._primitives import _shm
+    from taskkit._backends.process import _shm
     assert _shm.implementation == "portable"
     with taskkit.open_executor("process", max_workers=1) as ex:
         lock, held, q = ex.lock(), ex.event(), ex.queue()

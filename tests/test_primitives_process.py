@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from taskkit._primitives import _shm
+from taskkit._backends.process import _shm
 
 pytestmark = pytest.mark.skipif(not _shm.available(), reason=_shm.unavailable_reason)
 

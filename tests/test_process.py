@@ -905,7 +905,7 @@ def test_the_poll_fallback_runs_and_shuts_down_cleanly() -> None:
         import select
         del select.epoll  # as on a platform without it
         import taskkit
-        from taskkit._backends import process
+        from taskkit._backends.process import _executor as process
 
         def square(x):
             return x * x
@@ -1030,7 +1030,7 @@ def test_a_worker_that_breaks_the_protocol_is_replaced(garbage: bytes, what: str
 def test_a_worker_that_stops_half_way_through_a_message_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from taskkit._backends import process
+    from taskkit._backends.process import _executor as process
 
     monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
     executor = taskkit.open_executor("process", max_workers=1)
@@ -1071,7 +1071,7 @@ def test_garbage_from_workers_never_strands_a_future(monkeypatch: pytest.MonkeyP
     the pool keeps working and shutdown returns."""
     import hypothesis
 
-    from taskkit._backends import process
+    from taskkit._backends.process import _executor as process
 
     monkeypatch.setattr(process, "_STALL_SECONDS", 0.3)
     executor = taskkit.open_executor("process", max_workers=2)

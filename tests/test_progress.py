@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import taskkit
-from taskkit import _progress
+from taskkit._core import _progress
 
 pytest.importorskip("tqdm")
 

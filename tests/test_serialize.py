@@ -17,7 +17,7 @@ import pytest
 
 import taskkit
 from taskkit import SerializationError
-from taskkit._primitives import _shm
+from taskkit._backends.process import _shm
 
 
 def call_item(q: Any) -> Any:
@@ -183,7 +183,7 @@ def test_unpicklable_arguments_and_items_are_named_on_dask(dask_client: Any) -> 
 
 def test_large_arrays_travel_out_of_band() -> None:
     numpy = pytest.importorskip("numpy")
-    from taskkit import _serialize
+    from taskkit._core import _serialize
 
     array = numpy.arange(1 << 17, dtype=numpy.float64)  # 1 MiB
     stream, buffers = _serialize.dumps(("args", array))
@@ -220,7 +220,7 @@ def test_a_task_argument_is_sent_out_of_band(
 
 
 def test_the_call_pickled_at_submit_is_reused_once() -> None:
-    from taskkit import _serialize
+    from taskkit._core import _serialize
 
     encoded: list[Any] = []
 

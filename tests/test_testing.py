@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.database import InMemoryExampleDatabase
 
-from taskkit import Deadlock, _control
+from taskkit import Deadlock
+from taskkit._core import _control
 from taskkit.testing import (
     checkpoint,
     explore,

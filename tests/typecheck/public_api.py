@@ -15,7 +15,8 @@ from typing_extensions import assert_type
 
 import taskkit
 from taskkit._backends.dask import _primitives as dask_primitives
-from taskkit._primitives import _local, _process
+from taskkit._backends.process import _primitives as _process
+from taskkit._primitives import _local
 from taskkit._primitives._common import (
     EventStatistics,
     LockStatistics,

@@ -8,7 +8,7 @@ it without a cycle, and when no run is controlled every check below costs one gl
 
 The protocol, for the author of a primitive::
 
-    from taskkit import _control
+    from taskkit._core import _control
 
     def put_nowait(self, item):
         if _control.hook is not None:            # one global read when no run is controlled
