@@ -14,7 +14,7 @@ The fast paths:
 ``process_caller_reads``
     A caller blocked in ``result()`` on a process task reads the worker's reply
     from the worker's socket itself, instead of waiting for the manager thread to
-    read it and wake the caller (``_CallerReads`` in ``_backends/process.py``).  Plain
+    read it and wake the caller (``_CallerReads`` in ``_backends/process/_executor.py``).  Plain
     twin: the manager thread reads every reply.
 ``asyncio_inline_submit``
     ``submit(async_fn)`` on the asyncio executor's own loop creates the asyncio task
