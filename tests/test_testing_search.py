@@ -167,7 +167,10 @@ SNIPPETS = {
     "add y": "c.y += {me} + 1",
     "locked": "with c.lock:\n        c.x = c.x * 2 + {me}",
     "push": "c.items.append({me})",
-    "take": "if c.items:\n        seen.append(c.items.pop())",
+    # Check, then act: another task may take the item in between (a lost race, seen as -1
+    # rather than raised, so that every order has an outcome to compare).
+    "take": "if c.items:\n        try:\n            seen.append(c.items.pop())\n"
+    "        except IndexError:\n            seen.append(-1)",
     "count": "seen.append(len(c.items))",
     "check": "seen.append(1 if c.items else 0)",
 }
@@ -253,6 +256,7 @@ def reduction_only(monkeypatch: pytest.MonkeyPatch) -> None:
         [["count", "read x"], ["push", "write x"]],
         [["take"], ["take", "push"]],
         [["locked"], ["add y", "locked"]],
+        [["push", "take"], ["take"]],  # a take that loses the race to the other
     ],
 )
 @pytest.mark.usefixtures("reduction_only")
