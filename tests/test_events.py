@@ -319,3 +319,16 @@ def test_worker_processes_say_what_they_are(start_method: str) -> None:
         for pid in pids:  # what ps, top and pgrep show for the pids the events name
             with open(f"/proc/{pid}/comm") as comm:
                 assert comm.read().strip() in {"taskkit-w1", "taskkit-w2"}
+
+
+def test_every_call_of_a_map_ends_in_a_terminal_event(
+    make_executor: Callable[..., taskkit.Executor], backend: str
+) -> None:
+    ex = make_executor()
+    seen = Recorder()
+    ex.add_listener(seen)
+    fn = aok if backend in ("asyncio", "coroutine") else ok
+    assert list(ex.map(fn, range(30))) == list(range(30))
+    assert ex.join(timeout=60)
+    terminal = [e for e in seen.events if e.terminal]
+    assert sum(e.calls for e in terminal) == 30 == ex.statistics().done

@@ -47,8 +47,9 @@ class SerialExecutor(Executor):
     def _map(
         self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
     ) -> Iterator[Any]:
-        if spec.options.timeout is not None:
-            # A deadline per call: each call is a task with its future, as submit makes.
+        if spec.options.timeout is not None or self._ledger.observed:
+            # A deadline per call, or listeners to tell of each call's events: each call is
+            # a task with its future, as submit makes.
             return super()._map(fn, iterables, spec)
         check_map_arguments(self, fn, iterables)
         if is_async_callable(fn):
