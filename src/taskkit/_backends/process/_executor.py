@@ -406,7 +406,7 @@ class _Pool:
         )
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, inherited, title),
+            args=(child_end, inherited, title, f"taskkit-w{self._spawned}"),
             name=f"taskkit-process-{self._number}_{self._spawned}",
             daemon=False,
         )

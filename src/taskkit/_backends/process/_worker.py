@@ -92,11 +92,11 @@ def _die_with_parent(fd: int) -> None:
     threading.Thread(target=watch, name="taskkit-parent-watch", daemon=True).start()
 
 
-def set_title(title: str) -> None:
-    """Name this process ``title`` where tools that list processes look.
+def set_title(title: str, short: str) -> None:
+    """Name this process where tools that list processes look.
 
     Linux: ``/proc/self/comm`` (what ``top``, ``ps -o comm`` and ``pgrep`` show) becomes
-    ``taskkit-wN`` (the kernel keeps 15 bytes).  With the ``setproctitle`` package installed
+    ``short`` (the kernel keeps 15 bytes).  With the ``setproctitle`` package installed
     (not a dependency of taskkit), the whole command line ``ps aux`` shows becomes
     ``title``.  Where neither works, nothing changes.
     """
@@ -106,15 +106,14 @@ def set_title(title: str) -> None:
         pass
     else:
         setproctitle(title)
-    number = title.split()[2] if title.startswith("taskkit worker ") else ""
     try:
         with open("/proc/self/comm", "w") as comm:
-            comm.write(f"taskkit-w{number}"[:15])
+            comm.write(short[:15])
     except OSError:
         pass
 
 
-def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "") -> None:
+def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "", short: str = "") -> None:
     """Serve tasks from ``conn`` (a ``multiprocessing`` connection), then exit the process.
 
     The process ends with ``os._exit`` after multiprocessing's own clean-up and
@@ -123,7 +122,7 @@ def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "") -> None:
     executors, whose locks may have been copied while held).
     """
     if title:
-        set_title(title)
+        set_title(title, short)
     try:
         _serve(conn, close_fds)
     finally:
