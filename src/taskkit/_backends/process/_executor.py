@@ -311,6 +311,7 @@ class _Pool:
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
         task._stop_running = self._ledger.stop_hook
+        task._width = 1  # running again (a retry): see _on_readable
         # A worker still starting (or running its initializer) gives the task no
         # deadline yet: it is armed when the worker says it is ready (see _on_ready).
         if not self._ledger.begin(task, worker.pid, timed=worker.ready):
@@ -801,6 +802,9 @@ class _Manager(_CallerReads):
             worker.task = None
             if task is not None:
                 self._running.pop(task, None)
+                # Its reply is in: it runs no more, though it settles only after its
+                # worker has its next task (statistics() must not count both as running).
+                task._width = 0
             following = None
             if tag == _wire.INIT_FAILED:
                 self._broken = failure
