@@ -366,6 +366,21 @@ class Future(concurrent.futures.Future[T], Generic[T]):
         return f"<taskkit.Future {self.name} {state.lower()}>"
 
 
+# How the rest of taskkit (the ledger, the backends, the primitives) settles and starts
+# the futures it made, without reaching into a future's private methods.  Plain aliases
+# of the methods, so a call costs no extra frame on the hot paths.
+#: ``settle(fut, result, exception)``: finish ``fut``; False if it had already finished.
+settle: Callable[[Future[Any], Any, BaseException | None], bool] = Future._complete
+#: ``try_set_result(fut, value)``: set the result unless ``fut`` already finished.
+try_set_result: Callable[[Future[Any], Any], bool] = Future._try_set_result
+#: ``try_set_exception(fut, error)``: set the exception unless ``fut`` already finished.
+try_set_exception: Callable[[Future[Any], BaseException], bool] = Future._try_set_exception
+#: ``start(fut)``: PENDING to RUNNING; False if ``fut`` was cancelled meanwhile.
+start: Callable[[Future[Any]], bool] = Future._start
+#: ``force_cancelled(fut)``: a running future the backend stopped ends as cancelled.
+force_cancelled: Callable[[Future[Any]], bool] = Future._force_cancelled
+
+
 def await_in_asyncio(future: concurrent.futures.Future[Any]) -> Generator[Any, None, Any]:
     """Await ``future`` from a task of the running asyncio loop.
 
