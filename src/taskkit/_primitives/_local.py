@@ -696,14 +696,19 @@ class Event(EventFaces, _InProcess):
         observe("statistics", self)
         return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
+    _wait = Wait(
+        "wait() on",
+        _try,
+        _is_set,
+        "_waiters",
+        once=True,
+        aname="await_() on",
+        stuck="wait() on a clear",
+        twin="await event.await_()",
+    )
+
     def __repr__(self) -> str:
         return f"<taskkit Event {'set' if self._flag else 'clear'}>"
-
-
-Event._wait = Wait(
-    "wait() on", Event._try, Event._is_set, "_waiters", once=True, aname="await_() on"
-)
-Event._wait.stuck, Event._wait.twin = "wait() on a clear", "await event.await_()"
 
 
 class SerialEvent(Event):
@@ -772,13 +777,17 @@ class Semaphore(_InProcess, AcquireFaces):
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
 
+    _acquire = Wait(
+        "acquire() of",
+        _try,
+        _free,
+        "_waiters",
+        twin="await semaphore.aacquire()",
+        give_back=_give_back,
+    )
+
     def __repr__(self) -> str:
         return f"<taskkit Semaphore value={self._value}>"
-
-
-Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, "_waiters")
-Semaphore._acquire.twin = "await semaphore.aacquire()"
-Semaphore._acquire.give_back = Semaphore._give_back
 
 
 class SerialSemaphore(Semaphore):

@@ -16,8 +16,8 @@ of trio's ``ParkingLot`` (``park``/``unpark``), and chosen per call::
                           otherwise:      lot.park (mutex: attempt, else enroll) then sleep:
                             ParkingLot (one process)   thread: acquire a ``_thread`` lock
                                                        coroutine: await a taskkit.Future
-                            FutexLot (processes)       thread: futex_wait on a shared word
-                                                       coroutine: a helper thread waits on it
+                            FutexLot (processes; in    thread: futex_wait on a shared word
+                            the process primitives)    coroutine: a helper thread waits on it
 
 ``block`` (blocking faces) and ``ablock`` (``a``-prefixed faces) differ only in how
 ``_Pending`` sleeps once, so a primitive describes each operation once and gets both
@@ -27,7 +27,9 @@ is handed something gives it back through the description's ``give_back``.
 
 What trio's lot has and this lacks: ``repark`` (moving waiters between lots).  What
 it adds: one lot serves threads and coroutines at once, and a lot of another kind
-(``FutexLot``) puts the same descriptions over shared memory.
+(the process primitives' ``FutexLot``) puts the same descriptions over shared memory.
+A lot is anything with the four methods the driver calls, as ``ParkingLot`` documents
+them: ``attempt``, ``park``, ``sleep`` and ``asleep``.
 
 Controlled runs (``taskkit.testing``) talk to primitives only through this module:
 ``_Pending``'s controlled strategy states each wait as a condition, and primitives
@@ -37,19 +39,15 @@ snapshot read (``qsize()``, ``locked()``).  The rules are ``taskkit._core._contr
 
 from __future__ import annotations
 
-import ctypes
-import os
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-from .._backends.process import _shm
 from .._core import _control
 from .._core._compat import LockType, allocate_lock
-from .._core._future import Future
+from .._core._future import Future, try_set_result
 from .._core._timer import call_later
 from ._common import check_timeout, remaining
 
@@ -57,8 +55,6 @@ __all__ = [
     "AGAIN",
     "NOT_READY",
     "TIMED_OUT",
-    "FlagLot",
-    "FutexLot",
     "ParkingLot",
     "Wait",
     "ablock",
@@ -67,10 +63,8 @@ __all__ = [
     "attempt_now",
     "block",
     "controlled",
-    "helpers",
     "hold_until",
     "observe",
-    "sleep_on",
     "switch",
 ]
 
@@ -467,7 +461,7 @@ class ParkingLot(deque[Any]):
             if type(waiter) is LockType:
                 waiter.release()
                 return
-            if waiter._try_set_result(True):
+            if try_set_result(waiter, True):
                 return
             # a coroutine that timed out or was cancelled: wake the next one instead
 
@@ -491,7 +485,7 @@ class ParkingLot(deque[Any]):
             if type(waiter) is LockType:
                 return False
             waiters.popleft()
-            if waiter._try_set_result((gift,)):
+            if try_set_result(waiter, (gift,)):
                 return True
             # a coroutine that timed out or was cancelled: the next one
         return False
@@ -525,7 +519,7 @@ async def await_waiter(waiter: Future[bool], deadline: float | None) -> bool:
 
 
 def _expire(waiter: Future[bool]) -> None:
-    waiter._try_set_result(False)
+    try_set_result(waiter, False)
 
 
 def _discard(waiters: deque[Any], waiter: object) -> None:
@@ -538,152 +532,7 @@ def _discard(waiters: deque[Any], waiter: object) -> None:
 def _withdraw(waiters: deque[Any], waiter: Future[Any]) -> Any:
     """Take a coroutine's waiter out of the line (under the mutex): False if it was not
     woken, else what woke it (True, or a gift the caller must pass on)."""
-    if waiter._try_set_result(False) or waiter.cancelled():
+    if try_set_result(waiter, False) or waiter.cancelled():
         _discard(waiters, waiter)
         return False
     return waiter.result()
-
-
-# ------------------------------------------------------------------ several processes
-
-
-class FutexLot:
-    """Where callers of a process primitive wait: a futex word in its shared memory.
-
-    The primitive's state functions, under its robust mutex, ``bump`` the word when
-    they change what a sleeper waits for and someone sleeps (the ``counter`` field
-    counts them, so a change with no sleeper costs no system call); ``wake`` then
-    wakes sleepers without the mutex.  A caller that must wait counts itself and reads
-    the word under the mutex, after its attempt failed there, so a change that follows
-    bumps the word and ``futex_wait(word, seen)`` cannot miss it.  A thread sleeps on
-    the word itself; a coroutine awaits a helper thread that sleeps on it (at most
-    ``_ASYNC_SLICE`` seconds at a time).  Either then attempts again: waiting never
-    takes anything, so a waiter that dies or is cancelled loses nothing.
-
-    The primitive provides ``_enter()``/``_leave()`` (its mutex), ``_w`` (int64 fields),
-    ``_f`` (u32 words) and ``_futex(index)`` (a word's address).
-    """
-
-    __slots__ = ("counter", "word")
-
-    #: Attempts run under the primitive's mutex (not where the word is the state itself).
-    locked: ClassVar[bool] = True
-
-    def __init__(self, word: int, counter: int | None) -> None:
-        self.word, self.counter = word, counter
-
-    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
-        if self.locked:
-            obj._enter()
-        try:
-            result = w.attempt(obj, arg)
-        finally:
-            if self.locked:
-                obj._leave()
-        if w.after is not None and result is not NOT_READY and result is not AGAIN:
-            w.after(obj)
-        return result
-
-    def park(
-        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
-    ) -> tuple[Any, Any]:
-        """Attempt; if not ready, enroll the caller (``enroll``), under the mutex."""
-        if self.locked:
-            obj._enter()
-        try:
-            result = w.attempt(obj, arg)
-            if result is NOT_READY:
-                if deadline is not None and time.monotonic() >= deadline:
-                    result = TIMED_OUT
-                else:
-                    result, seen = self.enroll(w, obj, arg)
-                    if result is NOT_READY:
-                        return NOT_READY, seen
-        finally:
-            if self.locked:
-                obj._leave()
-        if w.after is not None and result is not TIMED_OUT and result is not AGAIN:
-            w.after(obj)
-        return result, None
-
-    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
-        """Count the caller as a sleeper; ``NOT_READY`` and the word's value to sleep on."""
-        if self.counter is not None:
-            obj._w[self.counter] += 1
-        return NOT_READY, int(obj._f[self.word])
-
-    def sleep(self, obj: Any, seen: int, deadline: float | None) -> bool:
-        """Block the calling thread until the word moves from ``seen``, or ``deadline``."""
-        try:
-            _shm.futex_wait(obj._futex(self.word), seen, remaining(deadline))
-        finally:
-            self.leave_line(obj)
-        return True
-
-    async def asleep(self, w: Wait[Any], obj: Any, seen: int, deadline: float | None) -> bool:
-        """The awaitable twin of ``sleep``, for a coroutine (see ``sleep_on``)."""
-        try:
-            await sleep_on(obj._futex(self.word), seen, deadline)
-        finally:
-            self.leave_line(obj)
-        return True
-
-    def leave_line(self, obj: Any) -> None:
-        """Uncount a sleeper that woke, timed out or was interrupted."""
-        if self.counter is not None:
-            obj._enter()
-            obj._w[self.counter] -= 1
-            obj._leave()
-
-    def bump(self, obj: Any) -> None:
-        """Under the mutex, after a change sleepers wait for: move the word if any sleep."""
-        if self.counter is None or obj._w[self.counter] > 0:
-            obj._f[self.word] = (obj._f[self.word] + 1) & 0xFFFFFFFF
-
-    def wake(self, obj: Any, n: int = 0x7FFFFFFF) -> None:
-        """Without the mutex, after ``bump``: wake up to ``n`` sleepers, if any sleep."""
-        if self.counter is None or obj._w[self.counter] > 0:
-            _shm.futex_wake(obj._futex(self.word), n)
-
-
-class FlagLot(FutexLot):
-    """A futex word that is itself the state (an event's flag, set without the mutex):
-    reading it needs no mutex, and a sleeper sleeps while it is 0, so a set between
-    the attempt and the sleep is seen."""
-
-    __slots__ = ()
-    locked = False
-
-    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
-        return NOT_READY, 0
-
-
-#: How long a helper thread sleeps on a word for a coroutine before it looks again.
-_ASYNC_SLICE = 0.25
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def helpers() -> ThreadPoolExecutor:
-    """Threads that sleep on futex words for coroutines (one pool per process)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
-        _pool_pid = os.getpid()
-    return _pool
-
-
-async def sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
-    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
-    left = remaining(deadline)
-    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
-    done: Future[bool] = Future()
-
-    def sleep() -> None:
-        try:
-            _shm.futex_wait(word, seen, slice_)
-        finally:
-            done._try_set_result(True)
-
-    helpers().submit(sleep)
-    await done

@@ -6,5 +6,6 @@
 * ``_wire``: the frames on each worker's socket; ``_worker``: the loop a worker runs.
 * ``_primitives``: the process queue, lock, event, semaphore and value, in shared memory;
   ``_shm`` (Linux futexes, robust mutexes) or ``_shm_portable`` (other POSIX) under them.
-  How their waiters sleep is ``taskkit._primitives._waiting``'s ``FutexLot``.
+  Their waiters sleep in ``_primitives``' ``FutexLot``s, under the driver of
+  ``taskkit._primitives._waiting``.
 """

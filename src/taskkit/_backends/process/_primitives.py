@@ -56,7 +56,7 @@ callers park in a ``FutexLot``: a futex word plus a count of sleepers::
                             coroutine: a helper thread waits   ─┴─► retry the attempt
 
 Async faces cannot sleep on a futex in the event loop's thread: a helper thread
-sleeps on the word (at most ``_waiting._ASYNC_SLICE`` seconds at a time) and
+sleeps on the word (at most ``_ASYNC_SLICE`` seconds at a time) and
 completes a ``taskkit.Future`` the coroutine awaits; the coroutine then retries the
 non-blocking operation itself, so a cancelled ``aget`` never takes an item.  Items
 and values cross processes through ``_serialize``'s ``dumps_value``/``loads`` only.
@@ -79,11 +79,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ..._core import _control
 from ..._core._errors import QueueClosed, UsageError
-from ..._core._future import Future
+from ..._core._future import Future, try_set_exception, try_set_result
 from ..._core._serialize import dumps_value, loads
 from ..._primitives._common import (
     AcquireContext,
@@ -93,19 +94,18 @@ from ..._primitives._common import (
     SemaphoreStatistics,
     ValueStatistics,
     check_timeout,
+    remaining,
 )
 from ..._primitives._faces import AcquireFaces, EventFaces
 from ..._primitives._waiting import (
     AGAIN,
     NOT_READY,
-    FlagLot,
-    FutexLot,
+    TIMED_OUT,
     Wait,
     ablock,
     attempt_now,
     block,
     controlled,
-    helpers,
     observe,
     switch,
 )
@@ -350,6 +350,152 @@ class _Shared:
 def _attach(kind: str, name: str) -> _Shared:
     """Unpickle a primitive: open it by name in this process."""
     return _KINDS[kind]._attach(name)
+
+
+# ------------------------------------------------------------------ where callers wait
+
+
+class FutexLot:
+    """Where callers of a process primitive wait: a futex word in its shared memory.
+
+    The primitive's state functions, under its robust mutex, ``bump`` the word when
+    they change what a sleeper waits for and someone sleeps (the ``counter`` field
+    counts them, so a change with no sleeper costs no system call); ``wake`` then
+    wakes sleepers without the mutex.  A caller that must wait counts itself and reads
+    the word under the mutex, after its attempt failed there, so a change that follows
+    bumps the word and ``futex_wait(word, seen)`` cannot miss it.  A thread sleeps on
+    the word itself; a coroutine awaits a helper thread that sleeps on it (at most
+    ``_ASYNC_SLICE`` seconds at a time).  Either then attempts again: waiting never
+    takes anything, so a waiter that dies or is cancelled loses nothing.
+
+    It works on a ``_Shared`` primitive's own parts: ``_enter()``/``_leave()`` (its
+    mutex), ``_w`` (int64 fields), ``_f`` (u32 words) and ``_futex(index)`` (a word's
+    address); the driver (``_waiting``) calls ``attempt``, ``park``, ``sleep``, ``asleep``.
+    """
+
+    __slots__ = ("counter", "word")
+
+    #: Attempts run under the primitive's mutex (not where the word is the state itself).
+    locked: ClassVar[bool] = True
+
+    def __init__(self, word: int, counter: int | None) -> None:
+        self.word, self.counter = word, counter
+
+    def attempt(self, w: Wait[Any], obj: Any, arg: Any) -> Any:
+        if self.locked:
+            obj._enter()
+        try:
+            result = w.attempt(obj, arg)
+        finally:
+            if self.locked:
+                obj._leave()
+        if w.after is not None and result is not NOT_READY and result is not AGAIN:
+            w.after(obj)
+        return result
+
+    def park(
+        self, w: Wait[Any], obj: Any, arg: Any, deadline: float | None, thread: bool
+    ) -> tuple[Any, Any]:
+        """Attempt; if not ready, enroll the caller (``enroll``), under the mutex."""
+        if self.locked:
+            obj._enter()
+        try:
+            result = w.attempt(obj, arg)
+            if result is NOT_READY:
+                if deadline is not None and time.monotonic() >= deadline:
+                    result = TIMED_OUT
+                else:
+                    result, seen = self.enroll(w, obj, arg)
+                    if result is NOT_READY:
+                        return NOT_READY, seen
+        finally:
+            if self.locked:
+                obj._leave()
+        if w.after is not None and result is not TIMED_OUT and result is not AGAIN:
+            w.after(obj)
+        return result, None
+
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
+        """Count the caller as a sleeper; ``NOT_READY`` and the word's value to sleep on."""
+        if self.counter is not None:
+            obj._w[self.counter] += 1
+        return NOT_READY, int(obj._f[self.word])
+
+    def sleep(self, obj: Any, seen: int, deadline: float | None) -> bool:
+        """Block the calling thread until the word moves from ``seen``, or ``deadline``."""
+        try:
+            _shm.futex_wait(obj._futex(self.word), seen, remaining(deadline))
+        finally:
+            self.leave_line(obj)
+        return True
+
+    async def asleep(self, w: Wait[Any], obj: Any, seen: int, deadline: float | None) -> bool:
+        """The awaitable twin of ``sleep``, for a coroutine (see ``sleep_on``)."""
+        try:
+            await sleep_on(obj._futex(self.word), seen, deadline)
+        finally:
+            self.leave_line(obj)
+        return True
+
+    def leave_line(self, obj: Any) -> None:
+        """Uncount a sleeper that woke, timed out or was interrupted."""
+        if self.counter is not None:
+            obj._enter()
+            obj._w[self.counter] -= 1
+            obj._leave()
+
+    def bump(self, obj: Any) -> None:
+        """Under the mutex, after a change sleepers wait for: move the word if any sleep."""
+        if self.counter is None or obj._w[self.counter] > 0:
+            obj._f[self.word] = (obj._f[self.word] + 1) & 0xFFFFFFFF
+
+    def wake(self, obj: Any, n: int = 0x7FFFFFFF) -> None:
+        """Without the mutex, after ``bump``: wake up to ``n`` sleepers, if any sleep."""
+        if self.counter is None or obj._w[self.counter] > 0:
+            _shm.futex_wake(obj._futex(self.word), n)
+
+
+class FlagLot(FutexLot):
+    """A futex word that is itself the state (an event's flag, set without the mutex):
+    reading it needs no mutex, and a sleeper sleeps while it is 0, so a set between
+    the attempt and the sleep is seen."""
+
+    __slots__ = ()
+    locked = False
+
+    def enroll(self, w: Wait[Any], obj: Any, arg: Any) -> tuple[Any, int]:
+        return NOT_READY, 0
+
+
+#: How long a helper thread sleeps on a word for a coroutine before it looks again.
+_ASYNC_SLICE = 0.25
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def helpers() -> ThreadPoolExecutor:
+    """Threads that sleep on futex words for coroutines (one pool per process)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="taskkit-shm-wait")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+async def sleep_on(word: ctypes.c_void_p, seen: int, deadline: float | None) -> None:
+    """Await a change of the futex word from ``seen`` (or a slice of time passing)."""
+    left = remaining(deadline)
+    slice_ = _ASYNC_SLICE if left is None else min(left, _ASYNC_SLICE)
+    done: Future[bool] = Future()
+
+    def sleep() -> None:
+        try:
+            _shm.futex_wait(word, seen, slice_)
+        finally:
+            try_set_result(done, True)
+
+    helpers().submit(sleep)
+    await done
 
 
 # --------------------------------------------------------------------------- queue
@@ -922,6 +1068,9 @@ _LOCK: Wait[bool] = Wait("acquire() of", Lock._try, Lock._free, _LOCK_LOT)
 # --------------------------------------------------------------------------- event
 
 
+_EVENT_LOT = FlagLot(0, None)
+
+
 class Event(EventFaces, _Shared):
     """A flag shared by processes: ``set()`` wakes every ``wait()`` in every process."""
 
@@ -954,15 +1103,16 @@ class Event(EventFaces, _Shared):
         observe("statistics", self)
         return EventStatistics(is_set=self._is_set(), waiting=-1)
 
+    _wait = Wait("wait() on", _try, _is_set, _EVENT_LOT, aname="await_() on")
+
     def __repr__(self) -> str:
         return f"<taskkit process Event {self._name} {'set' if self._is_set() else 'clear'}>"
 
 
-_EVENT_LOT = FlagLot(0, None)
-Event._wait = Wait("wait() on", Event._try, Event._is_set, _EVENT_LOT, aname="await_() on")
-
-
 # ----------------------------------------------------------------------- semaphore
+
+
+_SEMAPHORE_LOT = FutexLot(0, _WAITERS)
 
 
 class Semaphore(AcquireFaces, _Shared):
@@ -1014,12 +1164,10 @@ class Semaphore(AcquireFaces, _Shared):
             value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
         )
 
+    _acquire = Wait("acquire() of", _try, _free, _SEMAPHORE_LOT)
+
     def __repr__(self) -> str:
         return f"<taskkit process Semaphore {self._name} value={self.value}>"
-
-
-_SEMAPHORE_LOT = FutexLot(0, _WAITERS)
-Semaphore._acquire = Wait("acquire() of", Semaphore._try, Semaphore._free, _SEMAPHORE_LOT)
 
 
 # --------------------------------------------------------------------------- value
@@ -1131,9 +1279,9 @@ class Value(_Shared, Generic[T]):
 
         def run() -> None:
             try:
-                done._try_set_result(op())
+                try_set_result(done, op())
             except BaseException as exc:
-                done._try_set_exception(exc)
+                try_set_exception(done, exc)
 
         helpers().submit(run)
         return await done
