@@ -26,7 +26,7 @@ Inside a family, a primitive is its state (state functions that never wait) and 
     ``_waiting``                block / ablock: fast attempt, else one strategy:
                                   controlled run (taskkit.testing)  ─ the only _control use
                                   ParkingLot: thread lock / coroutine Future (one process)
-                                  FutexLot: futex word / helper thread (processes)
+                                  FutexLot (``_process``'s): futex word / helper thread
 """
 
 from __future__ import annotations

@@ -60,15 +60,8 @@ from .._backends.coroutine._scheduler import _here
 from .._core._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_zero
 from .._core._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._core._future import Future
-from ._common import (
-    AcquireContext,
-    EventStatistics,
-    LockStatistics,
-    QueueStatistics,
-    SemaphoreStatistics,
-    ValueStatistics,
-    check_timeout,
-)
+from . import _common
+from ._common import AcquireContext, check_timeout
 from ._faces import AcquireFaces, EventFaces
 from ._waiting import (
     NOT_READY,
@@ -405,11 +398,11 @@ class Queue(_InProcess, Generic[T]):
         observe("queue.full", self)
         return bool(self._maxsize) and len(self._items) >= self._maxsize
 
-    def statistics(self) -> QueueStatistics:
+    def statistics(self) -> _common.QueueStatistics:
         """Return a snapshot of the queue's counters."""
         observe("statistics", self)
         with self._mutex:
-            return QueueStatistics(
+            return _common.QueueStatistics(
                 size=len(self._items),
                 maxsize=self._maxsize,
                 closed=self._closed,
@@ -565,10 +558,10 @@ class Lock(_InProcess, AcquireContext, _LockSlots):
         """The awaitable twin of ``acquire``: waits without blocking the event loop."""
         return await ablock(_LOCK, self, None, timeout)
 
-    def statistics(self) -> LockStatistics:
+    def statistics(self) -> _common.LockStatistics:
         """Return a snapshot of the lock's state."""
         observe("statistics", self)
-        return LockStatistics(
+        return _common.LockStatistics(
             locked=bool(_is_zero(self)), holder_pid=None, takeovers=0, waiting=len(self._waiters)
         )
 
@@ -691,10 +684,10 @@ class Event(EventFaces, _InProcess):
     def _try(self, _: object = None) -> Any:
         return True if self._flag else NOT_READY
 
-    def statistics(self) -> EventStatistics:
+    def statistics(self) -> _common.EventStatistics:
         """Return a snapshot of the event's state."""
         observe("statistics", self)
-        return EventStatistics(is_set=self._flag, waiting=len(self._waiters))
+        return _common.EventStatistics(is_set=self._flag, waiting=len(self._waiters))
 
     _wait = Wait(
         "wait() on",
@@ -770,10 +763,10 @@ class Semaphore(_InProcess, AcquireFaces):
         observe("semaphore.value", self)
         return self._value
 
-    def statistics(self) -> SemaphoreStatistics:
+    def statistics(self) -> _common.SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
         observe("statistics", self)
-        return SemaphoreStatistics(
+        return _common.SemaphoreStatistics(
             value=self._value, initial=self._initial, waiting=len(self._waiters)
         )
 
@@ -868,10 +861,10 @@ class Value(_InProcess, Generic[T]):
         with self._mutex:
             return self._store(fn(self._value))
 
-    def statistics(self) -> ValueStatistics:
+    def statistics(self) -> _common.ValueStatistics:
         """Return a snapshot of the value's counters."""
         observe("statistics", self)
-        return ValueStatistics(writes=self._writes, nbytes=0)
+        return _common.ValueStatistics(writes=self._writes, nbytes=0)
 
     def __repr__(self) -> str:
         return f"<taskkit Value {self._value!r}>"

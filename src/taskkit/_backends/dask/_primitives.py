@@ -52,14 +52,8 @@ import distributed as _distributed
 
 from ..._core._errors import ExecutorClosed, QueueClosed, UsageError
 from ..._core._serialize import dumps_bytes, dumps_value, loads
-from ..._primitives._common import (
-    AcquireContext,
-    EventStatistics,
-    LockStatistics,
-    QueueStatistics,
-    SemaphoreStatistics,
-    ValueStatistics,
-)
+from ..._primitives import _common
+from ..._primitives._common import AcquireContext
 
 __all__ = [
     "DaskEvent",
@@ -337,7 +331,7 @@ class DaskQueue(_Shared):
         if self._closed.is_set():
             raise QueueClosed(f"queue {self.name} is closed")
 
-    def statistics(self) -> QueueStatistics:
+    def statistics(self) -> _common.QueueStatistics:
         """Return a snapshot of the queue.
 
         ``size`` and ``closed`` are read from the scheduler; ``puts``, ``gets``
@@ -345,7 +339,7 @@ class DaskQueue(_Shared):
         """
         size, closed = self.qsize(), self.closed
         with self._mutex:
-            return QueueStatistics(
+            return _common.QueueStatistics(
                 size=size,
                 maxsize=self.maxsize,
                 closed=closed,
@@ -450,7 +444,7 @@ class DaskLock(_Acquirable):
             return self._was_locked
         return bool(self._lock.locked())
 
-    def statistics(self) -> LockStatistics:
+    def statistics(self) -> _common.LockStatistics:
         """Return a snapshot of the lock.
 
         ``locked`` is read from the scheduler; ``takeovers`` and ``waiting``
@@ -459,7 +453,7 @@ class DaskLock(_Acquirable):
         """
         locked = self.locked()
         with self._mutex:
-            return LockStatistics(
+            return _common.LockStatistics(
                 locked=locked, holder_pid=None, takeovers=self._takeovers, waiting=self._waiting
             )
 
@@ -508,11 +502,13 @@ class DaskSemaphore(_Acquirable):
             return self._last_value
         return self.permits - int(self._semaphore.get_value())
 
-    def statistics(self) -> SemaphoreStatistics:
+    def statistics(self) -> _common.SemaphoreStatistics:
         """Return a snapshot: the free permits (from the scheduler), the waiters of this copy."""
         value = self.value
         with self._mutex:
-            return SemaphoreStatistics(value=value, initial=self.permits, waiting=self._waiting)
+            return _common.SemaphoreStatistics(
+                value=value, initial=self.permits, waiting=self._waiting
+            )
 
     def _snapshot(self) -> None:
         self._last_value = self.permits - int(self._semaphore.get_value())
@@ -572,11 +568,11 @@ class DaskEvent(_Shared):
         """``await event.await_()``: the async twin of ``wait``."""
         return await _awaited(lambda: self.wait(timeout))
 
-    def statistics(self) -> EventStatistics:
+    def statistics(self) -> _common.EventStatistics:
         """Return a snapshot: the flag (from the scheduler), the waiters of this copy."""
         is_set = self.is_set()
         with self._mutex:
-            return EventStatistics(is_set=is_set, waiting=self._waiting)
+            return _common.EventStatistics(is_set=is_set, waiting=self._waiting)
 
     def _snapshot(self) -> None:
         self._was_set = bool(self._event.is_set())
@@ -653,10 +649,10 @@ class DaskValue(_Shared):
         """The async twin of ``update``."""
         return await _awaited(lambda: self.update(fn))
 
-    def statistics(self) -> ValueStatistics:
+    def statistics(self) -> _common.ValueStatistics:
         """Return the writes (``set`` and ``update``) made through this copy."""
         with self._mutex:
-            return ValueStatistics(writes=self._writes, nbytes=0)
+            return _common.ValueStatistics(writes=self._writes, nbytes=0)
 
     def _snapshot(self) -> None:
         self._last = self._variable.get()

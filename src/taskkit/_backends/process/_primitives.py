@@ -86,16 +86,8 @@ from ..._core import _control
 from ..._core._errors import QueueClosed, UsageError
 from ..._core._future import Future, try_set_exception, try_set_result
 from ..._core._serialize import dumps_value, loads
-from ..._primitives._common import (
-    AcquireContext,
-    EventStatistics,
-    LockStatistics,
-    QueueStatistics,
-    SemaphoreStatistics,
-    ValueStatistics,
-    check_timeout,
-    remaining,
-)
+from ..._primitives import _common
+from ..._primitives._common import AcquireContext, check_timeout, remaining
 from ..._primitives._faces import AcquireFaces, EventFaces
 from ..._primitives._waiting import (
     AGAIN,
@@ -869,11 +861,11 @@ class Queue(_Ring, Generic[T]):
         maxsize = self._w[_MAXSIZE]
         return bool(maxsize) and self._w[_COUNT] >= maxsize
 
-    def statistics(self) -> QueueStatistics:
+    def statistics(self) -> _common.QueueStatistics:
         """Return a snapshot of the queue's counters (shared by every process)."""
         observe("statistics", self)
         w = self._w
-        return QueueStatistics(
+        return _common.QueueStatistics(
             size=max(0, int(w[_COUNT])),
             maxsize=int(w[_MAXSIZE]),
             closed=bool(w[_CLOSED]),
@@ -1040,11 +1032,11 @@ class Lock(AcquireContext, _Shared):
         self._w[_WAITERS] += delta
         _shm.mutex_unlock(self._meta)
 
-    def statistics(self) -> LockStatistics:
+    def statistics(self) -> _common.LockStatistics:
         """Return a snapshot of the lock's state (shared by every process)."""
         observe("statistics", self)
         holder = int(self._w[_HOLDER])
-        return LockStatistics(
+        return _common.LockStatistics(
             locked=self._held(),
             holder_pid=holder or None,
             takeovers=int(self._w[_TAKEOVERS]),
@@ -1098,10 +1090,10 @@ class Event(EventFaces, _Shared):
     def _try(self, _: object = None) -> Any:
         return True if self._f[0] else NOT_READY
 
-    def statistics(self) -> EventStatistics:
+    def statistics(self) -> _common.EventStatistics:
         """Return a snapshot of the event's state (waiters are not counted: -1)."""
         observe("statistics", self)
-        return EventStatistics(is_set=self._is_set(), waiting=-1)
+        return _common.EventStatistics(is_set=self._is_set(), waiting=-1)
 
     _wait = Wait("wait() on", _try, _is_set, _EVENT_LOT, aname="await_() on")
 
@@ -1156,11 +1148,11 @@ class Semaphore(AcquireFaces, _Shared):
         observe("semaphore.value", self)
         return int(self._w[_VALUE])
 
-    def statistics(self) -> SemaphoreStatistics:
+    def statistics(self) -> _common.SemaphoreStatistics:
         """Return a snapshot of the semaphore's state."""
         observe("statistics", self)
         w = self._w
-        return SemaphoreStatistics(
+        return _common.SemaphoreStatistics(
             value=int(w[_VALUE]), initial=int(w[_INITIAL]), waiting=max(0, int(w[_WAITERS]))
         )
 
@@ -1302,10 +1294,10 @@ class Value(_Shared, Generic[T]):
         """The awaitable twin of ``update`` (``fn`` is a plain, quick function)."""
         return await self._off_loop(lambda: self.update(fn))
 
-    def statistics(self) -> ValueStatistics:
+    def statistics(self) -> _common.ValueStatistics:
         """Return a snapshot of the value's counters (shared by every process)."""
         observe("statistics", self)
-        return ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
+        return _common.ValueStatistics(writes=int(self._w[_WRITES]), nbytes=int(self._w[_NBYTES]))
 
     def __repr__(self) -> str:
         return f"<taskkit process Value {self._name}>"
