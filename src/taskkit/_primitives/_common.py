@@ -15,6 +15,7 @@ __all__ = [
     "QueueStatistics",
     "SemaphoreStatistics",
     "ValueStatistics",
+    "check_count",
     "check_timeout",
     "remaining",
 ]
@@ -126,6 +127,13 @@ class ValueStatistics:
 
     writes: int
     nbytes: int
+
+
+def check_count(value: int, least: int, message: str) -> None:
+    """Validate a count argument (a queue's bound, a semaphore's units): a whole number,
+    not a bool, of at least ``least``; else ``ValueError(f"{message}, got {value!r}")``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{message}, got {value!r}")
 
 
 def check_timeout(timeout: float | None) -> float | None:

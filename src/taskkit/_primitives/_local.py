@@ -61,7 +61,7 @@ from .._core._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_
 from .._core._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._core._future import Future
 from . import _common
-from ._common import AcquireContext, check_timeout
+from ._common import AcquireContext, check_count, check_timeout
 from ._faces import AcquireFaces, EventFaces
 from ._waiting import (
     NOT_READY,
@@ -243,8 +243,7 @@ class Queue(_InProcess, Generic[T]):
     _serial: ClassVar[bool] = False
 
     def __init__(self, maxsize: int = 0) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
-            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
+        check_count(maxsize, 0, "maxsize must be a whole number >= 0")
         self._maxsize = maxsize
         self._items: deque[T] = deque()
         self._mutex = allocate_lock()
@@ -722,8 +721,7 @@ class Semaphore(_InProcess, AcquireFaces):
     _serial: ClassVar[bool] = False
 
     def __init__(self, value: int = 1) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
+        check_count(value, 0, "a semaphore's count must be a whole number >= 0")
         self._value = self._initial = value
         self._mutex = allocate_lock()
         self._waiters = ParkingLot(self._mutex, _refuse_serial if self._serial else _refuse)

@@ -53,7 +53,7 @@ import distributed as _distributed
 from ..._core._errors import ExecutorClosed, QueueClosed, UsageError
 from ..._core._serialize import dumps_bytes, dumps_value, loads
 from ..._primitives import _common
-from ..._primitives._common import AcquireContext
+from ..._primitives._common import AcquireContext, check_count
 
 __all__ = [
     "DaskEvent",
@@ -123,8 +123,8 @@ class _Shared:
 
     _kind = "primitive"
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str | None) -> None:
+        self.name = name or _new_name(self._kind)
         self._mutex = threading.Lock()  # guards the counters below
         self._waiting = 0
         self._gone: str | None = None
@@ -176,9 +176,8 @@ class DaskQueue(_Shared):
     _kind = "queue"
 
     def __init__(self, client: Client | None, maxsize: int = 0, name: str | None = None) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
-            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
-        super().__init__(name or _new_name("queue"))
+        check_count(maxsize, 0, "maxsize must be a whole number >= 0")
+        super().__init__(name)
         self.maxsize = maxsize
         self._client = client
         self._queue = distributed.Queue(self.name, client=client, maxsize=maxsize)
@@ -400,7 +399,7 @@ class DaskLock(_Acquirable):
 
     def __init__(self, client: Client | None, name: str | None = None) -> None:
         create = name is None
-        super().__init__(name or _new_name("lock"))
+        super().__init__(name)
         self._lock = distributed.Lock(self.name, **_binding(client))
         # Names the process holding the lock, or "" when it was released: a
         # holder that is gone without releasing leaves its name behind.
@@ -473,9 +472,8 @@ class DaskSemaphore(_Acquirable):
     _kind = "semaphore"
 
     def __init__(self, client: Client | None, permits: int = 1, name: str | None = None) -> None:
-        if isinstance(permits, bool) or not isinstance(permits, int) or permits < 1:
-            raise ValueError(f"a semaphore needs at least 1 permit, got {permits!r}")
-        super().__init__(name or _new_name("semaphore"))
+        check_count(permits, 1, "a semaphore needs at least 1 permit")
+        super().__init__(name)
         self.permits = permits
         self._semaphore = distributed.Semaphore(permits, self.name, **_binding(client))
         self._last_value = permits
@@ -521,7 +519,7 @@ class DaskEvent(_Shared):
     _kind = "event"
 
     def __init__(self, client: Client | None, name: str | None = None) -> None:
-        super().__init__(name or _new_name("event"))
+        super().__init__(name)
         self._event = distributed.Event(self.name, client=client)
         self._was_set = False
 
@@ -596,7 +594,7 @@ class DaskValue(_Shared):
         name: str | None = None,
     ) -> None:
         create = name is None
-        super().__init__(name or _new_name("value"))
+        super().__init__(name)
         self._variable = distributed.Variable(self.name, client=client)
         self._lock = distributed.Lock(f"{self.name}-lock", **_binding(client))
         self._writes = 0

@@ -87,7 +87,7 @@ from ..._core._errors import QueueClosed, UsageError
 from ..._core._future import Future, try_set_exception, try_set_result
 from ..._core._serialize import dumps_value, loads
 from ..._primitives import _common
-from ..._primitives._common import AcquireContext, check_timeout, remaining
+from ..._primitives._common import AcquireContext, check_count, check_timeout, remaining
 from ..._primitives._faces import AcquireFaces, EventFaces
 from ..._primitives._waiting import (
     AGAIN,
@@ -702,8 +702,7 @@ class Queue(_Ring, Generic[T]):
     _kind = "queue"
 
     def __init__(self, maxsize: int = 0) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 0:
-            raise ValueError(f"maxsize must be a whole number >= 0, got {maxsize!r}")
+        check_count(maxsize, 0, "maxsize must be a whole number >= 0")
         super().__init__()
         self._w[_MAXSIZE] = maxsize
         self._new_ring(0, _INITIAL_RING)
@@ -1117,8 +1116,7 @@ class Semaphore(AcquireFaces, _Shared):
     _kind = "semaphore"
 
     def __init__(self, value: int = 1) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"a semaphore's count must be a whole number >= 0, got {value!r}")
+        check_count(value, 0, "a semaphore's count must be a whole number >= 0")
         super().__init__()
         self._w[_VALUE] = self._w[_INITIAL] = value
 

@@ -35,25 +35,12 @@ import time
 from typing import Any
 
 from ..._core._compat import shm_open, shm_unlink
+from . import _shm_portable
+from ._shm_portable import MUTEX_SIZE as MUTEX_SIZE
 
-__all__ = [
-    "MUTEX_SIZE",
-    "Segment",
-    "available",
-    "futex_wait",
-    "futex_wake",
-    "mutex_consistent",
-    "mutex_init",
-    "mutex_lock",
-    "mutex_trylock",
-    "mutex_unlock",
-    "trylock",
-    "unlock",
-    "unavailable_reason",
-]
-
-#: Bytes reserved for one pthread_mutex_t (40 on x86-64, 48 on arm64), cache-line aligned.
-MUTEX_SIZE = 64
+#: The interface, the same in ``_shm_portable`` (which also fixes ``MUTEX_SIZE``, the
+#: bytes reserved for one mutex, so that both lay a segment out alike).
+__all__ = _shm_portable.__all__
 
 _SYS_FUTEX = {
     "x86_64": 202,
@@ -262,8 +249,6 @@ PORTABLE_FORCED = os.environ.get("TASKKIT_PORTABLE_PRIMITIVES", "").strip() not 
 implementation = "futex"
 
 if PORTABLE_FORCED or not available():
-    from . import _shm_portable
-
     if PORTABLE_FORCED or _shm_portable.available():
         globals().update({name: getattr(_shm_portable, name) for name in __all__})
         implementation = "portable"
