@@ -1,4 +1,4 @@
-"""What every family of primitives shares: statistics records, ``with``, deadlines.
+"""What every family of primitives shares: statistics, ``with``, argument checks, deadlines.
 
 How callers wait is in ``_waiting``; the faces written once for every kind, in ``_faces``.
 """
