@@ -707,6 +707,25 @@ def test_ctrl_c_without_with_block_still_stops() -> None:
             child.wait()
 
 
+def loaded_modules() -> list[str]:
+    return sorted(sys.modules)
+
+
+def test_a_spawned_worker_imports_only_what_running_tasks_needs() -> None:
+    # Each worker started by spawn imports what it needs afresh: neither the coroutine
+    # scheduler, the shared-state primitives, the pipelines nor the parent's executor.
+    with taskkit.ProcessExecutor(max_workers=1, start_method="spawn") as ex:
+        loaded = set(ex.submit(loaded_modules).result(timeout=60))
+    assert "taskkit._backends.process._worker" in loaded
+    unneeded = (
+        "taskkit._backends.coroutine",
+        "taskkit._primitives",
+        "taskkit._pipeline",
+        "taskkit._backends.process._executor",
+    )
+    assert sorted(m for m in unneeded if m in loaded) == []
+
+
 @pytest.mark.parametrize("method", ["forkserver", "fork", "spawn"])
 def test_workers_exit_when_parent_is_killed(method: str) -> None:
     child = _run_child(

@@ -23,9 +23,9 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FunctionType
-from typing import Any
+from typing import Any, cast
 
 from ..._core._calls import ChunkResult, call, run_calls, run_chunk
 from ..._core._compat import run_multiprocessing_exit_hooks
@@ -92,6 +92,21 @@ def _die_with_parent(fd: int) -> None:
     threading.Thread(target=watch, name="taskkit-parent-watch", daemon=True).start()
 
 
+def _find_setproctitle() -> Callable[[str], object] | None:
+    try:
+        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return cast("Callable[[str], object]", setproctitle)
+
+
+# Looked for once, where this module is imported: a worker started by fork or by the fork
+# server (which preloads this module) inherits the answer.  A failed import in each new
+# worker would search the whole sys.path again and touch enough of the parent's objects
+# to copy about 90 of its pages.
+_setproctitle = _find_setproctitle()
+
+
 def set_title(title: str, short: str) -> None:
     """Name this process where tools that list processes look.
 
@@ -100,17 +115,18 @@ def set_title(title: str, short: str) -> None:
     (not a dependency of taskkit), the whole command line ``ps aux`` shows becomes
     ``title``.  Where neither works, nothing changes.
     """
+    if _setproctitle is not None:
+        _setproctitle(title)
     try:
-        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        setproctitle(title)
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return
     try:
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(short[:15])
+        os.write(fd, short[:15].encode())
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "", short: str = "") -> None:
