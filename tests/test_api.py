@@ -41,7 +41,7 @@ def test_exported_classes_say_taskkit() -> None:
 def test_backend_classes_are_public_and_imported_when_named() -> None:
     # ``import taskkit`` imports no backend's executor (so neither Dask nor
     # multiprocessing's machinery); naming a class imports its backend, as open_executor
-    # does.  (The coroutine scheduler is imported: taskkit.sleep and checkpoint are its.)
+    # does.
     code = (
         "import sys, taskkit\n"
         "def loaded():\n"
