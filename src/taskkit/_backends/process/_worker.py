@@ -17,15 +17,16 @@ killed), busy or idle.  A result that cannot be pickled fails only that task
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import select
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FunctionType
-from typing import Any, cast
+from typing import Any
 
 from ..._core._calls import ChunkResult, call, run_calls, run_chunk
 from ..._core._compat import run_multiprocessing_exit_hooks
@@ -92,19 +93,18 @@ def _die_with_parent(fd: int) -> None:
     threading.Thread(target=watch, name="taskkit-parent-watch", daemon=True).start()
 
 
-def _find_setproctitle() -> Callable[[str], object] | None:
+def _setproctitle_installed() -> bool:
     try:
-        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return cast("Callable[[str], object]", setproctitle)
+        return importlib.util.find_spec("setproctitle") is not None
+    except (ImportError, ValueError):
+        return False
 
 
-# Looked for once, where this module is imported: a worker started by fork or by the fork
-# server (which preloads this module) inherits the answer.  A failed import in each new
-# worker would search the whole sys.path again and touch enough of the parent's objects
-# to copy about 90 of its pages.
-_setproctitle = _find_setproctitle()
+# Looked for once, where this module is imported (the parent under fork, the fork server,
+# which preloads it, or the spawned worker itself), and only imported by a worker that
+# names itself: a failed import in each new worker searched the whole sys.path again and,
+# under fork, touched enough of the parent's objects to copy about 90 of its pages.
+_HAS_SETPROCTITLE = _setproctitle_installed()
 
 
 def set_title(title: str, short: str) -> None:
@@ -115,8 +115,13 @@ def set_title(title: str, short: str) -> None:
     (not a dependency of taskkit), the whole command line ``ps aux`` shows becomes
     ``title``.  Where neither works, nothing changes.
     """
-    if _setproctitle is not None:
-        _setproctitle(title)
+    if _HAS_SETPROCTITLE:
+        try:
+            from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            setproctitle(title)
     try:
         fd = os.open("/proc/self/comm", os.O_WRONLY)
     except OSError:
