@@ -12,7 +12,9 @@ change much: the parent's CPU time and its context switches (all its threads, th
 voluntary ones: each is a thread going to sleep to be woken) per call.
 
 * ``process_caller_reads``: ``submit(square, i).result()`` round trips on a process
-  executor with two workers;
+  executor with two workers, each timed: the row gives the median round trip, which a
+  few trips stalled for milliseconds by other processes on the machine do not move
+  (their mean is mostly those stalls);
 * ``asyncio_inline_submit``: 100,000 no-op ``async def`` tasks submitted and awaited
   from code on the executor's own loop.
 """
@@ -63,10 +65,15 @@ def _process_caller_reads() -> tuple[float, float, float]:
     with taskkit.open_executor("process", max_workers=2) as ex:
         for i in range(200):  # warm-up: workers started
             ex.submit(square, i).result()
+        trips = []
+        clock = time.perf_counter
         meter = _Meter(ROUND_TRIPS)
         for i in range(ROUND_TRIPS):
+            start = clock()
             ex.submit(square, i).result()
-        return meter.per_call()
+            trips.append(clock() - start)
+        _, cpu, switches = meter.per_call()
+        return statistics.median(trips), cpu, switches
 
 
 def _asyncio_inline_submit() -> tuple[float, float, float]:
