@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -38,14 +39,20 @@ def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> di
 
     On a shared machine, timing one contender's repeats back to back lets a burst of
     foreign load land on one of them only; interleaving spreads it over all of them.
+
+    Each run ends with a garbage collection, timed with it: cyclic garbage a contender
+    leaves is collected on its own clock, not during the next contender's run (where a
+    collection triggered by the next one's allocations would bill it to that one).
     """
     for fn in contenders.values():
         fn()  # warm-up
+    gc.collect()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
             start = time.perf_counter()
             fn()
+            gc.collect()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 

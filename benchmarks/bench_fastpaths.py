@@ -6,8 +6,15 @@ path on, the plain one with every fast path on but the one measured.  Children
 alternate, repeat by repeat, and the table shows medians.  A fast path is worth its
 code only while its row stays well under 1.0x its plain twin.
 
+Wall time per call swings by several times from one child to the next on a machine
+whose cores are busy elsewhere, so each row's note also gives what load does not
+change much: the parent's CPU time and its context switches (all its threads, the
+voluntary ones: each is a thread going to sleep to be woken) per call.
+
 * ``process_caller_reads``: ``submit(square, i).result()`` round trips on a process
-  executor with two workers;
+  executor with two workers, each timed: the row gives the median round trip, which a
+  few trips stalled for milliseconds by other processes on the machine do not move
+  (their mean is mostly those stalls);
 * ``asyncio_inline_submit``: 100,000 no-op ``async def`` tasks submitted and awaited
   from code on the executor's own loop.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,28 +43,49 @@ async def noop() -> None:
     pass
 
 
-def _process_caller_reads() -> float:
+class _Meter:
+    """Wall time, CPU time and voluntary context switches of this process over ``calls``."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.start = time.perf_counter()
+        self.cpu = time.process_time()
+        self.switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+    def per_call(self) -> tuple[float, float, float]:
+        wall = time.perf_counter() - self.start
+        cpu = time.process_time() - self.cpu
+        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - self.switches
+        return wall / self.calls, cpu / self.calls, switches / self.calls
+
+
+def _process_caller_reads() -> tuple[float, float, float]:
     import taskkit
 
     with taskkit.open_executor("process", max_workers=2) as ex:
         for i in range(200):  # warm-up: workers started
             ex.submit(square, i).result()
-        start = time.perf_counter()
+        trips = []
+        clock = time.perf_counter
+        meter = _Meter(ROUND_TRIPS)
         for i in range(ROUND_TRIPS):
+            start = clock()
             ex.submit(square, i).result()
-        return (time.perf_counter() - start) / ROUND_TRIPS
+            trips.append(clock() - start)
+        _, cpu, switches = meter.per_call()
+        return statistics.median(trips), cpu, switches
 
 
-def _asyncio_inline_submit() -> float:
+def _asyncio_inline_submit() -> tuple[float, float, float]:
     import taskkit
 
-    async def run() -> float:
+    async def run() -> tuple[float, float, float]:
         async with taskkit.open_executor("asyncio") as ex:  # opened inside the loop
-            start = time.perf_counter()
+            meter = _Meter(SUBMITS)
             futures = [ex.submit(noop) for _ in range(SUBMITS)]
             for future in futures:
                 await future
-            return (time.perf_counter() - start) / SUBMITS
+            return meter.per_call()
 
     return asyncio.run(run())
 
@@ -67,7 +96,7 @@ _WORKLOADS = {
 }
 
 
-def _child(name: str, fast: bool) -> float:
+def _child(name: str, fast: bool) -> tuple[float, float, float]:
     from taskkit._core._fastpaths import NAMES
 
     setting = ",".join(NAMES) if fast else ",".join(n for n in NAMES if n != name) or "0"
@@ -79,25 +108,37 @@ def _child(name: str, fast: bool) -> float:
         capture_output=True,
         text=True,
     ).stdout
-    return float(out.split()[-1])
+    wall, cpu, switches = (float(word) for word in out.split()[-3:])
+    return wall, cpu, switches
+
+
+def _medians(runs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    wall, cpu, switches = (statistics.median(column) for column in zip(*runs, strict=True))
+    return wall, cpu, switches
+
+
+def _note(cpu: float, switches: float) -> str:
+    return f"CPU {cpu * 1e6:.1f} us, {switches:.2f} context switches per call"
 
 
 def main(repeats: int) -> None:
     rows: list[Row] = []
     for name, (_, label) in _WORKLOADS.items():
-        fast: list[float] = []
-        plain: list[float] = []
-        for _ in range(max(repeats, 3)):
+        fast: list[tuple[float, float, float]] = []
+        plain: list[tuple[float, float, float]] = []
+        for _ in range(max(repeats, 5)):
             fast.append(_child(name, fast=True))
             plain.append(_child(name, fast=False))
         base = f"{label}, plain"
-        rows.append(Row(base, statistics.median(plain)))
-        rows.append(Row(f"{label}, fast ({name})", statistics.median(fast), base, "< 1.0x"))
+        wall, cpu, switches = _medians(plain)
+        rows.append(Row(base, wall, note=_note(cpu, switches)))
+        wall, cpu, switches = _medians(fast)
+        rows.append(Row(f"{label}, fast ({name})", wall, base, "< 1.0x", _note(cpu, switches)))
     print_table("fast paths against their plain twins (per call)", rows)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(_WORKLOADS[sys.argv[2]][0]())
+        print(*_WORKLOADS[sys.argv[2]][0]())
     else:
         main(5)

@@ -41,7 +41,7 @@ def test_exported_classes_say_taskkit() -> None:
 def test_backend_classes_are_public_and_imported_when_named() -> None:
     # ``import taskkit`` imports no backend's executor (so neither Dask nor
     # multiprocessing's machinery); naming a class imports its backend, as open_executor
-    # does.  (The coroutine scheduler is imported: taskkit.sleep and checkpoint are its.)
+    # does.
     code = (
         "import sys, taskkit\n"
         "def loaded():\n"
@@ -57,6 +57,43 @@ def test_backend_classes_are_public_and_imported_when_named() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert ["[]", "taskkit ['taskkit._backends.serial._executor']"] == done.stdout.splitlines()
+
+
+def run_python(code: str) -> list[str]:
+    src = str(Path(taskkit.__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_import_taskkit_leaves_the_parts_a_name_needs_until_it_is_named() -> None:
+    # Every worker process of the process backend imports taskkit: the coroutine
+    # scheduler, the shared-state primitives and the pipelines wait until named.
+    code = (
+        "import sys, taskkit\n"
+        "parts = ('taskkit._backends.coroutine', 'taskkit._primitives', 'taskkit._pipeline')\n"
+        "def loaded():\n"
+        "    return sorted(p for p in parts if p in sys.modules)\n"
+        "print(loaded())\n"
+        "print(taskkit.sleep.__module__, taskkit.Queue.__module__, taskkit.cmd.__module__)\n"
+        "print(loaded() == sorted(parts), set(taskkit.__all__) <= set(dir(taskkit)))\n"
+    )
+    assert run_python(code) == ["[]", "taskkit taskkit taskkit", "True True"]
+
+
+def test_coroutine_names_say_taskkit_when_the_backend_imports_them_first() -> None:
+    code = (
+        "import taskkit\n"
+        "with taskkit.open_executor('coroutine') as ex:\n"
+        "    pass\n"
+        "from taskkit._backends.coroutine import _scheduler\n"
+        "print(repr(_scheduler.BlockingWarning), _scheduler.sleep.__module__)\n"
+        "print(taskkit.BlockingWarning is _scheduler.BlockingWarning)\n"
+    )
+    assert run_python(code) == ["<class 'taskkit.BlockingWarning'> taskkit", "True"]
 
 
 @pytest.mark.parametrize("backend", ["thread", "serial", "coroutine", "asyncio", "process"])

@@ -707,6 +707,47 @@ def test_ctrl_c_without_with_block_still_stops() -> None:
             child.wait()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/comm"), reason="Linux names processes here")
+def test_a_worker_sets_its_whole_title_where_setproctitle_is_installed(tmp_path: Path) -> None:
+    (tmp_path / "setproctitle.py").write_text(
+        "import sys\ndef setproctitle(title):\n    print('title:', title)\n"
+    )
+    code = (
+        "from taskkit._backends.process._worker import set_title\n"
+        "set_title('taskkit worker 3 of process executor 1', 'taskkit-w3')\n"
+        "print('comm:', open('/proc/self/comm').read().strip())\n"
+    )
+    src = str(Path(taskkit.__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(tmp_path)])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "title: taskkit worker 3 of process executor 1",
+        "comm: taskkit-w3",
+    ]
+
+
+def loaded_modules() -> list[str]:
+    return sorted(sys.modules)
+
+
+def test_a_spawned_worker_imports_only_what_running_tasks_needs() -> None:
+    # Each worker started by spawn imports what it needs afresh: neither the coroutine
+    # scheduler, the shared-state primitives, the pipelines nor the parent's executor.
+    with taskkit.ProcessExecutor(max_workers=1, start_method="spawn") as ex:
+        loaded = set(ex.submit(loaded_modules).result(timeout=60))
+    assert "taskkit._backends.process._worker" in loaded
+    unneeded = (
+        "taskkit._backends.coroutine",
+        "taskkit._primitives",
+        "taskkit._pipeline",
+        "taskkit._backends.process._executor",
+    )
+    assert sorted(m for m in unneeded if m in loaded) == []
+
+
 @pytest.mark.parametrize("method", ["forkserver", "fork", "spawn"])
 def test_workers_exit_when_parent_is_killed(method: str) -> None:
     child = _run_child(

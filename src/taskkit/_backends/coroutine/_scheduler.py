@@ -200,6 +200,14 @@ def checkpoint() -> SwitchPoint:
     return _CHECKPOINT
 
 
+# Public as taskkit.BlockingWarning, taskkit.sleep and taskkit.checkpoint, and named so
+# in tracebacks and docs from the start: ``import taskkit`` imports this module only when
+# one of them is first named, which the coroutine backend may do before.
+BlockingWarning.__module__ = "taskkit"
+sleep.__module__ = "taskkit"
+checkpoint.__module__ = "taskkit"
+
+
 class Task:
     """A task on the coroutine scheduler; ``spawn()`` returns one.
 

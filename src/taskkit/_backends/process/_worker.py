@@ -17,6 +17,7 @@ killed), busy or idle.  A result that cannot be pickled fails only that task
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import select
@@ -92,6 +93,20 @@ def _die_with_parent(fd: int) -> None:
     threading.Thread(target=watch, name="taskkit-parent-watch", daemon=True).start()
 
 
+def _setproctitle_installed() -> bool:
+    try:
+        return importlib.util.find_spec("setproctitle") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Looked for once, where this module is imported (the parent under fork, the fork server,
+# which preloads it, or the spawned worker itself), and only imported by a worker that
+# names itself: a failed import in each new worker searched the whole sys.path again and,
+# under fork, touched enough of the parent's objects to copy about 90 of its pages.
+_HAS_SETPROCTITLE = _setproctitle_installed()
+
+
 def set_title(title: str, short: str) -> None:
     """Name this process where tools that list processes look.
 
@@ -100,17 +115,23 @@ def set_title(title: str, short: str) -> None:
     (not a dependency of taskkit), the whole command line ``ps aux`` shows becomes
     ``title``.  Where neither works, nothing changes.
     """
+    if _HAS_SETPROCTITLE:
+        try:
+            from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            pass
+        else:
+            setproctitle(title)
     try:
-        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        setproctitle(title)
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return
     try:
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(short[:15])
+        os.write(fd, short[:15].encode())
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def worker_main(conn: Any, close_fds: tuple[int, ...], title: str = "", short: str = "") -> None:
