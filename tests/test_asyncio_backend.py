@@ -367,7 +367,7 @@ def test_submit_from_the_loop_counts_and_settles_like_any_submit(loop_kind: str)
                 ex._asyncio.loop_thread_known = False
             futures = [ex.submit(add, i, plus=1) for i in range(100)]
             if _fastpaths.ASYNCIO_INLINE_SUBMIT:  # each started at once, by the fast path
-                assert all(type(future) is ex._asyncio.loop_task for future in futures)
+                assert all(type(future) is ex._asyncio.loop_tasks.task_class for future in futures)
             during = ex.statistics()
             values = [await future for future in futures]
             with pytest.raises(ValueError, match="no"):

@@ -386,7 +386,7 @@ start: Callable[[Future[Any]], bool] = Future._start
 #: ``force_cancelled(fut)``: a running future the backend stopped ends as cancelled.
 force_cancelled: Callable[[Future[Any]], bool] = Future._force_cancelled
 #: ``finish(fut, result, exception)``: ``settle`` without the bookkeeping and the
-#: done-callbacks, for a caller that does both itself (``TaskLedger.succeeded_on_loop``).
+#: done-callbacks, for a caller that does both itself (``LoopTasks.succeeded``).
 finish: Callable[[Future[Any], Any, BaseException | None], bool] = Future._finish
 #: ``run_done_callbacks(fut)``: the callbacks of ``add_done_callback``, after ``finish``.
 run_done_callbacks: Callable[[Future[Any]], None] = Future._invoke_done_callbacks

@@ -68,6 +68,7 @@ __all__ = [
     "SUCCEEDED",
     "TIMED_OUT",
     "WORKER_CRASHED",
+    "LoopTasks",
     "TaskLedger",
     "TaskOptions",
     "attempt_of",
@@ -243,7 +244,7 @@ class TaskLedger:
 
     One lock guards the counters and the table of live tasks; ``wait_idle`` waits
     on it.  The ``loop_*`` counts are changed without the lock, only ever by the
-    thread of the backend's event loop (see ``start_on_loop``).
+    thread of the backend's event loop (see ``LoopTasks``).
 
     ``transition(task, event, worker=None, error=None)`` is the one seam every change of
     a task's state passes through, once per change: ``event`` is one of ``SUBMITTED``,
@@ -321,65 +322,6 @@ class TaskLedger:
             raise
         return task
 
-    def start_on_loop(
-        self,
-        task_class: type[Task],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Task:
-        """``submit`` of a task that starts at once, on the thread that owns the ``loop_*``
-        counts (the ``asyncio_inline_submit`` fast path, see ``_fastpaths``).
-
-        No other thread has seen the task yet, so it is made running, and counted without
-        the lock.  ``task_class`` is one of ``loop_task_class()``; the caller gives the
-        task its handle (``set_handle``) at once, and reports a value with
-        ``succeeded_on_loop``.
-        """
-        if self.closed:
-            raise ExecutorClosed(
-                f"cannot submit {fn.__qualname__}: the {self.backend.name} executor is closed"
-            )
-        task = task_class.__new__(task_class)
-        task._state = RUNNING  # the slots loop_task_class gives its tasks
-        task._result = None
-        task._fn = fn
-        task._number = next_task_number()
-        if args:
-            task._args = args
-        if kwargs:
-            task._kwargs = kwargs
-        self.live[task] = task
-        self.loop_submitted += 1
-        if self.observed:
-            self.transition(task, SUBMITTED)
-            self.transition(task, STARTED)
-        return task
-
-    def loop_task_class(self) -> type[Task]:
-        """The class of the tasks ``start_on_loop`` makes, for this ledger.
-
-        What these tasks share is kept once, on their class rather than on each task:
-        they have started, they have the ledger's hooks (a running one can be stopped),
-        and one lock serves them all.  Each holds it for a few lines at a time, while a
-        lock of its own would be one more object per task for the garbage collector to
-        walk.  What each of them sets is held in slots, so that most of them never make
-        the values of an instance dictionary: one allocation less per task, and less for
-        the collector to walk while a burst of submits keeps them all alive.
-        """
-        return type(
-            "_Task",
-            (Task,),
-            {
-                "__module__": __name__,
-                "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set above
-                "_condition": RLock(),
-                "_started": True,
-                "_on_settled": self.settle_hook,
-                "_stop_running": self.stop_hook,
-            },
-        )
-
     # ---------------------------------------------------- from the backend
 
     def begin(self, task: Task, worker: object = None, *, timed: bool = True) -> bool:
@@ -456,25 +398,6 @@ class TaskLedger:
         if task._deadline is not None:
             task._deadline.cancel()
         settle(task, value, None)
-
-    def succeeded_on_loop(self, task: Task, value: Any) -> None:
-        """``succeeded``, without the lock, for a task of ``start_on_loop`` that returned
-        ``value`` on the thread that owns the ``loop_*`` counts."""
-        if not finish(task, value, None):
-            return  # settled by another path meanwhile (a kill): that path counted it
-        live = self.live
-        if self.observed:  # reported before join() can see the task gone
-            self.transition(task, SUCCEEDED)
-        del live[task]
-        self.loop_done += 1
-        if self._joining and not live:
-            with self.lock:
-                self._all_done.notify_all()
-        if task._args:
-            task._args = ()
-        if task._kwargs:
-            task._kwargs = NO_KWARGS
-        run_done_callbacks(task)
 
     def fail_now(self, task: Task, error: BaseException) -> bool:
         """Settle ``task`` with ``error`` at once, without a retry (unless already settled)."""
@@ -681,3 +604,84 @@ class TaskLedger:
                 retried,
                 self.n_timed_out,
             )
+
+
+class LoopTasks:
+    """Tasks started and settled on the thread that owns a ledger's ``loop_*`` counts:
+    the ``asyncio_inline_submit`` fast path (see ``_fastpaths``).
+
+    No other thread has seen such a task when it starts, so it is made running at once
+    and counted without the ledger's lock; one that returns a value is settled and
+    counted there too (``succeeded``).  It has no deadline, no retries and no place
+    under ``max_workers``.
+
+    The tasks are of one class, made per ledger: what they share is kept once, on the
+    class rather than on each task: they have started, they have the ledger's hooks (a
+    running one can be stopped), and one lock serves them all.  Each holds it for a few
+    lines at a time, while a lock of its own would be one more object per task for the
+    garbage collector to walk.  What each of them sets is held in slots, so that most of
+    them never make the values of an instance dictionary: one allocation less per task,
+    and less for the collector to walk while a burst of submits keeps them all alive.
+    """
+
+    __slots__ = ("ledger", "task_class")
+
+    def __init__(self, ledger: TaskLedger) -> None:
+        self.ledger = ledger
+        #: The class of the tasks ``start`` makes.
+        self.task_class: type[Task] = type(
+            "_Task",
+            (Task,),
+            {
+                "__module__": __name__,
+                "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # set by start
+                "_condition": RLock(),
+                "_started": True,
+                "_on_settled": ledger.settle_hook,
+                "_stop_running": ledger.stop_hook,
+            },
+        )
+
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
+        """``submit`` of a task that runs at once: the caller gives it its handle
+        (``set_handle``) at once, and reports a value with ``succeeded``."""
+        ledger = self.ledger
+        if ledger.closed:
+            raise ExecutorClosed(
+                f"cannot submit {fn.__qualname__}: the {ledger.backend.name} executor is closed"
+            )
+        task_class = self.task_class
+        task = task_class.__new__(task_class)
+        task._state = RUNNING  # slots of task_class
+        task._result = None
+        task._fn = fn
+        task._number = next_task_number()
+        if args:
+            task._args = args
+        if kwargs:
+            task._kwargs = kwargs
+        ledger.live[task] = task
+        ledger.loop_submitted += 1
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
+            ledger.transition(task, STARTED)
+        return task
+
+    def succeeded(self, task: Task, value: Any) -> None:
+        """The ledger's ``succeeded``, and its bookkeeping, without its lock."""
+        if not finish(task, value, None):
+            return  # settled by another path meanwhile (a kill): that path counted it
+        ledger = self.ledger
+        live = ledger.live
+        if ledger.observed:  # reported before join() can see the task gone
+            ledger.transition(task, SUCCEEDED)
+        del live[task]
+        ledger.loop_done += 1
+        if ledger._joining and not live:
+            with ledger.lock:
+                ledger._all_done.notify_all()
+        if task._args:
+            task._args = ()
+        if task._kwargs:
+            task._kwargs = NO_KWARGS
+        run_done_callbacks(task)

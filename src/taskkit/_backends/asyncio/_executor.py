@@ -59,8 +59,16 @@ from ..._core._future import (
     is_running,
     set_await_hook,
 )
+from ..._core._ledger import (
+    LoopTasks,
+    call_as_task,
+    call_of,
+    handle_of,
+    set_handle,
+    set_width,
+    weight_of,
+)
 from ..._core._ledger import Task as _Task
-from ..._core._ledger import call_as_task, call_of, handle_of, set_handle, set_width, weight_of
 from ..._core._timer import Deadline
 from .._admission import Admission
 
@@ -184,13 +192,12 @@ class _AsyncioBackend(Backend):
             )
             self._thread.start()
             _live_backends.add(self)
-        # submit() from code on the loop starts an async def function at once, as a task
-        # of the ledger's loop task class; with max_workers set, it may have to wait its
-        # turn instead.  The inline submit of an async def on the loop's thread: a fast
-        # path (_fastpaths).
+        # submit() from code on the loop starts an async def function at once, as one of
+        # its LoopTasks; with max_workers set, it may have to wait its turn instead.  The
+        # inline submit of an async def on the loop's thread: a fast path (_fastpaths).
         if max_workers is None and ASYNCIO_INLINE_SUBMIT:
             self.submit_here = self._start_here
-        self.loop_task = self.ledger.loop_task_class()
+        self.loop_tasks = LoopTasks(self.ledger)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.
         self.loop_thread_known = has_loop_thread_id(self.loop)
@@ -236,9 +243,8 @@ class _AsyncioBackend(Backend):
             and loop.get_task_factory() is None
         ):
             return None
-        # The ledger's submit and _start in one, on the loop's own thread (see
-        # TaskLedger.start_on_loop).
-        task = self.ledger.start_on_loop(self.loop_task, fn, args, kwargs)
+        # The ledger's submit and _start in one, on the loop's own thread (see LoopTasks).
+        task = self.loop_tasks.start(fn, args, kwargs)
         set_handle(task, _Attempt(self._run(task, fn, args, kwargs, True), loop=loop))
         self._admission.running += 1
         return task
@@ -309,7 +315,7 @@ class _AsyncioBackend(Backend):
         A task ``submit`` started ``at_once`` on the loop has no deadline, no retries and
         no place under ``max_workers``, so unless a stop is pending, a value settles its
         future and is counted here, by the loop's thread, without the ledger's lock
-        (``TaskLedger.succeeded_on_loop``).
+        (``LoopTasks.succeeded``).
         """
         try:
             value = await fn(*args, **kwargs)
@@ -321,7 +327,7 @@ class _AsyncioBackend(Backend):
             if not at_once or self._stopped:
                 self._ended(task, value, None)
                 return
-            self.ledger.succeeded_on_loop(task, value)
+            self.loop_tasks.succeeded(task, value)
             self._admission.running -= 1
             if self._stop_when_idle:
                 self._stop_if_idle()
