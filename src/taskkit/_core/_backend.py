@@ -50,7 +50,8 @@ Optional (the default in brackets):
   overrides it is called for each submit].
 * ``submit_here`` -- set by a backend with a ``submit`` fast path:
   ``submit_here(fn, args, kwargs)`` returns the future of a task it started at once,
-  or None for the ordinary way [None] (see ``_fastpaths``).
+  or None for the ordinary way [None] (see ``_fastpaths``; the asyncio backend's makes
+  and settles its tasks with ``_ledger.LoopTasks``).
 * ``map_per_call(fn) -> bool`` -- True where a chunk of ``fn`` would run its calls all
   at once, so that under ``max_workers`` each call must be a task of its own [False];
   ``map_inline(fn, iterables, spec)`` -- an iterator that runs a whole ``map`` its own

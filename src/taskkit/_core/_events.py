@@ -1,8 +1,9 @@
 """Task events: what happened to each task, as it happens, for metrics and tracing.
 
 ``ex.add_listener(fn)`` makes the executor call ``fn(event)`` with a ``TaskEvent`` at
-every change of a task's state.  The ledger reports each change once (see
-``TaskLedger.transition``); this module turns it into an event and hands it out::
+every change of a task's state.  The ledger reports each change once (its
+``transition`` is ``Listeners.emit``); this module turns it into an event and hands it
+out::
 
     ledger.transition(task, kind, worker, error)      only while someone listens
         │
@@ -146,6 +147,7 @@ class Listeners:
         worker: object = None,
         error: BaseException | None = None,
     ) -> None:
+        """Hand the listeners one ``TaskEvent``: the ledger's ``transition`` (see there)."""
         listeners = self._listeners
         if not listeners:
             return

@@ -168,7 +168,7 @@ class DaskExecutor(Executor):
 
     # The primitives are Dask objects on the scheduler, so the executor makes
     # them itself rather than through the shared families.  It keeps them (in
-    # the base class's weak set) for two reasons: shutdown(wait=True) closes
+    # the executor's weak set) for two reasons: shutdown(wait=True) closes
     # the queues, as on every backend, and before the executor closes a client
     # it made, each object keeps what reads need (see _detach_primitives).
 
@@ -375,7 +375,7 @@ class _DaskBackend(Backend):
     def cancel_queued(self) -> None:
         """Cancel the tasks no Dask worker has started.
 
-        Every task is handed to Dask at once, so the base class sees none as
+        Every task is handed to Dask at once, so the executor sees none as
         pending: ask the workers which tasks they are running (the scheduler's
         "processing" also counts tasks a worker holds in its own queue), and
         cancel the others.  Dask passes a cancel on asynchronously, so then

@@ -3,7 +3,7 @@
 Data flow::
 
     submit ──► _Task ──► SimpleQueue ──► worker threads (started lazily, up to max_workers)
-                                              │ run fn, report through the base
+                                              │ ledger.run: run fn, report to the ledger
     deadline thread: a task overran ──► its future fails with TaskTimeout now;
                                         its thread is *abandoned* and a new one started
 
