@@ -364,10 +364,10 @@ def test_submit_from_the_loop_counts_and_settles_like_any_submit(loop_kind: str)
         async with taskkit.open_executor("asyncio", loop=asyncio.get_running_loop()) as ex:
             assert isinstance(ex, AsyncioExecutor)
             if loop_kind == "another":  # as uvloop's: asked for the running loop instead
-                ex._loop_thread_known = False
+                ex._asyncio.loop_thread_known = False
             futures = [ex.submit(add, i, plus=1) for i in range(100)]
             if _fastpaths.ASYNCIO_INLINE_SUBMIT:  # each started at once, by the fast path
-                assert all(type(future) is ex._loop_task for future in futures)
+                assert all(type(future) is ex._asyncio.loop_tasks.task_class for future in futures)
             during = ex.statistics()
             values = [await future for future in futures]
             with pytest.raises(ValueError, match="no"):

@@ -691,7 +691,7 @@ def test_ctrl_c_without_with_block_still_stops() -> None:
         pids = set()
         while not all(f.running() for f in futures):
             time.sleep(0.01)
-        print("pids", *[w for w in ex._workers], flush=True)
+        print("pids", *ex._process.manager._workers, flush=True)
         futures[0].result()
         """
     )
@@ -757,7 +757,7 @@ def test_workers_exit_when_parent_is_killed(method: str) -> None:
         while not busy.running():
             time.sleep(0.01)
         ex.submit(getpid).result()
-        print("pids", *[w for w in ex._workers], flush=True)
+        print("pids", *ex._process.manager._workers, flush=True)
         time.sleep(60)
         """
     )

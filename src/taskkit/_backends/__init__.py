@@ -1,10 +1,11 @@
 """The backend registry: names, the workload table, and ``open_executor``.
 
 Each backend is one subpackage of this package (``serial``, ``thread``, ``process``,
-``asyncio``, ``coroutine``, ``dask``) holding its executor, and its wire, worker and
-primitives where it has its own.  Its ``_executor`` module ends with
-``backend_class = <its Executor subclass>`` and is imported only when its backend is
-asked for, so a missing optional dependency (Dask) costs nothing until it is used.
+``asyncio``, ``coroutine``, ``dask``) holding its executor (its public ``Executor``
+subclass and the ``Backend`` object that class builds, see ``_core/_backend.py``), and
+its wire, worker and primitives where it has its own.  Its ``_executor`` module ends
+with ``backend_class = <its Executor subclass>`` and is imported only when its backend
+is asked for, so a missing optional dependency (Dask) costs nothing until it is used.
 """
 
 from __future__ import annotations

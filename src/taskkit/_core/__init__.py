@@ -1,7 +1,8 @@
 """The core every backend shares: the contract, and what keeps it.
 
 * ``_executor``: ``Executor``, the public face (submit, options, map, close/join, shutdown,
-  statistics, listeners); ``_backend``: the protocol a backend implements;
+  statistics, listeners), holding its backend; ``_backend``: the protocol a backend object
+  implements, and what it may read and set of a task;
   ``_ledger``: task states, counters, retries, deadlines, settling, and the one
   ``transition`` every change passes through; ``_events``: task events from it.
 * ``_future``: ``Future`` and ``as_completed``; ``_map``: ``map``/``amap``; ``_calls``:

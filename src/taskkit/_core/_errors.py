@@ -46,6 +46,7 @@ __all__ = [
     "PipelineTimeout",
     "QueueClosed",
     "RemoteError",
+    "RemoteTraceback",
     "SchedulerStopped",
     "SerializationError",
     "TaskTimeout",
@@ -215,6 +216,18 @@ class RemoteError(TaskkitError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.type_name, self.message, self.traceback_text))
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker (a process's, a Dask worker's),
+    chained as that exception's ``__cause__``, as ``concurrent.futures`` chains its own."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class QueueClosed(TaskkitError):

@@ -1,8 +1,9 @@
 """Task events: what happened to each task, as it happens, for metrics and tracing.
 
 ``ex.add_listener(fn)`` makes the executor call ``fn(event)`` with a ``TaskEvent`` at
-every change of a task's state.  The ledger reports each change once (see
-``TaskLedger.transition``); this module turns it into an event and hands it out::
+every change of a task's state.  The ledger reports each change once (its
+``transition`` is ``Listeners.emit``); this module turns it into an event and hands it
+out::
 
     ledger.transition(task, kind, worker, error)      only while someone listens
         │
@@ -108,10 +109,16 @@ Listener = Callable[[TaskEvent], object]
 class Listeners:
     """The listeners of one executor, and the switch that tells its ledger to report."""
 
-    __slots__ = ("_backend", "_listeners", "_lock", "_on_change")
+    __slots__ = ("_backend", "_facts", "_listeners", "_lock", "_on_change")
 
-    def __init__(self, backend: str, on_change: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        backend: str,
+        on_change: Callable[[bool], None],
+        facts: Callable[[Task], tuple[int, int, int]],
+    ) -> None:
         self._backend = backend
+        self._facts = facts  # a task's number, attempt (0 first) and weight
         self._listeners: tuple[Listener, ...] = ()  # replaced, never mutated: emit reads it bare
         self._lock = threading.Lock()
         self._on_change = on_change
@@ -140,18 +147,19 @@ class Listeners:
         worker: object = None,
         error: BaseException | None = None,
     ) -> None:
+        """Hand the listeners one ``TaskEvent``: the ledger's ``transition`` (see there)."""
         listeners = self._listeners
         if not listeners:
             return
-        worker = worker_key(worker)
+        number, attempt, calls = self._facts(task)
         event = TaskEvent(
             kind,
             task.name,
-            task._number,
+            number,
             self._backend,
-            worker,
-            task._attempt + 1,
-            task._weight,
+            worker_key(worker),
+            attempt + 1,
+            calls,
             error,
             time.time(),
         )

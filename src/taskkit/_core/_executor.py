@@ -5,18 +5,20 @@ The executor is three parts, composed::
     Executor (this module): submit, options, map/amap (``_map.py``), close/join/shutdown,
     │                       the context managers, statistics, queue()/lock()... (``_factory.py``)
     ├── TaskLedger (``_ledger.py``): task states, counters, retries, deadlines, settling
-    └── the backend (``_backends/<name>.py``): the protocol of ``_backend.py``
+    └── the backend object (``_backends/<name>/_executor.py``): the protocol of ``_backend.py``
 
 The data flow every backend follows::
 
-    submit(fn, *args) ──► Task(fn, args, options) ──► ledger.live ──► backend._dispatch(task)
-                          (the future submit returns)                      │
-       worker: ledger.begin(task) → run fn ──► ledger.succeeded(task, value) ◄┘
-                                        └──► ledger.failed(task, exc) ──► retry? ──► _dispatch
+    submit(fn, *args) ──► ledger.submit: Task(fn, args, options), live ──► backend.dispatch(task)
+                          (the future submit returns)                            │
+       worker: ledger.begin(task) → run fn ──► ledger.succeeded(task, value) ◄───┘
+                                        └──► ledger.failed(task, exc) ──► retry? ──► dispatch
     future settles ──► ledger.settled(task): statistics, join() wakes, the arguments dropped
 
-A backend subclasses ``Executor`` and implements the protocol; it touches tasks and
-counters only through the ledger (``self._ledger``).
+Each backend's public class (``taskkit.ThreadExecutor``...) subclasses ``Executor``: it
+builds its backend object and hands it to ``Executor.__init__``, which keeps it as
+``self._backend`` and its ledger as ``self._ledger``.  The backend touches tasks and
+counters only through the ledger.
 """
 
 from __future__ import annotations
@@ -25,43 +27,37 @@ import asyncio
 import concurrent.futures
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FunctionType, TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
-from ._backend import Backend
-from ._errors import BlockingCallError, ExecutorClosed
+from ._errors import BlockingCallError
 from ._events import Listener
 from ._factory import PrimitiveFactory
 from ._future import Future
 from ._ledger import NO_OPTIONS as _NO_OPTIONS
-from ._ledger import SUBMITTED, TaskLedger, TaskOptions, call_as_task
-from ._ledger import Task as _Task
+from ._ledger import TaskOptions
 from ._ledger import running as _running
-from ._map import ExecutorMapHooks, MapMethods
+from ._map import ExecutorMapHooks, MapMethods, MapSpec
 from ._progress import Progress, join_with_progress, wanted
 
 if TYPE_CHECKING:
-    pass
+    from ._backend import Backend
 
 __all__ = [
     "KILL_GRACE",
     "Executor",
     "Statistics",
     "TaskOptions",
-    "call_as_task",
     "is_async_callable",
     "shut_down_at_exit",
 ]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: A backend's ``submit`` fast path: the future of a task it started, or None.
-_SubmitHere = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], "Future[Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,7 @@ def shut_down_at_exit(executors: Iterable[Executor]) -> None:
             executor.shutdown(wait=True)
 
 
-class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.Executor):
+class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor):
     """Run callables concurrently; the one interface every taskkit backend provides.
 
     Use ``taskkit.open_executor(...)`` to get one.  An ``Executor`` is a
@@ -139,19 +135,14 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
     and kills at once, and so does a Ctrl-C while ``with`` waits: one is enough.
     """
 
-    _checks_arguments: ClassVar[bool] = False
-
-    def __init__(self, *, max_workers: int) -> None:
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
-            raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
-        if max_workers < 1:
-            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
-        PrimitiveFactory.__init__(self)
-        self._max_workers = max_workers
-        self._closed = False
+    def __init__(self, backend: Backend) -> None:
+        PrimitiveFactory.__init__(self, backend.primitive_family)
+        backend.executor = self
+        self._backend = backend
+        self._ledger = backend.ledger
+        self._max_workers = backend.max_workers
         self._shut_down = False  # shutdown() was called: no new primitives either
-        self._ledger = TaskLedger(self)
-        self._submit_here: _SubmitHere | None = None  # a backend's fast path, if any
+        self._submit_here = backend.submit_here  # a backend's fast path, if any
 
     # ------------------------------------------------------------------ submit
 
@@ -185,7 +176,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
             future = here(fn, args, kwargs)
             if future is not None:
                 return future
-        return self._submit(fn, args, kwargs, _NO_OPTIONS)
+        return self._ledger.submit(fn, args, kwargs, _NO_OPTIONS)
 
     def options(
         self,
@@ -217,33 +208,16 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         options: TaskOptions,
         weight: int = 1,
     ) -> Future[Any]:
-        if not callable(fn):
-            raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
-        if self._checks_arguments:
-            self._check_arguments(fn, args, kwargs)
-        task = _Task(fn, args, kwargs, options, weight)
-        ledger = self._ledger
-        task._on_settled = ledger.settle_hook
-        with ledger.lock:
-            if self._closed:
-                raise ExecutorClosed(
-                    f"cannot submit {task.name}: the {self.backend} executor is closed"
-                )
-            ledger.n_submitted += weight
-            ledger.live[task] = task
-        if ledger.observed:
-            ledger.transition(task, SUBMITTED)
-        try:
-            self._dispatch(task)
-        except BaseException as exc:
-            task._complete(None, exc)
-            raise
-        return task
+        return self._ledger.submit(fn, args, kwargs, options, weight)
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Call _check_arguments on submit only where a backend overrides it.
-        cls._checks_arguments = cls._check_arguments is not Backend._check_arguments
+    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+        return options.timeout is not None or self._backend.map_per_call(fn)
+
+    def _map(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
+    ) -> Iterator[Any]:
+        inline = self._backend.map_inline(fn, iterables, spec)
+        return super()._map(fn, iterables, spec) if inline is None else inline
 
     # -------------------------------------------------------------- lifetime
 
@@ -253,13 +227,13 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         That is on the thread of its own event loop, which the work needs, or inside one
         of its own tasks, which would wait for itself.
         """
-        if self._on_own_loop():
+        if self._backend.on_own_loop():
             where = (
                 f"on the {self.backend} executor's own event loop would block the tasks "
                 "it waits for"
             )
             instead = "use `async with` (or await the futures) instead"
-        elif _running.executor is self:
+        elif _running.ledger is self._ledger:
             where = "inside one of the executor's own tasks would wait for that task itself"
             instead = "call it from the code that opened the executor"
         else:
@@ -269,7 +243,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
     @property
     def closed(self) -> bool:
         """True once ``close()`` or ``shutdown()`` was called."""
-        return self._closed
+        return self._ledger.closed
 
     @property
     def max_workers(self) -> int:
@@ -283,7 +257,7 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
     def close(self) -> None:
         """Accept no new work; what was submitted still runs (the ``Pool.close()`` idiom)."""
         with self._ledger.lock:
-            self._closed = True
+            self._ledger.closed = True
 
     def join(self, timeout: float | None = None, *, progress: Progress = False) -> bool:
         """Wait until every submitted task has finished; True unless ``timeout`` passed first.
@@ -329,21 +303,17 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         if wait and not kill and ledger.live:
             self._refuse_to_wait("shutdown(wait=True)")
         with ledger.lock:
-            self._closed = self._shut_down = True
+            ledger.closed = self._shut_down = True
             if kill:
                 ledger.killed = True
             live = list(ledger.live.values())
+        if cancel_pending and not kill:
+            self._backend.cancel_queued()
         if cancel_pending or kill:
-            for task in live:
-                if not task._started:
-                    task.cancel()
-        if kill:
-            for task in live:
-                if task._started and not task.done() and self._stop_running(task):
-                    ledger.stopped(task)
+            ledger.cancel(live, running=kill)
         if wait and not kill:
             self.join()
-        self._shutdown_workers(wait=wait, kill=kill)
+        self._backend.shutdown_workers(wait=wait, kill=kill)
         self._free_primitives(close=wait or kill)
 
     def __enter__(self) -> Self:
@@ -379,8 +349,12 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
     ) -> None:
         if exc_type is not None:
             # Left by an exception, as an asyncio.TaskGroup is: what still runs or waits
-            # is cancelled (process tasks are killed), and the exception goes on at once.
+            # is cancelled (process tasks are killed), and the exception goes on at once,
+            # once the cancelled tasks on this loop ran their ``finally`` blocks.
+            cancelled = self._backend.to_await_after_kill()
             self.shutdown(wait=True, cancel_pending=True, kill=True)
+            if cancelled:
+                await asyncio.wait(cancelled)
             return
         # Wait for the submitted work without blocking the caller's event loop.
         self.close()
@@ -414,13 +388,13 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, Backend, concurrent.futures.E
         return Statistics(
             self.backend,
             *ledger.counts(),
-            self._worker_count(),
+            self._backend.worker_count(),
             self._max_workers,
             ledger.running_on(),
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._ledger.closed else "open"
         return f"<taskkit {self.backend} executor, {state}, max_workers={self._max_workers}>"
 
 

@@ -23,11 +23,11 @@ class PrimitiveFactory:
     """The primitive-making methods of ``Executor``."""
 
     backend: ClassVar[str] = "?"
-    #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
-    _primitive_family: ClassVar[str | None] = None
     _shut_down: bool
 
-    def __init__(self) -> None:
+    def __init__(self, family: str | None) -> None:
+        #: Which family ``queue()``, ``lock()``... draw from; ``None``: chosen by ``backend``.
+        self._family = family
         # Primitives made by queue(), lock()...: shutdown() closes them and frees their
         # OS resources.  Weak: one the program dropped is freed by its own finalizer.
         self._primitives: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -70,7 +70,7 @@ class PrimitiveFactory:
         from .._primitives import create, family_of
 
         self._refuse_after_shutdown(kind)
-        family = self._primitive_family or family_of(self.backend)
+        family = self._family or family_of(self.backend)
         primitive = create(family, kind, *args)
         self._primitives.add(primitive)
         try:

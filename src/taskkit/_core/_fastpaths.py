@@ -19,7 +19,7 @@ The fast paths:
 ``asyncio_inline_submit``
     ``submit(async_fn)`` on the asyncio executor's own loop creates the asyncio task
     at once and settles and counts it on that thread without the ledger's lock
-    (``AsyncioExecutor._start_here``, ``TaskLedger.settled_with_value``).  Plain twin:
+    (``_AsyncioBackend._start_here``, ``_ledger.LoopTasks``).  Plain twin:
     ``Executor.submit`` and the loop's ordinary admission.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -74,6 +75,11 @@ def interruptible(timeout: float | None) -> float | None:
 
 
 _main = threading.main_thread
+
+
+def current_await_hook() -> Callable[[Future[Any]], Generator[Any, Any, Any]] | None:
+    """How futures are awaited on the current thread (None: the asyncio way)."""
+    return _await_hooks.hook
 
 
 def set_await_hook(hook: Callable[[Future[Any]], Generator[Any, Any, Any]] | None) -> None:
@@ -379,6 +385,41 @@ try_set_exception: Callable[[Future[Any], BaseException], bool] = Future._try_se
 start: Callable[[Future[Any]], bool] = Future._start
 #: ``force_cancelled(fut)``: a running future the backend stopped ends as cancelled.
 force_cancelled: Callable[[Future[Any]], bool] = Future._force_cancelled
+#: ``finish(fut, result, exception)``: ``settle`` without the bookkeeping and the
+#: done-callbacks, for a caller that does both itself (``LoopTasks.succeeded``).
+finish: Callable[[Future[Any], Any, BaseException | None], bool] = Future._finish
+#: ``run_done_callbacks(fut)``: the callbacks of ``add_done_callback``, after ``finish``.
+run_done_callbacks: Callable[[Future[Any]], None] = Future._invoke_done_callbacks
+
+
+# How the rest of taskkit reads a future's state without its lock: one attribute read is
+# atomic, so a reader that only needs a glance (or holds the future final) takes none.
+_UNFINISHED = (PENDING, RUNNING)
+#: ``outcome(fut)``: ``(state, result, exception)`` of ``fut``, read without its lock.
+outcome: Callable[[Future[Any]], tuple[str, Any, BaseException | None]] = operator.attrgetter(
+    "_state", "_result", "_exception"
+)
+
+
+def settled(future: concurrent.futures.Future[Any]) -> bool:
+    """``future.done()`` without taking its lock (for loops that look often)."""
+    return future._state not in _UNFINISHED
+
+
+def is_running(future: concurrent.futures.Future[Any]) -> bool:
+    """True while ``future`` is RUNNING (neither pending nor settled), read without its lock."""
+    return future._state == RUNNING
+
+
+def set_help(future: Future[Any], help: Callable[[float | None], None] | None) -> None:
+    """Set (or clear) what a waiter in ``result()`` calls before it sleeps (see ``_sleep``)."""
+    if help is not None or future._help is not None:  # most futures never have one
+        future._help = help
+
+
+def set_stop(future: Future[Any], stop: Callable[[Future[Any]], bool] | None) -> None:
+    """Set (or clear) how ``cancel()`` stops ``future``'s running task (see ``cancel``)."""
+    future._stop_running = stop
 
 
 def await_in_asyncio(future: concurrent.futures.Future[Any]) -> Generator[Any, None, Any]:

@@ -4,12 +4,12 @@ An ``Executor`` holds one ``TaskLedger`` (its ``_ledger``).  The executor's publ
 face makes tasks and hands them here; the backend runs them and reports back here;
 the ledger settles futures, re-runs failed attempts, times deadlines and counts::
 
-    Executor.submit ──► ledger.live[task] ──► backend._dispatch(task)
+    Executor.submit ──► ledger.submit: Task, live[task] ──► backend.dispatch(task)
                                                  │ a worker takes it
                      ledger.begin(task, worker) ◄┘ (False: cancelled meanwhile, skip it)
                      ledger.succeeded(task, value) / ledger.failed(task, error)
-                         failed, retries left ──► transition(RETRIED) ──► backend._dispatch again
-                     deadline passed ──► ledger.deadline_passed(task) ──► backend._stop_overrunning
+                         failed, retries left ──► transition(RETRIED) ──► backend.dispatch again
+                     deadline passed ──► ledger.deadline_passed(task) ──► backend.stop_overrunning
     the future settles (any path: result, error, cancel) ──► ledger.settled(future):
         counters, join() woken, the call's arguments dropped
 
@@ -18,7 +18,9 @@ started (on which worker), succeeded, failed, retried, cancelled, timed out, and
 its worker crashed.  It hands each change to the executor's task-event listeners
 (``ex.add_listener``, ``_events.py``), and costs one attribute read while there are none.
 
-What the ledger asks of the backend is the protocol in ``_backend.py``.
+What the ledger asks of the backend is the protocol in ``_backend.py``; what a backend
+may read and set on a task are the accessors and ledger methods listed there (a task's
+attributes are private, as the task is the future the user holds).
 """
 
 from __future__ import annotations
@@ -30,13 +32,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from ._calls import call
-from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from ._errors import BlockingCallError, TaskTimeout, WorkerCrashed
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING, RLock
+from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout, WorkerCrashed
 from ._events import EventKind, Listeners, worker_key
-from ._future import Future, interruptible, next_task_number
+from ._future import (
+    Future,
+    finish,
+    force_cancelled,
+    interruptible,
+    is_running,
+    next_task_number,
+    outcome,
+    run_done_callbacks,
+    set_help,
+    set_stop,
+    settle,
+    settled,
+    start,
+)
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -51,8 +68,16 @@ __all__ = [
     "SUCCEEDED",
     "TIMED_OUT",
     "WORKER_CRASHED",
+    "LoopTasks",
     "TaskLedger",
     "TaskOptions",
+    "attempt_of",
+    "call_of",
+    "handle_of",
+    "set_handle",
+    "set_width",
+    "timeout_of",
+    "weight_of",
 ]
 
 
@@ -89,8 +114,6 @@ class TaskOptions:
 
 
 NO_OPTIONS = TaskOptions()
-
-_UNFINISHED = (PENDING, RUNNING)
 
 # What a settled task's keyword arguments become (never handed to a call).
 NO_KWARGS: dict[str, Any] = {}
@@ -141,8 +164,10 @@ class Task(Future[Any]):
         kwargs: dict[str, Any],
         options: TaskOptions,
         weight: int,
+        on_settled: Callable[[Future[Any]], None],
     ) -> None:
         Future.__init__(self)
+        self._on_settled = on_settled  # the ledger's bookkeeping, once the future settles
         self._fn, self._args, self._kwargs = fn, args, kwargs
         self._number = next_task_number()  # names are numbered in submission order
         if options is not NO_OPTIONS:
@@ -155,32 +180,63 @@ class Task(Future[Any]):
         # Only an unfinished future gets here, so a finished one's result() pays nothing.
         if timeout is None or timeout > 0:
             ledger = getattr(self._on_settled, "__self__", None)  # None once settled
-            if isinstance(ledger, TaskLedger) and ledger.backend._on_own_loop():
+            if isinstance(ledger, TaskLedger) and ledger.backend.on_own_loop():
                 raise BlockingCallError(
                     f"result() of the unfinished {self.name} on the thread of its "
-                    f"{ledger.backend.backend} executor's event loop would block that loop, "
+                    f"{ledger.backend.name} executor's event loop would block that loop, "
                     "and with it the task it waits for; `await` the future instead"
                 )
         Future._sleep(self, timeout)
 
 
+# What a backend reads of a task (see ``_backend.py``): C getters, without a frame of
+# their own, so that the hot paths pay nothing for not reading the attributes.
+#: ``call_of(task)``: the call the task makes, ``(fn, args, kwargs)``.
+call_of: Callable[[Task], tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = attrgetter(
+    "_fn", "_args", "_kwargs"
+)
+#: ``handle_of(task)``: what the backend keeps for the running attempt (see ``set_handle``).
+handle_of: Callable[[Task], Any] = attrgetter("_handle")
+#: ``weight_of(task)``: how many calls the task stands for (1, or a map chunk's size).
+weight_of: Callable[[Task], int] = attrgetter("_weight")
+#: ``attempt_of(task)``: 0 for the first attempt, 1 for the first retry, ...
+attempt_of: Callable[[Task], int] = attrgetter("_attempt")
+#: ``timeout_of(task)``: the seconds each attempt may run, or None.
+timeout_of: Callable[[Task], float | None] = attrgetter("_options.timeout")
+# What an event tells of its task: its number, attempt and weight (``_events.py``).
+_event_facts: Callable[[Task], tuple[int, int, int]] = attrgetter("_number", "_attempt", "_weight")
+
+
+def set_handle(task: Task, handle: Any) -> None:
+    """Keep the backend's ``handle`` on the running attempt (an asyncio task, the pickled
+    call...) on ``task`` until it settles; ``handle_of(task)`` reads it."""
+    task._handle = handle
+
+
+def set_width(task: Task, calls: int) -> None:
+    """How many calls ``task`` runs at once while it runs (``statistics().running``): 1
+    by default; a backend that runs a map chunk's calls all at once sets its weight, and
+    0 once the attempt's outcome is in but not yet settled."""
+    task._width = calls
+
+
 class _Running(threading.local):
-    # The executor whose task this thread is running, if any: join() and shutdown(wait=True)
+    # The ledger whose task this thread is running, if any: join() and shutdown(wait=True)
     # called there would wait for that task itself.  A class default, read cheaply.
-    executor: Any = None
+    ledger: Any = None
 
 
 running = _Running()
 
 
-def call_as_task(executor: object, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """``call(fn, args, kwargs)`` in a thread marked as running a task of ``executor``."""
+def call_as_task(ledger: TaskLedger, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``call(fn, args, kwargs)`` in a thread marked as running a task of ``ledger``."""
     state = running
-    outer, state.executor = state.executor, executor
+    outer, state.ledger = state.ledger, ledger
     try:
         return call(fn, args, kwargs)
     finally:
-        state.executor = outer
+        state.ledger = outer
 
 
 class TaskLedger:
@@ -188,60 +244,83 @@ class TaskLedger:
 
     One lock guards the counters and the table of live tasks; ``wait_idle`` waits
     on it.  The ``loop_*`` counts are changed without the lock, only ever by the
-    thread of the backend's event loop (see ``settled_with_value``).
+    thread of the backend's event loop (see ``LoopTasks``).
+
+    ``transition(task, event, worker=None, error=None)`` is the one seam every change of
+    a task's state passes through, once per change: ``event`` is one of ``SUBMITTED``,
+    ``STARTED`` (``worker`` is the backend's worker, where it has one), ``SUCCEEDED``,
+    ``FAILED``, ``RETRIED``, ``CANCELLED_EVENT``, ``TIMED_OUT`` and ``WORKER_CRASHED``
+    (``error`` is the exception of a failure, and of the attempt a retry follows).  It is
+    called without the ledger's lock, from whichever thread made the change, and hands a
+    ``TaskEvent`` to the executor's listeners (``Listeners.emit``, ``_events.py``).  Every
+    call site reads ``observed`` first, and calls it only while that is True (as
+    ``logging`` asks ``isEnabledFor`` first): ``add_listener`` sets it, and the hot paths
+    pay one attribute read meanwhile.
     """
 
     def __init__(self, backend: Backend) -> None:
-        #: The backend the ledger re-dispatches retries to and asks to stop tasks.
+        #: The backend the ledger hands tasks to, re-dispatches retries to and asks to stop tasks.
         self.backend = backend
         self.lock = threading.Lock()
         self._all_done = threading.Condition(self.lock)
         self._joining = 0  # threads waiting in wait_idle(): only then is _all_done notified
         self._reporting = 0  # settled tasks whose terminal event is being handed out
         self.live: dict[Future[Any], Task] = {}
+        #: Set by ``close()`` and ``shutdown()``: ``submit`` accepts no new task.
+        self.closed = False
         self.n_submitted = self.n_done = self.n_failed = 0
         self.n_cancelled = self.n_retried = self.n_timed_out = 0
         self.loop_submitted = self.loop_done = 0
         #: [done, failed, re-runs] of calls a backend made inline, without tasks, per
         #: thread (the serial backend's map): only that thread changes its list.
         self.inline_tallies: dict[int, list[int]] = {}
-        self._chunk_runners = backend._chunk_runners  # a map chunk's outcome counts its calls
-        #: True while something listens to ``transition`` (see there).
+        self._chunk_runners = backend.chunk_runners  # a map chunk's outcome counts its calls
+        #: True while something listens to ``transition`` (see the class docstring).
         self.observed = False
         #: The executor's task-event listeners (``ex.add_listener``); they set ``observed``.
-        self.listeners = Listeners(backend.backend, self._observe)
+        self.listeners = Listeners(backend.name, self._observe, _event_facts)
+        self.transition: Callable[..., None] = self.listeners.emit
         #: Set by ``shutdown(kill=True)``: no failed attempt is re-run after it.
         self.killed = False
         # Bound once, not once per task.
         self.settle_hook = self.settled
         self.stop_hook = self.stop_future
 
-    # ------------------------------------------------------- the one seam
-
-    def transition(
-        self,
-        task: Task,
-        event: EventKind,
-        worker: object = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Every change of ``task``'s state passes through here, once per change.
-
-        ``event`` is one of ``SUBMITTED``, ``STARTED`` (``worker`` is the backend's
-        worker, where it has one), ``SUCCEEDED``, ``FAILED``, ``RETRIED``,
-        ``CANCELLED_EVENT``, ``TIMED_OUT`` and ``WORKER_CRASHED`` (``error`` is the
-        exception of a failure, and of the attempt a retry follows).  Called without the
-        ledger's lock, from whichever thread made the change; it hands a ``TaskEvent``
-        to the executor's listeners (``_events.py``).
-
-        Every call site reads ``observed`` first, and calls this only while it is True
-        (as ``logging`` asks ``isEnabledFor`` first): ``add_listener`` sets it, and the
-        hot paths pay one attribute read meanwhile.
-        """
-        self.listeners.emit(task, event, worker, error)
-
     def _observe(self, observed: bool) -> None:
         self.observed = observed
+
+    # ------------------------------------------------------ from the executor
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        weight: int = 1,
+    ) -> Task:
+        """Make the task of ``fn(*args, **kwargs)``, count it, and hand it to the backend."""
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}: {fn!r}")
+        backend = self.backend
+        if backend.checks_arguments:
+            backend.check_arguments(fn, args, kwargs)
+        task = Task(fn, args, kwargs, options, weight, self.settle_hook)
+        with self.lock:
+            if self.closed:
+                raise ExecutorClosed(
+                    f"cannot submit {task.name}: the {backend.name} executor is closed"
+                )
+            self.n_submitted += weight
+            self.live[task] = task
+        if self.observed:
+            self.transition(task, SUBMITTED)
+        try:
+            backend.dispatch(task)
+        except BaseException as exc:
+            settle(task, None, exc)
+            raise
+        return task
 
     # ---------------------------------------------------- from the backend
 
@@ -249,13 +328,14 @@ class TaskLedger:
         """Mark ``task`` running on ``worker``; False if it was cancelled and must be skipped.
 
         Its deadline (if it has a timeout) starts now, for this attempt; with ``timed``
-        False it starts later, at ``arm_deadline(task)`` (a worker still starting up).
+        False it starts later, at ``arm_deadline(task)`` (a worker still starting up, a
+        task still queued on a cluster).
         """
         if task._started:  # a retry: the deadline applies to each attempt
             if task.done():
                 return False
         else:
-            if not task._start():
+            if not start(task):
                 return False
             # No lock on this hot path: statistics() counts running tasks in live.
             task._started = True
@@ -265,7 +345,7 @@ class TaskLedger:
             self.transition(task, STARTED, worker)
         timeout = task._options.timeout
         if timeout is not None:
-            task._deadline = self.backend._schedule_deadline(task, timeout) if timed else None
+            task._deadline = self.backend.schedule_deadline(task, timeout) if timed else None
         return True
 
     def arm_deadline(self, task: Task) -> None:
@@ -274,16 +354,32 @@ class TaskLedger:
         Reads the task's state without its lock, so a backend may call it under its own.
         """
         timeout = task._options.timeout
-        if timeout is None or task._deadline is not None or task._state not in _UNFINISHED:
+        if timeout is None or task._deadline is not None or settled(task):
             return
-        task._deadline = self.backend._schedule_deadline(task, timeout)
+        task._deadline = self.backend.schedule_deadline(task, timeout)
 
-    def run_inline(self, task: Task, executor: object, worker: object = None) -> None:
+    def cancel(self, tasks: list[Task], *, running: bool) -> None:
+        """Cancel the ``tasks`` that have not started; with ``running``, stop the others
+        too, where the backend can (for ``shutdown``)."""
+        for task in tasks:
+            if not task._started:
+                task.cancel()
+        if running:
+            for task in tasks:
+                if task._started and not task.done() and self.backend.stop_running(task):
+                    self.stopped(task)
+
+    def stoppable(self, task: Task, stoppable: bool = True) -> None:
+        """While ``stoppable``, ``future.cancel()`` of the running ``task`` asks
+        ``backend.stop_running(task)`` to stop it (else it cannot be cancelled once running)."""
+        set_stop(task, self.stop_hook if stoppable else None)
+
+    def run(self, task: Task, worker: object = None) -> None:
         """Run ``task`` in the calling thread and report how it ended (serial and thread)."""
         if not self.begin(task, worker):
             return
         try:
-            value = call_as_task(executor, task._fn, task._args, task._kwargs)
+            value = call_as_task(self, task._fn, task._args, task._kwargs)
         except BaseException as exc:
             self.failed(task, exc)
             if not isinstance(exc, Exception):
@@ -301,16 +397,16 @@ class TaskLedger:
         """Report that ``task`` returned ``value``."""
         if task._deadline is not None:
             task._deadline.cancel()
-        task._complete(value, None)
+        settle(task, value, None)
 
     def fail_now(self, task: Task, error: BaseException) -> bool:
         """Settle ``task`` with ``error`` at once, without a retry (unless already settled)."""
-        return task._complete(None, error)
+        return settle(task, None, error)
 
     def stopped(self, task: Task) -> bool:
         """A running ``task`` was stopped (by the backend, or outside taskkit): it ends
         as cancelled.  False if it had already finished."""
-        return task._force_cancelled()
+        return force_cancelled(task)
 
     def report_outcome(self, task: Task, value: Any, error: BaseException | None) -> None:
         """Report ``task``'s outcome: ``succeeded`` if ``error`` is None, else ``failed``.
@@ -321,7 +417,7 @@ class TaskLedger:
         """
         deadline, timeout = task._deadline, task._options.timeout
         if deadline is not None and timeout is not None and not deadline.cancelled:
-            late = self.backend._now() - deadline.when
+            late = self.backend.now() - deadline.when
             if late >= 0:
                 deadline.cancel()
                 error = self.overran(
@@ -352,7 +448,7 @@ class TaskLedger:
                 self.n_retried += 1
             if self.observed:
                 self.transition(task, RETRIED, error=exc)
-            log = self.backend._log
+            log = self.backend.log
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s: attempt %d of %d failed (%s: %s); running it again",
@@ -363,36 +459,35 @@ class TaskLedger:
                     exc,
                 )
             try:
-                self.backend._dispatch(task)
+                self.backend.dispatch(task)
             except BaseException as dispatch_error:
-                task._complete(None, dispatch_error)
+                settle(task, None, dispatch_error)
             return
         if isinstance(exc, TaskTimeout):
             with self.lock:
                 self.n_timed_out += task._weight
-        task._complete(None, exc)
+        settle(task, None, exc)
 
     def deadline_passed(self, task: Task) -> None:
         """Called (on the deadline's thread) when a task overran its timeout."""
         if task.done():
             return
         backend = self.backend
-        error = self.overran(task, task._options.timeout, backend._timeout_detail())
-        backend._stop_overrunning(task)
+        error = self.overran(task, task._options.timeout, backend.timeout_detail)
+        backend.stop_overrunning(task)
         self.failed(task, error)
 
     def overran(self, task: Task, timeout: float | None, detail: str) -> TaskTimeout:
         """Log that ``task`` overran its deadline, and return the error it fails with."""
-        self.backend._log.warning(
+        self.backend.log.warning(
             "%s overran its %g s deadline%s", task.name, timeout, f": {detail}" if detail else ""
         )
         return TaskTimeout(task.name, timeout, detail)
 
     def stop_future(self, future: Future[Any]) -> bool:
-        """``future.cancel()`` of a running task: a backend that can stop its tasks sets
-        ``task._stop_running = ledger.stop_hook`` while the task runs."""
+        """``future.cancel()`` of a running task made ``stoppable``: ``stop_hook``."""
         task = self.live.get(future)
-        return task is not None and self.backend._stop_running(task)
+        return task is not None and self.backend.stop_running(task)
 
     # --------------------------------------------------------- settling
 
@@ -403,12 +498,12 @@ class TaskLedger:
             if task is None:
                 return
             # The future is final here: read its state without taking its lock again.
-            if future._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            state, result, error = outcome(future)
+            if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 self.n_cancelled += task._weight
                 event = CANCELLED_EVENT
-            elif future._exception is not None:
+            elif error is not None:
                 self.n_failed += task._weight
-                error = future._exception
                 event = (
                     TIMED_OUT
                     if isinstance(error, TaskTimeout)
@@ -417,7 +512,12 @@ class TaskLedger:
                     else FAILED
                 )
             elif task._fn in self._chunk_runners:
-                self._count_chunk(task, future)
+                # A map chunk counts each of its calls: what ended, how, and what never started.
+                results, failures, retried, _ = result
+                self.n_done += len(results) - len(failures)
+                self.n_failed += len(failures)
+                self.n_cancelled += task._weight - len(results)
+                self.n_retried += retried
                 event = SUCCEEDED
             else:
                 self.n_done += task._weight
@@ -429,7 +529,7 @@ class TaskLedger:
                 self._all_done.notify_all()
         if reporting:
             try:
-                self.transition(task, event, error=future._exception)
+                self.transition(task, event, error=error)
             finally:
                 with self.lock:
                     self._reporting -= 1
@@ -441,40 +541,13 @@ class TaskLedger:
         # not kept past the task's end: a future kept after its result frees it.
         if task._handle is not None:
             task._handle = None
-            if future._help is not None:  # set only with a handle (the process backend's)
-                future._help = None
+            set_help(task, None)  # set only with a handle (the process backend's)
         # Drop the call's arguments once no attempt can still read them, so that a future
         # kept after its result does not keep them alive: when the task never started, or
         # its attempt reported how it ended.  A running task cancelled or timed out by
         # someone else keeps them (its worker may be between starting and reading them).
-        if not task._started or (
-            future._state == FINISHED and not isinstance(future._exception, TaskTimeout)
-        ):
+        if not task._started or (state == FINISHED and not isinstance(error, TaskTimeout)):
             task._args, task._kwargs = (), NO_KWARGS
-
-    def settled_with_value(self, task: Task) -> None:
-        """``settled``, without the lock, for a task that finished with a value on the
-        thread that owns the ``loop_*`` counts (a backend's event-loop thread)."""
-        live = self.live
-        if self.observed:  # reported before join() can see the task gone
-            self.transition(task, SUCCEEDED)
-        del live[task]
-        self.loop_done += 1
-        if self._joining and not live:
-            with self.lock:
-                self._all_done.notify_all()
-        if task._args:
-            task._args = ()
-        if task._kwargs:
-            task._kwargs = NO_KWARGS
-
-    def _count_chunk(self, task: Task, future: Future[Any]) -> None:
-        # A map chunk counts each of its calls: what ended, how, and what never started.
-        results, failures, retried, _ = future._result  # a finished chunk
-        self.n_done += len(results) - len(failures)
-        self.n_failed += len(failures)
-        self.n_cancelled += task._weight - len(results)
-        self.n_retried += retried
 
     # ---------------------------------------------------------- waiting
 
@@ -504,7 +577,7 @@ class TaskLedger:
             tasks = list(self.live.values())
         busy: dict[int | str, str] = {}
         for task in tasks:
-            if task._state == RUNNING and (key := worker_key(task._worker)) is not None:
+            if is_running(task) and (key := worker_key(task._worker)) is not None:
                 busy[key] = task.name
         return busy
 
@@ -531,3 +604,84 @@ class TaskLedger:
                 retried,
                 self.n_timed_out,
             )
+
+
+class LoopTasks:
+    """Tasks started and settled on the thread that owns a ledger's ``loop_*`` counts:
+    the ``asyncio_inline_submit`` fast path (see ``_fastpaths``).
+
+    No other thread has seen such a task when it starts, so it is made running at once
+    and counted without the ledger's lock; one that returns a value is settled and
+    counted there too (``succeeded``).  It has no deadline, no retries and no place
+    under ``max_workers``.
+
+    The tasks are of one class, made per ledger: what they share is kept once, on the
+    class rather than on each task: they have started, they have the ledger's hooks (a
+    running one can be stopped), and one lock serves them all.  Each holds it for a few
+    lines at a time, while a lock of its own would be one more object per task for the
+    garbage collector to walk.  What each of them sets is held in slots, so that most of
+    them never make the values of an instance dictionary: one allocation less per task,
+    and less for the collector to walk while a burst of submits keeps them all alive.
+    """
+
+    __slots__ = ("ledger", "task_class")
+
+    def __init__(self, ledger: TaskLedger) -> None:
+        self.ledger = ledger
+        #: The class of the tasks ``start`` makes.
+        self.task_class: type[Task] = type(
+            "_Task",
+            (Task,),
+            {
+                "__module__": __name__,
+                "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # set by start
+                "_condition": RLock(),
+                "_started": True,
+                "_on_settled": ledger.settle_hook,
+                "_stop_running": ledger.stop_hook,
+            },
+        )
+
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
+        """``submit`` of a task that runs at once: the caller gives it its handle
+        (``set_handle``) at once, and reports a value with ``succeeded``."""
+        ledger = self.ledger
+        if ledger.closed:
+            raise ExecutorClosed(
+                f"cannot submit {fn.__qualname__}: the {ledger.backend.name} executor is closed"
+            )
+        task_class = self.task_class
+        task = task_class.__new__(task_class)
+        task._state = RUNNING  # slots of task_class
+        task._result = None
+        task._fn = fn
+        task._number = next_task_number()
+        if args:
+            task._args = args
+        if kwargs:
+            task._kwargs = kwargs
+        ledger.live[task] = task
+        ledger.loop_submitted += 1
+        if ledger.observed:
+            ledger.transition(task, SUBMITTED)
+            ledger.transition(task, STARTED)
+        return task
+
+    def succeeded(self, task: Task, value: Any) -> None:
+        """The ledger's ``succeeded``, and its bookkeeping, without its lock."""
+        if not finish(task, value, None):
+            return  # settled by another path meanwhile (a kill): that path counted it
+        ledger = self.ledger
+        live = ledger.live
+        if ledger.observed:  # reported before join() can see the task gone
+            ledger.transition(task, SUCCEEDED)
+        del live[task]
+        ledger.loop_done += 1
+        if ledger._joining and not live:
+            with ledger.lock:
+                ledger._all_done.notify_all()
+        if task._args:
+            task._args = ()
+        if task._kwargs:
+            task._kwargs = NO_KWARGS
+        run_done_callbacks(task)

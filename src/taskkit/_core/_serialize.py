@@ -8,7 +8,7 @@ values), so the same values cross everywhere and fail the same way::
                            │ fails: diagnose ─► SerializationError naming     │ kept for
                            │        "argument 2", "keyword 'x'",              │ this thread's
                            │        "element [1] of argument 2", ...          │ dispatch
-    _dispatch(task) ─► PickledAtSubmit.take ◄─────────────────────────────────┘
+    dispatch(task) ──► PickledAtSubmit.take ◄─────────────────────────────────┘
                            (the same call: its bytes; another one: encode it now)
 
     encode = dumps (process messages)   ─► (pickle stream, out-of-band buffers)
@@ -381,7 +381,7 @@ class PickledAtSubmit(threading.local, Generic[_P]):
 
     ``check`` runs in ``submit`` before the task exists, so an argument that
     will not pickle is the caller's ``SerializationError``, raised there;
-    ``take`` in ``_dispatch`` returns the same bytes when it is handed the same
+    ``take`` in ``dispatch`` returns the same bytes when it is handed the same
     call (the same ``fn``, ``args`` and ``kwargs`` objects) on the same thread,
     and pickles the call afresh otherwise (a queued task, a retry).
     """

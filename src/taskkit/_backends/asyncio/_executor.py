@@ -12,11 +12,11 @@ Data flow::
 
     On the loop's own thread, ``submit(async_fn, *args)`` skips the hand-off: the
     task is made running and its asyncio task is created at once, and a task that
-    ends with a value is settled and counted by that asyncio task (``_run_at_once``),
+    ends with a value is settled and counted by that asyncio task (``_run``),
     without the ledger's lock.  asyncio code that submits by the hundred thousand
     pays little more than ``loop.create_task`` would cost it.  This is the
-    ``asyncio_inline_submit`` fast path (``_start_here``, the executor's
-    ``_submit_here``); with it off (see ``_fastpaths``) such a submit goes the way above.
+    ``asyncio_inline_submit`` fast path (``_start_here``, the backend's
+    ``submit_here``); with it off (see ``_fastpaths``) such a submit goes the way above.
 
 The loop is the one running where the executor was opened, if any, or an existing
 loop passed as ``loop=`` (the executor uses these but never stops or closes them),
@@ -37,38 +37,37 @@ import threading
 import weakref
 from collections.abc import Callable, Generator
 from threading import get_ident
-from types import FunctionType, TracebackType
+from types import FunctionType
 from typing import Any, TypeVar, final
 
 from typing_extensions import ParamSpec
 
+from ..._core._backend import Backend, check_max_workers
 from ..._core._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from ..._core._compat import (
-    RUNNING,
-    RLock,
     get_running_loop_or_none,
     has_loop_thread_id,
     loop_thread_id,
     register_atexit,
 )
-from ..._core._errors import ExecutorClosed
-from ..._core._executor import (
-    KILL_GRACE,
-    Executor,
-    TaskOptions,
-    call_as_task,
-    is_async_callable,
-    shut_down_at_exit,
-)
+from ..._core._executor import KILL_GRACE, Executor, is_async_callable, shut_down_at_exit
 from ..._core._fastpaths import ASYNCIO_INLINE_SUBMIT
 from ..._core._future import (
     Future,
-    _await_hooks,
     await_in_asyncio,
-    next_task_number,
+    current_await_hook,
+    is_running,
     set_await_hook,
 )
-from ..._core._ledger import STARTED, SUBMITTED
+from ..._core._ledger import (
+    LoopTasks,
+    call_as_task,
+    call_of,
+    handle_of,
+    set_handle,
+    set_width,
+    weight_of,
+)
 from ..._core._ledger import Task as _Task
 from ..._core._timer import Deadline
 from .._admission import Admission
@@ -80,11 +79,11 @@ T = TypeVar("T")
 
 _CO_COROUTINE = inspect.CO_COROUTINE
 
-_live_executors: weakref.WeakSet[AsyncioExecutor] = weakref.WeakSet()
+_live_backends: weakref.WeakSet[_AsyncioBackend] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    shut_down_at_exit(_live_executors)
+    shut_down_at_exit(backend.executor for backend in list(_live_backends))
 
 
 register_atexit(_at_exit)
@@ -144,11 +143,30 @@ class AsyncioExecutor(Executor):
             uvloop: run a loop of the executor's own on uvloop if it is installed (it
                 is never required: without it, asyncio's loop is used).
         """
-        super().__init__(max_workers=1 if max_workers is None else max_workers)
+        check_max_workers(1 if max_workers is None else max_workers)
         if loop is not None and not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(f"loop must be an asyncio event loop, got {type(loop).__name__}")
         if loop is not None and uvloop:
             raise ValueError("uvloop=True applies to the executor's own loop, not to loop=")
+        self._asyncio = _AsyncioBackend(max_workers, loop, uvloop)
+        super().__init__(self._asyncio)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the tasks run on."""
+        return self._asyncio.loop
+
+
+class _AsyncioBackend(Backend):
+    """The event loop behind an ``AsyncioExecutor``, and how tasks run on it."""
+
+    name = "asyncio"
+    timeout_detail = "it was cancelled at its next await (a plain function runs on to its end)"
+
+    def __init__(
+        self, max_workers: int | None, loop: asyncio.AbstractEventLoop | None, uvloop: bool
+    ) -> None:
+        super().__init__(1 if max_workers is None else max_workers)
         self._incoming: collections.deque[_Task] = collections.deque()
         self._drain_scheduled = False
         self._admission = Admission(max_workers, self._start)
@@ -164,36 +182,30 @@ class AsyncioExecutor(Executor):
         if loop is None and not uvloop:
             loop = get_running_loop_or_none()  # opened inside a running loop: use it
         if loop is not None:
-            self._loop = loop
-            if get_running_loop_or_none() is loop and _await_hooks.hook is None:
+            self.loop = loop
+            if get_running_loop_or_none() is loop and current_await_hook() is None:
                 set_await_hook(await_on_loop)  # this thread runs the loop: await futures fast
         else:
-            self._loop = _new_loop(uvloop)
+            self.loop = _new_loop(uvloop)
             self._thread = threading.Thread(
                 target=self._run_loop, name="taskkit-asyncio", daemon=True
             )
             self._thread.start()
-            _live_executors.add(self)
-        # submit() from code on the loop starts an async def function at once, as a task
-        # of this executor's own class (see _loop_task_class); with max_workers set, it
-        # may have to wait its turn instead.
-        # The inline submit of an async def on the loop's thread: a fast path (_fastpaths).
+            _live_backends.add(self)
+        # submit() from code on the loop starts an async def function at once, as one of
+        # its LoopTasks; with max_workers set, it may have to wait its turn instead.  The
+        # inline submit of an async def on the loop's thread: a fast path (_fastpaths).
         if max_workers is None and ASYNCIO_INLINE_SUBMIT:
-            self._submit_here = self._start_here
-        self._loop_task = _loop_task_class(self)
+            self.submit_here = self._start_here
+        self.loop_tasks = LoopTasks(self.ledger)
         # asyncio's own loops say which thread runs them in one attribute (None while
         # stopped), cheaper to read than asking for the running loop; others are asked.
-        self._loop_thread_known = has_loop_thread_id(self._loop)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the tasks run on."""
-        return self._loop
+        self.loop_thread_known = has_loop_thread_id(self.loop)
 
     # ------------------------------------------------------------ the loop
 
     def _run_loop(self) -> None:
-        loop = self._loop
+        loop = self.loop
         asyncio.set_event_loop(loop)
         set_await_hook(await_on_loop)
         try:
@@ -207,9 +219,9 @@ class AsyncioExecutor(Executor):
             loop.close()
 
     def _on_loop(self) -> bool:
-        return get_running_loop_or_none() is self._loop
+        return get_running_loop_or_none() is self.loop
 
-    # ------------------------------------------------------- executor hooks
+    # ------------------------------------------------------------ the protocol
 
     def _start_here(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -219,11 +231,11 @@ class AsyncioExecutor(Executor):
         The ``asyncio_inline_submit`` fast path (see ``_fastpaths``); None where it does
         not apply, and ``Executor.submit`` goes the ordinary way, its plain twin.
         """
-        loop: Any = self._loop
+        loop: Any = self.loop
         if not (
             (
                 get_ident() == loop_thread_id(loop)
-                if self._loop_thread_known
+                if self.loop_thread_known
                 else get_running_loop_or_none() is loop
             )
             and type(fn) is FunctionType
@@ -231,33 +243,14 @@ class AsyncioExecutor(Executor):
             and loop.get_task_factory() is None
         ):
             return None
-        # Executor._submit and _start in one, on the loop's own thread: no other thread
-        # has seen the task yet, so it is made running, and it is counted without the
-        # lock (the ledger's loop_* counts are only ever changed by this thread).
-        if self._closed:
-            raise ExecutorClosed(f"cannot submit {fn.__qualname__}: the asyncio executor is closed")
-        task_class = self._loop_task
-        task = task_class.__new__(task_class)
-        task._state = RUNNING
-        task._result = None
-        task._fn = fn
-        task._number = next_task_number()
-        if args:
-            task._args = args
-        if kwargs:
-            task._kwargs = kwargs
-        task._handle = _Attempt(self._run_at_once(task), loop=loop)
-        ledger = self._ledger
-        ledger.live[task] = task
-        ledger.loop_submitted += 1
-        if ledger.observed:
-            ledger.transition(task, SUBMITTED)
-            ledger.transition(task, STARTED)
+        # The ledger's submit and _start in one, on the loop's own thread (see LoopTasks).
+        task = self.loop_tasks.start(fn, args, kwargs)
+        set_handle(task, _Attempt(self._run(task, fn, args, kwargs, True), loop=loop))
         self._admission.running += 1
         return task
 
-    def _dispatch(self, task: _Task) -> None:
-        if get_running_loop_or_none() is self._loop:  # submitted from a task on the loop
+    def dispatch(self, task: _Task) -> None:
+        if get_running_loop_or_none() is self.loop:  # submitted from a task on the loop
             self._admission.admit(task)
             return
         self._incoming.append(task)
@@ -265,7 +258,7 @@ class AsyncioExecutor(Executor):
             # One wake-up of the loop per burst of submits, not one per task.
             self._drain_scheduled = True
             try:
-                self._loop.call_soon_threadsafe(self._drain)
+                self.loop.call_soon_threadsafe(self._drain)
             except RuntimeError:
                 self._drain_scheduled = False
                 raise
@@ -278,41 +271,51 @@ class AsyncioExecutor(Executor):
             admit(incoming.popleft())
 
     def _start(self, task: _Task) -> None:
-        if not self._ledger.begin(task):
+        if not self.ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
-        fn, args, kwargs = task._fn, task._args, task._kwargs
+        fn, args, kwargs = call_of(task)
         if fn is run_chunk and is_async_callable(args[0]):
             fn = _gather_chunk  # its calls run at once (only without a max_workers limit)
-            task._width = task._weight
+            set_width(task, weight_of(task))
         elif not is_async_callable(fn):
             # Plain functions run on the loop's default executor (a thread pool), so
             # they never block the loop; a running one cannot be cancelled.
-            outcome = self._loop.run_in_executor(None, call_as_task, self, fn, args, kwargs)
+            outcome = self.loop.run_in_executor(None, call_as_task, self.ledger, fn, args, kwargs)
             self._owners[outcome] = task
-            task._handle = outcome
+            set_handle(task, outcome)
             outcome.add_done_callback(self._done_hook)
             return
         # One asyncio task per attempt, which reports its own outcome as it ends: no
         # done-callback, and so no second trip through the loop per task.
-        loop = self._loop
+        loop = self.loop
         if loop.get_task_factory() is None:
-            task._handle = _Attempt(self._run(task, fn, args, kwargs), loop=loop)
+            set_handle(task, _Attempt(self._run(task, fn, args, kwargs), loop=loop))
         else:
             # The loop makes its tasks its own way: step into a guard first instead.
             entered = self._run_entered(task, fn, args, kwargs)
             entered.send(None)
-            task._handle = loop.create_task(entered)
-        task._stop_running = self._ledger.stop_hook  # an asyncio task: cancellable
+            set_handle(task, loop.create_task(entered))
+        self.ledger.stoppable(task)  # an asyncio task: cancellable
 
     async def _run(
-        self, task: _Task, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: _Task,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        at_once: bool = False,
     ) -> None:
         """The asyncio task of one attempt: call ``fn``, await it, report how it ended.
 
         ``fn`` is called in the task's first step, so an attempt cancelled before
         then leaves no coroutine that was never awaited (see ``_Attempt`` for how
         such an attempt is reported).
+
+        A task ``submit`` started ``at_once`` on the loop has no deadline, no retries and
+        no place under ``max_workers``, so unless a stop is pending, a value settles its
+        future and is counted here, by the loop's thread, without the ledger's lock
+        (``LoopTasks.succeeded``).
         """
         try:
             value = await fn(*args, **kwargs)
@@ -321,28 +324,10 @@ class AsyncioExecutor(Executor):
             if self._ends_the_attempt(error):
                 raise
         else:
-            self._ended(task, value, None)
-
-    async def _run_at_once(self, task: _Task) -> None:
-        """``_run``, for a task ``submit`` started at once on the loop.
-
-        It has no deadline, no retries and no place under ``max_workers``, so unless a
-        stop is pending, it settles its future and is counted here, by the loop's
-        thread, without the executor's lock (see ``TaskLedger.settled`` for the rest).
-        """
-        try:
-            value = await task._fn(*task._args, **task._kwargs)
-        except BaseException as error:
-            self._ended(task, None, error)
-            if self._ends_the_attempt(error):
-                raise
-        else:
-            if self._stopped:
+            if not at_once or self._stopped:
                 self._ended(task, value, None)
                 return
-            if task._finish(value, None):
-                self._ledger.settled_with_value(task)
-                task._invoke_done_callbacks()
+            self.loop_tasks.succeeded(task, value)
             self._admission.running -= 1
             if self._stop_when_idle:
                 self._stop_if_idle()
@@ -364,7 +349,7 @@ class AsyncioExecutor(Executor):
         """Loop thread, in the attempt's own asyncio task: report its outcome."""
         # A stale attempt (one a timeout replaced) always had its stop asked for, so
         # while no stop is pending the task's handle is this attempt.
-        attempt = asyncio.current_task(self._loop) if self._stopped else task._handle
+        attempt = asyncio.current_task(self.loop) if self._stopped else handle_of(task)
         if not self._reported_elsewhere(task, attempt):
             self._report(task, value, error)
         self._release()
@@ -385,7 +370,7 @@ class AsyncioExecutor(Executor):
         """Loop thread: an attempt cancelled before its first step is done; report it."""
         self._unstarted_cancels.discard(attempt)
         if not self._reported_elsewhere(task, attempt):
-            self._ledger.stopped(task)  # cancelled by code outside taskkit
+            self.ledger.stopped(task)  # cancelled by code outside taskkit
         self._release()
 
     def _done(self, outcome: asyncio.Future[Any]) -> None:
@@ -397,7 +382,7 @@ class AsyncioExecutor(Executor):
             except BaseException as error:
                 self._report(task, None, error)
             else:
-                self._ledger.succeeded(task, value)
+                self.ledger.succeeded(task, value)
         self._release()
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
@@ -407,9 +392,9 @@ class AsyncioExecutor(Executor):
         loop's own clean-up), the future is cancelled, as the asyncio task was.
         """
         if isinstance(error, asyncio.CancelledError):
-            self._ledger.stopped(task)
+            self.ledger.stopped(task)
         else:
-            self._ledger.report_outcome(task, value, error)
+            self.ledger.report_outcome(task, value, error)
 
     def _reported_elsewhere(self, task: _Task, attempt: asyncio.Future[Any] | None) -> bool:
         """Loop thread, as ``attempt`` ends: True if its outcome must not be reported.
@@ -422,7 +407,7 @@ class AsyncioExecutor(Executor):
         if stopped and attempt in stopped:
             stopped.discard(attempt)
             return True
-        return task._handle is not attempt or task._state != RUNNING
+        return handle_of(task) is not attempt or not is_running(task)
 
     def _release(self) -> None:
         self._admission.release()
@@ -438,64 +423,50 @@ class AsyncioExecutor(Executor):
         if self._on_loop():
             atask.cancel()
         else:
-            self._loop.call_soon_threadsafe(atask.cancel)
+            self.loop.call_soon_threadsafe(atask.cancel)
         return True
 
-    def _stop_running(self, task: _Task) -> bool:
-        if task._stop_running is None:
+    def stop_running(self, task: _Task) -> bool:
+        handle = handle_of(task)
+        if not isinstance(handle, asyncio.Task):
             return False  # a plain function, running on a thread: it cannot be stopped
-        return self._request_cancel(task._handle)
+        return self._request_cancel(handle)
 
-    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+    def schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # ledger.begin runs on the loop thread: the loop's own timer keeps the deadline.
-        return _LoopDeadline(self._loop, timeout, lambda: self._ledger.deadline_passed(task))
+        return _LoopDeadline(self.loop, timeout, lambda: self.ledger.deadline_passed(task))
 
-    def _timeout_detail(self) -> str:
-        return "it was cancelled at its next await (a plain function runs on to its end)"
+    def to_await_after_kill(self) -> list[asyncio.Future[Any]]:
+        # On the executor's own loop, `async with` left by an exception also waits for
+        # the cancelled tasks' ``finally`` blocks, as ``asyncio.TaskGroup`` does.
+        if not self._on_loop():
+            return []
+        current = asyncio.current_task()
+        handles = [handle_of(task) for task in list(self.ledger.live.values())]
+        return [h for h in handles if isinstance(h, asyncio.Task) and h is not current]
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """As ``Executor.__aexit__``; left by an exception on the executor's own loop, it
-        also waits for the cancelled tasks' ``finally`` blocks, as ``asyncio.TaskGroup`` does."""
-        cancelled: list[asyncio.Task[Any]] = []
-        if exc_type is not None and self._on_loop():
-            current = asyncio.current_task()
-            cancelled = [
-                task._handle
-                for task in list(self._ledger.live.values())
-                if isinstance(task._handle, asyncio.Task) and task._handle is not current
-            ]
-        await super().__aexit__(exc_type, exc, tb)
-        if cancelled:
-            await asyncio.wait(cancelled)
+    def worker_count(self) -> int:
+        return 1 if self.loop.is_running() else 0
 
-    def _worker_count(self) -> int:
-        return 1 if self._loop.is_running() else 0
-
-    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+    def map_per_call(self, fn: Callable[..., Any]) -> bool:
         # A chunk of an async function runs its calls at once: under a max_workers
         # limit, each call is a task of its own, so that the limit counts calls.
-        limited = self._admission.limit is not None
-        return super()._map_per_call(fn, options) or (limited and is_async_callable(fn))
+        return self._admission.limit is not None and is_async_callable(fn)
 
-    def _on_own_loop(self) -> bool:
+    def on_own_loop(self) -> bool:
         return self._on_loop()
 
-    def _now(self) -> float:
-        return self._loop.time()
+    def now(self) -> float:
+        return self.loop.time()
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        _live_executors.discard(self)
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        _live_backends.discard(self)
         if self._thread is None:
             return  # a loop we were given: never stopped or closed by us
-        if self._loop.is_closed():
+        if self.loop.is_closed():
             return
         try:
-            self._loop.call_soon_threadsafe(self._begin_stop, kill)
+            self.loop.call_soon_threadsafe(self._begin_stop, kill)
         except RuntimeError:
             return  # the loop already closed
         if wait and threading.current_thread() is not self._thread:
@@ -503,7 +474,7 @@ class AsyncioExecutor(Executor):
 
     def _begin_stop(self, kill: bool) -> None:
         if kill:
-            self._loop.stop()
+            self.loop.stop()
         else:
             self._stop_when_idle = True
             self._stop_if_idle()
@@ -511,37 +482,37 @@ class AsyncioExecutor(Executor):
     def _stop_if_idle(self) -> None:
         admission = self._admission
         if not admission.running and not admission.waiting and not self._incoming:
-            self._loop.stop()
+            self.loop.stop()
 
 
 class _Attempt(asyncio.Task[None]):
     """The asyncio task of one attempt of a submitted ``async def`` call.
 
     An asyncio task like any other, but for one case: cancelled before its first
-    step, its coroutine (``AsyncioExecutor._run`` or ``_run_at_once``) never runs,
+    step, its coroutine (``_AsyncioBackend._run``) never runs,
     so nothing in it can report how the attempt ended.  ``cancel`` notices that case
-    and has the executor report the attempt once the task is done; every other
-    attempt costs nothing extra.  It holds no reference of its own to the executor or
-    the taskkit task (a cycle with ``task._handle`` would leave every finished task to
+    and has the backend report the attempt once the task is done; every other
+    attempt costs nothing extra.  It holds no reference of its own to the backend or
+    the taskkit task (a cycle with the task's handle would leave every finished task to
     the collector): an unstarted coroutine's frame already holds both, as its
     arguments.
     """
 
     # No slot of its own, not even one: an asyncio task one pointer larger measurably
-    # slows every attempt.  Which attempts await their report is kept by the executor.
+    # slows every attempt.  Which attempts await their report is kept by the backend.
     __slots__ = ()
 
     def cancel(self, msg: Any | None = None) -> bool:
         coro: Any = self.get_coro()
         if inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
             return super().cancel(msg)
-        arguments = coro.cr_frame.f_locals  # of _run or _run_at_once(self, task, ...), unstarted
+        arguments = coro.cr_frame.f_locals  # of _run(self, task, ...), unstarted
         if not super().cancel(msg):
             return False
-        executor, task = arguments["self"], arguments["task"]
-        if self not in executor._unstarted_cancels:  # once, however often it is cancelled
-            executor._unstarted_cancels.add(self)
-            self.add_done_callback(functools.partial(executor._never_ran, task))
+        backend, task = arguments["self"], arguments["task"]
+        if self not in backend._unstarted_cancels:  # once, however often it is cancelled
+            backend._unstarted_cancels.add(self)
+            self.add_done_callback(functools.partial(backend._never_ran, task))
         return True
 
 
@@ -560,32 +531,6 @@ _ENTERED = _Entered()
 
 # A thread running an asyncio loop awaits taskkit Futures this way (its await hook).
 await_on_loop = await_in_asyncio
-
-
-def _loop_task_class(executor: AsyncioExecutor) -> type[_Task]:
-    """The class of the tasks ``executor.submit`` starts on its loop.
-
-    What these tasks share is kept once, on their class rather than on each task:
-    they have started, they have their executor's hooks, and one lock serves them
-    all.  Each holds it for a few lines at a time, while a lock of its own would be
-    one more object per task for the garbage collector to walk.
-
-    What each of them sets is held in slots, so that most of them never make the
-    values of an instance dictionary: one allocation less per task, and less for
-    the collector to walk while a burst of submits keeps them all alive.
-    """
-    return type(
-        "_Task",
-        (_Task,),
-        {
-            "__module__": __name__,
-            "__slots__": ("_fn", "_handle", "_number", "_state", "_result"),  # each set by submit
-            "_condition": RLock(),
-            "_started": True,
-            "_on_settled": executor._ledger.settle_hook,
-            "_stop_running": executor._ledger.stop_hook,
-        },
-    )
 
 
 def _new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:

@@ -32,17 +32,13 @@ from typing import Any, Literal, Protocol, TypeVar, final, overload
 
 from typing_extensions import ParamSpec
 
+from ..._core._backend import Backend, check_max_workers
 from ..._core._calls import ChunkResult, run_chunk, run_chunk_concurrently
 from ..._core._compat import register_atexit
 from ..._core._errors import SchedulerStopped, UsageError
-from ..._core._executor import (
-    KILL_GRACE,
-    Executor,
-    TaskOptions,
-    is_async_callable,
-    shut_down_at_exit,
-)
+from ..._core._executor import KILL_GRACE, Executor, is_async_callable, shut_down_at_exit
 from ..._core._ledger import Task as _Task
+from ..._core._ledger import call_of, handle_of, set_handle, set_width, weight_of
 from ..._core._timer import Deadline
 from .._admission import Admission
 from . import PickNext, Scheduler, Task, current_scheduler, fifo, seeded_random
@@ -56,11 +52,11 @@ T_co = TypeVar("T_co", covariant=True)
 # Code flags of a function whose call returns a coroutine or a generator.
 _MAKES_CORO = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
-_live_executors: weakref.WeakSet[CoroutineExecutor] = weakref.WeakSet()
+_live_backends: weakref.WeakSet[_CoroutineBackend] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
-    shut_down_at_exit(_live_executors)
+    shut_down_at_exit(backend.executor for backend in list(_live_backends))
 
 
 register_atexit(_at_exit)
@@ -108,7 +104,7 @@ class CoroutineExecutor(Executor):
             blocking_warning: warn (``BlockingWarning``) when a task holds the
                 thread this many seconds without awaiting; None turns it off.
         """
-        super().__init__(max_workers=1 if max_workers is None else max_workers)
+        check_max_workers(1 if max_workers is None else max_workers)
         if clock not in ("real", "virtual"):
             raise ValueError(f"clock must be 'real' or 'virtual', got {clock!r}")
         if order == "fifo":
@@ -125,13 +121,9 @@ class CoroutineExecutor(Executor):
             raise ValueError(
                 f"blocking_warning must be > 0 seconds or None, got {blocking_warning!r}"
             )
-        self._threshold = blocking_warning
-        self._admission = Admission(max_workers, self._start)
-        self._crashed: BaseException | None = None
-        self._scheduler = Scheduler(
-            self, clock=clock, pick=pick, blocking_threshold=blocking_warning
-        )
-        _live_executors.add(self)
+        backend = _CoroutineBackend(max_workers, clock, pick, blocking_warning)
+        self._scheduler = backend.scheduler
+        super().__init__(backend)
 
     # ----------------------------------------------------------- public extras
 
@@ -167,7 +159,7 @@ class CoroutineExecutor(Executor):
             TypeError: ``fn`` is not an ``async def`` or generator function.
         """
         scheduler = self._scheduler
-        if get_ident() != scheduler._ident:
+        if get_ident() != scheduler.ident:
             raise UsageError(
                 "spawn() can only be called from a task of this executor; "
                 "from other code use submit() or map()"
@@ -176,7 +168,7 @@ class CoroutineExecutor(Executor):
             # An async def or generator function: its coroutine is made when the task first
             # runs (see Task), which keeps a burst of spawns light on the garbage collector.
             task = Task(fn, args)
-            scheduler._ready.append(task)  # counted live when it first runs
+            scheduler.ready.append(task)  # counted live when it first runs
             return task
         coro = fn(*args, **kwargs)
         if type(coro) is not CoroutineType and type(coro) is not GeneratorType:
@@ -192,117 +184,132 @@ class CoroutineExecutor(Executor):
         """The scheduler's clock in seconds (simulated time under ``clock="virtual"``)."""
         return self._scheduler.now()
 
-    # ------------------------------------------------------- executor hooks
 
-    def _dispatch(self, task: _Task) -> None:
+class _CoroutineBackend(Backend):
+    """The scheduler thread behind a ``CoroutineExecutor``."""
+
+    name = "coroutine"
+    timeout_detail = "it was cancelled at its next await"
+
+    def __init__(
+        self,
+        max_workers: int | None,
+        clock: Literal["real", "virtual"],
+        pick: PickNext,
+        blocking_warning: float | None,
+    ) -> None:
+        super().__init__(1 if max_workers is None else max_workers)
+        self._threshold = blocking_warning
+        self._admission = Admission(max_workers, self._start)
+        self._crashed: BaseException | None = None
+        self.scheduler = Scheduler(
+            self, clock=clock, pick=pick, blocking_threshold=blocking_warning
+        )
+        _live_backends.add(self)
+
+    def dispatch(self, task: _Task) -> None:
         if self._crashed is not None:
             error = SchedulerStopped("the coroutine scheduler stopped after an error")
             raise error from self._crashed
-        self._scheduler.send(task)
+        self.scheduler.send(task)
 
-    def _scheduler_crashed(self, error: BaseException) -> None:
+    def scheduler_crashed(self, error: BaseException) -> None:
         """Scheduler thread, dying: fail every unfinished task rather than leave it hanging."""
         self._crashed = error
-        with self._ledger.lock:
-            futures = list(self._ledger.live.values())
+        ledger = self.ledger
+        with ledger.lock:
+            futures = list(ledger.live.values())
         for future in futures:
             failure = SchedulerStopped(f"the coroutine scheduler stopped after an error: {error!r}")
             failure.__cause__ = error
-            self._ledger.fail_now(future, failure)
+            ledger.fail_now(future, failure)
 
-    def _start_on_scheduler(self, task: _Task) -> None:
+    def start_on_scheduler(self, task: _Task) -> None:
         """Loop thread: start a submitted task, or queue it while max_workers run."""
         self._admission.admit(task)
 
     def _start(self, task: _Task) -> None:
-        if not self._ledger.begin(task):
+        ledger = self.ledger
+        if not ledger.begin(task):
             return  # cancelled while it waited
         self._admission.running += 1
-        fn, args = task._fn, task._args
+        fn, args, kwargs = call_of(task)
         start = time.perf_counter()
         try:
             if fn is run_chunk and _runs_as_task(args[0]):
                 # Its calls run at once (only without a max_workers limit).
                 coro: Any = _run_chunk_concurrently(*args)
-                task._width = task._weight
+                set_width(task, weight_of(task))
             else:
-                coro = fn(*args, **task._kwargs)
+                coro = fn(*args, **kwargs)
         except BaseException as exc:
             self._report(task, None, exc)
             return
         is_gen = type(coro) is GeneratorType and _is_generator_function(fn)
         if type(coro) is CoroutineType or is_gen:
-            ct = self._scheduler.spawn(coro, task)
+            ct = self.scheduler.spawn(coro, task)
         else:
             # A plain function ran inline, on the scheduler's thread.
             elapsed = time.perf_counter() - start
             if self._threshold is not None and elapsed > self._threshold:
-                self._scheduler.report_blocking(task.name, None, elapsed)
+                self.scheduler.report_blocking(task.name, None, elapsed)
             self._report(task, coro, None)
             return
-        task._handle = ct
-        task._stop_running = self._ledger.stop_hook
+        set_handle(task, ct)
+        ledger.stoppable(task)
 
-    def _task_finished(self, ct: Task, value: Any, error: BaseException | None) -> None:
+    def task_finished(
+        self, task: _Task, detached: bool, value: Any, error: BaseException | None
+    ) -> None:
         """Loop thread: a submitted task's coroutine ended."""
-        owner = ct._owner
-        assert owner is not None
-        if ct._detached:
-            self._release()  # cancelled or timed out: its future was settled already
+        if detached:
+            self._admission.release()  # cancelled or timed out: its future was settled already
         else:
-            self._report(owner, value, error)
+            self._report(task, value, error)
 
     def _report(self, task: _Task, value: Any, error: BaseException | None) -> None:
-        self._ledger.report_outcome(task, value, error)
-        self._release()
-
-    def _release(self) -> None:
+        self.ledger.report_outcome(task, value, error)
         self._admission.release()
 
-    def _request_stop(self, ct: Task) -> bool:
+    def stop_running(self, task: _Task) -> bool:
         """Any thread: cancel a running task at its next await."""
-        scheduler = self._scheduler
+        ct = handle_of(task)
+        if ct is None:
+            return False
+        scheduler = self.scheduler
         if scheduler.on_loop():
-            scheduler._cancel(ct)
+            scheduler.cancel(ct)
         else:
-            scheduler.send(functools.partial(scheduler._cancel, ct))
+            scheduler.send(functools.partial(scheduler.cancel, ct))
         return True
 
-    def _stop_running(self, task: _Task) -> bool:
-        ct = task._handle
-        return ct is not None and self._request_stop(ct)
-
-    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
+    def schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
         # ledger.begin runs on the loop thread, so the scheduler's own timer heap is safe here,
         # and a virtual clock times the deadline in simulated time.
-        scheduler = self._scheduler
+        scheduler = self.scheduler
         return scheduler.call_at(
-            scheduler.now() + timeout, lambda: self._ledger.deadline_passed(task)
+            scheduler.now() + timeout, lambda: self.ledger.deadline_passed(task)
         )
 
-    def _timeout_detail(self) -> str:
-        return "it was cancelled at its next await"
+    def worker_count(self) -> int:
+        return 1 if self.scheduler.alive else 0
 
-    def _worker_count(self) -> int:
-        return 1 if self._scheduler.alive else 0
-
-    def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
+    def map_per_call(self, fn: Callable[..., Any]) -> bool:
         # A chunk of an async function runs its calls at once: under a max_workers
         # limit, each call is a task of its own, so that the limit counts calls.
-        limited = self._admission.limit is not None
-        return super()._map_per_call(fn, options) or (limited and _runs_as_task(fn))
+        return self._admission.limit is not None and _runs_as_task(fn)
 
-    def _on_own_loop(self) -> bool:
-        return self._scheduler.on_loop()
+    def on_own_loop(self) -> bool:
+        return self.scheduler.on_loop()
 
-    def _now(self) -> float:
-        return self._scheduler.now()
+    def now(self) -> float:
+        return self.scheduler.now()
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        _live_executors.discard(self)
-        self._scheduler.stop(kill=kill)
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        _live_backends.discard(self)
+        self.scheduler.stop(kill=kill)
         if wait:
-            self._scheduler.join(KILL_GRACE if kill else None)
+            self.scheduler.join(KILL_GRACE if kill else None)
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

@@ -274,7 +274,7 @@ class Task:
         scheduler = current_scheduler()
         if scheduler is None:
             raise UsageError("a coroutine task can only be cancelled from its own scheduler")
-        scheduler._cancel(self)
+        scheduler.cancel(self)
         return True
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -334,18 +334,20 @@ def seeded_random(seed: int) -> PickNext:
 
 
 class _Owner(Protocol):
-    """What the scheduler needs from the executor that submits work to it."""
+    """What the scheduler needs from the backend that submits work to it."""
 
-    def _start_on_scheduler(self, task: _Task) -> None: ...
-    def _task_finished(self, task: Task, value: Any, error: BaseException | None) -> None: ...
-    def _scheduler_crashed(self, error: BaseException) -> None: ...
+    def start_on_scheduler(self, task: _Task) -> None: ...
+    def task_finished(
+        self, task: _Task, detached: bool, value: Any, error: BaseException | None
+    ) -> None: ...
+    def scheduler_crashed(self, error: BaseException) -> None: ...
 
 
 class Scheduler:
     """One thread running coroutine and generator tasks cooperatively.
 
     Args:
-        owner: the executor that submits work (told when its tasks finish).
+        owner: the coroutine backend that submits work (told when its tasks finish).
         clock: ``"real"`` (``time.monotonic``) or ``"virtual"`` (time jumps to
             the next sleeper whenever no task is ready).
         pick: the decision of which ready task runs next (default ``fifo``).
@@ -369,7 +371,7 @@ class Scheduler:
         #: The one replaceable decision: which ready task runs next (None: FIFO, fast path).
         self.pick: PickNext | None = None if pick is fifo else pick
         self._threshold = _NO_THRESHOLD if blocking_threshold is None else blocking_threshold
-        self._ready: deque[Task] = deque()
+        self.ready: deque[Task] = deque()
         self._timers: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
         # The inbox: other threads append, the loop pops.  The loop is woken (a release
@@ -382,7 +384,7 @@ class Scheduler:
         self._live = 0  # tasks created and not finished
         self._on_futures: set[Task] = set()  # parked on a Future (found again only by kill)
         self._stopping = False
-        self._ident: int | None = None
+        self.ident: int | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -405,7 +407,7 @@ class Scheduler:
 
     def on_loop(self) -> bool:
         """True when called on the scheduler's own thread."""
-        return threading.get_ident() == self._ident
+        return threading.get_ident() == self.ident
 
     def send(self, item: Any) -> None:
         """Hand ``item`` to the loop: an executor task to start, or a zero-arg callable."""
@@ -436,11 +438,11 @@ class Scheduler:
     def spawn(self, coro: Any, owner: _Task | None = None) -> Task:
         """Make ``coro`` (a coroutine or generator) a new ready task (loop thread only)."""
         task = Task(coro) if owner is None else _OwnedTask(coro, owner)
-        self._ready.append(task)
+        self.ready.append(task)
         self._live += 1
         return task
 
-    def _cancel(self, task: Task) -> None:
+    def cancel(self, task: Task) -> None:
         """Raise ``CancelledError`` in ``task`` at its next switch point (loop thread only)."""
         if task._state >= _DONE:
             return
@@ -450,23 +452,23 @@ class Scheduler:
         if task._state != _RUNNABLE:  # sleeping or parked: wake it to receive the error
             self._on_futures.discard(task)
             task._state, task._parked = _RUNNABLE, None
-            self._ready.append(task)
+            self.ready.append(task)
 
     def _wake(self, task: Task, token: object) -> None:
         self._on_futures.discard(task)
         if task._parked is token:
             task._state, task._parked = _RUNNABLE, None
-            self._ready.append(task)
+            self.ready.append(task)
 
     def _future_done(self, task: Task, future: object) -> None:
         # A done-callback: runs on whichever thread finished the future.
-        if threading.get_ident() == self._ident:
+        if threading.get_ident() == self.ident:
             self._wake(task, future)
         else:
             self.send(lambda: self._wake(task, future))
 
     def _run(self) -> None:
-        self._ident = threading.get_ident()
+        self.ident = threading.get_ident()
         _here.scheduler = self
         set_await_hook(_await_future)
         try:
@@ -480,13 +482,13 @@ class Scheduler:
                         task._coro.close()
                 except BaseException:
                     pass
-            self._owner._scheduler_crashed(exc)
+            self._owner.scheduler_crashed(exc)
         finally:
             set_await_hook(None)
             _here.scheduler = None
 
     def _loop(self) -> None:
-        ready, timers, inbox = self._ready, self._timers, self._inbox
+        ready, timers, inbox = self.ready, self._timers, self._inbox
         receive, take = self._receive, inbox.popleft
         while True:
             while inbox:
@@ -519,15 +521,15 @@ class Scheduler:
             self._stopping = True
             if item is _KILL:
                 for task in self._all_tasks():
-                    self._cancel(task)
+                    self.cancel(task)
         elif callable(item):
             item()
         else:
-            self._owner._start_on_scheduler(item)
+            self._owner.start_on_scheduler(item)
 
     def _all_tasks(self) -> list[Task]:
         """Every live task: ready, sleeping, waiting on a future, or waiting on those."""
-        found = list(self._ready)
+        found = list(self.ready)
         found += [entry[2] for entry in self._timers if isinstance(entry[2], Task)]
         found += self._on_futures
         i = 0
@@ -537,7 +539,7 @@ class Scheduler:
         return [task for task in found if task._state < _DONE]
 
     def _fire_timers(self) -> None:
-        timers, ready = self._timers, self._ready
+        timers, ready = self._timers, self.ready
         now = self.now()
         while timers and timers[0][0] <= now:
             entry = heapq.heappop(timers)
@@ -553,7 +555,7 @@ class Scheduler:
     def _run_batch(self) -> None:
         """Step each task that is ready now; tasks made ready meanwhile wait for the next batch."""
         # Kept light: with few tasks a batch is a single step, so this runs per switch.
-        ready, pick, threshold, perf = self._ready, self.pick, self._threshold, time.perf_counter
+        ready, pick, threshold, perf = self.ready, self.pick, self._threshold, time.perf_counter
         # _live is settled once, at the end: deferred tasks counted in as they first run,
         # tasks that returned inline counted out (a deferred task is on the ready queue
         # until then, so the loop cannot see _live as zero too early).
@@ -609,7 +611,7 @@ class Scheduler:
     def _park(self, task: Task, request: object) -> None:
         if isinstance(request, Task):
             if request._state >= _DONE:
-                self._ready.append(task)
+                self.ready.append(task)
             else:
                 task._state, task._parked = _PARKED, request
                 if request._waiters is None:
@@ -621,10 +623,10 @@ class Scheduler:
             self._on_futures.add(task)
             request.add_done_callback(lambda future: self._future_done(task, future))
         elif type(task._coro) is GeneratorType:
-            self._ready.append(task)  # whatever else a generator yields is a switch point
+            self.ready.append(task)  # whatever else a generator yields is a switch point
         else:
             task._throw = _foreign_await(task, request)
-            self._ready.append(task)
+            self.ready.append(task)
 
     def _finish(self, task: Task, value: Any, error: BaseException | None) -> None:
         task._coro = None
@@ -637,14 +639,14 @@ class Scheduler:
         waiters = task._waiters
         if waiters is not None:
             task._waiters = None
-            ready = self._ready
+            ready = self.ready
             for waiter in waiters:
                 if waiter._parked is task:
                     waiter._state, waiter._parked = _RUNNABLE, None
                     ready.append(waiter)
         self._live -= 1
         if task._owner is not None:
-            self._owner._task_finished(task, value, error)
+            self._owner.task_finished(task._owner, task._detached, value, error)
 
     def report_blocking(self, name: str, coro: Any, seconds: float) -> None:
         """Warn that task ``name`` (at ``coro``, if still running) held the thread ``seconds``."""

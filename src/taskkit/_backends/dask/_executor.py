@@ -2,7 +2,7 @@
 
 Data flow::
 
-    submit ──► _Task ──► _dispatch: (fn, args, kwargs) as pickled in submit, ledger.begin(task),
+    submit ──► _Task ──► dispatch: (fn, args, kwargs) as pickled in submit, ledger.begin(task),
                          client.submit(run_payload, payload, pure=False) ──► Dask future
                                                                                 │
     client IO loop: _watch awaits the Dask future (results are fetched concurrently)
@@ -11,9 +11,10 @@ Data flow::
     "taskkit-dask-results" thread: decode ──► ledger.succeeded / failed (retries re-dispatch)
                                                  KilledWorker ──► WorkerCrashed
 
-    task with a timeout: run_payload logs "started" on a Dask event topic ──►
-        the client arms the deadline then (not while the task waits in the
-        scheduler's queue); when it passes, the Dask future is cancelled.
+    task with a timeout: begun with ledger.begin(task, timed=False); run_payload logs
+        "started" on a Dask event topic ──► ledger.arm_deadline(task) then (not while
+        the task waits in the scheduler's queue); when it passes, the Dask future is
+        cancelled.
 
 Futures are settled on taskkit's own thread, never on the Dask client's IO
 loop, so a done-callback that blocks (or submits) cannot stall the client.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import math
 import os
 import queue
 import re
@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 import distributed as _distributed
 
 from ..._core import _serialize
+from ..._core._backend import Backend, check_max_workers
 from ..._core._calls import run_chunk
 from ..._core._errors import ExecutorClosed, WorkerCrashed
 from ..._core._executor import Executor
 from ..._core._ledger import Task as _Task
-from ..._core._timer import Deadline, call_later
+from ..._core._ledger import call_of, timeout_of
 from ._cluster import Connection, connect
 from ._remote import decode, run_payload, worker_keys
 
@@ -67,29 +68,6 @@ _CANCEL_SETTLE = 2.0
 
 # distributed is only partly typed: its objects are handled as Any here.
 distributed: Any = _distributed
-
-
-class _ArmedOnStart(Deadline):
-    """A task's deadline that starts counting when a worker starts the task.
-
-    A task may wait in the scheduler's queue for a long time; its ``timeout``
-    is about how long it *runs*, as on every other backend.
-    """
-
-    __slots__ = ("armed",)
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        super().__init__(math.inf, callback)
-        self.armed: Deadline | None = None
-
-    def arm(self, timeout: float) -> None:
-        if not self.cancelled and self.armed is None:
-            self.armed = call_later(timeout, self.callback)
-
-    def cancel(self) -> None:
-        super().cancel()
-        if self.armed is not None:
-            self.armed.cancel()
 
 
 _Outcome = tuple[_Task, int, str, Any]
@@ -151,10 +129,10 @@ class DaskExecutor(Executor):
             address = os.environ.get(_ADDRESS_VARIABLE) or None
         local = client is None and address is None
         if max_workers is not None:
-            super().__init__(max_workers=max_workers)  # validates it before a cluster starts
+            check_max_workers(max_workers)  # before a cluster starts
         for module in ship_modules:
             _ship(module)
-        self._connection: Connection = connect(
+        connection = connect(
             address=address,
             client=client,
             n_workers=max_workers or os.cpu_count() or 1,
@@ -165,249 +143,32 @@ class DaskExecutor(Executor):
             security=security,
             cluster_options=dict(cluster_options or {}),
         )
-        self._client: Any = self._connection.client
         if max_workers is None:
-            max_workers = (
-                (os.cpu_count() or 1) * threads_per_worker if local else self._cluster_threads()
+            threads = (
+                (os.cpu_count() or 1) * threads_per_worker
+                if local
+                else sum(connection.client.nthreads().values())
             )
-            super().__init__(max_workers=max(1, max_workers))
-        # task -> (token, Dask future) of the attempt in flight.  Whoever takes
-        # the entry out (the outcome, or a cancel/timeout) decides how it ends.
-        self._running: dict[_Task, tuple[int, Any]] = {}
-        self._running_lock = threading.Lock()
-        self._cancelling: set[asyncio.Future[Any]] = set()  # cancels run on the loop
-        self._starts: dict[int, _Task] = {}
-        self._tokens = itertools.count()
-        self._topic = f"taskkit-started-{uuid.uuid4().hex}"
-        self._client.subscribe_topic(self._topic, self._started)
-        self._outcomes: queue.SimpleQueue[_Outcome | None] = queue.SimpleQueue()
-        self._settler = threading.Thread(
-            target=self._settle_outcomes, name="taskkit-dask-results", daemon=True
-        )
-        self._settler.start()
-        self._close_lock = threading.Lock()
-        self._closing = False
+            max_workers = max(1, threads)
         self._primitives_lock = threading.Lock()
+        self._dask = _DaskBackend(max_workers, connection, self._detach_primitives)
+        super().__init__(self._dask)
 
     @property
     def client(self) -> Any:
         """The ``distributed.Client`` this executor submits through."""
-        return self._client
+        return self._dask.client
 
     @property
     def scheduler_address(self) -> str:
         """The scheduler's address, e.g. ``"tcp://127.0.0.1:40123"``."""
-        return self._connection.address
-
-    def _cluster_threads(self) -> int:
-        return sum(self._client.nthreads().values())
-
-    # ------------------------------------------------------------- submitting
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        # Pickle at submit, so an unpicklable argument is the caller's error
-        # there; _dispatch reuses the bytes.
-        _pickled.check(fn, args, kwargs)
-
-    def _dispatch(self, task: _Task) -> None:
-        payload = _pickled.take(task._fn, task._args, task._kwargs)
-        if not self._ledger.begin(task):
-            return
-        token = next(self._tokens)
-        topic = None
-        deadline = task._deadline
-        if isinstance(deadline, _ArmedOnStart) and not deadline.cancelled:
-            topic = self._topic
-            self._starts[token] = task
-        future = self._client.submit(run_payload, payload, topic, token, key=_key(task), pure=False)
-        with self._running_lock:
-            self._running[task] = (token, future)
-        task._stop_running = self._ledger.stop_hook
-        self._client.loop.add_callback(self._watch, future, task, token)
-
-    def _schedule_deadline(self, task: _Task, timeout: float) -> Deadline:
-        return _ArmedOnStart(lambda: self._ledger.deadline_passed(task))
-
-    def _started(self, event: tuple[float, int]) -> None:
-        # On the client's IO loop: a worker started an attempt that has a deadline.
-        task = self._starts.pop(event[1], None)
-        if task is not None and isinstance(task._deadline, _ArmedOnStart):
-            timeout = task._options.timeout
-            if timeout is not None:
-                task._deadline.arm(timeout)
-
-    async def _watch(self, future: Any, task: _Task, token: int) -> None:
-        # On the client's IO loop, one coroutine per task, so results are
-        # fetched concurrently; settling happens on our own thread.
-        try:
-            outcome = await future._result(raiseit=False)
-            status = future.status
-        except BaseException as exc:  # the connection to the cluster was lost
-            outcome, status = exc, "error"
-        self._outcomes.put((task, token, status, outcome))
-
-    def _settle_outcomes(self) -> None:
-        get = self._outcomes.get
-        while (item := get()) is not None:
-            task = item[0]
-            try:
-                self._settle(*item)
-            except BaseException as exc:
-                self._ledger.fail_now(task, exc)  # never leave a future hanging
-            del item, task  # not kept while waiting: the caller may have dropped the result
-
-    def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
-        self._starts.pop(token, None)
-        with self._running_lock:
-            entry = self._running.get(task)
-            if entry is None or entry[0] != token:
-                return  # this attempt was cancelled or timed out (and perhaps retried)
-            del self._running[task]
-        task._stop_running = None
-        if status == "finished":
-            ok, value = decode(outcome)
-            if ok:
-                self._ledger.succeeded(task, value)
-            else:
-                self._ledger.failed(task, value)
-        elif status == "cancelled":
-            self._ledger.stopped(task)  # cancelled on the cluster, not by us
-        else:
-            self._ledger.failed(task, self._remote_error(task, outcome))
-
-    def _remote_error(self, task: _Task, outcome: Any) -> BaseException:
-        if isinstance(outcome, tuple) and len(outcome) == 3:
-            exc: BaseException = outcome[1].with_traceback(outcome[2])
-        else:
-            exc = outcome
-        if isinstance(exc, distributed.KilledWorker):
-            worker = getattr(exc, "last_worker", None)
-            crashed = WorkerCrashed(task.name, getattr(worker, "pid", None), None)
-            crashed.__cause__ = exc
-            return crashed
-        return exc
-
-    # --------------------------------------------------------------- stopping
-
-    def _stop_running(self, task: _Task) -> bool:
-        with self._running_lock:
-            entry = self._running.pop(task, None)
-        if entry is None:
-            return False  # not in flight, or its outcome is being settled now
-        future = entry[1]
-        task._stop_running = None
-        if self._closing or self._client.status != "running":
-            return True  # the cluster is going or gone, and the call with it
-        pending = future.cancel()
-        if inspect.isawaitable(pending):
-            # Called on the client's own event loop (a map's chunks collected there as
-            # garbage): Dask hands back the cancel to await, so it runs as a task there.
-            cancelling = asyncio.ensure_future(pending)
-            self._cancelling.add(cancelling)  # held until done: the loop keeps weak refs
-            cancelling.add_done_callback(self._cancelling.discard)
-        return True
-
-    def shutdown(
-        self,
-        wait: bool = True,
-        *,
-        cancel_pending: bool = False,
-        kill: bool = False,
-        cancel_futures: bool | None = None,
-    ) -> None:
-        """Close the executor and, if it owns it, its cluster (see ``Executor.shutdown``)."""
-        if (cancel_pending or cancel_futures) and not kill:
-            self.close()  # nothing new arrives while the queued tasks are cancelled
-            self._cancel_queued()
-        super().shutdown(
-            wait, cancel_pending=cancel_pending, kill=kill, cancel_futures=cancel_futures
-        )
-
-    def _cancel_queued(self) -> None:
-        """Cancel the tasks no Dask worker has started.
-
-        Every task is handed to Dask at once, so the base class sees none as
-        pending: ask the workers which tasks they are running (the scheduler's
-        "processing" also counts tasks a worker holds in its own queue), and
-        cancel the others.  Dask passes a cancel on asynchronously, so then
-        wait, briefly, until no worker holds them, lest one start them meanwhile.
-        A task that starts between the question and the cancel is cancelled as
-        a running one is (its result is dropped).
-        """
-        with self._running_lock:
-            entries = list(self._running.items())
-        if not entries:
-            return
-        try:
-            running = {key for keys, _ in self._client.run(worker_keys).values() for key in keys}
-        except Exception:
-            return  # the cluster is unreachable: what was queued there is lost with it
-        cancelled = set()
-        for task, (_, future) in entries:
-            if future.key not in running and not future.done() and task.cancel():
-                cancelled.add(future.key)
-        deadline = time.monotonic() + _CANCEL_SETTLE
-        while cancelled and time.monotonic() < deadline:
-            try:
-                # The scheduler first (it sends "free" after "compute" on the same
-                # stream), then the workers.
-                held = {key for keys in self._client.processing().values() for key in keys}
-                held |= {key for _, keys in self._client.run(worker_keys).values() for key in keys}
-            except Exception:
-                return
-            cancelled &= held
-            if cancelled:
-                time.sleep(0.005)  # the cancel has yet to reach them
-
-    def _timeout_detail(self) -> str:
-        return (
-            "Dask cannot interrupt a running call, so it was cancelled on the cluster "
-            "and its result will be dropped; it may run on in its worker until it returns"
-        )
-
-    def _worker_count(self) -> int:
-        if self._closing:
-            return 0
-        try:
-            return len(self._client.scheduler_info()["workers"])
-        except Exception:
-            return 0
-
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        with self._close_lock:
-            if self._closing:
-                return
-            self._closing = True
-        if wait or kill:
-            self._close(kill=kill)
-        else:
-            # Work may still be running: close the cluster once it is done.  Not
-            # a daemon, so that the interpreter waits for the work and the close.
-            threading.Thread(target=self._close_when_idle, name="taskkit-dask-close").start()
-
-    def _close_when_idle(self) -> None:
-        self.join()
-        self._close(kill=False)
-
-    def _close(self, *, kill: bool) -> None:
-        try:
-            if self._client.status == "running":
-                self._client.unsubscribe_topic(self._topic)
-                if self._connection.owns_client:
-                    self._detach_primitives()
-            self._connection.close(kill=kill)
-        finally:
-            self._outcomes.put(None)
-            if threading.current_thread() is not self._settler:
-                self._settler.join()
+        return self._dask.connection.address
 
     # ------------------------------------------------------------- primitives
 
     # The primitives are Dask objects on the scheduler, so the executor makes
     # them itself rather than through the shared families.  It keeps them (in
-    # the base class's weak set) for two reasons: shutdown(wait=True) closes
+    # the executor's weak set) for two reasons: shutdown(wait=True) closes
     # the queues, as on every backend, and before the executor closes a client
     # it made, each object keeps what reads need (see _detach_primitives).
 
@@ -442,12 +203,12 @@ class DaskExecutor(Executor):
         return self._keep(DaskValue(self._live_client(), initial))
 
     def _live_client(self) -> Any:
-        if self._shut_down or self._client.status != "running":
+        if self._shut_down or self._dask.client.status != "running":
             raise ExecutorClosed(
                 "this executor is shut down or its Dask client is closed: "
                 "shared objects can no longer be made"
             )
-        return self._client
+        return self._dask.client
 
     def _keep(self, primitive: _P) -> _P:
         with self._primitives_lock:
@@ -461,7 +222,7 @@ class DaskExecutor(Executor):
         raises ``QueueClosed``), a value its value, the others their flag or
         count; anything else they are asked raises ``ExecutorClosed``.
         """
-        if self._connection.cluster is not None:
+        if self._dask.connection.cluster is not None:
             reason = "its executor was shut down, and the Dask cluster it started with it"
         else:
             reason = "its executor was shut down and closed its Dask client"
@@ -469,6 +230,219 @@ class DaskExecutor(Executor):
             primitives = list(self._primitives)
         for primitive in primitives:
             primitive._detach(reason)
+
+
+class _DaskBackend(Backend):
+    """The Dask client behind a ``DaskExecutor``: tasks go to the cluster, outcomes back."""
+
+    name = "dask"
+    timeout_detail = (
+        "Dask cannot interrupt a running call, so it was cancelled on the cluster "
+        "and its result will be dropped; it may run on in its worker until it returns"
+    )
+
+    def __init__(
+        self, max_workers: int, connection: Connection, detach_primitives: Callable[[], None]
+    ) -> None:
+        super().__init__(max_workers)
+        self.connection = connection
+        self.client: Any = connection.client
+        self._detach_primitives = detach_primitives
+        # task -> (token, Dask future) of the attempt in flight.  Whoever takes
+        # the entry out (the outcome, or a cancel/timeout) decides how it ends.
+        self._running: dict[_Task, tuple[int, Any]] = {}
+        self._running_lock = threading.Lock()
+        self._cancelling: set[asyncio.Future[Any]] = set()  # cancels run on the loop
+        self._starts: dict[int, _Task] = {}
+        self._tokens = itertools.count()
+        self._topic = f"taskkit-started-{uuid.uuid4().hex}"
+        self.client.subscribe_topic(self._topic, self._started)
+        self._outcomes: queue.SimpleQueue[_Outcome | None] = queue.SimpleQueue()
+        self._settler = threading.Thread(
+            target=self._settle_outcomes, name="taskkit-dask-results", daemon=True
+        )
+        self._settler.start()
+        self._close_lock = threading.Lock()
+        self._closing = False
+
+    # ------------------------------------------------------------- submitting
+
+    def check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle at submit, so an unpicklable argument is the caller's error
+        # there; dispatch reuses the bytes.
+        _pickled.check(fn, args, kwargs)
+
+    def dispatch(self, task: _Task) -> None:
+        fn, args, kwargs = call_of(task)
+        payload = _pickled.take(fn, args, kwargs)
+        # A task may wait in the scheduler's queue for a long time; its timeout is about
+        # how long it *runs*, as on every other backend: its deadline is armed when a
+        # worker starts it (see _started).
+        if not self.ledger.begin(task, timed=False):
+            return
+        token = next(self._tokens)
+        topic = None
+        if timeout_of(task) is not None:
+            topic = self._topic
+            self._starts[token] = task
+        future = self.client.submit(
+            run_payload, payload, topic, token, key=_key(fn, args), pure=False
+        )
+        with self._running_lock:
+            self._running[task] = (token, future)
+        self.ledger.stoppable(task)
+        self.client.loop.add_callback(self._watch, future, task, token)
+
+    def _started(self, event: tuple[float, int]) -> None:
+        # On the client's IO loop: a worker started an attempt that has a deadline.
+        task = self._starts.pop(event[1], None)
+        if task is not None:
+            self.ledger.arm_deadline(task)
+
+    async def _watch(self, future: Any, task: _Task, token: int) -> None:
+        # On the client's IO loop, one coroutine per task, so results are
+        # fetched concurrently; settling happens on our own thread.
+        try:
+            outcome = await future._result(raiseit=False)
+            status = future.status
+        except BaseException as exc:  # the connection to the cluster was lost
+            outcome, status = exc, "error"
+        self._outcomes.put((task, token, status, outcome))
+
+    def _settle_outcomes(self) -> None:
+        get = self._outcomes.get
+        while (item := get()) is not None:
+            task = item[0]
+            try:
+                self._settle(*item)
+            except BaseException as exc:
+                self.ledger.fail_now(task, exc)  # never leave a future hanging
+            del item, task  # not kept while waiting: the caller may have dropped the result
+
+    def _settle(self, task: _Task, token: int, status: str, outcome: Any) -> None:
+        self._starts.pop(token, None)
+        with self._running_lock:
+            entry = self._running.get(task)
+            if entry is None or entry[0] != token:
+                return  # this attempt was cancelled or timed out (and perhaps retried)
+            del self._running[task]
+        self.ledger.stoppable(task, False)
+        if status == "finished":
+            ok, value = decode(outcome)
+            if ok:
+                self.ledger.succeeded(task, value)
+            else:
+                self.ledger.failed(task, value)
+        elif status == "cancelled":
+            self.ledger.stopped(task)  # cancelled on the cluster, not by us
+        else:
+            self.ledger.failed(task, self._remote_error(task, outcome))
+
+    def _remote_error(self, task: _Task, outcome: Any) -> BaseException:
+        if isinstance(outcome, tuple) and len(outcome) == 3:
+            exc: BaseException = outcome[1].with_traceback(outcome[2])
+        else:
+            exc = outcome
+        if isinstance(exc, distributed.KilledWorker):
+            worker = getattr(exc, "last_worker", None)
+            crashed = WorkerCrashed(task.name, getattr(worker, "pid", None), None)
+            crashed.__cause__ = exc
+            return crashed
+        return exc
+
+    # --------------------------------------------------------------- stopping
+
+    def stop_running(self, task: _Task) -> bool:
+        with self._running_lock:
+            entry = self._running.pop(task, None)
+        if entry is None:
+            return False  # not in flight, or its outcome is being settled now
+        future = entry[1]
+        self.ledger.stoppable(task, False)
+        if self._closing or self.client.status != "running":
+            return True  # the cluster is going or gone, and the call with it
+        pending = future.cancel()
+        if inspect.isawaitable(pending):
+            # Called on the client's own event loop (a map's chunks collected there as
+            # garbage): Dask hands back the cancel to await, so it runs as a task there.
+            cancelling = asyncio.ensure_future(pending)
+            self._cancelling.add(cancelling)  # held until done: the loop keeps weak refs
+            cancelling.add_done_callback(self._cancelling.discard)
+        return True
+
+    def cancel_queued(self) -> None:
+        """Cancel the tasks no Dask worker has started.
+
+        Every task is handed to Dask at once, so the executor sees none as
+        pending: ask the workers which tasks they are running (the scheduler's
+        "processing" also counts tasks a worker holds in its own queue), and
+        cancel the others.  Dask passes a cancel on asynchronously, so then
+        wait, briefly, until no worker holds them, lest one start them meanwhile.
+        A task that starts between the question and the cancel is cancelled as
+        a running one is (its result is dropped).
+        """
+        with self._running_lock:
+            entries = list(self._running.items())
+        if not entries:
+            return
+        try:
+            running = {key for keys, _ in self.client.run(worker_keys).values() for key in keys}
+        except Exception:
+            return  # the cluster is unreachable: what was queued there is lost with it
+        cancelled = set()
+        for task, (_, future) in entries:
+            if future.key not in running and not future.done() and task.cancel():
+                cancelled.add(future.key)
+        deadline = time.monotonic() + _CANCEL_SETTLE
+        while cancelled and time.monotonic() < deadline:
+            try:
+                # The scheduler first (it sends "free" after "compute" on the same
+                # stream), then the workers.
+                held = {key for keys in self.client.processing().values() for key in keys}
+                held |= {key for _, keys in self.client.run(worker_keys).values() for key in keys}
+            except Exception:
+                return
+            cancelled &= held
+            if cancelled:
+                time.sleep(0.005)  # the cancel has yet to reach them
+
+    def worker_count(self) -> int:
+        if self._closing:
+            return 0
+        try:
+            return len(self.client.scheduler_info()["workers"])
+        except Exception:
+            return 0
+
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        if wait or kill:
+            self._close(kill=kill)
+        else:
+            # Work may still be running: close the cluster once it is done.  Not
+            # a daemon, so that the interpreter waits for the work and the close.
+            threading.Thread(target=self._close_when_idle, name="taskkit-dask-close").start()
+
+    def _close_when_idle(self) -> None:
+        self.executor.join()
+        self._close(kill=False)
+
+    def _close(self, *, kill: bool) -> None:
+        try:
+            if self.client.status == "running":
+                self.client.unsubscribe_topic(self._topic)
+                if self.connection.owns_client:
+                    self._detach_primitives()
+            self.connection.close(kill=kill)
+        finally:
+            self._outcomes.put(None)
+            if threading.current_thread() is not self._settler:
+                self._settler.join()
 
 
 def _ship(module: ModuleType | str) -> None:
@@ -479,13 +453,15 @@ def _ship(module: ModuleType | str) -> None:
     _serialize.ship_by_value(module)
 
 
-def _key(task: _Task) -> str:
+def _key(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
     # Dask groups tasks by the key's prefix on its dashboard; a number per
     # task would make a group per task, so only the function's name is used.
-    fn = task._args[0] if task._fn is run_chunk else task._fn
+    chunk = fn is run_chunk
+    if chunk:
+        fn = args[0]
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "call"
     name = re.sub(r"[^0-9A-Za-z_.]+", "_", name).strip("_") or "call"
-    prefix = "map_" if task._fn is run_chunk else ""
+    prefix = "map_" if chunk else ""
     return f"{prefix}{name}-{uuid.uuid4().hex}"
 
 

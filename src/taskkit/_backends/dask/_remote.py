@@ -24,21 +24,10 @@ import traceback
 from typing import Any
 
 from ..._core._calls import call
-from ..._core._errors import RemoteError, SerializationError
+from ..._core._errors import RemoteError, RemoteTraceback, SerializationError
 from ..._core._serialize import dumps_bytes, loads
 
-__all__ = ["RemoteTraceback", "decode", "worker_keys", "run_payload"]
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised on a worker, set as that exception's ``__cause__``."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
+__all__ = ["decode", "run_payload", "worker_keys"]
 
 
 def run_payload(payload: bytes, topic: str | None, token: int) -> bytes:

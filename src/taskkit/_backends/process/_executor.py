@@ -19,14 +19,15 @@ Data flow (one socket per worker; one task per worker at a time)::
     deadline thread: a task overran ─► SIGKILL the worker's process group ─► TaskTimeout
     future.cancel() of a running task ─► the same kill, the future is cancelled
 
-The parts, as in CPython's ``concurrent/futures/process.py``: ``ProcessExecutor`` is
-the backend (it pickles each call, then hands the task to its manager);
-``_Manager`` owns the workers, their sockets and the manager thread, and copies
-once what it needs of the executor.  ``_Manager`` is written in three layers:
-``_Pool`` (what callers use: give a task to an idle worker or queue it, start,
-stop and kill workers), ``_CallerReads`` (the ``process_caller_reads`` fast path:
-a caller reads its own reply; see ``taskkit._core._fastpaths``) and ``_Manager`` itself
-(the manager thread's loop: read replies, settle futures, notice exits).
+The parts, as in CPython's ``concurrent/futures/process.py``: ``_ProcessBackend`` is
+the backend (it pickles each call, then hands the task to its manager) and
+``ProcessExecutor`` its public face; ``_Manager`` owns the workers, their sockets and
+the manager thread, and copies once what it needs of the backend.  ``_Manager`` is
+written in three layers: ``_Pool`` (what callers use: give a task to an idle worker
+or queue it, start, stop and kill workers), ``_CallerReads`` (the
+``process_caller_reads`` fast path: a caller reads its own reply; see
+``taskkit._core._fastpaths``) and ``_Manager`` itself (the manager thread's loop: read
+replies, settle futures, notice exits).
 
 Why this shape: because each worker holds at most one task and has its own
 socket, the parent always knows which task a dead worker took with it, so a
@@ -58,14 +59,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, cast, final
 
 from ..._core import _serialize
+from ..._core._backend import Backend, check_max_workers
 from ..._core._calls import run_chunk
-from ..._core._compat import PENDING, RUNNING, add_forkserver_preload, register_atexit
+from ..._core._compat import add_forkserver_preload, register_atexit
 from ..._core._compat import get_running_loop_or_none as asyncio_running_loop
-from ..._core._errors import InitializerFailed, RemoteError, SerializationError, WorkerCrashed
+from ..._core._errors import (
+    InitializerFailed,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashed,
+)
 from ..._core._executor import Executor
 from ..._core._fastpaths import PROCESS_CALLER_READS
-from ..._core._future import Future, _await_hooks
+from ..._core._future import Future, current_await_hook, set_help
+from ..._core._future import settled as _done
 from ..._core._ledger import Task as _Task
+from ..._core._ledger import attempt_of, call_of, handle_of, set_handle, set_width
 from ..._core._map import MapRun, MapSpec
 from . import _wire
 from ._worker import run_column, worker_main
@@ -113,15 +123,7 @@ def _readable(fd: int) -> bool:
 
 def _may_wait_here() -> bool:
     """False on a thread that runs an event loop: it awaits futures, never blocks on them."""
-    return asyncio_running_loop() is None and _await_hooks.hook is None
-
-
-_UNFINISHED = (PENDING, RUNNING)
-
-
-def _done(future: Future[Any]) -> bool:
-    """``future.done()`` without taking its lock (one attribute read is atomic)."""
-    return future._state not in _UNFINISHED
+    return asyncio_running_loop() is None and current_await_hook() is None
 
 
 def default_start_method() -> str:
@@ -136,17 +138,6 @@ def default_start_method() -> str:
     """
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
-
-
-class _RemoteTraceback(Exception):
-    """The worker's formatted traceback, chained as the ``__cause__`` of a task's exception."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 class _Worker:
@@ -206,7 +197,7 @@ class _Worker:
             pass
 
 
-_live_executors: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+_live_backends: weakref.WeakSet[_ProcessBackend] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
@@ -214,17 +205,17 @@ def _at_exit() -> None:
     # exit hook joins every child.  After an uncaught Ctrl-C, kill at once (one
     # Ctrl-C is enough); otherwise let submitted work finish, as
     # concurrent.futures does.  An executor already shut down without waiting
-    # stays in _live_executors until its manager thread has let every worker go:
+    # stays in _live_backends until its manager thread has let every worker go:
     # waiting for it here is what lets such a program exit (issue 19), and keeps
     # the manager from reaping workers while multiprocessing's hook does too.
     interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-    for executor in list(_live_executors):
-        if executor._owner != os.getpid():
+    for backend in list(_live_backends):
+        if backend.owner != os.getpid():
             continue  # a forked copy: its workers belong to the original process
         if interrupted:
-            executor.shutdown(wait=True, cancel_pending=True, kill=True)
+            backend.executor.shutdown(wait=True, cancel_pending=True, kill=True)
         else:
-            executor.shutdown(wait=True)
+            backend.executor.shutdown(wait=True)
 
 
 register_atexit(_at_exit)
@@ -234,22 +225,22 @@ class _Pool:
     """The manager's side that callers use: hand tasks to workers, start and stop them.
 
     ``_Manager`` is this, ``_CallerReads`` and the manager thread's own loop, apart
-    from ``ProcessExecutor`` (as CPython's ``_ExecutorManagerThread`` is apart from its
+    from ``_ProcessBackend`` (as CPython's ``_ExecutorManagerThread`` is apart from its
     executor); every method here runs with ``self`` a ``_Manager``.
     """
 
-    def __init__(self, executor: ProcessExecutor) -> None:
-        # What the manager needs of its executor, copied once, as CPython's
-        # _ExecutorManagerThread copies it.
-        self._executor = executor  # listed in _live_executors while the thread runs
-        self._ledger = executor._ledger  # begin, succeeded, failed...
-        self._payload_for = executor._payload_for  # the pickled call to send
-        self._log = executor._log  # the backend's logger
-        self._max_workers = executor._max_workers  # the most workers at once
-        self._max_tasks = executor._max_tasks  # tasks per worker before it is replaced
-        self._setup = executor._setup  # the pickled initializer for each new worker
-        self._start_method = executor._start_method  # how a worker process is started
-        self._context = executor._context  # the multiprocessing context of that method
+    def __init__(self, backend: _ProcessBackend) -> None:
+        # What the manager needs of its backend, copied once, as CPython's
+        # _ExecutorManagerThread copies what it needs of its executor.
+        self._backend = backend  # listed in _live_backends while the thread runs
+        self._ledger = backend.ledger  # begin, succeeded, failed...
+        self._payload_for = backend.payload_for  # the pickled call to send
+        self._log = backend.log  # the backend's logger
+        self._max_workers = backend.max_workers  # the most workers at once
+        self._max_tasks = backend.max_tasks  # tasks per worker before it is replaced
+        self._setup = backend.setup  # the pickled initializer for each new worker
+        self._start_method = backend.start_method  # how a worker process is started
+        self._context = backend.context  # the multiprocessing context of that method
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}  # by pid
         self._idle: list[_Worker] = []
@@ -310,8 +301,8 @@ class _Pool:
 
     def _assign(self, worker: _Worker, task: _Task) -> bool:
         """Give ``task`` to ``worker`` (under the lock); False if it was cancelled meanwhile."""
-        task._stop_running = self._ledger.stop_hook
-        task._width = 1  # running again (a retry): see _on_readable
+        self._ledger.stoppable(task)
+        set_width(task, 1)  # running again (a retry): see _on_readable
         # A worker still starting (or running its initializer) gives the task no
         # deadline yet: it is armed when the worker says it is ready (see _on_ready).
         if not self._ledger.begin(task, worker.pid, timed=worker.ready):
@@ -343,7 +334,7 @@ class _Pool:
                 self._thread = threading.Thread(
                     target=self._manage, name="taskkit-process-manager", daemon=True
                 )
-                _live_executors.add(self._executor)  # until the manager ends (see _at_exit)
+                _live_backends.add(self._backend)  # until the manager ends (see _at_exit)
                 self._thread.start()
                 return
         try:
@@ -458,7 +449,7 @@ class _Pool:
                     task.cancel()
             thread = self._thread
         if thread is None:
-            _live_executors.discard(self._executor)
+            _live_backends.discard(self._backend)
             return
         self._wake()
         if wait and thread is not threading.current_thread():
@@ -709,7 +700,7 @@ class _Manager(_CallerReads):
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
-            _live_executors.discard(self._executor)  # nothing left for _at_exit to wait for
+            _live_backends.discard(self._backend)  # nothing left for _at_exit to wait for
 
     def _next_wait(self) -> float | int:
         """Do what is due (claims to take over, stalled senders); the poll's timeout."""
@@ -804,7 +795,7 @@ class _Manager(_CallerReads):
                 self._running.pop(task, None)
                 # Its reply is in: it runs no more, though it settles only after its
                 # worker has its next task (statistics() must not count both as running).
-                task._width = 0
+                set_width(task, 0)
             following = None
             if tag == _wire.INIT_FAILED:
                 self._broken = failure
@@ -943,14 +934,75 @@ class _Manager(_CallerReads):
             self._log.debug("worker %d %s", worker.pid, _how_it_ended(exitcode))
 
 
+_SLICED = (range, list, tuple)
+
+
+class _ProcessMapRun(MapRun):
+    """``MapRun`` with shortcuts for processes, same semantics.
+
+    * one iterable: its values are sent as a plain list (``run_column``),
+      not as 1-tuples made by ``zip`` and unpacked again in the worker;
+    * one ``range``, ``list`` or ``tuple``: chunks are slices of it, taken at
+      C speed, and a slice of a range is a range, which pickles in a few
+      bytes however many calls it stands for.
+    """
+
+    def __init__(
+        self,
+        executor: ProcessExecutor,
+        fn: Callable[..., Any],
+        iterables: tuple[Iterable[Any], ...],
+        spec: MapSpec,
+    ) -> None:
+        # Set before the base's __init__, which submits the first window.
+        column = iterables[0] if len(iterables) == 1 and callable(fn) else None
+        self._column: Iterator[Any] | None = None if column is None else iter(column)
+        # Exact types only: a subclass may iterate differently from its slices.
+        self._sequence: Sequence[Any] | None = (
+            cast("Sequence[Any]", column) if type(column) in _SLICED else None
+        )
+        self._position = 0  # of the next item of _sequence to read
+        self._process_executor = executor
+        super().__init__(executor, fn, iterables, spec)
+
+    def _read(self, size: int) -> Sequence[Any]:
+        if self._sequence is not None:
+            # What the list's iterator would give: the items there now.
+            start = self._position
+            items = self._sequence[start : start + size]
+            self._position = start + len(items)
+            return items
+        if self._column is None:
+            return super()._read(size)
+        values: list[Any] = []
+        try:
+            values.extend(itertools.islice(self._column, size))
+        except Exception as exc:
+            # Raised to the consumer once the results before it are out.
+            self._source_error, self._exhausted = exc, True
+        return values
+
+    def _submit_items(self, items: Sequence[Any]) -> Future[Any]:
+        if self._column is None:
+            return super()._submit_items(items)
+        options = self._chunk_options
+        args: tuple[Any, ...] = (self._fn, items)
+        if options.retries or self._return_exceptions:
+            args += (options.retries, self._return_exceptions)
+        return self._process_executor._submit(run_column, args, {}, options, weight=len(items))
+
+    def _submit_one(self, item: Any) -> Future[Any]:
+        return super()._submit_one(item if self._column is None else (item,))
+
+
 @final
 class ProcessExecutor(Executor):
     """Run tasks in a pool of worker processes, one task per worker at a time."""
 
     backend = "process"
-    _chunk_runners = frozenset({run_chunk, run_column})
     # A chunk of a map should take long enough that the ~0.1 ms round trip is noise.
     _chunk_target = 0.01
+    _map_run_class = _ProcessMapRun
 
     def __init__(
         self,
@@ -963,7 +1015,7 @@ class ProcessExecutor(Executor):
     ) -> None:
         if max_workers is None:
             max_workers = _usable_cpus()
-        super().__init__(max_workers=max_workers)
+        check_max_workers(max_workers)
         if start_method is None:
             start_method = default_start_method()
         if start_method not in START_METHODS:
@@ -985,61 +1037,72 @@ class ProcessExecutor(Executor):
                 f"max_tasks_per_child must be a whole number >= 1, got {max_tasks_per_child!r}"
             )
         try:
-            self._setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
+            setup = _wire.dumps((initializer, initargs, max_tasks_per_child or 0))
         except Exception as exc:
             parts = [("the initializer", initializer), ("initargs", initargs)]
             raise _serialize.diagnose(
                 parts, exc, "initializer or initargs", type(initializer).__name__
             ) from exc
-        self._start_method = start_method
-        self._owner = os.getpid()
-        self._context: Any = multiprocessing.get_context(start_method)
-        self._max_tasks = max_tasks_per_child or 0
-        self._manager = _Manager(self)
-        self._workers = self._manager._workers  # by pid
-        _live_executors.add(self)
+        self._process = _ProcessBackend(max_workers, start_method, setup, max_tasks_per_child or 0)
+        super().__init__(self._process)
 
     @property
     def start_method(self) -> str:
         """How worker processes are started: ``"fork"``, ``"forkserver"`` or ``"spawn"``."""
-        return self._start_method
-
-    def _check_arguments(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        # Pickle now, once: a bad argument fails in the caller, and the bytes
-        # are kept for sending (see _payload_for).
-        _pickled.check(fn, args, kwargs)
-
-    def _payload_for(self, task: _Task) -> _wire.Payload:
-        payload: _wire.Payload | None = task._handle  # kept there until the task settles
-        if payload is not None:
-            return payload
-        payload = _pickled.take(task._fn, task._args, task._kwargs)
-        task._handle = payload
-        if _CALLER_READS and task._attempt == 0:
-            # Before anyone can wait on it (the future was just made by submit):
-            # a caller blocked in result() reads the worker's reply itself.
-            task._help = functools.partial(self._manager._help, task)
-        return payload
-
-    def _dispatch(self, task: _Task) -> None:
-        self._manager.dispatch(task)
-
-    def _stop_running(self, task: _Task) -> bool:
-        return self._manager.stop_running(task)
-
-    def _timeout_detail(self) -> str:
-        return "its worker process (and its process group) was killed and replaced"
-
-    def _worker_count(self) -> int:
-        return len(self._manager._workers)
+        return self._process.start_method
 
     def _default_window(self) -> int:
         return self._fixed_window or max(64 * self._max_workers, 32768)
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
-        self._manager.shutdown_workers(wait=wait, kill=kill)
+
+class _ProcessBackend(Backend):
+    """What a ``ProcessExecutor`` runs on: pickles each call, and hands it to its manager."""
+
+    name = "process"
+    chunk_runners = frozenset({run_chunk, run_column})
+    timeout_detail = "its worker process (and its process group) was killed and replaced"
+
+    def __init__(self, max_workers: int, start_method: str, setup: Any, max_tasks: int) -> None:
+        super().__init__(max_workers)
+        self.setup = setup  # the pickled initializer, its arguments and max_tasks
+        self.start_method = start_method
+        self.owner = os.getpid()
+        self.context: Any = multiprocessing.get_context(start_method)
+        self.max_tasks = max_tasks
+        self.manager = _Manager(self)
+        _live_backends.add(self)
+
+    def check_arguments(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        # Pickle now, once: a bad argument fails in the caller, and the bytes
+        # are kept for sending (see payload_for).
+        _pickled.check(fn, args, kwargs)
+
+    def payload_for(self, task: _Task) -> _wire.Payload:
+        """The pickled call of ``task``, kept as its handle until it settles."""
+        payload: _wire.Payload | None = handle_of(task)
+        if payload is not None:
+            return payload
+        payload = _pickled.take(*call_of(task))
+        set_handle(task, payload)
+        if _CALLER_READS and attempt_of(task) == 0:
+            # Before anyone can wait on it (the future was just made by submit):
+            # a caller blocked in result() reads the worker's reply itself.
+            set_help(task, functools.partial(self.manager._help, task))
+        return payload
+
+    def dispatch(self, task: _Task) -> None:
+        self.manager.dispatch(task)
+
+    def stop_running(self, task: _Task) -> bool:
+        return self.manager.stop_running(task)
+
+    def worker_count(self) -> int:
+        return len(self.manager._workers)
+
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+        self.manager.shutdown_workers(wait=wait, kill=kill)
 
 
 # --------------------------------------------------------------- helpers
@@ -1104,7 +1167,7 @@ def _decode_exception(stream: bytes | bytearray) -> BaseException:
     exc, name, message, text = _wire.decode_error(stream)
     if exc is None:
         return RemoteError(name, message, text)
-    exc.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
     return exc
 
 
@@ -1125,69 +1188,6 @@ def _initializer_failed(exc: BaseException | None) -> BaseException:
     error.__cause__ = exc
     return error
 
-
-_SLICED = (range, list, tuple)
-
-
-class _ProcessMapRun(MapRun):
-    """``MapRun`` with shortcuts for processes, same semantics.
-
-    * one iterable: its values are sent as a plain list (``run_column``),
-      not as 1-tuples made by ``zip`` and unpacked again in the worker;
-    * one ``range``, ``list`` or ``tuple``: chunks are slices of it, taken at
-      C speed, and a slice of a range is a range, which pickles in a few
-      bytes however many calls it stands for.
-    """
-
-    def __init__(
-        self,
-        executor: ProcessExecutor,
-        fn: Callable[..., Any],
-        iterables: tuple[Iterable[Any], ...],
-        spec: MapSpec,
-    ) -> None:
-        # Set before the base's __init__, which submits the first window.
-        column = iterables[0] if len(iterables) == 1 and callable(fn) else None
-        self._column: Iterator[Any] | None = None if column is None else iter(column)
-        # Exact types only: a subclass may iterate differently from its slices.
-        self._sequence: Sequence[Any] | None = (
-            cast("Sequence[Any]", column) if type(column) in _SLICED else None
-        )
-        self._position = 0  # of the next item of _sequence to read
-        self._process_executor = executor
-        super().__init__(executor, fn, iterables, spec)
-
-    def _read(self, size: int) -> Sequence[Any]:
-        if self._sequence is not None:
-            # What the list's iterator would give: the items there now.
-            start = self._position
-            items = self._sequence[start : start + size]
-            self._position = start + len(items)
-            return items
-        if self._column is None:
-            return super()._read(size)
-        values: list[Any] = []
-        try:
-            values.extend(itertools.islice(self._column, size))
-        except Exception as exc:
-            # Raised to the consumer once the results before it are out.
-            self._source_error, self._exhausted = exc, True
-        return values
-
-    def _submit_items(self, items: Sequence[Any]) -> Future[Any]:
-        if self._column is None:
-            return super()._submit_items(items)
-        options = self._chunk_options
-        args: tuple[Any, ...] = (self._fn, items)
-        if options.retries or self._return_exceptions:
-            args += (options.retries, self._return_exceptions)
-        return self._process_executor._submit(run_column, args, {}, options, weight=len(items))
-
-    def _submit_one(self, item: Any) -> Future[Any]:
-        return super()._submit_one(item if self._column is None else (item,))
-
-
-ProcessExecutor._map_run_class = _ProcessMapRun
 
 backend_class = ProcessExecutor
 

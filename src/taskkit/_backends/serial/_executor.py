@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from threading import get_ident
 from typing import Any, final
 
+from ..._core._backend import Backend
 from ..._core._calls import run_to_completion
 from ..._core._errors import ExecutorClosed
 from ..._core._executor import Executor, is_async_callable
@@ -33,25 +34,31 @@ class SerialExecutor(Executor):
     _fixed_window = 1  # compute map results one at a time, as they are reached
 
     def __init__(self, *, max_workers: int | None = None) -> None:
-        super().__init__(max_workers=1 if max_workers is None else max_workers)
+        super().__init__(_SerialBackend(1 if max_workers is None else max_workers))
 
-    def _dispatch(self, task: _Task) -> None:
-        self._ledger.run_inline(task, self)
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+class _SerialBackend(Backend):
+    """Every task runs in the thread that submits it."""
+
+    name = "serial"
+
+    def dispatch(self, task: _Task) -> None:
+        self.ledger.run(task)
+
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         pass  # no workers: every task already ran in the caller
 
-    def _worker_count(self) -> int:
+    def worker_count(self) -> int:
         return 1
 
-    def _map(
+    def map_inline(
         self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], spec: MapSpec
-    ) -> Iterator[Any]:
-        if spec.options.timeout is not None or self._ledger.observed:
+    ) -> Iterator[Any] | None:
+        if spec.options.timeout is not None or self.ledger.observed:
             # A deadline per call, or listeners to tell of each call's events: each call is
             # a task with its future, as submit makes.
-            return super()._map(fn, iterables, spec)
-        check_map_arguments(self, fn, iterables)
+            return None
+        check_map_arguments(self.executor, fn, iterables)
         if is_async_callable(fn):
             fn = functools.partial(run_to_completion, fn)  # each coroutine runs to its end
         return self._inline_map(fn, iterables, spec.options.retries, spec.return_exceptions)
@@ -66,15 +73,14 @@ class SerialExecutor(Executor):
         """``map``'s calls, each made when its result is reached, and counted as it ends."""
         # [calls done, failed, re-runs] made by map on this thread: only this thread
         # changes them, so they are counted without the lock (statistics() adds them in).
-        tally = self._ledger.inline_tallies.setdefault(get_ident(), [0, 0, 0])
+        ledger = self.ledger
+        tally = ledger.inline_tallies.setdefault(get_ident(), [0, 0, 0])
         # The result about to be yielded: yielded as box.pop(), so that this generator
         # does not keep a result the consumer has already been given.
         box: list[Any] = []
         for args in zip(*iterables, strict=False):
-            if self._closed:
-                raise ExecutorClosed(
-                    f"cannot go on with map: the {self.backend} executor is closed"
-                )
+            if ledger.closed:
+                raise ExecutorClosed(f"cannot go on with map: the {self.name} executor is closed")
             try:
                 box.append(fn(*args))
             except Exception as exc:

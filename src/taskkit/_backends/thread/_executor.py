@@ -3,7 +3,7 @@
 Data flow::
 
     submit ──► _Task ──► SimpleQueue ──► worker threads (started lazily, up to max_workers)
-                                              │ run fn, report through the base
+                                              │ ledger.run: run fn, report to the ledger
     deadline thread: a task overran ──► its future fails with TaskTimeout now;
                                         its thread is *abandoned* and a new one started
 
@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, final
 
+from ..._core._backend import Backend, check_max_workers
 from ..._core._compat import register_atexit
 from ..._core._errors import InitializerFailed
 from ..._core._executor import Executor
@@ -46,7 +47,7 @@ class _Worker:
         self.thread: threading.Thread | None = None
 
 
-_live_executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+_live_backends: weakref.WeakSet[_ThreadBackend] = weakref.WeakSet()
 # Numbers the executors, so that default thread names tell pools apart.
 _executor_numbers = itertools.count()
 
@@ -55,10 +56,10 @@ def _at_exit() -> None:
     # Like concurrent.futures: let queued and running work finish before the
     # interpreter exits (after shutdown(wait=False) too), since worker threads
     # are daemons (so that abandoned ones never block exit).
-    for executor in list(_live_executors):
+    for backend in list(_live_backends):
         # A forked child inherits the parent's executors but none of their threads.
-        if executor._pid == os.getpid():
-            executor.shutdown(wait=True)
+        if backend.pid == os.getpid():
+            backend.executor.shutdown(wait=True)
 
 
 register_atexit(_at_exit)
@@ -85,13 +86,33 @@ class ThreadExecutor(Executor):
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
-        super().__init__(max_workers=max_workers)
+        check_max_workers(max_workers)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, got {type(initializer).__name__}")
-        self._initializer, self._initargs = initializer, initargs
         if thread_name_prefix is None:
             thread_name_prefix = f"taskkit-thread-{next(_executor_numbers)}"
-        self._prefix = thread_name_prefix
+        super().__init__(_ThreadBackend(max_workers, thread_name_prefix, initializer, initargs))
+
+
+class _ThreadBackend(Backend):
+    """The pool of threads behind a ``ThreadExecutor``."""
+
+    name = "thread"
+    timeout_detail = (
+        "a thread cannot be killed, so it was abandoned to finish on its own "
+        "and a new thread took its place"
+    )
+
+    def __init__(
+        self,
+        max_workers: int,
+        prefix: str,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+    ) -> None:
+        super().__init__(max_workers)  # the threads start as tasks arrive
+        self._initializer, self._initargs = initializer, initargs
+        self._prefix = prefix
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         # One token per idle worker: C-level put/get, cheaper than a Semaphore.
         self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -103,14 +124,14 @@ class ThreadExecutor(Executor):
         self._stopping = False
         # The initializer's exception, once one failed: the pool is then broken.
         self._broken: BaseException | None = None
-        self._pid = os.getpid()
-        _live_executors.add(self)
+        self.pid = os.getpid()
+        _live_backends.add(self)
 
     # --------------------------------------------------------------- workers
 
-    def _dispatch(self, task: _Task) -> None:
+    def dispatch(self, task: _Task) -> None:
         if self._is_broken():
-            self._ledger.fail_now(task, self._broken_error())
+            self.ledger.fail_now(task, self._broken_error())
             return
         self._queue.put(task)
         if self._is_broken():
@@ -125,7 +146,7 @@ class ThreadExecutor(Executor):
         else:
             return  # an idle worker will take it
         with self._workers_lock:
-            if len(self._workers) < self._max_workers and not self._stopping:
+            if len(self._workers) < self.max_workers and not self._stopping:
                 self._start_worker()
 
     def _start_worker(self) -> None:
@@ -152,7 +173,7 @@ class ThreadExecutor(Executor):
                         self._broken = exc
                 self._fail_queued()
                 return
-        get, run, idle = self._queue.get, self._ledger.run_inline, self._idle.put
+        get, run, idle = self._queue.get, self.ledger.run, self._idle.put
         while True:
             task = get()
             if task is None:
@@ -162,10 +183,10 @@ class ThreadExecutor(Executor):
                 return
             worker.task = task
             try:
-                run(task, self, worker)
+                run(task, worker)
             except BaseException as exc:
                 # Already reported, unless taskkit itself failed: never lose a task.
-                self._ledger.fail_now(task, exc)
+                self.ledger.fail_now(task, exc)
             # Not kept while this thread waits for the next task: the caller may have
             # dropped the result, and expects it freed (as concurrent.futures does); nor
             # the settled task, which would keep its function alive.
@@ -185,7 +206,7 @@ class ThreadExecutor(Executor):
             except queue.Empty:
                 return
             if task is not None:
-                self._ledger.fail_now(task, self._broken_error())
+                self.ledger.fail_now(task, self._broken_error())
             else:
                 self._queue.put(None)  # shutdown's sentinel: leave it for the threads
                 return
@@ -195,11 +216,11 @@ class ThreadExecutor(Executor):
         return self._broken is not None
 
     def _broken_error(self) -> InitializerFailed:
-        error = InitializerFailed(self.backend, repr(self._broken))
+        error = InitializerFailed(self.name, repr(self._broken))
         error.__cause__ = self._broken
         return error
 
-    def _stop_overrunning(self, task: _Task) -> None:
+    def stop_overrunning(self, task: _Task) -> None:
         with self._workers_lock:
             for worker in self._workers:
                 if worker.task is task:
@@ -209,16 +230,10 @@ class ThreadExecutor(Executor):
                         self._start_worker()
                     return
 
-    def _timeout_detail(self) -> str:
-        return (
-            "a thread cannot be killed, so it was abandoned to finish on its own "
-            "and a new thread took its place"
-        )
-
-    def _worker_count(self) -> int:
+    def worker_count(self) -> int:
         return len(self._workers)
 
-    def _shutdown_workers(self, *, wait: bool, kill: bool) -> None:
+    def shutdown_workers(self, *, wait: bool, kill: bool) -> None:
         with self._workers_lock:
             self._stopping = True
             workers = list(self._workers)
@@ -226,7 +241,7 @@ class ThreadExecutor(Executor):
         if wait or kill:
             # Otherwise stay listed: as in concurrent.futures, the interpreter's exit
             # waits for work that shutdown(wait=False) left running or queued.
-            _live_executors.discard(self)
+            _live_backends.discard(self)
         if wait and not kill:
             current = threading.current_thread()
             for worker in workers:
