@@ -9,6 +9,7 @@ live at module level so that they are shipped by reference.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -34,6 +35,10 @@ psutil = pytest.importorskip("psutil")
 
 def square(x: int) -> int:
     return x * x
+
+
+def cube(x: int) -> int:
+    return x * x * x
 
 
 def crash() -> None:
@@ -327,6 +332,37 @@ def test_a_cancel_made_on_the_clients_own_loop_is_carried_out(
     gc.collect()  # a coroutine never awaited warns (an error here) when collected
     pathlib.Path(gate).touch()
     assert ex.submit(square, 2).result(timeout=30) == 4
+
+
+def test_shutdown_cancel_pending_keeps_a_task_its_worker_has_finished(ex: Any) -> None:
+    # A worker ran the task to its end, but the scheduler's word of it ("key-in-memory")
+    # has not reached this client yet: the task is not queued, and keeps its result.
+    # The word is held back here until shutdown() has decided.
+    client = ex.client
+    report = client._stream_handlers["key-in-memory"]
+    held: list[dict[str, Any]] = []
+    finished = threading.Event()
+
+    def hold(**msg: Any) -> None:  # on the client's event loop
+        held.append(msg)
+        if str(msg.get("key", "")).startswith("cube-"):
+            finished.set()
+
+    own = taskkit.open_executor("dask", client=client)
+    client._stream_handlers["key-in-memory"] = hold
+    try:
+        done = own.submit(cube, 3)
+        assert finished.wait(30)  # its worker holds its result; the client does not know
+        own.shutdown(wait=False, cancel_pending=True)
+        assert not done.cancelled()
+    finally:
+        client._stream_handlers["key-in-memory"] = report
+        for msg in held:
+            client.loop.add_callback(functools.partial(report, **msg))
+    assert done.result(timeout=30) == 27
+    closer = next((t for t in threading.enumerate() if t.name == "taskkit-dask-close"), None)
+    if closer is not None:
+        closer.join(timeout=30)
 
 
 # ----------------------------------------------------------------- primitives

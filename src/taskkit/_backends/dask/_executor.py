@@ -376,24 +376,27 @@ class _DaskBackend(Backend):
         """Cancel the tasks no Dask worker has started.
 
         Every task is handed to Dask at once, so the executor sees none as
-        pending: ask the workers which tasks they are running (the scheduler's
+        pending: ask the workers which tasks they have started (the scheduler's
         "processing" also counts tasks a worker holds in its own queue), and
-        cancel the others.  Dask passes a cancel on asynchronously, so then
-        wait, briefly, until no worker holds them, lest one start them meanwhile.
-        A task that starts between the question and the cancel is cancelled as
-        a running one is (its result is dropped).
+        cancel the others.  Started includes finished: a worker may have run a
+        task to its end before the news reaches this client (its Dask future
+        is not done yet), and such a task keeps its result.  Dask passes a
+        cancel on asynchronously, so then wait, briefly, until no worker holds
+        them, lest one start them meanwhile.  A task that starts between the
+        question and the cancel is cancelled as a running one is (its result
+        is dropped).
         """
         with self._running_lock:
             entries = list(self._running.items())
         if not entries:
             return
         try:
-            running = {key for keys, _ in self.client.run(worker_keys).values() for key in keys}
+            started = {key for keys, _ in self.client.run(worker_keys).values() for key in keys}
         except Exception:
             return  # the cluster is unreachable: what was queued there is lost with it
         cancelled = set()
         for task, (_, future) in entries:
-            if future.key not in running and not future.done() and task.cancel():
+            if future.key not in started and not future.done() and task.cancel():
                 cancelled.add(future.key)
         deadline = time.monotonic() + _CANCEL_SETTLE
         while cancelled and time.monotonic() < deadline:

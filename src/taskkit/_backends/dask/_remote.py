@@ -92,8 +92,17 @@ def decode(blob: bytes) -> tuple[bool, Any]:
     return False, value
 
 
+# A worker's task states once it has run the task to its end and keeps the outcome.
+_FINISHED = frozenset({"memory", "error"})
+
+
 def worker_keys(dask_worker: Any) -> tuple[list[str], list[str]]:
-    """On a worker (through ``client.run``): the keys it is running, and all it holds."""
+    """On a worker (through ``client.run``): the keys it has started, and all it holds.
+
+    Started: running now, or run to the end with the outcome kept there (the
+    client may not have heard yet that it finished).
+    """
     state = dask_worker.state
-    running = [str(ts.key) for ts in (*state.executing, *state.long_running)]
-    return running, [str(key) for key in state.tasks]
+    started = [str(ts.key) for ts in (*state.executing, *state.long_running)]
+    started += [str(key) for key, ts in state.tasks.items() if ts.state in _FINISHED]
+    return started, [str(key) for key in state.tasks]
