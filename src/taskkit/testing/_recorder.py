@@ -13,14 +13,10 @@ import re
 import threading
 import types
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from .._core._compat import getframe
 from ._task import Step, Task, Where, where_of
 from ._tracing import ANY_WRITE, SELF, TRACED, FootprintT, classify_frame
-
-if TYPE_CHECKING:
-    from ._runtime import Run
 
 __all__ = ["Recorder"]
 
@@ -30,8 +26,7 @@ _ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
 class Recorder:
     """The record of one controlled run."""
 
-    def __init__(self, run: Run, naming: bool) -> None:
-        self.run = run
+    def __init__(self, naming: bool) -> None:
         self.steps: list[Step] = []
         self.deviations: list[tuple[int, int | None, int]] = []
         self.preemptions = 0
@@ -62,16 +57,15 @@ class Recorder:
             Step(len(steps), nxt.index, nxt.op, nxt.where, nxt.footprint, preempted, previous)
         )
 
-    def amend(self, task: Task, fp: FootprintT) -> None:
+    def amend(self, task: Task, fp: FootprintT) -> bool:
         """``task`` was resumed for another operation than its switch point announced
-        (another task changed what it is about to read): correct the step's footprint."""
+        (another task changed what it is about to read): correct the footprint of its
+        pending operation, and of the step that resumed it if that is the last one (True)."""
         task.footprint = fp
         if self.steps and self.steps[-1].task == task.index:
             self.steps[-1].footprint = fp
-            run = self.run
-            amend = getattr(run.strategy, "amend", None)
-            if amend is not None:
-                amend(run, task.index, fp)
+            return True
+        return False
 
     def key(self, obj: object) -> tuple[str, int]:
         """The number of ``obj`` in footprints: the order in which the run first met it."""

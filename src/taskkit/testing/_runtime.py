@@ -64,7 +64,7 @@ from ._switchboard import Switchboard
 from ._task import Step, Strategy, Task, TaskState, default_choice
 from ._threads import ThreadTasks
 from ._tracer import quietly
-from ._tracing import ANY_WRITE
+from ._tracing import ANY_WRITE, FootprintT
 
 __all__ = ["Run", "Step", "Strategy", "Task", "TaskState", "checkpoint", "default_choice"]
 
@@ -90,7 +90,7 @@ class Run:
         self.strategy = strategy
         self.main_ident = _get_ident()
         self.held: dict[Any, None] = {}  # controllable locks that tasks hold
-        self.record = Recorder(self, naming)
+        self.record = Recorder(naming)
         self.coroutines = CoroutineTasks(self)
         self.outcome = Outcome(self)
         self.threads = ThreadTasks(self)
@@ -214,6 +214,15 @@ class Run:
         """Return the run's virtual clock (seconds since it started)."""
         return self.board.clock
 
+    def amend(self, task: Task, fp: FootprintT) -> None:
+        """``task`` was resumed for another operation than its switch point announced
+        (another task changed what it is about to read): correct the record, and tell the
+        strategy if the last step changed."""
+        if self.record.amend(task, fp):
+            amend = getattr(self.strategy, "amend", None)
+            if amend is not None:
+                amend(self, task.index, fp)
+
     # -- running ---------------------------------------------------------------------------
 
     def execute(self) -> BaseException | None:
@@ -243,6 +252,10 @@ class Run:
         _patches.release_leftovers(self.held)
         self.record.forget()
         self.threads.release()
+        # The parts no longer need the run: their references back to it go, so that it is
+        # freed as soon as its caller lets go of it, not by the cycle collector (which
+        # would cost a search of thousands of executions dearly).
+        del self.board.run, self.outcome.run, self.threads.run, self.coroutines.run
         return self.outcome.failure
 
 

@@ -73,8 +73,9 @@ class ThreadTasks:
 
     def _run(self, task: Task, args: tuple[object, ...], tracer: Tracer | None = None) -> None:
         """Run thread task ``task`` to its end, traced, then hand the baton on."""
+        run = self.run  # a task the watchdog gave up on may end after the run
         if tracer is None:
-            tracer = Tracer(self.run, task)
+            tracer = Tracer(run, task)
         sys.settrace(tracer.global_trace)
         sys.setprofile(tracer.profile)
         try:
@@ -95,10 +96,10 @@ class ThreadTasks:
             task.worker.scrub()
         task.state = TaskState.DONE
         if task.error is not None:
-            self.run.outcome.fail(task.error, task)
+            run.outcome.fail(task.error, task)
         if task.stuck:
             return
-        board = self.run.board
+        board = run.board
         if board.priming:
             board.main_baton.release()
             return

@@ -145,7 +145,7 @@ class Tracer:
                 # the read is then of what it holds now.
                 now = self._attribute_read(frame, guard[1:], name)
                 if now != fp:
-                    self.record.amend(self.task, now)
+                    self.run.amend(self.task, now)
                 return
             else:
                 module = frame.f_globals.get(guard) if guard is not None else None
