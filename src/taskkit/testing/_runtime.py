@@ -97,7 +97,6 @@ class Run:
         self.board = Switchboard(
             self,
             [Task(i, fn) for i, fn in enumerate(tasks)],
-            strategy,
             watchdog=watchdog,
             max_steps=max_steps,
         )

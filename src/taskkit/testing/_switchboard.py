@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._core._compat import allocate_lock
-from ._task import Abort, Strategy, Task, TaskState, Where, default_choice
+from ._task import Abort, Task, TaskState, Where, default_choice
 from ._tracing import FootprintT
 
 if TYPE_CHECKING:
@@ -30,23 +30,13 @@ __all__ = ["Switchboard"]
 class Switchboard:
     """Hands the baton from task to task as the strategy decides."""
 
-    def __init__(
-        self,
-        run: Run,
-        tasks: list[Task],
-        strategy: Strategy,
-        *,
-        watchdog: float,
-        max_steps: int,
-    ) -> None:
-        self.run = run
-        self.tasks = tasks
-        self.strategy = strategy
-        self.watchdog = watchdog
-        self.max_steps = max_steps
+    def __init__(self, run: Run, tasks: list[Task], *, watchdog: float, max_steps: int) -> None:
+        self.run, self.strategy = run, run.strategy
+        self.tasks = tasks  # those given to the run, then those that join it on the way
         self.steps = run.record.steps  # the recorder's: its length is the step's number
         self.record_step = run.record.step
         self.loop = run.coroutines.loop
+        self.watchdog, self.max_steps = watchdog, max_steps
         self.current: Task | None = None  # the task that holds the baton (or last did)
         self.stepping: Task | None = None  # the coroutine task main is stepping
         self.main_next: Task | None = None  # the coroutine task main is handed next
