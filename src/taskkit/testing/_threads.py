@@ -54,9 +54,12 @@ class ThreadTasks:
                 board.current = task
                 worker.run(functools.partial(self._thread_main, task))
                 if not board.wait_main():
-                    break
+                    break  # the watchdog gave up on it before its first switch point
         finally:
             board.priming = False
+        for task in board.tasks:
+            if not task.is_coro and task.thread is None:
+                task.state = TaskState.DONE  # never started: it has nothing to unwind
 
     def _thread_main(self, task: Task) -> None:
         """On a worker's thread: run task ``task`` as a new thread would."""
