@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import functools
 import queue
 import threading
 import time
@@ -336,6 +337,21 @@ def test_watchdog_reports_a_blocking_call_the_scheduler_does_not_control() -> No
         s.run([holder, blocker], args=(None,))
     with raw:  # the run released it while unwinding
         pass
+
+
+def test_watchdog_reports_a_task_that_blocks_before_its_first_switch_point() -> None:
+    gate = _thread.allocate_lock()  # a raw lock: invisible to the scheduler
+    gate.acquire()
+    blocked = functools.partial(gate.acquire, True, 1.0)  # no traced code runs before it
+
+    def other(_: object) -> None:
+        checkpoint()
+
+    s = replay("")
+    assert s is not None
+    s._watchdog = 0.3
+    with pytest.raises(Deadlock, match="does not control"):
+        s.run([lambda _: blocked(), other], args=(None,))
 
 
 # -- coroutine tasks -------------------------------------------------------------------------------

@@ -6,6 +6,25 @@ runs at a time and every switch point is a recorded decision.  ``stress()`` runs
 instead, and ``check_linearizable()`` judges a recorded history against a sequential model.
 See ``docs/testing.md``.
 
+How the package is laid out, from what users call down to the runtime::
+
+    _search           interleavings(), explore(), replay(): where the decisions come from
+    _report           an interleaving as a table, and the schedule string that replays it
+    _stress           stress(): real threads, no control
+    _linearizability  check_linearizable()
+    _pytest_plugin    the ``interleaving`` fixture and ``@pytest.mark.explore``
+    _invariant        the invariant check after an execution, shared by the above
+    _runtime          Run: one controlled execution, the hook the primitives talk to;
+                      checkpoint().  Its parts, each a class of its own module:
+      _switchboard      who holds the baton: switch points, decisions, the hand-over
+      _threads          thread tasks, traced by _tracer, on the reused threads of _workers
+      _coroutines       coroutine tasks, on the event loop of _asyncio
+      _recorder         the steps, the footprints' objects, names for reports
+      _outcome          failure and abort, deadlocks, the watchdog, virtual time
+      _task             Task, Step and Strategy, shared by all of them
+    _patches          the standard library's locks, conditions, sleeps ... as switch points
+    _tracing          which code is traced, and which of its bytecodes are switch points
+
 Importing this package makes ``threading.Lock()`` and ``threading.RLock()`` return locks that
 a controlled run can schedule (they behave as ordinary locks otherwise), so import it before
 the code under test creates its locks.

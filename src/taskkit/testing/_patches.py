@@ -541,7 +541,7 @@ def _asyncio_run(main: Any, *, debug: bool | None = None) -> Any:
     if task is None or task.is_coro:
         return _real_asyncio_run(main, debug=debug)
     # a plain task runs a coroutine: it becomes an asyncio task of the run's own loop
-    return h.run_coroutine(main)
+    return h.coroutines.run_coroutine(main)
 
 
 def _run_forever(self: asyncio.BaseEventLoop) -> None:
@@ -554,7 +554,7 @@ def _run_forever(self: asyncio.BaseEventLoop) -> None:
     _real_run_forever(self)
 
 
-# -- threads started by tasks: each becomes a task of the run (see Run.spawn) ----------------
+# -- threads started by tasks: each becomes a task of the run (see ThreadTasks.spawn) ------
 
 start_thread = threading.Thread.start
 _real_join = threading.Thread.join
@@ -565,7 +565,7 @@ _real_is_alive = threading.Thread.is_alive
 def _spawned(h: Any, thread: threading.Thread) -> Any:
     """The task ``thread`` runs as, if a task of the run asks and the run started it."""
     if _controlled(h):
-        return h.spawned.get(thread)
+        return h.threads.spawned.get(thread)
     return None
 
 
@@ -573,14 +573,14 @@ def _init_thread(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
     _real_thread_init(self, *args, **kwargs)
     h: Any = _control.hook
     if _controlled(h):
-        h.thread_order += 1
-        self.__dict__["_taskkit_order"] = h.thread_order
+        h.threads.thread_order += 1
+        self.__dict__["_taskkit_order"] = h.threads.thread_order
 
 
 def _start(self: threading.Thread) -> None:
     h: Any = _control.hook
     if _controlled(h):
-        h.spawn(self)
+        h.threads.spawn(self)
     else:
         start_thread(self)
 

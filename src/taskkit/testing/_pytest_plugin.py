@@ -145,7 +145,7 @@ def _explore_body(item: pytest.Function, fixture: Interleaving) -> None:
     marker = item.get_closest_marker("explore")
     options = dict(marker.kwargs) if marker is not None else {}
     need_complete = bool(options.pop("complete", True))
-    funcargs = {name: item.funcargs[name] for name in item._fixtureinfo.argnames}
+    funcargs = _own_arguments(item)
 
     def call() -> object:
         return item.obj(**funcargs)
@@ -191,6 +191,23 @@ def _explore_body(item: pytest.Function, fixture: Interleaving) -> None:
         raise cx.error
     if need_complete and not report.complete:
         pytest.fail(f"taskkit.testing: the search was not complete\n{report}", pytrace=False)
+
+
+def _own_arguments(item: pytest.Function) -> dict[str, object]:
+    """The fixture values the test function itself asks for, as pytest passes them.
+
+    ``item.funcargs`` also holds autouse fixtures and those of ``usefixtures``: only the
+    function's own parameters without a default (as pytest fills them) are passed.
+    """
+    arguments = {}
+    for name, parameter in inspect.signature(item.obj).parameters.items():
+        if (
+            parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+            and parameter.default is parameter.empty
+            and name in item.funcargs
+        ):
+            arguments[name] = item.funcargs[name]
+    return arguments
 
 
 @pytest.fixture

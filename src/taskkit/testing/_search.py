@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from .._core._errors import UsageError
+from ._invariant import invariant_failure
 from ._report import (
     add_note,
     describe,
@@ -621,11 +622,9 @@ def _execute(
     run = Run(tasks, args, strategy, watchdog=watchdog, naming=naming)
     failure = run.execute()
     if failure is None and invariant is not None:
-        try:
-            if not invariant(state):
-                failure = _InvariantFailed(f"invariant does not hold after the run: {state!r}")
-        except Exception as error:
-            failure = error
+        failure = invariant_failure(
+            invariant, state, _InvariantFailed, "invariant does not hold after the run"
+        )
     return run, failure
 
 

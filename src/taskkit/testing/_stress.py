@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._invariant import invariant_failure
+
 __all__ = ["StressReport", "stress"]
 
 
@@ -90,11 +92,9 @@ def stress(
                 t.join()
             failure: BaseException | None = errors[0] if errors else None
             if failure is None and invariant is not None:
-                try:
-                    if not invariant(state):
-                        failure = AssertionError(f"invariant does not hold: {state!r}")
-                except Exception as error:
-                    failure = error
+                failure = invariant_failure(
+                    invariant, state, AssertionError, "invariant does not hold"
+                )
             if failure is not None:
                 failures += 1
                 first = first or failure
