@@ -598,7 +598,7 @@ class MapRun:
     #
     # The consumer's loop is written once, in _steps, with no waiting in it.  Two thin
     # drivers do the waits it asks for: chunks() by blocking (map), _aiter() by awaiting
-    # (amap).  They meet once per chunk, so a call costs them nothing.
+    # (amap).  They meet it a few times per chunk, never per call.
 
     def _steps(self) -> Generator[Any, Future[Any] | None, None]:
         """The consumer's loop, for a driver to run.  For each chunk it yields, in turn:
