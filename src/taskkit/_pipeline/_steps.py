@@ -4,11 +4,11 @@
 the waiting differs.  So the steps are generators that wait in one way only, with
 ``yield from reactor.wait(...)``, and each face brings its reactor::
 
-    steps ──yield from reactor.wait(timeout)──▶ _sync:  a selector; returns ()
-                                                         the steps never yield: blocking(steps)
-                                               ▶ _async: an awaitable's __await__()
-                                                         the loop's futures pass through:
-                                                         await awaited(steps)
+    yield from reactor.wait(timeout)
+      ├─ _sync:  waits on a selector, returns ()     -> the steps never yield:
+      │                                                 blocking(steps) runs them through
+      └─ _async: returns an awaitable's __await__()  -> the loop's futures pass through:
+                                                        await awaited(steps)
 
 Read ``yield from reactor.wait(...)`` as a blocking call or as an ``await``: a Ctrl-C
 or a cancellation raised while waiting reaches the steps there, and they stop the
@@ -41,8 +41,7 @@ class Reactor(_engine.Reactor, Protocol):
     """What the steps need of a face: the engine's reactor, and the two ways of waiting."""
 
     def wait(self, timeout: float | None) -> Iterable[Any]:
-        """Wait up to ``timeout`` s (``None``: no limit) for a watched file descriptor,
-        running its callback; for ``yield from``."""
+        """Wait up to ``timeout`` s (``None``: no limit) for watched fds; run their callbacks."""
         ...
 
     def wait_feeder(self, finished: threading.Event) -> Iterable[Any]:
@@ -56,21 +55,22 @@ def _deadline(options: Options) -> float | None:
     return None if options.timeout is None else time.monotonic() + options.timeout
 
 
-def _step(engine: Engine, reactor: Reactor, deadline: float | None) -> Steps[bool]:
-    """Wait once for the pipeline to make progress; return False once ``deadline`` has passed."""
-    now = time.monotonic()
-    if deadline is not None and now >= deadline:
-        return False
-    yield from reactor.wait(engine.wait_timeout(deadline, now))
-    engine.poll_exits()
+def _wait(
+    engine: Engine, reactor: Reactor, deadline: float | None, until: Callable[[], bool]
+) -> Steps[bool]:
+    """Wait until ``until()`` is true; return False if ``deadline`` passes first."""
+    while not until():
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return False
+        yield from reactor.wait(engine.wait_timeout(deadline, now))
+        engine.poll_exits()
     return True
 
 
 def _wait_done(engine: Engine, reactor: Reactor, deadline: float | None) -> Steps[bool]:
-    while not engine.done:
-        if not (yield from _step(engine, reactor, deadline)):
-            return False
-    return True
+    """Wait until every stage has exited and every pipe is drained, or ``deadline``."""
+    return _wait(engine, reactor, deadline, lambda: engine.done)
 
 
 def _terminate(engine: Engine, reactor: Reactor) -> Steps[None]:
@@ -168,16 +168,20 @@ class LinesSteps:
         """Wait for the next line; None once the pipeline has ended (and been checked)."""
         if self._state == "new":
             raise UsageError(self._NOT_ENTERED)
-        assert self._reactor is not None
+        engine, reactor = self._engine, self._reactor
+        assert reactor is not None
         while not self._splitter:
             if self._state == "ended":
                 return None
-            self._engine.pause_stdout(False)
-            if self._engine.done:
+            engine.pause_stdout(False)
+            if engine.done:
                 yield from self._end(timed_out=False)
-            elif not (yield from _step(self._engine, self._reactor, self._deadline)):
+            elif not (yield from _wait(engine, reactor, self._deadline, self._line_or_done)):
                 yield from self._end(timed_out=True)
         return self._splitter.pop()
+
+    def _line_or_done(self) -> bool:
+        return bool(self._splitter) or self._engine.done
 
     def _end(self, *, timed_out: bool) -> Steps[None]:
         assert self._reactor is not None
