@@ -603,8 +603,10 @@ class MapRun:
     def _steps(self) -> Generator[Any, Future[Any] | None, None]:
         """The consumer's loop, for a driver to run.  For each chunk it yields, in turn:
 
-        * ``_ANY_FINISHED`` (unordered maps): send back the first chunk in flight to finish;
-        * the chunk's future: go on once it has settled (or raise ``TaskTimeout``);
+        * ordered maps: the chunk's future; go on once it has settled (or raise, as
+          ``TaskTimeout``);
+        * unordered maps: ``_ANY_FINISHED``; send back the first chunk in flight to
+          finish, waited for likewise;
         * the chunk's results, to hand out: an iterable that drops each result once read.
 
         At the end it raises the input's exception, if reading the input failed.  However
@@ -616,11 +618,11 @@ class MapRun:
                     if not self._chunks:
                         break
                     future = self._chunks[0][0]
+                    yield future
                 elif not self._pending:
                     break
                 else:
                     future = cast("Future[Any]", (yield _ANY_FINISHED))
-                yield future
                 taken = self._take(future)
                 del future  # a result handed out is the consumer's alone
                 yield self._handed_out(taken)
@@ -664,9 +666,11 @@ class MapRun:
     def _next_finished(self) -> Future[Any]:
         """Wait for a chunk in flight to finish (an unordered map), and return it."""
         try:
-            return self._finished.get(timeout=self._remaining())
+            future = self._finished.get(timeout=self._remaining())
         except queue.Empty:
             raise self._timed_out() from None
+        self._wait(future)  # settled: raises only what a blocking wait raises for it
+        return future
 
     def _wait(self, future: Future[Any]) -> None:
         try:
@@ -727,7 +731,10 @@ class MapRun:
                 raise
 
     async def _await_any(self) -> Future[Any]:
-        """``_next_finished`` for ``amap``, on asyncio or on the coroutine scheduler."""
+        """``_next_finished`` for ``amap``, on asyncio or on the coroutine scheduler.
+
+        The chunk it returns has settled: there is nothing left to await of it.
+        """
         while True:
             try:
                 return self._finished.get_nowait()
