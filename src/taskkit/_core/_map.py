@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, overloa
 
 from ._calls import ChunkResult, run_chunk
 from ._errors import ExecutorClosed, TaskTimeout
-from ._future import Future
+from ._future import Future, try_set_result
 from ._ledger import NO_OPTIONS
 from ._progress import Progress, acounted, check, counted, wanted
 
@@ -65,9 +65,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # What amap's loop reads once a chunk's results are all handed out.
 _END: Any = object()
+# What MapRun._steps yields when it needs the first chunk in flight to finish.
+_ANY_FINISHED: Any = object()
 
 
 def drain(results: list[Any]) -> Iterator[Any]:
@@ -207,14 +210,11 @@ class MapMethods:
             Exception: a call's exception, when its result is reached (unless
                 ``return_exceptions``).
         """
-        if wanted(progress):
-            check(progress)  # before any call starts
-        executor, options = self._map_target()
-        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
+        executor, spec = self._map_spec(
+            progress, ordered, window, chunksize, timeout, return_exceptions
+        )
         results = executor._map(fn, iterables, spec)
-        if not wanted(progress):
-            return results
-        return counted(results, progress, _known_length(iterables))
+        return _with_progress(results, progress, iterables, counted)
 
     @overload
     def amap(
@@ -284,14 +284,26 @@ class MapMethods:
         Usable from asyncio code and from tasks on the coroutine backend;
         ``fn`` may be an ``async def`` function.
         """
+        executor, spec = self._map_spec(
+            progress, ordered, window, chunksize, timeout, return_exceptions
+        )
+        results = MapRun(executor, fn, iterables, spec).aiter()
+        return _with_progress(results, progress, iterables, acounted)
+
+    def _map_spec(
+        self,
+        progress: Progress,
+        ordered: bool,
+        window: int | None,
+        chunksize: int | None,
+        timeout: float | None,
+        return_exceptions: bool,
+    ) -> tuple[Executor, MapSpec]:
+        """The executor to map on and how, for ``map`` and ``amap``: checked before any call."""
         if wanted(progress):
             check(progress)
         executor, options = self._map_target()
-        spec = MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
-        results = MapRun(executor, fn, iterables, spec).aiter()
-        if not wanted(progress):
-            return results
-        return acounted(results, progress, _known_length(iterables))
+        return executor, MapSpec(options, ordered, window, chunksize, timeout, return_exceptions)
 
 
 class ExecutorMapHooks(MapMethods):
@@ -308,16 +320,8 @@ class ExecutorMapHooks(MapMethods):
     #: The functions a map chunk runs as (their result is a ``ChunkResult``).
     _chunk_runners: ClassVar[frozenset[Callable[..., Any]]] = frozenset({run_chunk})
     _max_workers: int
-
-    def _submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-        weight: int = 1,
-    ) -> Future[Any]:
-        raise NotImplementedError
+    #: ``Executor._submit(fn, args, kwargs, options, weight=1)``, which a chunk is submitted by.
+    _submit: Callable[..., Future[Any]]
 
     def _default_window(self) -> int:
         return self._fixed_window or max(16 * self._max_workers, 4096)
@@ -358,6 +362,18 @@ class ExecutorMapHooks(MapMethods):
     ) -> Iterator[Any]:
         """The iterator ``map`` returns (a backend may run a map its own way)."""
         return (self._map_run_class or MapRun)(cast("Executor", self), fn, iterables, spec).iter()
+
+
+def _with_progress(
+    results: R,
+    progress: Progress,
+    iterables: tuple[Iterable[Any], ...],
+    count: Callable[[R, Progress, int | None], R],
+) -> R:
+    """``results`` as they are, or through ``count`` (``counted``/``acounted``) to show a bar."""
+    if not wanted(progress):
+        return results
+    return count(results, progress, _known_length(iterables))
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int | None:
@@ -528,17 +544,6 @@ class MapRun:
     def _timed_out(self) -> TaskTimeout:
         return TaskTimeout("map", self._timeout, "no result arrived in time")
 
-    def _next_chunk(self) -> Future[Any] | None:
-        """Return the next chunk to hand out (waiting for one if unordered), or None at the end."""
-        if self._ordered:
-            return self._chunks[0][0] if self._chunks else None
-        if not self._pending:
-            return None
-        try:
-            return self._finished.get(timeout=self._remaining())
-        except queue.Empty:
-            raise self._timed_out() from None
-
     def _take(self, future: Future[Any]) -> _Taken:
         """Account for a finished chunk, top up the window, and return what it holds."""
         size = self._chunks.popleft()[1] if self._ordered else self._pending.pop(future)
@@ -590,22 +595,36 @@ class MapRun:
         self._pending.clear()
 
     # -------------------------------------------------------------- consuming
+    #
+    # The consumer's loop is written once, in _steps, with no waiting in it.  Two thin
+    # drivers do the waits it asks for: chunks() by blocking (map), _aiter() by awaiting
+    # (amap).  They meet it a few times per chunk, never per call.
 
-    def _wait(self, future: Future[Any]) -> None:
-        try:
-            future.exception(timeout=self._remaining())
-        except TimeoutError:
-            if not future.done():
-                raise self._timed_out() from None
-            raise
+    def _steps(self) -> Generator[Any, Future[Any] | None, None]:
+        """The consumer's loop, for a driver to run.  For each chunk it yields, in turn:
 
-    def chunks(self) -> Generator[Iterable[Any], None, None]:
-        """Each chunk's results in turn, as iterables that drop each result once it is read."""
+        * ordered maps: the chunk's future; go on once it has settled (or raise, as
+          ``TaskTimeout``);
+        * unordered maps: ``_ANY_FINISHED``; send back the first chunk in flight to
+          finish, waited for likewise;
+        * the chunk's results, to hand out: an iterable that drops each result once read.
+
+        At the end it raises the input's exception, if reading the input failed.  However
+        it ends (closed by its driver included), the chunks not yet started are cancelled.
+        """
         try:
-            while (future := self._next_chunk()) is not None:
-                self._wait(future)
+            while True:
+                if self._ordered:
+                    if not self._chunks:
+                        break
+                    future = self._chunks[0][0]
+                    yield future
+                elif not self._pending:
+                    break
+                else:
+                    future = cast("Future[Any]", (yield _ANY_FINISHED))
                 taken = self._take(future)
-                del future
+                del future  # a result handed out is the consumer's alone
                 yield self._handed_out(taken)
                 del taken
             if self._source_error is not None:
@@ -622,30 +641,73 @@ class MapRun:
             return drain(results)
         return results  # a block of packed ints, made one by one as they are read
 
+    def chunks(self) -> Generator[Iterable[Any], None, None]:
+        """Each chunk's results in turn, as iterables that drop each result once it is read.
+
+        ``_steps`` driven by blocking this thread.
+        """
+        steps = self._steps()
+        try:
+            step = next(steps)
+            while True:
+                if step is _ANY_FINISHED:
+                    step = steps.send(self._next_finished())
+                    continue
+                if isinstance(step, Future):
+                    self._wait(step)
+                else:
+                    yield step
+                step = next(steps)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
+
+    def _next_finished(self) -> Future[Any]:
+        """Wait for a chunk in flight to finish (an unordered map), and return it."""
+        try:
+            future = self._finished.get(timeout=self._remaining())
+        except queue.Empty:
+            raise self._timed_out() from None
+        self._wait(future)  # settled: raises only what a blocking wait raises for it
+        return future
+
+    def _wait(self, future: Future[Any]) -> None:
+        try:
+            future.exception(timeout=self._remaining())
+        except TimeoutError:
+            if not future.done():
+                raise self._timed_out() from None
+            raise
+
     def iter(self) -> Iterator[Any]:
         """The blocking iterator ``map`` returns."""
         return MapIterator(self.chunks())
 
     async def _aiter(self) -> AsyncIterator[Any]:
+        """``_steps`` driven by awaiting, each result handed out alone."""
+        steps = self._steps()
         try:
+            step = next(steps)
             while True:
-                future = self._next_chunk() if self._ordered else await self._await_any()
-                if future is None:
-                    break
-                await self._await_chunk(future)
-                taken = self._take(future)
-                del future
-                outcomes = iter(self._handed_out(taken))
-                del taken
-                # Yielded as box.pop(): this generator keeps no result it has handed out.
-                box = [next(outcomes, _END)]
-                while box[0] is not _END:
-                    yield box.pop()
-                    box.append(next(outcomes, _END))
-            if self._source_error is not None:
-                raise self._source_error
+                if step is _ANY_FINISHED:
+                    step = steps.send(await self._await_any())
+                    continue
+                if isinstance(step, Future):
+                    await self._await_chunk(step)
+                else:
+                    outcomes = iter(step)
+                    del step
+                    # Yielded as box.pop(): this generator keeps no result it has handed out.
+                    box = [next(outcomes, _END)]
+                    while box[0] is not _END:
+                        yield box.pop()
+                        box.append(next(outcomes, _END))
+                step = next(steps)
+        except StopIteration:
+            return
         finally:
-            self._cancel_rest()
+            steps.close()
 
     def aiter(self) -> AsyncIterator[Any]:
         """The async iterator ``amap`` returns."""
@@ -668,10 +730,11 @@ class MapRun:
             if not future.done():
                 raise
 
-    async def _await_any(self) -> Future[Any] | None:
-        """Wait for any pending chunk to finish, on asyncio or on the coroutine scheduler."""
-        if not self._pending:
-            return None
+    async def _await_any(self) -> Future[Any]:
+        """``_next_finished`` for ``amap``, on asyncio or on the coroutine scheduler.
+
+        The chunk it returns has settled: there is nothing left to await of it.
+        """
         while True:
             try:
                 return self._finished.get_nowait()
@@ -680,7 +743,7 @@ class MapRun:
             signal: Future[None] = Future()
 
             def wake(_: object, signal: Future[None] = signal) -> None:
-                signal._try_set_result(None)
+                try_set_result(signal, None)
 
             for pending in list(self._pending):
                 pending.add_done_callback(wake)

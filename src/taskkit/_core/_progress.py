@@ -18,6 +18,7 @@ so one bar can follow several batches.  tqdm is optional (``taskkit[progress]``)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, runtime_checkable
@@ -100,6 +101,17 @@ def _open(progress: Progress, total: int | None, unit: str) -> tuple[ProgressBar
     return bar, True
 
 
+@contextlib.contextmanager
+def _shown(progress: Progress, total: int | None, unit: str) -> Iterator[ProgressBar]:
+    """The bar to update, closed at the end if taskkit made it (a caller's bar stays open)."""
+    bar, owned = _open(progress, total, unit)
+    try:
+        yield bar
+    finally:
+        if owned:
+            bar.close()
+
+
 def counted(
     results: Iterator[T], progress: Progress, total: int | None, unit: str = "call"
 ) -> Iterator[T]:
@@ -109,14 +121,12 @@ def counted(
 
 
 def _counted(results: Iterator[T], progress: Progress, total: int | None, unit: str) -> Iterator[T]:
-    bar, owned = _open(progress, total, unit)
     try:
-        for item in results:
-            bar.update(1)
-            yield item
+        with _shown(progress, total, unit) as bar:
+            for item in results:
+                bar.update(1)
+                yield item
     finally:
-        if owned:
-            bar.close()
         close = getattr(results, "close", None)
         if close is not None:
             close()  # stop what feeds the results as soon as the caller stops
@@ -133,14 +143,12 @@ def acounted(
 async def _acounted(
     results: AsyncIterator[T], progress: Progress, total: int | None, unit: str
 ) -> AsyncIterator[T]:
-    bar, owned = _open(progress, total, unit)
     try:
-        async for item in results:
-            bar.update(1)
-            yield item
+        with _shown(progress, total, unit) as bar:
+            async for item in results:
+                bar.update(1)
+                yield item
     finally:
-        if owned:
-            bar.close()
         aclose = getattr(results, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -158,8 +166,7 @@ def join_with_progress(executor: Executor, timeout: float | None, progress: Prog
     settled_before = _settled(stats)
     total = stats.pending + stats.running
     shown = 0
-    bar, owned = _open(progress, total, "task")
-    try:
+    with _shown(progress, total, "task") as bar:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             wait = _JOIN_REFRESH if remaining is None else max(0.0, min(_JOIN_REFRESH, remaining))
@@ -177,9 +184,6 @@ def join_with_progress(executor: Executor, timeout: float | None, progress: Prog
                 return True
             if remaining is not None and remaining <= 0:
                 return False
-    finally:
-        if owned:
-            bar.close()
 
 
 def _settled(stats: Statistics) -> int:

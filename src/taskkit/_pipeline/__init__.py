@@ -1,8 +1,9 @@
 """Subprocess pipelines: ``cmd("ls", "-l") | cmd("wc", "-l")`` run with real OS pipes.
 
 Modules: ``_api`` (cmd, shell, Pipeline), ``_results`` (Completed, StageResult),
-``_engine`` (processes, pipes, signals), ``_sync`` and ``_async`` (the two ways of
-waiting on the engine), ``_common`` (line splitting, ending a run).
+``_engine`` (processes, pipes, signals), ``_steps`` (what a run does, in order, written
+once), ``_sync`` and ``_async`` (the two ways of waiting: each drives the steps with its
+reactor), ``_common`` (line splitting, ending a run).
 """
 
 from ._api import Pipeline as Pipeline

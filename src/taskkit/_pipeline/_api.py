@@ -18,7 +18,6 @@ StrPath = str | os.PathLike[str]
 
 
 def _options(
-    *,
     input: Input,
     timeout: float | None,
     encoding: str,
@@ -27,8 +26,12 @@ def _options(
     kill_grace: float,
     pty: bool,
     unbuffered: bool,
+    /,
 ) -> Options:
-    """Check the keywords of a run at once, before any process starts."""
+    """Check the keywords of a run at once, before any process starts.
+
+    Passed in the order of the keywords (and of ``Options``' fields).
+    """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
     if kill_grace < 0:
@@ -197,14 +200,7 @@ class Pipeline:
             FileNotFoundError: a program is not on PATH; no stage was started.
         """
         options = _options(
-            input=input,
-            timeout=timeout,
-            encoding=encoding,
-            errors=errors,
-            stderr_limit=stderr_limit,
-            kill_grace=kill_grace,
-            pty=pty,
-            unbuffered=unbuffered,
+            input, timeout, encoding, errors, stderr_limit, kill_grace, pty, unbuffered
         )
         return run(self._stages, options, check=check, text=text)
 
@@ -278,14 +274,7 @@ class Pipeline:
         before the cancellation propagates.
         """
         options = _options(
-            input=input,
-            timeout=timeout,
-            encoding=encoding,
-            errors=errors,
-            stderr_limit=stderr_limit,
-            kill_grace=kill_grace,
-            pty=pty,
-            unbuffered=unbuffered,
+            input, timeout, encoding, errors, stderr_limit, kill_grace, pty, unbuffered
         )
         return await arun(self._stages, options, check=check, text=text)
 
@@ -320,14 +309,7 @@ class Pipeline:
         except ``text``.
         """
         options = _options(
-            input=input,
-            timeout=timeout,
-            encoding=encoding,
-            errors=errors,
-            stderr_limit=stderr_limit,
-            kill_grace=kill_grace,
-            pty=pty,
-            unbuffered=unbuffered,
+            input, timeout, encoding, errors, stderr_limit, kill_grace, pty, unbuffered
         )
         return Lines(self._stages, options, check=check)
 
@@ -346,14 +328,7 @@ class Pipeline:
     ) -> AsyncLines:
         """Yield lines as ``lines()`` does: ``async with p.alines() as lines: async for ...``."""
         options = _options(
-            input=input,
-            timeout=timeout,
-            encoding=encoding,
-            errors=errors,
-            stderr_limit=stderr_limit,
-            kill_grace=kill_grace,
-            pty=pty,
-            unbuffered=unbuffered,
+            input, timeout, encoding, errors, stderr_limit, kill_grace, pty, unbuffered
         )
         return AsyncLines(self._stages, options, check=check)
 
