@@ -401,6 +401,9 @@ outcome: Callable[[Future[Any]], tuple[str, Any, BaseException | None]] = operat
 )
 
 
+Future.__module__ = "taskkit"  # public as taskkit.Future
+
+
 def settled(future: concurrent.futures.Future[Any]) -> bool:
     """``future.done()`` without taking its lock (for loops that look often)."""
     return future._state not in _UNFINISHED
@@ -493,3 +496,6 @@ def as_completed(
     return counted(
         concurrent.futures.as_completed(distinct, timeout=timeout), progress, len(distinct), "task"
     )
+
+
+as_completed.__module__ = "taskkit"  # public as taskkit.as_completed

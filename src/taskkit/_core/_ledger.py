@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_type_hints
 
 from ._calls import call
 from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING, RLock
@@ -112,6 +112,11 @@ class TaskOptions:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
 
+
+# Public as taskkit.TaskOptions (set once decorated), its annotations resolved first, here,
+# where their names are (typing.get_type_hints would look for them in taskkit).
+TaskOptions.__annotations__ = get_type_hints(TaskOptions)
+TaskOptions.__module__ = "taskkit"
 
 NO_OPTIONS = TaskOptions()
 
