@@ -2,7 +2,9 @@
 
 taskkit reaches into the standard library where no public interface does the
 job, or does it too slowly for a hot path.  Each such name is read here and
-nowhere else, so a new Python release is checked against this one module::
+nowhere else (multiprocessing's, which a worker process needs without asyncio,
+in ``_compat_mp``, re-exported here), so a new Python release is checked
+against this one module and that part of it::
 
     concurrent.futures  Future's state names, and the attributes its wait() and
                         as_completed() read, which taskkit.Future implements
@@ -43,6 +45,8 @@ import threading
 from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+from ._compat_mp import add_forkserver_preload, run_multiprocessing_exit_hooks
 
 __all__ = [
     "CANCELLED",
@@ -288,40 +292,8 @@ def condition_acquire_restore(condition: threading.Condition, state: Any) -> Non
 # -- multiprocessing -------------------------------------------------------------------------
 
 
-def add_forkserver_preload(module: str) -> bool:
-    """Have the fork server import ``module`` once, if it has not started yet.
-
-    The public ``set_forkserver_preload`` replaces the list; taskkit adds to it, so it
-    reads the list first, and it leaves a server that is already running alone.
-    Checked: 3.10-3.13 (``forkserver._forkserver``, its ``_forkserver_pid`` and
-    ``_preload_modules``).  If they go: nothing is preloaded (False), and each worker
-    imports taskkit itself, more slowly.
-
-    Returns:
-        True if ``module`` is (now) on the list of a server yet to start.
-    """
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is not None:
-        return False  # already running: its preload list is fixed
-    modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    if module not in modules:
-        server.set_forkserver_preload([*modules, module])
-    return True
-
-
-def run_multiprocessing_exit_hooks() -> None:
-    """Run multiprocessing's own exit hooks (finalizers), as a process it started would.
-
-    Checked: 3.10-3.13 (``multiprocessing.util._exit_function``).  If it goes: nothing
-    is run; the process exits without its finalizers, as with ``os._exit``.
-    """
-    from multiprocessing import util
-
-    hooks: Callable[[], object] | None = getattr(util, "_exit_function", None)
-    if hooks is not None:
-        hooks()
+# add_forkserver_preload(module) and run_multiprocessing_exit_hooks(): in _compat_mp
+# (imported above), which a worker process imports without asyncio.
 
 
 # The C semaphore behind multiprocessing.Lock, used by taskkit's thread Lock for its C
