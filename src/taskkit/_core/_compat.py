@@ -18,6 +18,9 @@ against this one module and that part of it::
                         semaphore, POSIX shared memory
     queue, random, sys  the pure-Python SimpleQueue, random's urandom, frames
 
+and one private name of a dependency, Dask's (``distributed``): a future's
+outcome without raising it.
+
 Three classes elsewhere implement a private protocol by defining methods of
 the names the standard library calls, so those names stay where they are and
 are checked here: ``taskkit.Future`` (the Future attributes below),
@@ -67,6 +70,7 @@ __all__ = [
     "condition_release_save",
     "condition_waiters",
     "current_frames",
+    "dask_outcome",
     "get_running_loop_or_none",
     "getframe",
     "handle_callback",
@@ -329,6 +333,24 @@ except ImportError:  # pragma: no cover - not POSIX
 
 else:
     shm_open, shm_unlink = _posixshmem.shm_open, _posixshmem.shm_unlink
+
+
+# -- distributed (Dask) ---------------------------------------------------------------------
+
+
+def dask_outcome(future: Any) -> Any:
+    """A coroutine giving a Dask future's outcome without raising the task's error.
+
+    It waits for the future, then gives its result, the cleaned ``(type, error,
+    traceback)`` of a task that failed, or the ``CancelledError`` of a cancelled
+    one: what the dask backend settles its tasks from, on the client's loop.  Dask
+    has no public call for this: ``await future`` raises the task's error, its
+    traceback lengthened by the client's own frames, and a lost connection raises
+    too.  Used since distributed 2024.1 (taskkit's oldest), checked on 2026.8
+    (``Future._result(raiseit=False)``).  If it goes: each Dask task fails with the
+    ``AttributeError``, as after a lost connection.
+    """
+    return future._result(raiseit=False)
 
 
 # -- queue, random, sys ----------------------------------------------------------------------

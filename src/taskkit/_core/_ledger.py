@@ -36,7 +36,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, get_type_hints
 
 from ._calls import call
-from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING, RLock
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RLock
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout, WorkerCrashed
 from ._events import EventKind, Listeners, worker_key
 from ._future import (
@@ -45,6 +45,7 @@ from ._future import (
     force_cancelled,
     interruptible,
     is_running,
+    new_running,
     next_task_number,
     outcome,
     run_done_callbacks,
@@ -655,12 +656,7 @@ class LoopTasks:
             raise ExecutorClosed(
                 f"cannot submit {fn.__qualname__}: the {ledger.backend.name} executor is closed"
             )
-        task_class = self.task_class
-        task = task_class.__new__(task_class)
-        task._state = RUNNING  # slots of task_class
-        task._result = None
-        task._fn = fn
-        task._number = next_task_number()
+        task = new_running(self.task_class, fn)
         if args:
             task._args = args
         if kwargs:
