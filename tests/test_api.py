@@ -84,6 +84,54 @@ def test_import_taskkit_leaves_the_parts_a_name_needs_until_it_is_named() -> Non
     assert run_python(code) == ["[]", "taskkit taskkit taskkit", "True True"]
 
 
+def test_import_taskkit_imports_neither_asyncio_nor_the_executor_core() -> None:
+    # A worker process of the process backend imports taskkit before its first task.
+    code = (
+        "import sys, taskkit\n"
+        "print(sorted(m for m in sys.modules if m.startswith('taskkit')))\n"
+        "print('asyncio' in sys.modules, 'concurrent.futures.thread' in sys.modules)\n"
+    )
+    assert run_python(code) == [
+        "['taskkit', 'taskkit._backends', 'taskkit._core', 'taskkit._core._errors']",
+        "False False",
+    ]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "taskkit._core._future",
+        "taskkit._core._events",
+        "taskkit._core._ledger",
+        "taskkit._core._executor",
+        "taskkit._backends.thread._executor",
+        "taskkit._backends.process._executor",
+    ],
+)
+def test_core_names_say_taskkit_whichever_module_imports_them_first(first: str) -> None:
+    code = (
+        "import importlib, pickle\n"
+        f"importlib.import_module({first!r})\n"
+        "import taskkit\n"
+        "names = ('Executor', 'Statistics', 'TaskOptions', 'Future', 'as_completed',\n"
+        "         'TaskEvent', 'EventKind')\n"
+        "print(sorted({getattr(taskkit, n).__module__ for n in names}))\n"
+        "print(taskkit.Future.__qualname__, repr(taskkit.Future), repr(taskkit.TaskOptions()))\n"
+        "print(repr(taskkit.as_completed).split(' at ')[0])\n"
+        "print(pickle.loads(pickle.dumps(taskkit.Future)) is taskkit.Future)\n"
+        "import typing\n"  # the dataclasses' annotations resolve, though their module says taskkit
+        "print([len(typing.get_type_hints(getattr(taskkit, n)))\n"
+        "       for n in ('Statistics', 'TaskOptions', 'TaskEvent')])\n"
+    )
+    assert run_python(code) == [
+        "['taskkit']",
+        "Future <class 'taskkit.Future'> TaskOptions(timeout=None, retries=0, name=None)",
+        "<function as_completed",
+        "True",
+        "[12, 3, 9]",
+    ]
+
+
 def test_coroutine_names_say_taskkit_when_the_backend_imports_them_first() -> None:
     code = (
         "import taskkit\n"

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import taskkit
 from taskkit import QueueClosed
+from taskkit._primitives._common import shut_down
 
 Make = Callable[..., taskkit.Executor]
 
@@ -247,6 +248,16 @@ def test_shutdown_closes_queues(make_executor: Make) -> None:
     assert q.get(timeout=5) == "left"
     with pytest.raises(QueueClosed):
         q.get(timeout=5)
+
+
+def test_shutdown_frees_every_kind_of_primitive(make_executor: Make) -> None:
+    # shutdown() hands each primitive it made to shut_down, which each family registers.
+    ex = make_executor()
+    made = [ex.queue(), ex.lock(), ex.event(), ex.semaphore(), ex.value(0)]
+    ex.shutdown(wait=True)
+    assert len(made) == 5
+    with pytest.raises(TypeError, match="not a taskkit primitive"):
+        shut_down(object(), close=True)
 
 
 # -------------------------------------------------------------------------- lock

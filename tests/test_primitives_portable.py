@@ -69,10 +69,11 @@ def test_this_run_uses_the_implementation_the_environment_asks_for() -> None:
 SELECTED = """
     from taskkit._backends.process import _shm, _shm_portable
     from taskkit._backends.process._primitives import Lock
+    from taskkit._primitives._common import shut_down
     lock = Lock()
     magic = int.from_bytes(lock._ctrl.buf[4:8], "little") >> 16
     print(_shm.implementation, _shm.Segment is _shm_portable.Segment, hex(magic))
-    lock._shutdown(close=True)
+    shut_down(lock, close=True)
 """
 
 
@@ -142,6 +143,7 @@ def test_a_portable_process_refuses_a_futex_primitive() -> None:
         import os, subprocess, sys
         from taskkit._backends.process import _shm
         from taskkit._backends.process._primitives import Lock
+        from taskkit._primitives._common import shut_down
         assert _shm.implementation == "futex"
         lock = Lock()
         done = subprocess.run(
@@ -150,7 +152,7 @@ def test_a_portable_process_refuses_a_futex_primitive() -> None:
             capture_output=True, text=True, timeout=60,
         )
         print(done.stdout.strip() or done.stderr)
-        lock._shutdown(close=True)
+        shut_down(lock, close=True)
         """,
         portable=None,
     )

@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 from taskkit._backends.process import _shm
+from taskkit._primitives._common import shut_down
 
 pytestmark = pytest.mark.skipif(not _shm.available(), reason=_shm.unavailable_reason)
 
@@ -252,6 +253,7 @@ def test_primitives_work_in_plain_multiprocessing_children() -> None:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         from taskkit._backends.process._primitives import Lock, Queue, Value
+        from taskkit._primitives._common import shut_down
 
         for method in ("fork", "spawn", "forkserver"):
             ctx = mp.get_context(method)
@@ -263,7 +265,7 @@ def test_primitives_work_in_plain_multiprocessing_children() -> None:
             child.join()
             print("OK", method, q.qsize())
             for obj in (q, lock, v):
-                obj._shutdown(close=True)
+                shut_down(obj, close=True)
         """
     )
     for method in ("fork", "spawn", "forkserver"):
@@ -338,7 +340,7 @@ def _grow_with_gets_meanwhile(
         expected.append("after")
         return blocked, got, expected
     finally:
-        q._shutdown(close=True)
+        shut_down(q, close=True)
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["flat ring", "wrapped ring"])

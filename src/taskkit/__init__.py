@@ -31,13 +31,6 @@ from ._core._errors import TaskkitError as TaskkitError
 from ._core._errors import TaskTimeout as TaskTimeout
 from ._core._errors import UsageError as UsageError
 from ._core._errors import WorkerCrashed as WorkerCrashed
-from ._core._events import EventKind as EventKind
-from ._core._events import TaskEvent as TaskEvent
-from ._core._executor import Executor as Executor
-from ._core._executor import Statistics as Statistics
-from ._core._executor import TaskOptions as TaskOptions
-from ._core._future import Future as Future
-from ._core._future import as_completed as as_completed
 
 if _typing.TYPE_CHECKING:
     from ._backends.asyncio._executor import AsyncioExecutor as AsyncioExecutor
@@ -49,6 +42,13 @@ if _typing.TYPE_CHECKING:
     from ._backends.process._executor import ProcessExecutor as ProcessExecutor
     from ._backends.serial._executor import SerialExecutor as SerialExecutor
     from ._backends.thread._executor import ThreadExecutor as ThreadExecutor
+    from ._core._events import EventKind as EventKind
+    from ._core._events import TaskEvent as TaskEvent
+    from ._core._executor import Executor as Executor
+    from ._core._executor import Statistics as Statistics
+    from ._core._future import Future as Future
+    from ._core._future import as_completed as as_completed
+    from ._core._ledger import TaskOptions as TaskOptions
     from ._pipeline import Completed as Completed
     from ._pipeline import Pipeline as Pipeline
     from ._pipeline import StageResult as StageResult
@@ -65,11 +65,19 @@ else:
 
     # The backend classes are imported when first named, as open_executor imports them,
     # and so are the parts below, which a worker process of the process backend never
-    # uses (it imports taskkit too): ``import taskkit`` imports neither multiprocessing's
-    # machinery, Dask, the coroutine scheduler, the shared-state primitives nor the
-    # subprocess pipelines.  (The executor core stays: the classes it names must say
-    # ``taskkit.X`` even when a backend imported them before anyone named them.)
+    # uses (it imports taskkit too): ``import taskkit`` imports neither asyncio, the
+    # executor core, multiprocessing's machinery, Dask, the coroutine scheduler, the
+    # shared-state primitives nor the subprocess pipelines.  Each of these names says
+    # ``taskkit.X`` from the start, set where it is defined, so it does whichever module
+    # imports it first.
     _LAZY = {
+        "Executor": "._core._executor",
+        "Statistics": "._core._executor",
+        "TaskOptions": "._core._ledger",
+        "Future": "._core._future",
+        "as_completed": "._core._future",
+        "TaskEvent": "._core._events",
+        "EventKind": "._core._events",
         "sleep": "._backends.coroutine",
         "checkpoint": "._backends.coroutine",
         "BlockingWarning": "._backends.coroutine",

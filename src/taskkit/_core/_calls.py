@@ -6,7 +6,6 @@ to workers by reference.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
@@ -41,6 +40,8 @@ def call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) ->
     """
     result = fn(*args, **kwargs)
     if isinstance(result, CoroutineType):
+        import asyncio  # only now: a process worker runs without it until a task needs it
+
         return asyncio.run(result)
     return result
 
@@ -69,6 +70,8 @@ def run_chunk(
 
 def run_to_completion(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` for an ``async def`` function: its coroutine run on a fresh event loop."""
+    import asyncio  # only now: a process worker runs without it until a task needs it
+
     return asyncio.run(fn(*args))
 
 

@@ -2,7 +2,9 @@
 
 taskkit reaches into the standard library where no public interface does the
 job, or does it too slowly for a hot path.  Each such name is read here and
-nowhere else, so a new Python release is checked against this one module::
+nowhere else (multiprocessing's, which a worker process needs without asyncio,
+in ``_compat_mp``, re-exported here), so a new Python release is checked
+against this one module and that part of it::
 
     concurrent.futures  Future's state names, and the attributes its wait() and
                         as_completed() read, which taskkit.Future implements
@@ -15,6 +17,9 @@ nowhere else, so a new Python release is checked against this one module::
     multiprocessing     the fork server's preload list, a worker's exit hooks, the C
                         semaphore, POSIX shared memory
     queue, random, sys  the pure-Python SimpleQueue, random's urandom, frames
+
+and one private name of a dependency, Dask's (``distributed``): a future's
+outcome without raising it.
 
 Three classes elsewhere implement a private protocol by defining methods of
 the names the standard library calls, so those names stay where they are and
@@ -44,6 +49,8 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from ._compat_mp import add_forkserver_preload, run_multiprocessing_exit_hooks
+
 __all__ = [
     "CANCELLED",
     "CANCELLED_AND_NOTIFIED",
@@ -63,6 +70,7 @@ __all__ = [
     "condition_release_save",
     "condition_waiters",
     "current_frames",
+    "dask_outcome",
     "get_running_loop_or_none",
     "getframe",
     "handle_callback",
@@ -288,40 +296,8 @@ def condition_acquire_restore(condition: threading.Condition, state: Any) -> Non
 # -- multiprocessing -------------------------------------------------------------------------
 
 
-def add_forkserver_preload(module: str) -> bool:
-    """Have the fork server import ``module`` once, if it has not started yet.
-
-    The public ``set_forkserver_preload`` replaces the list; taskkit adds to it, so it
-    reads the list first, and it leaves a server that is already running alone.
-    Checked: 3.10-3.13 (``forkserver._forkserver``, its ``_forkserver_pid`` and
-    ``_preload_modules``).  If they go: nothing is preloaded (False), and each worker
-    imports taskkit itself, more slowly.
-
-    Returns:
-        True if ``module`` is (now) on the list of a server yet to start.
-    """
-    from multiprocessing import forkserver
-
-    server: Any = getattr(forkserver, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is not None:
-        return False  # already running: its preload list is fixed
-    modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    if module not in modules:
-        server.set_forkserver_preload([*modules, module])
-    return True
-
-
-def run_multiprocessing_exit_hooks() -> None:
-    """Run multiprocessing's own exit hooks (finalizers), as a process it started would.
-
-    Checked: 3.10-3.13 (``multiprocessing.util._exit_function``).  If it goes: nothing
-    is run; the process exits without its finalizers, as with ``os._exit``.
-    """
-    from multiprocessing import util
-
-    hooks: Callable[[], object] | None = getattr(util, "_exit_function", None)
-    if hooks is not None:
-        hooks()
+# add_forkserver_preload(module) and run_multiprocessing_exit_hooks(): in _compat_mp
+# (imported above), which a worker process imports without asyncio.
 
 
 # The C semaphore behind multiprocessing.Lock, used by taskkit's thread Lock for its C
@@ -357,6 +333,24 @@ except ImportError:  # pragma: no cover - not POSIX
 
 else:
     shm_open, shm_unlink = _posixshmem.shm_open, _posixshmem.shm_unlink
+
+
+# -- distributed (Dask) ---------------------------------------------------------------------
+
+
+def dask_outcome(future: Any) -> Any:
+    """A coroutine giving a Dask future's outcome without raising the task's error.
+
+    It waits for the future, then gives its result, the cleaned ``(type, error,
+    traceback)`` of a task that failed, or the ``CancelledError`` of a cancelled
+    one: what the dask backend settles its tasks from, on the client's loop.  Dask
+    has no public call for this: ``await future`` raises the task's error, its
+    traceback lengthened by the client's own frames, and a lost connection raises
+    too.  Used since distributed 2024.1 (taskkit's oldest), checked on 2026.8
+    (``Future._result(raiseit=False)``).  If it goes: each Dask task fails with the
+    ``AttributeError``, as after a lost connection.
+    """
+    return future._result(raiseit=False)
 
 
 # -- queue, random, sys ----------------------------------------------------------------------

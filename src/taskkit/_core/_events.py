@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_type_hints
 
 if TYPE_CHECKING:
     from ._ledger import Task
@@ -58,6 +58,7 @@ EventKind = Literal[
     "timed out",
     "worker crashed",
 ]
+EventKind.__module__ = "taskkit"  # type: ignore[misc]  # public as taskkit.EventKind
 
 #: The kinds that end a task: each task gets exactly one of them, last.
 TERMINAL: frozenset[str] = frozenset(
@@ -101,6 +102,11 @@ class TaskEvent:
         """True for the one event that ends the task."""
         return self.kind in TERMINAL
 
+
+# Public as taskkit.TaskEvent (set once decorated), its annotations resolved first, here,
+# where their names are (typing.get_type_hints would look for them in taskkit).
+TaskEvent.__annotations__ = get_type_hints(TaskEvent)
+TaskEvent.__module__ = "taskkit"
 
 #: What ``add_listener`` takes: a callable given each event.
 Listener = Callable[[TaskEvent], object]

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FunctionType, TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
 
 from typing_extensions import ParamSpec, Self
 
@@ -98,6 +98,12 @@ class Statistics:
     workers: int
     max_workers: int
     running_on: Mapping[int | str, str] = field(default_factory=dict)
+
+
+# Public as taskkit.Statistics (set once decorated), its annotations resolved first, here,
+# where their names are (typing.get_type_hints would look for them in taskkit).
+Statistics.__annotations__ = get_type_hints(Statistics)
+Statistics.__module__ = "taskkit"
 
 
 #: How long ``shutdown(kill=True)`` waits for an event loop's thread to finish cancelling
@@ -396,6 +402,9 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor):
     def __repr__(self) -> str:
         state = "closed" if self._ledger.closed else "open"
         return f"<taskkit {self.backend} executor, {state}, max_workers={self._max_workers}>"
+
+
+Executor.__module__ = "taskkit"  # public as taskkit.Executor
 
 
 class _Configured(MapMethods):

@@ -1,7 +1,8 @@
 """``ex.queue()``, ``ex.lock()``, ``ex.event()``, ``ex.semaphore()``, ``ex.value()``.
 
 The executor's primitive factory: each makes the primitive of the executor's
-family (``_primitives.create``), and the executor's ``shutdown()`` frees them.
+family (``_primitives.create``), and the executor's ``shutdown()`` frees them
+(``_primitives._common.shut_down``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class PrimitiveFactory:
 
     def _primitive(self, kind: str, *args: Any) -> Any:
         from .._primitives import create, family_of
+        from .._primitives._common import shut_down
 
         self._refuse_after_shutdown(kind)
         family = self._family or family_of(self.backend)
@@ -76,7 +78,7 @@ class PrimitiveFactory:
         try:
             self._refuse_after_shutdown(kind)  # shutdown() ran meanwhile, without this one
         except ExecutorClosed:
-            primitive._shutdown(close=True)
+            shut_down(primitive, close=True)
             raise
         return primitive
 
@@ -90,5 +92,7 @@ class PrimitiveFactory:
     def _free_primitives(self, close: bool) -> None:
         """Unlink shared memory and semaphores by name (mappings stay valid); close
         queues once no task can use them (``close``), so a get() on a drained one cannot hang."""
+        from .._primitives._common import shut_down
+
         for primitive in list(self._primitives):
-            primitive._shutdown(close=close)
+            shut_down(primitive, close=close)

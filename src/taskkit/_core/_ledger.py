@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_type_hints
 
 from ._calls import call
-from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING, RLock
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RLock
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout, WorkerCrashed
 from ._events import EventKind, Listeners, worker_key
 from ._future import (
@@ -45,6 +45,7 @@ from ._future import (
     force_cancelled,
     interruptible,
     is_running,
+    new_running,
     next_task_number,
     outcome,
     run_done_callbacks,
@@ -112,6 +113,11 @@ class TaskOptions:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be a whole number >= 0, got {self.retries!r}")
 
+
+# Public as taskkit.TaskOptions (set once decorated), its annotations resolved first, here,
+# where their names are (typing.get_type_hints would look for them in taskkit).
+TaskOptions.__annotations__ = get_type_hints(TaskOptions)
+TaskOptions.__module__ = "taskkit"
 
 NO_OPTIONS = TaskOptions()
 
@@ -650,12 +656,7 @@ class LoopTasks:
             raise ExecutorClosed(
                 f"cannot submit {fn.__qualname__}: the {ledger.backend.name} executor is closed"
             )
-        task_class = self.task_class
-        task = task_class.__new__(task_class)
-        task._state = RUNNING  # slots of task_class
-        task._result = None
-        task._fn = fn
-        task._number = next_task_number()
+        task = new_running(self.task_class, fn)
         if args:
             task._args = args
         if kwargs:

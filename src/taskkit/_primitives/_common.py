@@ -1,10 +1,12 @@
-"""What every family of primitives shares: statistics, ``with``, argument checks, deadlines.
+"""What every family of primitives shares: statistics, ``with``, argument checks, deadlines,
+and ``shut_down``, what an executor's ``shutdown()`` does to the primitives it made.
 
 How callers wait is in ``_waiting``; the faces written once for every kind, in ``_faces``.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -18,7 +20,21 @@ __all__ = [
     "check_count",
     "check_timeout",
     "remaining",
+    "shut_down",
 ]
+
+
+@functools.singledispatch
+def shut_down(primitive: object, close: bool) -> None:
+    """What ``Executor.shutdown()`` does to each primitive the executor made.
+
+    It frees what the primitive holds outside this process (shared memory and
+    semaphore names are unlinked; mappings already open stay valid) and, with
+    ``close``, closes a queue once no task can use it, so that a ``get()`` on a
+    drained one cannot hang.  Each module of primitives registers its classes
+    (``@shut_down.register(cls)``): the step is no method of the objects users hold.
+    """
+    raise TypeError(f"{type(primitive).__qualname__} is not a taskkit primitive")
 
 
 class AcquireContext:

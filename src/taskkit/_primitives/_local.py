@@ -61,7 +61,7 @@ from .._core._compat import LockType, RLock, SemLock, allocate_lock, semlock_is_
 from .._core._errors import BlockingCallError, Deadlock, QueueClosed, UsageError
 from .._core._future import Future
 from . import _common
-from ._common import AcquireContext, check_count, check_timeout
+from ._common import AcquireContext, check_count, check_timeout, shut_down
 from ._faces import AcquireFaces, EventFaces
 from ._waiting import (
     NOT_READY,
@@ -172,11 +172,13 @@ class _InProcess:
 
     __slots__ = ()
 
-    def _shutdown(self, close: bool) -> None:
-        pass  # nothing to free: the memory goes with the object
-
     def __reduce__(self) -> NoReturn:
         _not_picklable(self)
+
+
+@shut_down.register(_InProcess)
+def _shut_down_in_process(primitive: _InProcess, close: bool) -> None:
+    pass  # nothing to free: the memory goes with the object
 
 
 def _forever(what: str) -> Deadlock:
@@ -411,10 +413,6 @@ class Queue(_InProcess, Generic[T]):
                 waiting_putters=len(self._putters),
             )
 
-    def _shutdown(self, close: bool) -> None:
-        if close:
-            self.close()
-
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         bound = f"/{self._maxsize}" if self._maxsize else ""
@@ -429,6 +427,12 @@ _GET: Wait[Any] = Wait(
     "get() on", Queue._try_get, Queue._has_item, "_getters", timed_out=queue.Empty
 )
 _GET.stuck, _GET.twin, _GET.give_back = "get() on an empty", "await q.aget()", Queue._give_back
+
+
+@shut_down.register(Queue)
+def _shut_down_queue(queue: Queue[Any], close: bool) -> None:
+    if close:
+        queue.close()
 
 
 class SerialQueue(Queue[T]):

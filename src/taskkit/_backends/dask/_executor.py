@@ -46,6 +46,7 @@ import distributed as _distributed
 from ..._core import _serialize
 from ..._core._backend import Backend, check_max_workers
 from ..._core._calls import run_chunk
+from ..._core._compat import dask_outcome
 from ..._core._errors import ExecutorClosed, WorkerCrashed
 from ..._core._executor import Executor
 from ..._core._ledger import Task as _Task
@@ -228,8 +229,10 @@ class DaskExecutor(Executor):
             reason = "its executor was shut down and closed its Dask client"
         with self._primitives_lock:
             primitives = list(self._primitives)
+        from ._primitives import detach
+
         for primitive in primitives:
-            primitive._detach(reason)
+            detach(primitive, reason)
 
 
 class _DaskBackend(Backend):
@@ -305,7 +308,7 @@ class _DaskBackend(Backend):
         # On the client's IO loop, one coroutine per task, so results are
         # fetched concurrently; settling happens on our own thread.
         try:
-            outcome = await future._result(raiseit=False)
+            outcome = await dask_outcome(future)
             status = future.status
         except BaseException as exc:  # the connection to the cluster was lost
             outcome, status = exc, "error"

@@ -53,7 +53,7 @@ import distributed as _distributed
 from ..._core._errors import ExecutorClosed, QueueClosed, UsageError
 from ..._core._serialize import dumps_bytes, dumps_value, loads
 from ..._primitives import _common
-from ..._primitives._common import AcquireContext, check_count
+from ..._primitives._common import AcquireContext, check_count, shut_down
 
 __all__ = [
     "DaskEvent",
@@ -115,8 +115,8 @@ def _binding(client: Client | None) -> dict[str, Any]:
 class _Shared:
     """What every Dask primitive has: a name, counters, and a life after its cluster.
 
-    ``_detach(reason)`` is called by the executor just before it closes the
-    client this copy talks through: the copy records what it needs to answer
+    ``detach(primitive, reason)`` is called by the executor just before it closes
+    the client this copy talks through: the copy records what it needs to answer
     reads (``_snapshot``) and from then on raises ``ExecutorClosed`` for
     anything that needs the scheduler.
     """
@@ -154,19 +154,26 @@ class _Shared:
             f"reaches: {self._gone}"
         )
 
-    def _detach(self, reason: str) -> None:
-        """Record the state reads need, then stop using the scheduler."""
-        try:
-            self._snapshot()
-        except Exception:
-            pass  # the cluster is already unreachable: reads report what the copy knew
-        self._gone = reason
-
     def _snapshot(self) -> None:
         pass
 
-    def _shutdown(self, close: bool) -> None:
-        """Called by ``Executor.shutdown``: nothing to free, the scheduler owns the state."""
+
+def detach(primitive: _Shared, reason: str) -> None:
+    """Have ``primitive`` record the state reads need, then stop using the scheduler.
+
+    Called by the executor just before it closes its client, ``reason`` saying why
+    (``ExecutorClosed`` names it from then on).
+    """
+    try:
+        primitive._snapshot()
+    except Exception:
+        pass  # the cluster is already unreachable: reads report what the copy knew
+    primitive._gone = reason
+
+
+@shut_down.register(_Shared)
+def _shut_down_shared(primitive: _Shared, close: bool) -> None:
+    pass  # nothing to free: the scheduler owns the state
 
 
 @final
@@ -353,11 +360,13 @@ class DaskQueue(_Shared):
         with self._mutex:
             self._left.extend(d for d in data if d != _CLOSED)
 
-    def _shutdown(self, close: bool) -> None:
-        # A client the caller already closed cannot be told: the queue went with it.
-        client = self._client
-        if close and self._gone is None and client is not None and client.status == "running":
-            self.close()
+
+@shut_down.register(DaskQueue)
+def _close_queue(queue: DaskQueue, close: bool) -> None:
+    # A client the caller already closed cannot be told: the queue went with it.
+    client = queue._client
+    if close and queue._gone is None and client is not None and client.status == "running":
+        queue.close()
 
 
 class _Acquirable(AcquireContext, _Shared):

@@ -962,7 +962,8 @@ class _ProcessMapRun(MapRun):
             cast("Sequence[Any]", column) if type(column) in _SLICED else None
         )
         self._position = 0  # of the next item of _sequence to read
-        self._process_executor = executor
+        # What Executor.submit comes down to, without its frame: the ledger's submit.
+        self._submit_task = executor._process.ledger.submit
         super().__init__(executor, fn, iterables, spec)
 
     def _read(self, size: int) -> Sequence[Any]:
@@ -989,7 +990,7 @@ class _ProcessMapRun(MapRun):
         args: tuple[Any, ...] = (self._fn, items)
         if options.retries or self._return_exceptions:
             args += (options.retries, self._return_exceptions)
-        return self._process_executor._submit(run_column, args, {}, options, weight=len(items))
+        return self._submit_task(run_column, args, {}, options, len(items))
 
     def _submit_one(self, item: Any) -> Future[Any]:
         return super()._submit_one(item if self._column is None else (item,))

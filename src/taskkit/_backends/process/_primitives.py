@@ -87,7 +87,13 @@ from ..._core._errors import QueueClosed, UsageError
 from ..._core._future import Future, try_set_exception, try_set_result
 from ..._core._serialize import dumps_value, loads
 from ..._primitives import _common
-from ..._primitives._common import AcquireContext, check_count, check_timeout, remaining
+from ..._primitives._common import (
+    AcquireContext,
+    check_count,
+    check_timeout,
+    remaining,
+    shut_down,
+)
 from ..._primitives._faces import AcquireFaces, EventFaces
 from ..._primitives._waiting import (
     AGAIN,
@@ -328,15 +334,17 @@ class _Shared:
     def _repair(self) -> None:
         """Make the state consistent after a holder died (each kind knows its own)."""
 
-    def _shutdown(self, close: bool) -> None:
-        """Unlink the names (the owner's executor calls this at shutdown)."""
-        if self._finalizer is not None:
-            self._finalizer()
-
     @property
     def name(self) -> str:
         """The shared-memory name that other processes open this primitive by."""
         return self._name
+
+
+@shut_down.register(_Shared)
+def _unlink(primitive: _Shared, close: bool) -> None:
+    """Unlink the names (the owner's executor calls this at shutdown)."""
+    if primitive._finalizer is not None:
+        primitive._finalizer()
 
 
 def _attach(kind: str, name: str) -> _Shared:
@@ -824,11 +832,6 @@ class Queue(_Ring, Generic[T]):
         _GETTERS_LOT.wake(self)
         _PUTTERS_LOT.wake(self)
 
-    def _shutdown(self, close: bool) -> None:
-        if close:
-            self.close()
-        super()._shutdown(close)
-
     # -- snapshots ----------------------------------------------------------------------
 
     @property
@@ -878,6 +881,13 @@ class Queue(_Ring, Generic[T]):
         state = ", closed" if self._w[_CLOSED] else ""
         bound = f"/{self._w[_MAXSIZE]}" if self._w[_MAXSIZE] else ""
         return f"<taskkit process Queue {self._name} {self._size()}{bound} items{state}>"
+
+
+@shut_down.register(Queue)
+def _close_and_unlink(queue: Queue[Any], close: bool) -> None:
+    if close:
+        queue.close()
+    _unlink(queue, close)
 
 
 _GETTERS_LOT = FutexLot(_NOT_EMPTY, _GETTERS)

@@ -29,7 +29,7 @@ from types import FunctionType
 from typing import Any
 
 from ..._core._calls import ChunkResult, call, run_calls, run_chunk
-from ..._core._compat import run_multiprocessing_exit_hooks
+from ..._core._compat_mp import run_multiprocessing_exit_hooks
 from ..._core._errors import SerializationError
 from . import _wire
 
