@@ -149,6 +149,9 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor):
         self._max_workers = backend.max_workers
         self._shut_down = False  # shutdown() was called: no new primitives either
         self._submit_here = backend.submit_here  # a backend's fast path, if any
+        # ``_submit(fn, args, kwargs, options, weight=1)``: what submit and map hand a task
+        # to, with its options; the ledger's own method, so no frame of the executor's.
+        self._submit = self._ledger.submit
 
     # ------------------------------------------------------------------ submit
 
@@ -205,16 +208,6 @@ class Executor(ExecutorMapHooks, PrimitiveFactory, concurrent.futures.Executor):
             name: the task's name in errors and statistics.
         """
         return _Configured(self, TaskOptions(timeout=timeout, retries=retries, name=name))
-
-    def _submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-        weight: int = 1,
-    ) -> Future[Any]:
-        return self._ledger.submit(fn, args, kwargs, options, weight)
 
     def _map_per_call(self, fn: Callable[..., Any], options: TaskOptions) -> bool:
         return options.timeout is not None or self._backend.map_per_call(fn)

@@ -320,7 +320,7 @@ class ExecutorMapHooks(MapMethods):
     #: The functions a map chunk runs as (their result is a ``ChunkResult``).
     _chunk_runners: ClassVar[frozenset[Callable[..., Any]]] = frozenset({run_chunk})
     _max_workers: int
-    #: ``Executor._submit(fn, args, kwargs, options, weight=1)``, which a chunk is submitted by.
+    #: ``_submit(fn, args, kwargs, options, weight=1)``: the ledger's, which a chunk goes to.
     _submit: Callable[..., Future[Any]]
 
     def _default_window(self) -> int:
