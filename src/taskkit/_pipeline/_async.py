@@ -14,7 +14,6 @@ import asyncio
 import threading
 import types
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
-from types import TracebackType
 from typing import Any, TypeVar, final
 
 from . import _steps
@@ -108,12 +107,7 @@ class AsyncLines(LinesSteps, AsyncIterator[str]):
         await awaited(self._start(_LoopReactor))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __aiter__(self) -> AsyncLines:

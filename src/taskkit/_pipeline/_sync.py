@@ -9,7 +9,6 @@ from __future__ import annotations
 import selectors
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
 from typing import Any, TypeVar, cast, final
 
 from . import _steps
@@ -81,12 +80,7 @@ class Lines(LinesSteps, Iterator[str]):
         blocking(self._start(_SelectorReactor))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __iter__(self) -> Lines:
