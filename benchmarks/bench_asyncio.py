@@ -24,8 +24,7 @@ from collections.abc import Callable
 
 from benchmarks._util import Row, interleaved, print_table
 from benchmarks.bench_coroutine import noop, noop1
-from taskkit import open_executor
-from taskkit._backends.asyncio._executor import AsyncioExecutor
+from taskkit import AsyncioExecutor, open_executor
 
 N = 100_000
 SLEEPERS = 1_000

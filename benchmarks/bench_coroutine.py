@@ -27,8 +27,7 @@ import warnings
 from collections.abc import Callable
 
 from benchmarks._util import Row, interleaved, print_table
-from taskkit import BlockingWarning, checkpoint, open_executor
-from taskkit._backends.coroutine._executor import CoroutineExecutor
+from taskkit import BlockingWarning, CoroutineExecutor, checkpoint, open_executor
 
 N = 100_000
 ROUND_TRIPS = 2_000
