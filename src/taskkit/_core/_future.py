@@ -391,22 +391,6 @@ finish: Callable[[Future[Any], Any, BaseException | None], bool] = Future._finis
 #: ``run_done_callbacks(fut)``: the callbacks of ``add_done_callback``, after ``finish``.
 run_done_callbacks: Callable[[Future[Any]], None] = Future._invoke_done_callbacks
 
-F = TypeVar("F", bound=Future[Any])
-
-
-def new_running(cls: type[F], fn: Any) -> F:
-    """A new future of ``cls`` running ``fn``, numbered, made without ``__init__``.
-
-    For a class that keeps ``_state``, ``_result``, ``_fn`` and ``_number`` in slots
-    and shares the rest (its lock too) on the class: ``LoopTasks`` makes its tasks so.
-    """
-    future = cls.__new__(cls)
-    future._state = RUNNING
-    future._result = None
-    future._fn = fn
-    future._number = next_task_number()
-    return future
-
 
 # How the rest of taskkit reads a future's state without its lock: one attribute read is
 # atomic, so a reader that only needs a glance (or holds the future final) takes none.

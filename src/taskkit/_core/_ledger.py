@@ -36,7 +36,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, get_type_hints
 
 from ._calls import call
-from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RLock
+from ._compat import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING, RLock
 from ._errors import BlockingCallError, ExecutorClosed, TaskTimeout, WorkerCrashed
 from ._events import EventKind, Listeners, worker_key
 from ._future import (
@@ -45,7 +45,6 @@ from ._future import (
     force_cancelled,
     interruptible,
     is_running,
-    new_running,
     next_task_number,
     outcome,
     run_done_callbacks,
@@ -630,7 +629,7 @@ class LoopTasks:
     and less for the collector to walk while a burst of submits keeps them all alive.
     """
 
-    __slots__ = ("ledger", "task_class")
+    __slots__ = ("ledger", "set_handle", "task_class")
 
     def __init__(self, ledger: TaskLedger) -> None:
         self.ledger = ledger
@@ -647,6 +646,8 @@ class LoopTasks:
                 "_stop_running": ledger.stop_hook,
             },
         )
+        #: ``set_handle(task, handle)`` for these tasks: their slot's own setter, a C call.
+        self.set_handle: Callable[[Task, Any], None] = vars(self.task_class)["_handle"].__set__
 
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
         """``submit`` of a task that runs at once: the caller gives it its handle
@@ -656,7 +657,13 @@ class LoopTasks:
             raise ExecutorClosed(
                 f"cannot submit {fn.__qualname__}: the {ledger.backend.name} executor is closed"
             )
-        task = new_running(self.task_class, fn)
+        # Made without __init__, in the slots of the class made above.
+        task_class = self.task_class
+        task = task_class.__new__(task_class)
+        task._state = RUNNING
+        task._result = None
+        task._fn = fn
+        task._number = next_task_number()
         if args:
             task._args = args
         if kwargs:

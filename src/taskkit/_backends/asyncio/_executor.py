@@ -60,6 +60,7 @@ from ..._core._future import (
     set_await_hook,
 )
 from ..._core._ledger import (
+    NO_KWARGS,
     LoopTasks,
     call_as_task,
     call_of,
@@ -244,8 +245,11 @@ class _AsyncioBackend(Backend):
         ):
             return None
         # The ledger's submit and _start in one, on the loop's own thread (see LoopTasks).
-        task = self.loop_tasks.start(fn, args, kwargs)
-        set_handle(task, _Attempt(self._run(task, fn, args, kwargs, True), loop=loop))
+        loop_tasks = self.loop_tasks
+        task = loop_tasks.start(fn, args, kwargs)
+        loop_tasks.set_handle(
+            task, _Attempt(self._run(task, fn, args, kwargs or NO_KWARGS, True), loop=loop)
+        )
         self._admission.running += 1
         return task
 
