@@ -64,8 +64,11 @@ _P = TypeVar("_P", bound="_Shared")
 _T = TypeVar("_T")
 
 _ADDRESS_VARIABLE = "TASKKIT_DASK_ADDRESS"
-# How long shutdown(cancel_pending=True) waits for the workers to drop cancelled tasks.
+# How long shutdown(cancel_pending=True) waits for the scheduler and workers to drop
+# cancelled tasks.
 _CANCEL_SETTLE = 2.0
+# The scheduler's states of a task that it has let go of: it will not hand it to a worker.
+_LET_GO = frozenset({None, "released", "forgotten"})
 
 # distributed is only partly typed: its objects are handled as Any here.
 distributed: Any = _distributed
@@ -379,21 +382,35 @@ class _DaskBackend(Backend):
         """Cancel the tasks no Dask worker has started.
 
         Every task is handed to Dask at once, so the executor sees none as
-        pending: ask the workers which tasks they have started (the scheduler's
-        "processing" also counts tasks a worker holds in its own queue), and
-        cancel the others.  Started includes finished: a worker may have run a
-        task to its end before the news reaches this client (its Dask future
-        is not done yet), and such a task keeps its result.  Dask passes a
-        cancel on asynchronously, so then wait, briefly, until no worker holds
-        them, lest one start them meanwhile.  A task that starts between the
-        question and the cancel is cancelled as a running one is (its result
-        is dropped).
+        pending: ask the workers which tasks they have started, and cancel the
+        others.  Started includes finished: a worker may have run a task to its
+        end before the news reaches this client (its Dask future is not done
+        yet), and such a task keeps its result.  A task that starts between the
+        question and the cancel is cancelled as a running one is (its result is
+        dropped).
+
+        The client tells the scheduler of new tasks and of cancels on a batched
+        stream, which a question to the scheduler may overtake.  So first wait
+        until the scheduler knows every task it was handed (then a task it no
+        longer knows is one it has let go), and after the cancels wait, briefly,
+        until neither the scheduler (queued or processing) nor any worker holds
+        them, lest one start them meanwhile.
         """
         with self._running_lock:
             entries = list(self._running.items())
         if not entries:
             return
+        deadline = time.monotonic() + _CANCEL_SETTLE
         try:
+            while True:
+                states = self._task_states([future.key for _, (_, future) in entries])
+                unknown = any(
+                    states.get(future.key) is None and not future.done()
+                    for _, (_, future) in entries
+                )
+                if not unknown or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)  # a task is still on its way to the scheduler
             started = {key for keys, _ in self.client.run(worker_keys).values() for key in keys}
         except Exception:
             return  # the cluster is unreachable: what was queued there is lost with it
@@ -401,18 +418,28 @@ class _DaskBackend(Backend):
         for task, (_, future) in entries:
             if future.key not in started and not future.done() and task.cancel():
                 cancelled.add(future.key)
-        deadline = time.monotonic() + _CANCEL_SETTLE
         while cancelled and time.monotonic() < deadline:
             try:
                 # The scheduler first (it sends "free" after "compute" on the same
                 # stream), then the workers.
-                held = {key for keys in self.client.processing().values() for key in keys}
+                held = {
+                    key
+                    for key, state in self._task_states(cancelled).items()
+                    if state not in _LET_GO
+                }
                 held |= {key for _, keys in self.client.run(worker_keys).values() for key in keys}
             except Exception:
                 return
             cancelled &= held
             if cancelled:
                 time.sleep(0.005)  # the cancel has yet to reach them
+
+    def _task_states(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """The scheduler's state of each of ``keys`` (None: it does not know the key)."""
+        states: dict[str, str | None] = self.client.sync(
+            self.client.scheduler.get_task_status, keys=list(keys)
+        )
+        return states
 
     def worker_count(self) -> int:
         if self._closing:
