@@ -31,7 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .._pipeline import Completed, StageResult
@@ -60,6 +60,16 @@ __all__ = [
 class TaskkitError(Exception):
     """Base class of every error taskkit raises."""
 
+    # The attributes that rebuild the error, in its constructor's order: what pickling
+    # hands back to the constructor when the error crosses a process boundary (a
+    # worker's error on its way to the caller).  Empty: pickle it as Exception does.
+    _rebuilt_from: ClassVar[tuple[str, ...]] = ()
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if not self._rebuilt_from:
+            return super().__reduce__()
+        return (type(self), tuple(getattr(self, name) for name in self._rebuilt_from))
+
 
 class ExecutorClosed(TaskkitError, RuntimeError):
     """Work was submitted to an executor after ``close()`` or ``shutdown()``."""
@@ -84,15 +94,14 @@ class InitializerFailed(TaskkitError, concurrent.futures.BrokenExecutor):
         reason: ``repr()`` of the initializer's exception.
     """
 
+    _rebuilt_from = ("backend", "reason")
+
     def __init__(self, backend: str, reason: str) -> None:
         super().__init__(
             f"the {backend} pool's initializer failed: {reason}; the pool runs no tasks, "
             "open a new executor"
         )
         self.backend, self.reason = backend, reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.backend, self.reason))
 
 
 class SchedulerStopped(TaskkitError, RuntimeError):
@@ -121,6 +130,8 @@ class TaskTimeout(TaskkitError, TimeoutError):
         timeout: the deadline, in seconds.
     """
 
+    _rebuilt_from = ("task", "timeout", "detail")
+
     def __init__(self, task: str = "task", timeout: float | None = None, detail: str = "") -> None:
         limit = "its deadline" if timeout is None else f"its {timeout:g} s deadline"
         message = f"{task} did not finish within {limit}"
@@ -128,9 +139,6 @@ class TaskTimeout(TaskkitError, TimeoutError):
             message = f"{message}; {detail}"
         super().__init__(message)
         self.task, self.timeout, self.detail = task, timeout, detail
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.task, self.timeout, self.detail))
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -168,6 +176,8 @@ class WorkerCrashed(TaskkitError, RuntimeError):
         detail: why the parent killed it, if it did (it broke the protocol), else ``""``.
     """
 
+    _rebuilt_from = ("task", "pid", "exitcode", "detail")
+
     def __init__(self, task: str, pid: int | None, exitcode: int | None, detail: str = "") -> None:
         how = describe_exit(exitcode) if exitcode is not None else "its exit status is unknown"
         if detail:  # the parent killed it, and says why
@@ -178,9 +188,6 @@ class WorkerCrashed(TaskkitError, RuntimeError):
         self.task, self.pid, self.exitcode, self.detail = task, pid, exitcode, detail
         self.signal: int | None = -exitcode if exitcode is not None and exitcode < 0 else None
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.task, self.pid, self.exitcode, self.detail))
-
 
 class SerializationError(TaskkitError, TypeError):
     """An argument or a result could not be serialised to cross a process boundary.
@@ -190,15 +197,14 @@ class SerializationError(TaskkitError, TypeError):
         type_name: the type of the value that failed.
     """
 
+    _rebuilt_from = ("what", "type_name", "reason")
+
     def __init__(self, what: str, type_name: str, reason: str = "") -> None:
         message = f"{what} of type {type_name} cannot be serialised"
         if reason:
             message = f"{message}: {reason}"
         super().__init__(message)
         self.what, self.type_name, self.reason = what, type_name, reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.what, self.type_name, self.reason))
 
 
 class RemoteError(TaskkitError, RuntimeError):
@@ -207,15 +213,14 @@ class RemoteError(TaskkitError, RuntimeError):
     Carries the original's type name, message and formatted traceback as text.
     """
 
+    _rebuilt_from = ("type_name", "message", "traceback_text")
+
     def __init__(self, type_name: str, message: str, traceback_text: str = "") -> None:
         text = f"{type_name}: {message}"
         if traceback_text:
             text = f"{text}\n\nRemote traceback:\n{traceback_text}"
         super().__init__(text)
         self.type_name, self.message, self.traceback_text = type_name, message, traceback_text
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.message, self.traceback_text))
 
 
 class RemoteTraceback(Exception):
@@ -258,6 +263,8 @@ class PipelineFailed(TaskkitError, subprocess.CalledProcessError):
         returncode: the failing stage's return code (``-N`` if killed by signal N).
     """
 
+    _rebuilt_from = ("stage", "result")
+
     def __init__(self, stage: StageResult[Any], result: Completed[Any]) -> None:
         subprocess.CalledProcessError.__init__(
             self, stage.returncode, list(stage.argv), result.stdout, stage.stderr
@@ -279,9 +286,6 @@ class PipelineFailed(TaskkitError, subprocess.CalledProcessError):
             message += "; its stderr ends with:\n  " + "\n  ".join(lines)
         return message
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.stage, self.result))
-
 
 class PipelineTimeout(TaskkitError, subprocess.TimeoutExpired):
     """A pipeline did not finish within its timeout; every stage was killed.
@@ -289,6 +293,8 @@ class PipelineTimeout(TaskkitError, subprocess.TimeoutExpired):
     Attributes:
         result: the partial ``Completed`` result gathered before the kill.
     """
+
+    _rebuilt_from = ("cmd", "timeout", "result")
 
     def __init__(self, argv: Any, timeout: float, result: Completed[Any] | None = None) -> None:
         stdout = result.stdout if result is not None else None
@@ -300,9 +306,6 @@ class PipelineTimeout(TaskkitError, subprocess.TimeoutExpired):
             f"pipeline {self.cmd!r} did not finish within {self.timeout:g} s; "
             "every stage was killed"
         )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.cmd, self.timeout, self.result))
 
 
 class Deadlock(TaskkitError, RuntimeError):
