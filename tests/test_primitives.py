@@ -254,8 +254,9 @@ def test_shutdown_frees_every_kind_of_primitive(make_executor: Make) -> None:
     # shutdown() hands each primitive it made to shut_down, which each family registers.
     ex = make_executor()
     made = [ex.queue(), ex.lock(), ex.event(), ex.semaphore(), ex.value(0)]
-    ex.shutdown(wait=True)
-    assert len(made) == 5
+    unregistered = shut_down.dispatch(object)
+    assert [shut_down.dispatch(type(p)) is unregistered for p in made] == [False] * 5
+    ex.shutdown(wait=True)  # would raise TypeError for a primitive no family registered
     with pytest.raises(TypeError, match="not a taskkit primitive"):
         shut_down(object(), close=True)
 

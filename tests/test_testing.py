@@ -342,7 +342,7 @@ def test_watchdog_reports_a_blocking_call_the_scheduler_does_not_control() -> No
 def test_watchdog_reports_a_task_that_blocks_before_its_first_switch_point() -> None:
     gate = _thread.allocate_lock()  # a raw lock: invisible to the scheduler
     gate.acquire()
-    blocked = functools.partial(gate.acquire, True, 1.0)  # no traced code runs before it
+    blocked = functools.partial(gate.acquire)  # no traced code runs before it
 
     def other(_: object) -> None:
         checkpoint()
@@ -350,8 +350,11 @@ def test_watchdog_reports_a_task_that_blocks_before_its_first_switch_point() -> 
     s = replay("")
     assert s is not None
     s._watchdog = 0.3
-    with pytest.raises(Deadlock, match="does not control"):
-        s.run([lambda _: blocked(), other], args=(None,))
+    try:
+        with pytest.raises(Deadlock, match="does not control"):
+            s.run([lambda _: blocked(), other], args=(None,))
+    finally:
+        gate.release()  # the abandoned task's thread returns and ends
 
 
 # -- coroutine tasks -------------------------------------------------------------------------------
